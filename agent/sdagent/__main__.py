@@ -1,0 +1,3 @@
+from sdagent.cli import main
+
+main()

@@ -1,0 +1,88 @@
+"""The `sdagent` command line: a Click group; each subcommand lives in its own module."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from sdagent import __version__
+from sdagent.cli.context import AgentContext
+from sdagent.errors import Exit, SdagentError
+
+EXIT_CODES_HELP = """\b
+Exit codes:
+  0  pass / success
+  1  a latency or quality target missed (verify)
+  2  usage error or bad input
+  3  tuning not in effect (verify)
+  4  no target matches this host (verify)
+  5  inconclusive: too noisy to decide (verify)
+  6  the plan in effect is slower than stock (verify)
+"""
+
+
+@click.group(
+    context_settings={"auto_envvar_prefix": "SDAGENT", "help_option_names": ["-h", "--help"]},
+    epilog=EXIT_CODES_HELP,
+)
+@click.option("--sysroot", type=click.Path(file_okay=False), default=None,
+              help="Read /proc and /sys under this directory instead of the host's (fixture trees).")
+@click.option("--topology-file", type=click.Path(dir_okay=False), default=None,
+              help="Use this topology JSON (from `sdagent topology --json`) instead of detecting one.")
+@click.option("--plan-file", type=click.Path(dir_okay=False), default=None,
+              help="Use this plan (from `sdagent plan -o` or `sdagent tune -o`) instead of deriving one.")
+@click.version_option(__version__, prog_name="sdagent")
+@click.pass_context
+def cli(ctx: click.Context, sysroot: str | None, topology_file: str | None, plan_file: str | None) -> None:
+    """Tune, run, benchmark and verify Stable Diffusion inference on this CPU host.
+
+    \b
+    The usual path:
+      sdagent topology              what this host is
+      sdagent plan                  the tuning derived from it, each choice with its reason
+      sdagent tune --model DIR      measure candidate plans here, keep the fastest
+      sdagent env -o tuned.env      render the plan for systemd or a shell
+      sdagent exec -- CMD ...       run CMD under the plan (preloads, threads, pinning)
+      sdagent model create DIR      write a random-weights pipeline (tiny or SD-1.5-shaped)
+      sdagent run / bench / verify  generate, measure, prove
+
+    Every option can also be set as an environment variable: SDAGENT_<OPTION>
+    for group options (e.g. SDAGENT_PLAN_FILE) and SDAGENT_<COMMAND>_<OPTION>
+    for a subcommand's.
+    """
+    ctx.obj = AgentContext(sysroot=sysroot, topology_file=topology_file, plan_file=plan_file)
+
+
+def _register() -> None:
+    # Imported here so each module can `from sdagent.cli import cli` without a cycle.
+    import importlib
+
+    for mod in ("hostcmds", "model_cmd", "run_cmd", "bench_cmd", "verify_cmd", "tune_cmd", "ladder_cmd"):
+        try:
+            importlib.import_module(f"sdagent.cli.{mod}")
+        except ModuleNotFoundError as exc:  # a module not written yet
+            if exc.name != f"sdagent.cli.{mod}":
+                raise
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: one-line errors with documented exit codes, no tracebacks."""
+    try:
+        rv = cli.main(args=argv, prog_name="sdagent", standalone_mode=False)
+    except SdagentError as exc:
+        click.echo(f"sdagent: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("sdagent: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(Exit.USAGE if exc.exit_code == 2 else exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("sdagent: interrupted", err=True)
+        sys.exit(130)
+    sys.exit(rv if isinstance(rv, int) else 0)

@@ -1,0 +1,185 @@
+"""`sdagent topology`, `plan`, `env` and `exec`: the host side, no torch needed."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+
+import click
+
+from sdagent import atomicio
+from sdagent.cli import cli
+from sdagent.cli.options import plan_options, resolve_plan
+from sdagent.errors import BadInput
+from sdagent.plan import KNOBS
+from sdagent.render import FORMATS, render
+from sdagent.topology import format_cpulist
+
+
+def _echo_json(obj: object) -> None:
+    click.echo(json.dumps(obj, indent=2))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the topology as JSON (what --topology-file reads).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Write the JSON topology to this file (atomically).")
+@click.pass_context
+def topology(ctx: click.Context, as_json: bool, output: str | None) -> None:
+    """Show this host's CPU topology: sockets, cores, SMT siblings, NUMA, limits, ISA.
+
+    \b
+    Read from /proc and /sys (or --sysroot DIR, or --topology-file FILE).
+    The JSON form can be saved and injected elsewhere with --topology-file.
+    """
+    t = ctx.obj.topology()
+    d = t.to_dict()
+    if output:
+        atomicio.write_json(output, d)
+    if as_json:
+        _echo_json(d)
+        return
+    s = d["summary"]
+    click.echo(f"CPU         {t.model_name} ({t.vendor}, family {t.family}, model {t.model})")
+    click.echo(f"sockets     {s['sockets']}")
+    click.echo(f"cores       {s['physical_cores']} physical, {s['logical_cpus']} logical "
+               f"({s['threads_per_core']} thread(s) per core)")
+    for n in t.nodes:
+        mem = f", {n.mem_total_kb // 1024} MiB" if n.mem_total_kb else ""
+        click.echo(f"NUMA node {n.id} CPUs {format_cpulist(n.cpus)}{mem}")
+    click.echo(f"allowed     {s['allowed_cpus']}")
+    click.echo(f"cgroup      {f'{t.cgroup.cpus:g} CPUs (v{t.cgroup.version})' if t.cgroup else 'no CPU quota'}")
+    if t.mem_total_kb:
+        click.echo(f"memory      {t.mem_total_kb // 1024} MiB")
+    click.echo(f"ISA         {' '.join(t.flags) or '(none of interest)'}")
+    click.echo(f"source      {t.source}")
+
+
+@cli.command()
+@plan_options
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Write the plan file (JSON, atomically) for --plan-file, the roles and exec.")
+@click.option("--list-settings", is_flag=True, help="List the settings that --set accepts, and exit.")
+@click.pass_context
+def plan(ctx: click.Context, plan_args: dict, as_json: bool, output: str | None, list_settings: bool) -> None:
+    """Derive the tuning plan for this host, every choice with its reason.
+
+    \b
+    The plan is a hypothesis from the topology: `sdagent tune` measures it
+    against the stock environment and alternatives on this host.
+    \b
+    Examples:
+      sdagent plan
+      sdagent plan --instances 4 --json
+      sdagent plan --set binding=taskset --set kmp_blocktime=1 -o plan.json
+    """
+    if list_settings:
+        for k in KNOBS.values():
+            choices = f" ({'|'.join(k.choices)})" if k.choices else ""
+            click.echo(f"{k.name:16} {k.kind}{choices}: {k.help}")
+        return
+    if output:
+        atomicio.check_parent(output)
+    p = resolve_plan(ctx, plan_args)
+    d = p.to_dict()
+    if output:
+        atomicio.write_json(output, d)
+    if as_json:
+        _echo_json(d)
+        return
+    click.echo(f"host: {p.topology_summary}")
+    click.echo(f"plan source: {p.source}")
+    click.echo("")
+    width = max(len(x.key) for x in p.decisions)
+    for x in p.decisions:
+        val = x.value if not isinstance(x.value, bool) else str(x.value).lower()
+        click.echo(f"  {x.key:<{width}}  {val}")
+        click.echo(f"  {'':<{width}}    {x.reason}")
+    click.echo("")
+    for i in p.instances:
+        launcher = " ".join(p.launcher(i.index)) or "(no binding)"
+        click.echo(f"instance {i.index}: CPUs {i.cpulist}, node {i.node}, "
+                   f"{p.settings['omp_num_threads']} threads, {launcher}")
+    if p.preload:
+        click.echo(f"LD_PRELOAD: {':'.join(p.preload)}")
+    if p.missing_libraries:
+        click.echo(f"missing on this host: {', '.join(p.missing_libraries)}")
+
+
+@cli.command()
+@plan_options
+@click.option("--format", "fmt", type=click.Choice(list(FORMATS)), default="env", show_default=True,
+              help="env: systemd EnvironmentFile; shell: sourceable snippet; systemd: unit drop-in.")
+@click.option("--instance", type=int, default=0, show_default=True, help="Which instance of the plan.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Write to this file (atomically) instead of stdout.")
+@click.pass_context
+def env(ctx: click.Context, plan_args: dict, fmt: str, instance: int, output: str | None) -> None:
+    """Render the plan's environment for one instance.
+
+    \b
+    The result is scoped to the processes that read it (an EnvironmentFile,
+    a snippet you source, a unit drop-in): never install it globally.
+    \b
+    Examples:
+      sdagent env -o /etc/sdagent/tuned.env
+      sdagent env --format systemd > /etc/systemd/system/sd.service.d/tuned.conf
+    """
+    if output:
+        atomicio.check_parent(output)
+    p = resolve_plan(ctx, plan_args)
+    text = render(p, fmt, instance)
+    if output:
+        atomicio.write_text(output, text)
+    else:
+        click.echo(text, nl=False)
+
+
+def build_exec(plan, instance: int, cmd: list[str], base_env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    """The argv and environment that run `cmd` under the plan (pure)."""
+    env = dict(base_env)
+    planned = plan.env(instance)
+    preload = planned.pop("LD_PRELOAD", None)
+    if preload:
+        # Ours first; keep whatever the caller already preloads (e.g. a sanitizer).
+        env["LD_PRELOAD"] = ":".join(x for x in (preload, base_env.get("LD_PRELOAD")) if x)
+    else:
+        env.pop("LD_PRELOAD", None)
+    for key in ("MALLOC_CONF", "KMP_AFFINITY", "KMP_BLOCKTIME"):
+        if key not in planned:
+            env.pop(key, None)  # a stale value from the caller would silently change the plan
+    env.update(planned)
+    if plan.plan_file:
+        env["SDAGENT_PLAN_FILE"] = os.path.abspath(plan.plan_file)
+    return plan.launcher(instance) + list(cmd), env
+
+
+@cli.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@plan_options
+@click.option("--instance", type=int, default=0, show_default=True, help="Which instance of the plan.")
+@click.option("--dry-run", is_flag=True, help="Print the environment and command instead of running it.")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.pass_context
+def exec_(ctx: click.Context, plan_args: dict, instance: int, dry_run: bool, command: tuple[str, ...]) -> None:
+    """Run COMMAND under the plan: preloads, threads, KMP_*, numactl/taskset binding.
+
+    \b
+    The tuning is scoped to COMMAND and its children. Put `--` before COMMAND:
+      sdagent exec -- python serve.py --port 8000
+      sdagent --plan-file /etc/sdagent/plan.json exec --instance 1 -- sdagent verify ...
+    The exit status is COMMAND's.
+    """
+    p = resolve_plan(ctx, plan_args)
+    argv, env = build_exec(p, instance, list(command), dict(os.environ))
+    if dry_run:
+        changed = {k: v for k, v in env.items() if os.environ.get(k) != v}
+        for k, v in changed.items():
+            click.echo(f"{k}={shlex.quote(v)}")
+        click.echo(shlex.join(argv))
+        return
+    if shutil.which(argv[0], path=env.get("PATH")) is None:
+        raise BadInput(f"command not found: {argv[0]}")
+    os.execvpe(argv[0], argv, env)

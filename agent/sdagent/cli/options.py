@@ -1,0 +1,54 @@
+"""Options shared by every subcommand that works from a plan."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import click
+
+from sdagent.plan import Plan, PlanRequest, load_overrides_file, parse_assignments
+
+
+def plan_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the layout and override options; the command receives `plan_args` (a dict)."""
+
+    @click.option("--instances", type=int, default=None,
+                  help="Split the host into N instances (never across NUMA nodes unless --span-nodes).")
+    @click.option("--cores-per-instance", type=int, default=None,
+                  help="Physical cores per instance.")
+    @click.option("--span-nodes/--no-span-nodes", default=False,
+                  help="Allow an instance to cross NUMA nodes.")
+    @click.option("--use-smt/--no-use-smt", default=False,
+                  help="Give SMT siblings their own OpenMP threads (default: one thread per physical core).")
+    @click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
+                  help="Override a planned value, e.g. --set binding=taskset (repeatable; validated).")
+    @click.option("--overrides", "overrides_file", type=click.Path(dir_okay=False), default=None,
+                  help="YAML/JSON mapping of planned values to override.")
+    @functools.wraps(func)
+    def wrapper(*args: Any, instances: int | None, cores_per_instance: int | None, span_nodes: bool,
+                use_smt: bool, assignments: tuple[str, ...], overrides_file: str | None,
+                **kwargs: Any) -> Any:
+        kwargs["plan_args"] = {
+            "instances": instances, "cores_per_instance": cores_per_instance,
+            "span_nodes": span_nodes, "use_smt": use_smt,
+            "assignments": assignments, "overrides_file": overrides_file,
+        }
+        return func(*args, **kwargs)
+
+    return wrapper
+
+
+def resolve_plan(ctx: click.Context, plan_args: dict[str, Any] | None = None) -> Plan:
+    """The plan for this invocation: plan file and/or derivation, then overrides."""
+    a = plan_args or {}
+    overrides: dict[str, Any] = {}
+    if a.get("overrides_file"):
+        overrides.update(load_overrides_file(a["overrides_file"]))
+    overrides.update(parse_assignments(a.get("assignments") or ()))
+    layout = (a.get("instances"), a.get("cores_per_instance"), a.get("span_nodes"), a.get("use_smt"))
+    request = PlanRequest(*layout) if any(layout) else None
+    plan = ctx.obj.plan(request, overrides)
+    for w in plan.warnings:
+        click.echo(f"sdagent: warning: {w}", err=True)
+    return plan

@@ -1,0 +1,423 @@
+"""Host topology: what the tuning plan is derived from.
+
+Everything is read from /proc and /sys under a *root* directory, so tests (and
+`--sysroot`) can point the reader at a fixture tree. The result is a frozen
+record that serialises to JSON and back: `--topology-file` injects one, which is
+how the Molecule fleet gives each container a different host shape.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from sdagent.errors import BadInput
+
+#: The ISA flags that decide precision and kernels (names as in /proc/cpuinfo).
+ISA_FLAGS: tuple[str, ...] = (
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512dq",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "avx_vnni",
+    "avx_ne_convert",
+    "amx_tile",
+    "amx_bf16",
+    "amx_int8",
+    "amx_fp16",
+)
+
+
+def parse_cpulist(text: str) -> tuple[int, ...]:
+    """Parse the kernel's list format ("0-3,8,10-11") into sorted CPU ids."""
+    out: set[int] = set()
+    text = text.strip()
+    if not text:
+        return ()
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?(?::(\d+))?", part)
+        if not m:
+            raise ValueError(f"bad cpu list element {part!r}")
+        lo = int(m.group(1))
+        hi = int(m.group(2)) if m.group(2) else lo
+        step = int(m.group(3)) if m.group(3) else 1
+        out.update(range(lo, hi + 1, step))
+    return tuple(sorted(out))
+
+
+def format_cpulist(cpus: Iterable[int]) -> str:
+    """Inverse of :func:`parse_cpulist`, with ranges collapsed ("0-3,8")."""
+    ids = sorted(set(cpus))
+    parts: list[str] = []
+    i = 0
+    while i < len(ids):
+        j = i
+        while j + 1 < len(ids) and ids[j + 1] == ids[j] + 1:
+            j += 1
+        parts.append(str(ids[i]) if i == j else f"{ids[i]}-{ids[j]}")
+        i = j + 1
+    return ",".join(parts)
+
+
+@dataclass(frozen=True)
+class Cpu:
+    """One logical CPU and where it sits."""
+
+    id: int
+    socket: int
+    core: int  # core id, unique within its socket
+    node: int  # NUMA node (0 where the host has no NUMA information)
+    siblings: tuple[int, ...]  # SMT siblings, itself included
+
+
+@dataclass(frozen=True)
+class NumaNode:
+    id: int
+    cpus: tuple[int, ...]
+    mem_total_kb: int | None = None
+
+
+@dataclass(frozen=True)
+class CgroupLimit:
+    """CPU bandwidth limit of this process's cgroup, as a number of CPUs."""
+
+    version: int  # 1 or 2
+    quota_us: int
+    period_us: int
+
+    @property
+    def cpus(self) -> float:
+        return self.quota_us / self.period_us
+
+
+@dataclass(frozen=True)
+class Topology:
+    """What the plan needs to know about a host."""
+
+    vendor: str
+    model_name: str
+    family: int | None
+    model: int | None
+    flags: tuple[str, ...]  # the subset of ISA_FLAGS the CPU has
+    cpus: tuple[Cpu, ...]  # online logical CPUs
+    nodes: tuple[NumaNode, ...]
+    allowed_cpus: tuple[int, ...]  # sched_getaffinity of this process
+    cgroup: CgroupLimit | None = None
+    mem_total_kb: int | None = None
+    source: str = "detected"  # "detected", "sysroot:<dir>" or "file:<path>"
+    hostname: str = ""
+
+    # -- derived facts -------------------------------------------------------
+    def has(self, flag: str) -> bool:
+        return flag in self.flags
+
+    @property
+    def sockets(self) -> int:
+        return len({c.socket for c in self.cpus}) or 1
+
+    @property
+    def logical_cpus(self) -> int:
+        return len(self.cpus)
+
+    @property
+    def physical_cores(self) -> int:
+        return len({(c.socket, c.core) for c in self.cpus})
+
+    @property
+    def threads_per_core(self) -> int:
+        return max((len(c.siblings) for c in self.cpus), default=1)
+
+    def cpu(self, cpu_id: int) -> Cpu:
+        for c in self.cpus:
+            if c.id == cpu_id:
+                return c
+        raise KeyError(cpu_id)
+
+    def summary(self) -> str:
+        lim = f", cgroup {self.cgroup.cpus:g} CPUs" if self.cgroup else ""
+        return (
+            f"{self.model_name}: {self.sockets} socket(s), {self.physical_cores} cores, "
+            f"{self.logical_cpus} CPUs, {len(self.nodes)} NUMA node(s), "
+            f"{len(self.allowed_cpus)} allowed{lim}; ISA {' '.join(self.flags) or 'none'}"
+        )
+
+    # -- (de)serialisation --------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["summary"] = {
+            "sockets": self.sockets,
+            "physical_cores": self.physical_cores,
+            "logical_cpus": self.logical_cpus,
+            "threads_per_core": self.threads_per_core,
+            "numa_nodes": len(self.nodes),
+            "allowed_cpus": format_cpulist(self.allowed_cpus),
+            "cgroup_cpus": self.cgroup.cpus if self.cgroup else None,
+        }
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "file") -> "Topology":
+        try:
+            cpus = tuple(
+                Cpu(int(c["id"]), int(c["socket"]), int(c["core"]), int(c["node"]),
+                    tuple(int(s) for s in c["siblings"]))
+                for c in d["cpus"]
+            )
+            nodes = tuple(
+                NumaNode(int(n["id"]), tuple(int(x) for x in n["cpus"]), n.get("mem_total_kb"))
+                for n in d["nodes"]
+            )
+            cg = d.get("cgroup")
+            cgroup = (
+                CgroupLimit(int(cg["version"]), int(cg["quota_us"]), int(cg["period_us"]))
+                if cg else None
+            )
+            allowed = tuple(int(x) for x in d.get("allowed_cpus") or [c.id for c in cpus])
+            return cls(
+                vendor=str(d.get("vendor", "")),
+                model_name=str(d.get("model_name", "")),
+                family=d.get("family"),
+                model=d.get("model"),
+                flags=tuple(f for f in ISA_FLAGS if f in set(d.get("flags", ()))),
+                cpus=cpus,
+                nodes=nodes,
+                allowed_cpus=allowed,
+                cgroup=cgroup,
+                mem_total_kb=d.get("mem_total_kb"),
+                source=source,
+                hostname=str(d.get("hostname", "")),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BadInput(f"not a topology record ({type(exc).__name__}: {exc})") from None
+
+
+def load_topology_file(path: str | os.PathLike[str]) -> Topology:
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise BadInput(f"topology file not found: {p}") from None
+    except (OSError, ValueError) as exc:
+        raise BadInput(f"topology file {p} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadInput(f"topology file {p} is not a JSON object")
+    try:
+        return Topology.from_dict(data, source=f"file:{p}")
+    except BadInput as exc:
+        raise BadInput(f"topology file {p}: {exc}") from None
+
+
+# ---------------------------------------------------------------------------
+# Reading a live host or a fixture tree
+# ---------------------------------------------------------------------------
+
+
+class _Tree:
+    """Reads files under a root; missing files read as None."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    def path(self, rel: str) -> Path:
+        return self.root / rel.lstrip("/")
+
+    def read(self, rel: str) -> str | None:
+        try:
+            return self.path(rel).read_text()
+        except (FileNotFoundError, NotADirectoryError, PermissionError, IsADirectoryError):
+            return None
+        except OSError:
+            return None
+
+    def read_int(self, rel: str) -> int | None:
+        text = self.read(rel)
+        try:
+            return int(text.strip()) if text is not None else None
+        except ValueError:
+            return None
+
+
+def _parse_cpuinfo(text: str) -> list[dict[str, str]]:
+    blocks: list[dict[str, str]] = []
+    cur: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            if cur:
+                blocks.append(cur)
+                cur = {}
+            continue
+        key, _, val = line.partition(":")
+        cur[key.strip()] = val.strip()
+    if cur:
+        blocks.append(cur)
+    return [b for b in blocks if "processor" in b]
+
+
+def _meminfo_kb(text: str | None, key: str = "MemTotal") -> int | None:
+    if not text:
+        return None
+    m = re.search(rf"{key}:\s+(\d+)\s*kB", text)
+    return int(m.group(1)) if m else None
+
+
+def _read_cgroup(tree: _Tree) -> CgroupLimit | None:
+    """The tightest CPU quota on the path from this process's cgroup up to the root."""
+    own = tree.read("proc/self/cgroup") or ""
+    best: CgroupLimit | None = None
+
+    def consider(lim: CgroupLimit) -> None:
+        nonlocal best
+        if best is None or lim.cpus < best.cpus:
+            best = lim
+
+    def ancestors(base: str, rel: str) -> list[str]:
+        parts = [p for p in rel.strip("/").split("/") if p]
+        out = []
+        for i in range(len(parts), -1, -1):
+            out.append("/".join([base] + parts[:i]))
+        return out
+
+    v2_path = "/"
+    v1_path = "/"
+    for line in own.splitlines():
+        hid, _, rest = line.partition(":")
+        ctrls, _, path = rest.partition(":")
+        if hid == "0" and ctrls == "":
+            v2_path = path or "/"
+        elif "cpu" in ctrls.split(","):
+            v1_path = path or "/"
+
+    # cgroup v2 (unified)
+    for d in ancestors("sys/fs/cgroup", v2_path):
+        text = tree.read(f"{d}/cpu.max")
+        if text:
+            quota, _, period = text.strip().partition(" ")
+            if quota != "max" and quota.isdigit() and period.isdigit() and int(period) > 0:
+                consider(CgroupLimit(2, int(quota), int(period)))
+    # cgroup v1
+    for mount in ("sys/fs/cgroup/cpu,cpuacct", "sys/fs/cgroup/cpu"):
+        for d in ancestors(mount, v1_path):
+            quota = tree.read_int(f"{d}/cpu.cfs_quota_us")
+            period = tree.read_int(f"{d}/cpu.cfs_period_us")
+            if quota is not None and period and quota > 0:
+                consider(CgroupLimit(1, quota, period))
+        if tree.path(mount).exists():
+            break
+    return best
+
+
+def read_topology(root: str | os.PathLike[str] = "/") -> Topology:
+    """Detect the topology of the host (root="/") or of a fixture tree."""
+    tree = _Tree(root)
+    live = Path(root).resolve() == Path("/")
+    cpuinfo_text = tree.read("proc/cpuinfo")
+    if cpuinfo_text is None:
+        raise BadInput(f"no proc/cpuinfo under {root}: not a host root")
+    blocks = _parse_cpuinfo(cpuinfo_text)
+    first = blocks[0] if blocks else {}
+    flags_present = set(first.get("flags", "").split())
+
+    online_text = tree.read("sys/devices/system/cpu/online")
+    if online_text:
+        online = parse_cpulist(online_text)
+    else:
+        online = tuple(int(b["processor"]) for b in blocks)
+    by_proc = {int(b["processor"]): b for b in blocks}
+
+    # NUMA nodes
+    nodes: list[NumaNode] = []
+    node_dir = tree.path("sys/devices/system/node")
+    if node_dir.is_dir():
+        for entry in sorted(node_dir.iterdir(), key=lambda p: p.name):
+            m = re.fullmatch(r"node(\d+)", entry.name)
+            if not m:
+                continue
+            nid = int(m.group(1))
+            cpus = parse_cpulist(tree.read(f"sys/devices/system/node/{entry.name}/cpulist") or "")
+            mem = _meminfo_kb(
+                tree.read(f"sys/devices/system/node/{entry.name}/meminfo"), "MemTotal"
+            )
+            nodes.append(NumaNode(nid, tuple(c for c in cpus if c in online), mem))
+    nodes.sort(key=lambda n: n.id)
+    node_of = {c: n.id for n in nodes for c in n.cpus}
+    if not nodes:
+        nodes = [NumaNode(0, tuple(online), _meminfo_kb(tree.read("proc/meminfo")))]
+        node_of = {c: 0 for c in online}
+
+    cpus: list[Cpu] = []
+    for cid in online:
+        base = f"sys/devices/system/cpu/cpu{cid}/topology"
+        info = by_proc.get(cid, {})
+        socket = tree.read_int(f"{base}/physical_package_id")
+        if socket is None:
+            socket = int(info.get("physical id", 0) or 0)
+        core = tree.read_int(f"{base}/core_id")
+        if core is None:
+            core = int(info.get("core id", cid) or cid)
+        sib_text = tree.read(f"{base}/thread_siblings_list")
+        siblings = parse_cpulist(sib_text) if sib_text else ()
+        cpus.append(Cpu(cid, socket, core, node_of.get(cid, 0), siblings))
+    # Where sysfs gave no sibling lists, derive them from (socket, core).
+    groups: dict[tuple[int, int], list[int]] = {}
+    for c in cpus:
+        groups.setdefault((c.socket, c.core), []).append(c.id)
+    cpus = [
+        c if c.siblings else Cpu(c.id, c.socket, c.core, c.node, tuple(groups[(c.socket, c.core)]))
+        for c in cpus
+    ]
+
+    if live and hasattr(os, "sched_getaffinity"):
+        allowed = tuple(sorted(os.sched_getaffinity(0)))
+    else:
+        status = tree.read("proc/self/status") or ""
+        m = re.search(r"^Cpus_allowed_list:\s*(\S+)", status, re.M)
+        allowed = parse_cpulist(m.group(1)) if m else tuple(online)
+    allowed = tuple(c for c in allowed if c in set(online)) or tuple(online)
+
+    hostname = (tree.read("proc/sys/kernel/hostname") or "").strip()
+    if live and not hostname:
+        hostname = os.uname().nodename
+
+    def _int(key: str) -> int | None:
+        try:
+            return int(first[key])
+        except (KeyError, ValueError):
+            return None
+
+    return Topology(
+        vendor=first.get("vendor_id", ""),
+        model_name=first.get("model name", ""),
+        family=_int("cpu family"),
+        model=_int("model"),
+        flags=tuple(f for f in ISA_FLAGS if f in flags_present),
+        cpus=tuple(cpus),
+        nodes=tuple(nodes),
+        allowed_cpus=allowed,
+        cgroup=_read_cgroup(tree),
+        mem_total_kb=_meminfo_kb(tree.read("proc/meminfo")),
+        source="detected" if live else f"sysroot:{root}",
+        hostname=hostname,
+    )
+
+
+def current_topology(sysroot: str | None = None, topology_file: str | None = None) -> Topology:
+    """The topology the CLI works from: an injected file, a fixture root, or this host."""
+    if topology_file:
+        return load_topology_file(topology_file)
+    if sysroot:
+        if not Path(sysroot).is_dir():
+            raise BadInput(f"sysroot is not a directory: {sysroot}")
+        return read_topology(sysroot)
+    return read_topology("/")

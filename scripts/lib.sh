@@ -1,0 +1,47 @@
+# Shared by scripts/*.sh: system packages and the two venvs, cached between runs.
+# shellcheck shell=bash
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CACHE=${SDAGENT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sdagent}
+PY=${PYTHON:-python3}
+# torch 2.13's CPU wheel: a bare `torch` would pull a multi-GB CUDA build.
+TORCH_NATIVE=${SDAGENT_TORCH:-torch==2.13.0}
+
+log() { printf '\n==> %s\n' "$*" >&2; }
+
+# Debian/Ubuntu packages the agent preloads or launches with (skipped when present).
+system_packages() {
+  local want=(numactl libjemalloc2 libgoogle-perftools4 util-linux)
+  local missing=()
+  for p in "${want[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "apt-get install ${missing[*]}"
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q "${missing[@]}"
+}
+
+# venv_native DIR: torch 2.13 CPU + diffusers + the agent (editable) + intel-openmp + pytest.
+venv_native() {
+  local v=$1
+  [ -x "$v/bin/python" ] || { log "creating $v"; "$PY" -m venv "$v"; }
+  if ! "$v/bin/python" -c 'import torch, diffusers, transformers, sdagent, pytest' 2>/dev/null \
+     || [ "$REPO" != "$("$v/bin/python" -c 'import sdagent, pathlib; print(pathlib.Path(sdagent.__file__).resolve().parents[2])' 2>/dev/null)" ]; then
+    log "installing the native stack into $v"
+    "$v/bin/pip" install -q --disable-pip-version-check "$TORCH_NATIVE"
+    "$v/bin/pip" install -q --disable-pip-version-check -e "$REPO[native,iomp,test]" "$TORCH_NATIVE"
+  fi
+}
+
+# venv_ipex DIR: IPEX 2.8 (its last CPU release) needs torch 2.8, transformers<5, diffusers 0.39.
+venv_ipex() {
+  local v=$1
+  [ -x "$v/bin/python" ] || { log "creating $v"; "$PY" -m venv "$v"; }
+  if ! "$v/bin/python" -c 'import intel_extension_for_pytorch, diffusers, sdagent, pytest' >/dev/null 2>&1 \
+     || [ "$REPO" != "$("$v/bin/python" -c 'import sdagent, pathlib; print(pathlib.Path(sdagent.__file__).resolve().parents[2])' 2>/dev/null)" ]; then
+    log "installing the IPEX stack into $v (torch 2.8 is a ~4 GB CUDA build on PyPI; cached afterwards)"
+    "$v/bin/pip" install -q --disable-pip-version-check -e "$REPO[ipex,iomp,test]"
+  fi
+}

@@ -1,0 +1,205 @@
+"""The planner: expected plans for each fixture host, layouts, overrides, fallbacks."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from hosts import HOSTS, write_tree
+from sdagent.errors import BadInput
+from sdagent.hostfacts import HostFacts, IpexStatus
+from sdagent.plan import (KMP_AFFINITY_COMPACT, MALLOC_CONF_PROFILES, UNSET, PlanRequest,
+                          load_plan_file, make_plan, parse_assignments, parse_setting)
+from sdagent.topology import read_topology
+
+JE = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
+TC = "/usr/lib/x86_64-linux-gnu/libtcmalloc.so.4"
+IOMP = "/opt/sdagent/venv/lib/libiomp5.so"
+
+FULL = HostFacts(
+    libraries={"jemalloc": JE, "tcmalloc": TC, "iomp": IOMP},
+    numactl="/usr/bin/numactl", taskset="/usr/bin/taskset", numa_permitted=True,
+    ipex=IpexStatus(False, None, "2.13.0", "intel-extension-for-pytorch is not installed"),
+)
+IPEX_OK = replace(FULL, ipex=IpexStatus(True, "2.8.0", "2.8.0", "IPEX 2.8.0 matches torch 2.8.0"))
+
+
+@pytest.fixture(scope="module")
+def topo(tmp_path_factory):
+    base = tmp_path_factory.mktemp("hosts")
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            cache[name] = read_topology(write_tree(base / name, HOSTS[name]))
+        return cache[name]
+    return get
+
+
+# name -> (cpus of instance 0, threads, binding, launcher, precision, KMP_AFFINITY)
+EXPECTED = {
+    "epyc-2core-avx2": ("0-1", 2, "none", [], "fp32", None),
+    "xeon-vm-2core-amx": ("0-1", 2, "none", [], "bf16", None),
+    "spr-2s-smt": ("0-55", 56, "numactl", ["/usr/bin/numactl", "--physcpubind=0-55", "--membind=0"], "bf16",
+                   KMP_AFFINITY_COMPACT),
+    "spr-2s-snc": ("0-27", 28, "numactl", ["/usr/bin/numactl", "--physcpubind=0-27", "--membind=0"], "bf16",
+                   KMP_AFFINITY_COMPACT),
+    "container-4cpu": ("8-11", 4, "none", [], "bf16", None),
+    "container-v1-quota": ("0-1", 2, "numactl", ["/usr/bin/numactl", "--physcpubind=0-1", "--membind=0"], "bf16",
+                           KMP_AFFINITY_COMPACT),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_expected_plan_per_host(topo, name):
+    cpus, threads, binding, launcher, precision, kmp = EXPECTED[name]
+    p = make_plan(topo(name), FULL)
+    assert p.instance(0).cpulist == cpus
+    assert p.omp_num_threads == threads
+    assert p.binding == binding
+    assert p.launcher(0) == launcher
+    assert p.precision == precision
+    env = p.env(0)
+    assert env["LD_PRELOAD"] == f"{JE}:{IOMP}"
+    assert env["MALLOC_CONF"] == MALLOC_CONF_PROFILES["demo"]
+    assert env["OMP_NUM_THREADS"] == str(threads)
+    assert env.get("KMP_AFFINITY") == kmp
+    assert "KMP_BLOCKTIME" not in env  # one latency instance keeps the default
+    assert p.backend == "native"
+    assert {d.key for d in p.decisions} >= {"allocator", "omp_runtime", "binding", "precision", "backend"}
+    assert all(d.reason for d in p.decisions)
+
+
+def test_epyc_says_why_fp32(topo):
+    p = make_plan(topo("epyc-2core-avx2"), FULL)
+    reason = next(d.reason for d in p.decisions if d.key == "precision")
+    assert "emulated" in reason
+    assert p.weights_prepack is False  # IPEX's bf16 prepack would assert without AVX512-BW/VL/DQ
+
+
+def test_ipex_chosen_when_usable(topo):
+    assert make_plan(topo("spr-2s-smt"), IPEX_OK).backend == "ipex"
+
+
+def test_multi_instance_never_spans_nodes(topo):
+    t = topo("spr-2s-smt")
+    p = make_plan(t, FULL, PlanRequest(instances=4))
+    assert [i.cpulist for i in p.instances] == ["0-27", "28-55", "56-83", "84-111"]
+    assert [i.node for i in p.instances] == [0, 0, 1, 1]
+    assert p.omp_num_threads == 28
+    assert p.env(2)["KMP_BLOCKTIME"] == "1" and p.env(2)["SDAGENT_INSTANCE"] == "2"
+    assert p.launcher(3)[-1] == "--membind=1"
+    # 3 instances on 2 nodes of 56: the largest size that fits is 28 cores.
+    p3 = make_plan(t, FULL, PlanRequest(instances=3))
+    assert [len(i.cpus) for i in p3.instances] == [28, 28, 28]
+    pc = make_plan(t, FULL, PlanRequest(cores_per_instance=14))
+    assert len(pc.instances) == 8 and {len(i.cpus) for i in pc.instances} == {14}
+
+
+def test_span_nodes_and_smt(topo):
+    t = topo("spr-2s-smt")
+    p = make_plan(t, FULL, PlanRequest(span_nodes=True))
+    assert p.instance(0).cpulist == "0-111" and p.instance(0).node is None
+    assert "--membind" not in " ".join(p.launcher(0))
+    s = make_plan(t, FULL, PlanRequest(use_smt=True))
+    assert s.instance(0).cpulist == "0-55,112-167" and s.omp_num_threads == 112
+
+
+@pytest.mark.parametrize("request_, message", [
+    (PlanRequest(instances=113), "at most 112"),
+    (PlanRequest(instances=0), "must be >= 1"),
+    (PlanRequest(cores_per_instance=57), "more than the 56 cores"),
+    (PlanRequest(instances=5, cores_per_instance=28), "only 4 such instances fit"),
+])
+def test_bad_layouts(topo, request_, message):
+    with pytest.raises(BadInput, match=message):
+        make_plan(topo("spr-2s-smt"), FULL, request_)
+
+
+def test_numa_refused_falls_back_to_taskset(topo):
+    facts = replace(FULL, numa_permitted=False)
+    p = make_plan(topo("spr-2s-smt"), facts)
+    assert p.binding == "taskset" and p.launcher(0) == ["/usr/bin/taskset", "-c", "0-55"]
+    assert "refuses memory binding" in next(d.reason for d in p.decisions if d.key == "binding")
+
+
+def test_missing_libraries_never_preloaded(topo):
+    facts = replace(FULL, libraries={"jemalloc": None, "tcmalloc": None, "iomp": None})
+    p = make_plan(topo("spr-2s-smt"), facts)
+    assert p.allocator == "default" and p.omp_runtime == "default"
+    assert "LD_PRELOAD" not in p.env(0) and "KMP_AFFINITY" not in p.env(0)
+    assert set(p.missing_libraries) == {"jemalloc", "iomp"}
+    tc = make_plan(topo("spr-2s-smt"), replace(FULL, libraries={"jemalloc": None, "tcmalloc": TC, "iomp": IOMP}))
+    assert tc.allocator == "tcmalloc" and tc.env(0)["LD_PRELOAD"] == f"{TC}:{IOMP}"
+    assert "MALLOC_CONF" not in tc.env(0)
+
+
+def test_overrides_are_validated_and_strict(topo):
+    t = topo("spr-2s-smt")
+    p = make_plan(t, FULL, overrides=parse_assignments(["binding=taskset", "kmp_blocktime=0",
+                                                        "malloc_conf=long"]))
+    assert p.binding == "taskset" and p.env(0)["KMP_BLOCKTIME"] == "0"
+    assert p.env(0)["MALLOC_CONF"] == MALLOC_CONF_PROFILES["long"]
+    assert p.source == "derived+overrides"
+    nolib = replace(FULL, libraries={"jemalloc": None, "tcmalloc": None, "iomp": IOMP})
+    with pytest.raises(BadInput, match="libjemalloc was not found"):
+        make_plan(t, nolib, overrides={"allocator": "jemalloc"})
+    with pytest.raises(BadInput, match="backend=ipex is not usable"):
+        make_plan(t, FULL, overrides={"backend": "ipex"})
+    with pytest.raises(BadInput, match="224 logical CPUs"):
+        make_plan(t, FULL, overrides={"omp_num_threads": 500})
+
+
+@pytest.mark.parametrize("key, raw, message", [
+    ("binding", "pin", "choose one of numactl, taskset, none"),
+    ("omp_num_threads", "0", "must be >= 1"),
+    ("omp_num_threads", "two", "expected an integer"),
+    ("compile", "maybe", "expected true or false"),
+    ("bogus", "1", "unknown plan setting 'bogus'"),
+    ("iomp_path", "/nonexistent/libiomp5.so", "no such file"),
+])
+def test_parse_setting_errors(key, raw, message):
+    with pytest.raises(BadInput, match=message):
+        parse_setting(key, raw)
+
+
+def test_parse_assignment_syntax():
+    with pytest.raises(BadInput, match="expected KEY=VALUE"):
+        parse_assignments(["binding"])
+    assert parse_assignments(["kmp_affinity=unset", "compile=yes"]) == {"kmp_affinity": UNSET, "compile": True}
+
+
+def test_bf16_override_on_avx2_warns(topo):
+    p = make_plan(topo("epyc-2core-avx2"), FULL, overrides={"precision": "bf16"})
+    assert p.precision == "bf16" and any("emulated" in w for w in p.warnings)
+
+
+def test_plan_file_roundtrip_is_lenient(topo, tmp_path):
+    t = topo("spr-2s-smt")
+    tuned = make_plan(t, FULL, overrides={"kmp_blocktime": 1, "backend": "native"}, source="tuned",
+                      tuning={"chosen": "x"})
+    f = tmp_path / "plan.json"
+    d = tuned.to_dict()
+    d["source"] = "tuned"
+    d["settings"]["allocator"] = "jemalloc"
+    f.write_text(json.dumps(d))
+    loaded = load_plan_file(f)
+    assert loaded.source == "tuned" and loaded.settings["kmp_blocktime"] == 1
+    # On a host without jemalloc, a plan file's allocator falls back with a warning.
+    nolib = replace(FULL, libraries={"jemalloc": None, "tcmalloc": None, "iomp": IOMP})
+    p = make_plan(t, nolib, file_settings={k: v for k, v in loaded.settings.items() if not k.endswith("_path")},
+                  source=loaded.source)
+    assert p.allocator == "default" and p.warnings and p.source == "tuned"
+    assert "from the tuned plan file" in next(d.reason for d in p.decisions if d.key == "kmp_blocktime")
+
+
+def test_bad_plan_files(tmp_path):
+    f = tmp_path / "p.json"
+    f.write_text('{"x": 1}')
+    with pytest.raises(BadInput, match="not an sdagent plan"):
+        load_plan_file(f)
+    f.write_text('{"settings": {"binding": "glue"}}')
+    with pytest.raises(BadInput, match="invalid value 'glue'"):
+        load_plan_file(f)
