@@ -134,3 +134,14 @@ def test_exec_passes_exit_status_and_reports_missing_command():
 def test_exec_dry_run():
     r = sdagent("exec", "--dry-run", "--", "echo", "hi")
     assert r.returncode == 0 and r.stdout.strip().endswith("echo hi") and "OMP_NUM_THREADS=" in r.stdout
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs for a 2-instance layout")
+def test_exec_hands_its_plan_to_the_child():
+    """A child of exec sees the parent's plan (layout, overrides), not one re-derived from its narrowed affinity."""
+    r = sdagent("exec", "--instances", "2", "--instance", "1", "--set", "kmp_blocktime=0", "--",
+                sys.executable, "-m", "sdagent", "plan", "--json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert len(d["instances"]) == 2 and d["settings"]["kmp_blocktime"] == 0
+    assert d["source"] == "derived+overrides"

@@ -304,6 +304,22 @@ class LoadedPlan:
     source: str
     request: PlanRequest
     tuning: dict[str, Any] | None
+    instances: tuple[Instance, ...] = ()  # the saved layout ((): derive one)
+
+
+#: Set by `sdagent exec` for its child: the plan in effect, as JSON, so a child
+#: `sdagent verify` checks against the very plan (layout and overrides) it runs under,
+#: even though its own affinity is already narrowed to one instance.
+PLAN_ENV = "SDAGENT_PLAN_JSON"
+
+
+def plan_env_value(plan: "Plan") -> str:
+    d = plan.to_dict()
+    keep = ("format", "source", "plan_file", "request", "settings", "instances", "tuning")
+    d = {k: d[k] for k in keep}
+    d["instances"] = [{"index": i["index"], "cpu_ids": i["cpu_ids"], "mem_node": i["mem_node"]}
+                      for i in d["instances"]]
+    return json.dumps(d, separators=(",", ":"))
 
 
 def load_plan_file(path: str | os.PathLike[str]) -> LoadedPlan:
@@ -315,8 +331,13 @@ def load_plan_file(path: str | os.PathLike[str]) -> LoadedPlan:
         raise BadInput(f"plan file not found: {p}") from None
     except (OSError, ValueError) as exc:
         raise BadInput(f"plan file {p} is not valid JSON: {exc}") from None
+    return parse_plan_data(data, f"plan file {p}")
+
+
+def parse_plan_data(data: Any, origin: str) -> LoadedPlan:
+    """Validate a plan record (a plan file's content, or exec's SDAGENT_PLAN_JSON)."""
     if not isinstance(data, dict) or not isinstance(data.get("settings"), dict):
-        raise BadInput(f"plan file {p} has no 'settings' mapping: not an sdagent plan")
+        raise BadInput(f"{origin} has no 'settings' mapping: not an sdagent plan")
     settings = dict(data["settings"])
     # Library paths are host facts: re-found on the host that loads the plan.
     for k in ("jemalloc_path", "tcmalloc_path", "iomp_path"):
@@ -324,11 +345,20 @@ def load_plan_file(path: str | os.PathLike[str]) -> LoadedPlan:
             settings.pop(k)
     try:
         settings = parse_settings({k: v for k, v in settings.items() if v is not None})
+        instances = tuple(
+            Instance(int(i["index"]), tuple(int(c) for c in i["cpu_ids"]),
+                     None if i.get("mem_node") is None else int(i["mem_node"]))
+            for i in data.get("instances") or ()
+        )
     except BadInput as exc:
-        raise BadInput(f"plan file {p}: {exc}") from None
+        raise BadInput(f"{origin}: {exc}") from None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BadInput(f"{origin}: bad 'instances' entry ({type(exc).__name__}: {exc})") from None
     source = str(data.get("source") or "file")
-    return LoadedPlan(settings, "tuned" if source == "tuned" else "file",
-                      PlanRequest.from_dict(data.get("request")), data.get("tuning"))
+    if source not in ("derived", "derived+overrides", "tuned", "file"):
+        source = "file"
+    return LoadedPlan(settings, source,
+                      PlanRequest.from_dict(data.get("request")), data.get("tuning"), instances)
 
 
 # ---------------------------------------------------------------------------
@@ -470,16 +500,22 @@ def make_plan(
     source: str = "derived",
     plan_file: str | None = None,
     tuning: dict[str, Any] | None = None,
+    instances: tuple[Instance, ...] = (),
 ) -> Plan:
     """Derive the plan. Pure: everything it knows comes in through its arguments.
 
     `overrides` (from the user) are strict: asking for a library the host lacks
     is an error. `file_settings` (from a plan file made elsewhere) are lenient:
     what this host cannot honour falls back, with a warning and a reason.
+    `instances` (a saved layout) is kept when all its CPUs are online here.
     """
     overrides = dict(overrides or {})
     r = _Resolver(overrides, file_settings or {}, source)
-    instances = layout_instances(topo, request)
+    online = {c.id for c in topo.cpus}
+    if not instances or not all(set(i.cpus) <= online for i in instances):
+        if instances:
+            r.warnings.append("the plan file's instance layout names CPUs this host lacks: laid out anew")
+        instances = layout_instances(topo, request)
     libs = facts.libraries
 
     # Library paths: facts, unless given.

@@ -55,15 +55,10 @@ def cli(ctx: click.Context, sysroot: str | None, topology_file: str | None, plan
 
 
 def _register() -> None:
-    # Imported here so each module can `from sdagent.cli import cli` without a cycle.
-    import importlib
-
-    for mod in ("hostcmds", "model_cmd", "run_cmd", "bench_cmd", "verify_cmd", "tune_cmd", "ladder_cmd"):
-        try:
-            importlib.import_module(f"sdagent.cli.{mod}")
-        except ModuleNotFoundError as exc:  # a module not written yet
-            if exc.name != f"sdagent.cli.{mod}":
-                raise
+    # Each subcommand module does `from sdagent.cli import cli`; importing them here,
+    # after `cli` exists, registers them without an import cycle.
+    from sdagent.cli import (bench_cmd, hostcmds, ladder_cmd, model_cmd,  # noqa: F401
+                             run_cmd, tune_cmd, verify_cmd)
 
 
 _register()

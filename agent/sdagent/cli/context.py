@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from sdagent.hostfacts import HostFacts, gather_facts
-from sdagent.plan import Plan, PlanRequest, load_plan_file, make_plan
+from sdagent.errors import BadInput
+from sdagent.plan import PLAN_ENV, LoadedPlan, Plan, PlanRequest, load_plan_file, make_plan, parse_plan_data
 from sdagent.topology import Topology, current_topology
 
 
@@ -29,16 +32,28 @@ class AgentContext:
         return self._facts
 
     def plan(self, request: PlanRequest | None = None, overrides: dict[str, Any] | None = None) -> Plan:
-        """The plan in force: the plan file's settings (if any), then `overrides`, on this topology."""
-        base: dict[str, Any] = {}
-        source = "derived"
-        tuning = None
-        if self.plan_file:
+        """The plan in force, then `overrides`, on this topology.
+
+        In force: the plan `sdagent exec` ran this process under (SDAGENT_PLAN_JSON), else
+        --plan-file, else none (derived from the topology).
+        """
+        loaded: LoadedPlan | None = None
+        inherited = os.environ.get(PLAN_ENV)
+        if inherited and not self.plan_file:
+            try:
+                loaded = parse_plan_data(json.loads(inherited), f"${PLAN_ENV} (set by sdagent exec)")
+            except ValueError as exc:
+                raise BadInput(f"${PLAN_ENV} is not valid JSON: {exc}") from None
+        elif self.plan_file:
             loaded = load_plan_file(self.plan_file)
-            base, source, tuning = dict(loaded.settings), loaded.source, loaded.tuning
-            request = request or loaded.request
+        if loaded is None:
+            return make_plan(self.topology(), self.facts(), request or PlanRequest(),
+                             overrides=overrides or {})
+        # A new layout request re-lays instances; otherwise the saved layout stands.
+        keep_layout = request is None or request == loaded.request
         return make_plan(
-            self.topology(), self.facts(), request or PlanRequest(),
-            file_settings=base, overrides=overrides or {}, source=source,
-            plan_file=self.plan_file, tuning=tuning,
+            self.topology(), self.facts(), request or loaded.request,
+            file_settings=loaded.settings, overrides=overrides or {}, source=loaded.source,
+            plan_file=self.plan_file, tuning=loaded.tuning,
+            instances=loaded.instances if keep_layout else (),
         )

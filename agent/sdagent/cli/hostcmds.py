@@ -13,7 +13,7 @@ from sdagent import atomicio
 from sdagent.cli import cli
 from sdagent.cli.options import plan_options, resolve_plan
 from sdagent.errors import BadInput
-from sdagent.plan import KNOBS
+from sdagent.plan import KNOBS, PLAN_ENV, plan_env_value
 from sdagent.render import FORMATS, render
 from sdagent.topology import format_cpulist
 
@@ -154,6 +154,7 @@ def build_exec(plan, instance: int, cmd: list[str], base_env: dict[str, str]) ->
     env.update(planned)
     if plan.plan_file:
         env["SDAGENT_PLAN_FILE"] = os.path.abspath(plan.plan_file)
+    env[PLAN_ENV] = plan_env_value(plan)
     return plan.launcher(instance) + list(cmd), env
 
 
@@ -175,7 +176,7 @@ def exec_(ctx: click.Context, plan_args: dict, instance: int, dry_run: bool, com
     p = resolve_plan(ctx, plan_args)
     argv, env = build_exec(p, instance, list(command), dict(os.environ))
     if dry_run:
-        changed = {k: v for k, v in env.items() if os.environ.get(k) != v}
+        changed = {k: v for k, v in env.items() if os.environ.get(k) != v and k != PLAN_ENV}
         for k, v in changed.items():
             click.echo(f"{k}={shlex.quote(v)}")
         click.echo(shlex.join(argv))

@@ -1,0 +1,338 @@
+"""The latency ladder: each tuning step measured against stock, PyTorch's launcher and the peak.
+
+Why a ladder: a user deciding whether to roll the agent out asks how much
+faster than a stock install, how much better than what PyTorch's own launcher
+(`python -m torch.backends.xeon.run_cpu`) already gives for free, and how far
+from what this CPU could do at best. Every rung runs the same worker
+(:mod:`sdagent.measure_worker`) on the same model and workload, each in a
+fresh process, in interleaved rounds with rotated order (A B C, B C A, C A B)
+so a drifting machine hurts all rungs alike; ratios are taken within a round.
+
+Pure here: the rung records, the schedule, the run loop (with an injected
+runner), the summary statistics and the Markdown. The plot and the files are
+written by the caller (:mod:`sdagent.cli.ladder_cmd`).
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+from sdagent.measure import Launch, WorkerJob, WorkerResult
+
+VANILLA, RUN_CPU = "vanilla", "run_cpu"
+
+
+@dataclass(frozen=True)
+class Rung:
+    """One step of the ladder: how the worker is launched and what it runs."""
+
+    name: str
+    description: str
+    launch: Launch | None
+    job: WorkerJob | None
+    unavailable: str | None = None  # why it cannot run here (reported as failed, others go on)
+    warm_cache: bool = False  # one untimed run before round 1 (torch.compile's cache)
+
+    @property
+    def precision(self) -> str:
+        return self.job.precision if self.job else "fp32"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One rung's figures from one process (one round)."""
+
+    round: int
+    latency_s: float  # median over the process's timed calls: seconds per image
+    step_s: float | None  # median UNet step (one guided evaluation)
+    unet_evals: int | None
+    wall_s: float
+    libraries: tuple[str, ...] = ()
+    torch_threads: int | None = None
+    affinity: tuple[int, ...] = ()
+    load_average: tuple[float, ...] = ()
+    observed: Mapping[str, Any] | None = None
+    steps: tuple[float, ...] = ()  # every timed UNet step of the process
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"round": self.round, "latency_s": round(self.latency_s, 4),
+                "step_s": None if self.step_s is None else round(self.step_s, 4),
+                "unet_evals": self.unet_evals, "wall_s": round(self.wall_s, 2),
+                "libraries": list(self.libraries), "torch_threads": self.torch_threads,
+                "affinity": list(self.affinity), "load_average": [round(x, 2) for x in self.load_average],
+                "observed": dict(self.observed) if self.observed else None,
+                "steps_s": [round(x, 4) for x in self.steps]}
+
+
+@dataclass
+class RungOutcome:
+    rung: Rung
+    samples: list[Sample] = field(default_factory=list)
+    failed: str | None = None
+    failed_round: int | None = None
+
+
+def sample_from(result: WorkerResult, round_no: int) -> Sample:
+    """The figures of one worker result (pure)."""
+    d = result.data or {}
+    steps = [s for r in d.get("runs", []) for s in r.get("unet_steps_s", [])]
+    proc = d.get("process", {})
+    return Sample(round_no, float(d["latency_median_s"]), statistics.median(steps) if steps else None,
+                  d.get("unet_evals"), result.wall_s, tuple(proc.get("libraries", [])),
+                  proc.get("torch_threads"), tuple(proc.get("affinity", [])),
+                  tuple(d.get("load_average", [])), d.get("observed"), tuple(steps))
+
+
+def schedule(names: Sequence[str], rounds: int) -> list[list[str]]:
+    """Round i runs the rungs rotated by i: each rung leads equally often, neighbours vary."""
+    n = len(names)
+    return [[names[(i + j) % n] for j in range(n)] for i in range(rounds)] if n else []
+
+
+Runner = Callable[[Rung, int], WorkerResult]
+Event = Callable[[str, dict[str, Any]], None]
+
+
+def run_ladder(rungs: Sequence[Rung], rounds: int, runner: Runner, *, on_event: Event | None = None,
+               warm: Callable[[Rung], WorkerResult] | None = None) -> dict[str, RungOutcome]:
+    """Run every available rung once per round, interleaved; a failing rung is dropped with its reason."""
+    emit = on_event or (lambda kind, data: None)
+    out = {r.name: RungOutcome(r) for r in rungs}
+    for r in rungs:
+        if r.unavailable:
+            out[r.name].failed = r.unavailable
+    if warm is not None:
+        for r in rungs:
+            if r.warm_cache and not out[r.name].failed:
+                emit("warmup", {"rung": r.name})
+                res = warm(r)
+                if not res.ok:
+                    out[r.name].failed = f"cache warm-up failed: {res.reason}"
+                    out[r.name].failed_round = 0
+    live = [r.name for r in rungs if not out[r.name].failed]
+    by_name = {r.name: r for r in rungs}
+    for i, order in enumerate(schedule(live, rounds)):
+        for name in order:
+            o = out[name]
+            if o.failed:
+                continue
+            emit("run", {"rung": name, "round": i + 1, "rounds": rounds})
+            res = runner(by_name[name], i + 1)
+            if res.ok:
+                o.samples.append(sample_from(res, i + 1))
+            else:
+                o.failed, o.failed_round = res.reason, i + 1
+            emit("done", {"rung": name, "round": i + 1, "ok": res.ok, "reason": res.reason})
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Summary
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Spread:
+    """Median and range of a series (n values)."""
+
+    median: float
+    min: float
+    max: float
+    n: int
+
+    @classmethod
+    def of(cls, xs: Sequence[float]) -> "Spread | None":
+        return cls(statistics.median(xs), min(xs), max(xs), len(xs)) if xs else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"median": self.median, "min": self.min, "max": self.max, "n": self.n}
+
+
+def paired_speedups(base: Sequence[Sample], other: Sequence[Sample]) -> list[float]:
+    """base/other per round where both ran: > 1 means `other` is faster (drift cancels within a round)."""
+    b = {s.round: s.latency_s for s in base}
+    return [b[s.round] / s.latency_s for s in other if s.round in b and s.latency_s > 0]
+
+
+@dataclass(frozen=True)
+class RungRow:
+    name: str
+    description: str
+    precision: str
+    latency: Spread | None
+    step: Spread | None
+    vs_vanilla: Spread | None
+    vs_run_cpu: Spread | None
+    image_flops: float | None  # achieved FLOP/s over the whole image (median latency)
+    step_flops: float | None  # achieved FLOP/s in the UNet (median step)
+    step_peak_fraction: float | None
+    image_peak_fraction: float | None
+    failed: str | None
+    unet_evals: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        sd = lambda s: s.to_dict() if s else None  # noqa: E731
+        return {"rung": self.name, "description": self.description, "precision": self.precision,
+                "latency_s": sd(self.latency), "unet_step_s": sd(self.step),
+                "speedup_vs_vanilla": sd(self.vs_vanilla), "speedup_vs_run_cpu": sd(self.vs_run_cpu),
+                "achieved_flops_image": self.image_flops, "achieved_flops_unet_step": self.step_flops,
+                "fraction_of_gemm_peak_unet_step": self.step_peak_fraction,
+                "fraction_of_gemm_peak_image": self.image_peak_fraction,
+                "unet_evals_per_image": self.unet_evals, "failed": self.failed}
+
+
+def summarize(outcomes: Mapping[str, RungOutcome], flops: Mapping[str, Any] | None,
+              peaks: Mapping[str, float]) -> list[RungRow]:
+    """Rows of the ladder table.
+
+    `flops` is :class:`sdagent.flops.ModelFlops` as a dict (unet_step, vae_decode,
+    text_encoder, unet_batch); `peaks` maps precision -> peak GEMM FLOP/s.
+    """
+    van = outcomes.get(VANILLA)
+    rc = outcomes.get(RUN_CPU)
+    rows = []
+    for name, o in outcomes.items():
+        lat = Spread.of([s.latency_s for s in o.samples])
+        step = Spread.of([s.step_s for s in o.samples if s.step_s is not None])
+        evals = next((s.unet_evals for s in o.samples if s.unet_evals), None)
+        vv = Spread.of(paired_speedups(van.samples, o.samples)) if van and name != VANILLA else None
+        vr = Spread.of(paired_speedups(rc.samples, o.samples)) if rc and name != RUN_CPU else None
+        img_f = step_f = None
+        if flops and lat and evals:
+            enc = flops["text_encoder"] * (2 if flops.get("unet_batch", 2) == 2 else 1)
+            img_f = (evals * flops["unet_step"] + flops["vae_decode"] + enc) / lat.median
+        if flops and step:
+            step_f = flops["unet_step"] / step.median
+        peak = peaks.get(o.rung.precision)
+        rows.append(RungRow(
+            name, o.rung.description, o.rung.precision, lat, step, vv, vr, img_f, step_f,
+            step_f / peak if step_f and peak else None, img_f / peak if img_f and peak else None,
+            o.failed if not o.samples else (f"{o.failed} (round {o.failed_round}; "
+                                             f"{len(o.samples)} round(s) kept)" if o.failed else None),
+            evals))
+    return rows
+
+
+def step_figure(outcomes: Mapping[str, RungOutcome], unet_step_flops: float | None,
+                peaks: Mapping[str, float]) -> list[dict[str, Any]]:
+    """Per-UNet-step rows (unet-only processes): median and range over every timed call of every round."""
+    van = outcomes.get(VANILLA)
+    vmed = statistics.median([x for s in van.samples for x in s.steps]) if van and van.samples else None
+    rows = []
+    for name, o in outcomes.items():
+        xs = [x for s in o.samples for x in s.steps]
+        sp = Spread.of(xs)
+        rate = unet_step_flops / sp.median if sp and unet_step_flops else None
+        peak = peaks.get(o.rung.precision)
+        rows.append({"rung": name, "precision": o.rung.precision, "step_s": sp.to_dict() if sp else None,
+                     "speedup_vs_vanilla": vmed / sp.median if sp and vmed and name != VANILLA else None,
+                     "achieved_flops": rate, "fraction_of_gemm_peak": rate / peak if rate and peak else None,
+                     "failed": o.failed})
+    return rows
+
+
+# ---------------------------------------------------------------------------
+# Rendering (pure: text in, text out)
+# ---------------------------------------------------------------------------
+
+
+def not_run(reason: str | None) -> str:
+    """'skipped: ...' stays as is; anything else is a failure."""
+    r = reason or "no result"
+    return r if r.startswith("skipped") else f"failed: {r}"
+
+
+def _s(x: Spread | None, fmt: str = "{:.2f}", unit: str = "") -> str:
+    if x is None:
+        return "–"
+    if x.n == 1:
+        return f"{fmt.format(x.median)}{unit}"
+    return f"{fmt.format(x.median)}{unit} ({fmt.format(x.min)}–{fmt.format(x.max)})"
+
+
+def _g(v: float | None) -> str:
+    return "–" if v is None else f"{v / 1e9:.0f}"
+
+
+def _pct(v: float | None) -> str:
+    return "–" if v is None else f"{100 * v:.0f}%"
+
+
+def markdown(report: Mapping[str, Any], rows: Sequence[RungRow]) -> str:
+    """The ladder as a Markdown document: table, reference figures, machine state, command."""
+    w = report["workload"]
+    m = report["machine"]
+    peaks = report.get("gemm_peak", {})
+    lines = [
+        "# Latency ladder",
+        "",
+        f"Model `{report['model']}` ({report.get('model_preset') or 'model'}), "
+        f"{w['height']}x{w['width']}, {w['steps']} steps, guidance {w['guidance']}, "
+        f"{report['rounds']} interleaved round(s), each rung a fresh process per round "
+        f"({report['repeats']} timed call(s) after {report['warmup']} warm-up call(s) of "
+        f"{report['warmup_steps']} step(s)).",
+        "",
+        "Figures are median (min–max) over rounds. Speedups are paired within a round "
+        "(base time / rung time, > 1 = faster). GFLOP/s are FLOPs counted on the actual shapes "
+        "(torch.utils.flop_counter) over the measured time; % of peak is against this host's "
+        "GEMM peak of the rung's precision, measured in the same run.",
+        "",
+        "| Rung | s / image | s / UNet step | × vs vanilla | × vs run_cpu | UNet GFLOP/s (% peak) "
+        "| image GFLOP/s (% peak) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if r.latency is None:
+            lines.append(f"| {r.name} | {not_run(r.failed)} | | | | | |")
+            continue
+        lines.append(
+            f"| {r.name} | {_s(r.latency)} | {_s(r.step)} | {_s(r.vs_vanilla, unit='×')} | "
+            f"{_s(r.vs_run_cpu, unit='×')} | {_g(r.step_flops)} ({_pct(r.step_peak_fraction)}) | "
+            f"{_g(r.image_flops)} ({_pct(r.image_peak_fraction)}) |")
+    lines += ["", "Rungs:", ""]
+    for r in rows:
+        note = f" **{not_run(r.failed) if r.latency is None else 'Failed: ' + str(r.failed)}**" if r.failed else ""
+        evals = f" {r.unet_evals} UNet evaluations per image." if r.unet_evals else ""
+        lines.append(f"- `{r.name}` ({r.precision}): {r.description}.{evals}{note}")
+    f = report.get("flops")
+    if f:
+        lines += ["", f"FLOPs per UNet step (guided batch {f['unet_batch']}): {f['unet_step'] / 1e9:.1f} G; "
+                  f"VAE decode {f['vae_decode'] / 1e9:.1f} G; text encoder {f['text_encoder'] / 1e9:.2f} G "
+                  f"per prompt."]
+    if peaks:
+        lines.append("GEMM peak (best of runs, n={}): {}.".format(
+            next(iter(peaks.values()))["n"],
+            "; ".join(f"{k} {v['peak_flops'] / 1e9:.0f} GFLOP/s (median {v['median_flops'] / 1e9:.0f})"
+                      for k, v in peaks.items())))
+    sf = report.get("step_figure")
+    if sf:
+        lines += ["", f"## Per UNet step at {sf['height']}x{sf['width']}", "",
+                  f"Single guided UNet calls (batch {sf.get('unet_batch', 2)}) on inputs of that shape, no text "
+                  f"encoder or VAE: one process per rung, {sf['calls']} timed call(s) after one warm-up call; "
+                  f"median (min–max) over calls. {sf['unet_step_flops'] / 1e9:.0f} GFLOP per call.", "",
+                  "| Rung | s / UNet step | × vs vanilla | GFLOP/s (% peak) |", "|---|---|---|---|"]
+        for r in sf["rows"]:
+            st = r["step_s"]
+            if not st:
+                lines.append(f"| {r['rung']} | {not_run(r['failed'])} | | |")
+                continue
+            rng = f" ({st['min']:.2f}–{st['max']:.2f})" if st["n"] > 1 else ""
+            sv = f"{r['speedup_vs_vanilla']:.2f}×" if r["speedup_vs_vanilla"] else "–"
+            lines.append(f"| {r['rung']} | {st['median']:.2f}{rng} | {sv} | "
+                         f"{_g(r['achieved_flops'])} ({_pct(r['fraction_of_gemm_peak'])}) |")
+    lines += ["", "## Machine state", ""]
+    lines.append(f"- CPU: {m.get('cpu_model')} ({m.get('topology', '')})")
+    la = lambda v: " ".join(f"{x:.2f}" for x in v) if v else "?"  # noqa: E731
+    lines.append(f"- load average (1/5/15 min) before: {la(m.get('load_before'))}; "
+                 f"after: {la(m.get('load_after'))}")
+    lines.append(f"- versions: " + ", ".join(f"{k} {v}" for k, v in (m.get("versions") or {}).items() if v))
+    lines.append(f"- governor: {m.get('governor') or 'not exposed'}; started {m.get('started')}, "
+                 f"took {report.get('duration_s', 0):.0f} s")
+    lines += ["", "## Command", "", "```", report["command"], "```", ""]
+    return "\n".join(lines)
+
+
+__all__ = ["Rung", "RungOutcome", "RungRow", "Sample", "Spread", "VANILLA", "RUN_CPU", "markdown",
+           "not_run", "paired_speedups", "run_ladder", "sample_from", "schedule", "step_figure", "summarize"]

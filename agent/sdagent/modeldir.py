@@ -1,0 +1,103 @@
+"""Is this directory a loadable Stable Diffusion pipeline? Checked without importing torch.
+
+Why: diffusers' own failures on a missing, foreign or truncated directory are
+multi-page tracebacks, and some only appear after seconds of loading. These
+checks name the bad path in one line before any of that starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from sdagent.errors import BadInput
+
+SUPPORTED_PIPELINES = ("StableDiffusionPipeline",)
+REQUIRED_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+
+
+@dataclass(frozen=True)
+class ModelDir:
+    """A directory that passed the checks, with what its model_index.json says."""
+
+    path: Path
+    pipeline_class: str
+    components: dict[str, list]
+    sdagent_preset: str | None  # set when `sdagent model create` wrote it
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """Why this .safetensors file cannot be whole, or None.
+
+    The format is an 8-byte little-endian header length, a JSON header whose
+    tensors' data_offsets end at the data size, then the data: a truncated file
+    is shorter than the header promises.
+    """
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as fh:
+            raw = fh.read(8)
+            if len(raw) < 8:
+                return f"truncated: {size} bytes, shorter than the 8-byte header length"
+            (n,) = struct.unpack("<Q", raw)
+            if n > size - 8:
+                return f"truncated: a {n}-byte header does not fit in the {size}-byte file"
+            header = json.loads(fh.read(n))
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        return f"unreadable header ({exc.__class__.__name__})"
+    if not isinstance(header, dict):
+        return "header is not a JSON object"
+    end = 0
+    for name, meta in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            end = max(end, int(meta["data_offsets"][1]))
+        except (KeyError, TypeError, ValueError, IndexError):
+            return f"tensor {name!r} has no valid data_offsets"
+    have = size - 8 - n
+    if have < end:
+        return f"truncated: the header promises {end} data bytes, the file has {have}"
+    return None
+
+
+def check_model_dir(model_dir: str | os.PathLike[str]) -> ModelDir:
+    """Raise BadInput naming the problem, or return what the directory holds."""
+    p = Path(model_dir)
+    if not p.exists():
+        raise BadInput(f"model directory not found: {p}")
+    if not p.is_dir():
+        raise BadInput(f"model path is not a directory: {p}")
+    index = p / "model_index.json"
+    if not index.is_file():
+        raise BadInput(f"not a diffusers pipeline directory (no model_index.json): {p} "
+                       f"(create one with `sdagent model create --preset tiny {p}`)")
+    try:
+        data = json.loads(index.read_text())
+    except (OSError, ValueError) as exc:
+        raise BadInput(f"unreadable model_index.json in {p}: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadInput(f"model_index.json in {p} is not a JSON object")
+    cls = str(data.get("_class_name", ""))
+    if cls not in SUPPORTED_PIPELINES:
+        raise BadInput(f"unsupported pipeline class {cls or '(none)'!r} in {index}: "
+                       f"sdagent runs {', '.join(SUPPORTED_PIPELINES)}")
+    missing = [c for c in REQUIRED_COMPONENTS
+               if not isinstance(data.get(c), list) or data[c][0] is None or not (p / c).is_dir()]
+    if missing:
+        raise BadInput(f"pipeline directory {p} lacks component(s): {', '.join(missing)}")
+    for f in sorted(p.rglob("*.safetensors")):
+        why = safetensors_problem(f)
+        if why:
+            raise BadInput(f"corrupt weights file {f}: {why}")
+    preset = None
+    marker = p / "sdagent-model.json"
+    if marker.is_file():
+        try:
+            preset = json.loads(marker.read_text()).get("preset")
+        except (OSError, ValueError, AttributeError):
+            preset = None
+    return ModelDir(p, cls, {k: v for k, v in data.items() if isinstance(v, list)}, preset)

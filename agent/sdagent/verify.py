@@ -1,0 +1,408 @@
+"""The checks of `sdagent verify` and how they decide the exit code. Pure: facts in, checks out.
+
+Why checks and categories: a host can fail in several ways at once, but an
+operator (or a fleet dashboard) needs one answer per host. Each check has a
+category, each category an exit code, and the most fundamental failure wins:
+
+    2 usage/bad input  >  3 tuning not in effect  >  4 no target matches
+      >  1 latency or quality target missed  >  6 slower than stock
+      >  5 inconclusive  >  0 pass
+
+Tuning first because figures measured without the tuning say nothing about
+the tuning; no target before a miss because a miss needs a target; a miss
+before slower-than-stock because the ceiling is the contract; inconclusive
+last among failures because it is the absence of a verdict, but it is never
+a pass (MLPerf-style validity: too few runs or too much noise is not a pass).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from sdagent.errors import Exit
+from sdagent.procstate import ProcessState, is_mapped
+from sdagent.stats import nearest_rank, relative_spread, slower_beyond_noise, summarize
+from sdagent.targets import Target
+
+PASS, FAIL, INCONCLUSIVE, SKIP = "pass", "fail", "inconclusive", "skip"
+
+#: What a failing check of each category makes the exit code.
+CATEGORY_EXIT: dict[str, Exit] = {
+    "usage": Exit.USAGE,  # bad input met mid-way (recorded so a fleet sees it, then re-raised)
+    "tuning": Exit.TUNING_NOT_IN_EFFECT,
+    "target": Exit.NO_TARGET,
+    "latency": Exit.TARGET_MISSED,
+    "quality": Exit.TARGET_MISSED,
+    "stock": Exit.SLOWER_THAN_STOCK,
+    "validity": Exit.INCONCLUSIVE,
+}
+
+#: Most fundamental first (see the module docstring).
+PRIORITY: tuple[Exit, ...] = (Exit.USAGE, Exit.TUNING_NOT_IN_EFFECT, Exit.NO_TARGET, Exit.TARGET_MISSED,
+                              Exit.SLOWER_THAN_STOCK, Exit.INCONCLUSIVE)
+
+EXIT_MEANING: dict[int, str] = {
+    Exit.OK: "pass",
+    Exit.TARGET_MISSED: "a latency or quality target missed",
+    Exit.USAGE: "usage error or bad input",
+    Exit.TUNING_NOT_IN_EFFECT: "tuning not in effect",
+    Exit.NO_TARGET: "no target matches this host",
+    Exit.INCONCLUSIVE: "inconclusive: too few runs or too noisy to decide",
+    Exit.SLOWER_THAN_STOCK: "the plan in effect is slower than stock",
+}
+
+#: An image whose pixel range is below one 8-bit level is blank (a constant image).
+BLANK_RANGE = 1.0 / 255.0
+
+ALLOCATOR_LIBS = ("libjemalloc", "libtcmalloc")
+IOMP_LIB = "libiomp5"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    category: str  # a key of CATEGORY_EXIT
+    status: str  # pass | fail | inconclusive | skip
+    detail: str
+    value: Any = None
+    limit: Any = None
+
+    @property
+    def failed(self) -> bool:
+        return self.status in (FAIL, INCONCLUSIVE)
+
+    @property
+    def exit_code(self) -> Exit:
+        if self.status == INCONCLUSIVE:
+            return Exit.INCONCLUSIVE  # whatever the category: no verdict is never a pass, nor a miss
+        return CATEGORY_EXIT[self.category] if self.status == FAIL else Exit.OK
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["exit_code"] = int(self.exit_code)
+        return d
+
+
+def decide_exit(checks: Iterable[Check]) -> Exit:
+    """The highest-priority exit code among the failing checks; OK when none fails."""
+    codes = {c.exit_code for c in checks if c.failed}
+    for code in PRIORITY:
+        if code in codes:
+            return code
+    return Exit.OK
+
+
+def skipped(name: str, category: str, why: str) -> Check:
+    return Check(name, category, SKIP, why)
+
+
+#: The checks that need the model run, in report order (name, category).
+MEASURED_CHECKS: tuple[tuple[str, str], ...] = (
+    ("backend", "tuning"), ("precision", "tuning"), ("latency_p50", "latency"), ("latency_p90", "latency"),
+    ("runs", "validity"), ("spread", "validity"), ("image_finite", "quality"), ("image_not_blank", "quality"),
+    ("bf16_vs_fp32", "quality"), ("stock_measured", "stock"),
+)
+
+
+def skip_measured(why: str) -> list[Check]:
+    """Once the answer is 3 or 4, running the model cannot change it: every measured check is skipped."""
+    return [skipped(n, cat, why) for n, cat in MEASURED_CHECKS]
+
+
+# ---------------------------------------------------------------------------
+# Tuning in effect (exit 3)
+# ---------------------------------------------------------------------------
+
+
+def _mapped_named(mapped: Sequence[str], prefixes: tuple[str, ...] | str) -> list[str]:
+    return [m for m in mapped if Path(m).name.startswith(prefixes)]
+
+
+def check_allocator(settings: Mapping[str, Any], mapped: Sequence[str]) -> Check:
+    """The planned allocator's library is mapped (realpaths); 'default' means no other allocator is."""
+    alloc = settings.get("allocator")
+    if alloc in ("jemalloc", "tcmalloc"):
+        path = settings.get(f"{alloc}_path")
+        if not path:
+            return Check("allocator", "tuning", FAIL, f"plan wants {alloc} but names no library path")
+        if is_mapped(path, mapped):
+            return Check("allocator", "tuning", PASS, f"{alloc} mapped: {os.path.realpath(path)}", alloc, alloc)
+        other = _mapped_named(mapped, f"lib{alloc}")
+        hint = (f"; a different lib{alloc} is mapped: {', '.join(other)}" if other else
+                "; run under `sdagent exec -- ...` or the rendered env (LD_PRELOAD)")
+        return Check("allocator", "tuning", FAIL, f"planned {alloc} ({path}) is not mapped{hint}",
+                     "not mapped", alloc)
+    found = _mapped_named(mapped, ALLOCATOR_LIBS)
+    if found:
+        return Check("allocator", "tuning", FAIL, f"plan says glibc malloc, but {', '.join(found)} is mapped",
+                     Path(found[0]).name, "default")
+    return Check("allocator", "tuning", PASS, "glibc malloc as planned (no jemalloc/tcmalloc mapped)",
+                 "default", "default")
+
+
+def check_openmp(settings: Mapping[str, Any], mapped: Sequence[str]) -> Check:
+    """libiomp5 is mapped when the plan wants Intel OpenMP, and absent when it wants torch's own."""
+    if settings.get("omp_runtime") == "intel":
+        path = settings.get("iomp_path")
+        if path and is_mapped(path, mapped):
+            return Check("openmp", "tuning", PASS, f"libiomp5 mapped: {os.path.realpath(path)}", "intel", "intel")
+        other = _mapped_named(mapped, IOMP_LIB)
+        where = f"; another libiomp5 is mapped: {', '.join(other)}" if other else ""
+        return Check("openmp", "tuning", FAIL, f"planned libiomp5 ({path}) is not mapped{where}",
+                     "not mapped", "intel")
+    found = _mapped_named(mapped, IOMP_LIB)
+    if found:
+        return Check("openmp", "tuning", FAIL, f"plan says torch's own OpenMP, but {found[0]} is mapped",
+                     "intel", "default")
+    return Check("openmp", "tuning", PASS, "torch's own OpenMP as planned (libiomp5 not mapped)",
+                 "default", "default")
+
+
+def check_threads(settings: Mapping[str, Any], torch_threads: int | None) -> Check:
+    want = settings.get("omp_num_threads")
+    if torch_threads is None:
+        return Check("threads", "tuning", FAIL, "torch's thread count is unknown (torch not importable)",
+                     None, want)
+    if torch_threads == want:
+        return Check("threads", "tuning", PASS, f"torch uses {torch_threads} threads as planned",
+                     torch_threads, want)
+    return Check("threads", "tuning", FAIL, f"torch uses {torch_threads} threads, the plan {want} "
+                 "(OMP_NUM_THREADS not applied?)", torch_threads, want)
+
+
+def check_affinity(expected: Sequence[int], actual: Sequence[int]) -> Check:
+    from sdagent.topology import format_cpulist
+
+    exp, act = sorted(set(expected)), sorted(set(actual))
+    if exp == act:
+        return Check("affinity", "tuning", PASS, f"CPUs {format_cpulist(act)} as planned",
+                     format_cpulist(act), format_cpulist(exp))
+    return Check("affinity", "tuning", FAIL, f"process may run on CPUs {format_cpulist(act)}, the plan pins "
+                 f"{format_cpulist(exp)}", format_cpulist(act), format_cpulist(exp))
+
+
+def process_checks(settings: Mapping[str, Any], state: ProcessState,
+                   expected_affinity: Sequence[int]) -> list[Check]:
+    """The tuning checks that need no model: libraries, threads, affinity."""
+    return [check_allocator(settings, state.mapped), check_openmp(settings, state.mapped),
+            check_threads(settings, state.torch_threads), check_affinity(expected_affinity, state.affinity)]
+
+
+def check_observed(key: str, planned: str, observed: str | None, how: str) -> Check:
+    """Backend or precision as seen inside the UNet's call, against the plan."""
+    if observed is None:
+        return Check(key, "tuning", FAIL, f"the UNet was never called, its {key} was not observed", None, planned)
+    if observed == planned:
+        return Check(key, "tuning", PASS, f"{observed} as planned ({how})", observed, planned)
+    return Check(key, "tuning", FAIL, f"the UNet ran {observed}, the plan says {planned} ({how})",
+                 observed, planned)
+
+
+# ---------------------------------------------------------------------------
+# Target (exit 4)
+# ---------------------------------------------------------------------------
+
+
+def check_target(target: Target | None, explain: str) -> Check:
+    if target is not None:
+        return Check("target", "target", PASS, f"entry {target.name!r} ({target.source})", target.name)
+    return Check("target", "target", FAIL, f"no target entry matches this host and workload: {explain or 'no entries'}")
+
+
+# ---------------------------------------------------------------------------
+# Latency (exit 1) and validity (exit 5)
+# ---------------------------------------------------------------------------
+
+
+def latency_checks(latencies: Sequence[float], target: Target) -> list[Check]:
+    """p50/p90 ceilings (exit 1), and the validity of the figures (exit 5)."""
+    s = summarize(latencies)
+    out = [Check("latency_p50", "latency", PASS if s.median <= target.p50_s else FAIL,
+                 f"median {s.median:.4g} s over {s.n} run(s), ceiling {target.p50_s:g} s",
+                 round(s.median, 6), target.p50_s)]
+    if target.p90_s is not None:
+        p90 = nearest_rank(latencies, 0.90)
+        how = "p90 (nearest rank)" if s.n >= 10 else f"slowest of {s.n} runs (fewer than 10: bounds the p90)"
+        out.append(Check("latency_p90", "latency", PASS if p90 <= target.p90_s else FAIL,
+                         f"{how} {p90:.4g} s, ceiling {target.p90_s:g} s", round(p90, 6), target.p90_s))
+    else:
+        out.append(skipped("latency_p90", "latency", "the target sets no p90_s"))
+    out.append(Check("runs", "validity", PASS if s.n >= target.min_runs else INCONCLUSIVE,
+                     f"{s.n} timed run(s), the target needs {target.min_runs}", s.n, target.min_runs))
+    spread = relative_spread(latencies)
+    if spread is None:
+        out.append(Check("spread", "validity", INCONCLUSIVE, "one run shows no noise: cannot judge the figures",
+                         None, target.max_spread))
+    else:
+        ok = spread <= target.max_spread
+        out.append(Check("spread", "validity", PASS if ok else INCONCLUSIVE,
+                         f"(max-min)/median {spread:.3f}, bound {target.max_spread:g}"
+                         + ("" if ok else ": too noisy to decide, rerun on a quieter host"),
+                         round(spread, 6), target.max_spread))
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Output quality (exit 1)
+# ---------------------------------------------------------------------------
+
+
+def image_checks(image: Any) -> list[Check]:
+    """The image is finite and not blank (a constant image: all black, all grey...)."""
+    import numpy as np
+
+    a = np.asarray(image, dtype=np.float64)
+    finite = bool(np.isfinite(a).all()) and a.size > 0
+    out = [Check("image_finite", "quality", PASS if finite else FAIL,
+                 "every pixel finite" if finite else
+                 f"{int((~np.isfinite(a)).sum())} of {a.size} values are NaN/Inf")]
+    if not finite:
+        out.append(skipped("image_not_blank", "quality", "the image is not finite"))
+        return out
+    rng = float(a.max() - a.min())
+    out.append(Check("image_not_blank", "quality", PASS if rng >= BLANK_RANGE else FAIL,
+                     f"pixel range {rng:.4f}" + ("" if rng >= BLANK_RANGE else ": a constant (blank) image"),
+                     round(rng, 6), round(BLANK_RANGE, 6)))
+    return out
+
+
+def mean_abs_diff(a: Any, b: Any) -> float:
+    """Mean |a - b| of two images on the [0, 1] pixel scale (NaN when shapes differ or values are not finite)."""
+    import numpy as np
+
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if x.shape != y.shape:
+        return math.nan
+    return float(np.abs(x - y).mean())
+
+
+def check_bf16_diff(diff: float, limit: float) -> Check:
+    ok = math.isfinite(diff) and diff <= limit
+    return Check("bf16_vs_fp32", "quality", PASS if ok else FAIL,
+                 f"mean |bf16 - fp32| {diff:.4g} on the [0,1] pixel scale, same seed; limit {limit:g}",
+                 None if not math.isfinite(diff) else round(diff, 6), limit)
+
+
+# ---------------------------------------------------------------------------
+# Slower than stock (exit 6)
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StockFigures:
+    """Latencies of the plan and of stock, and where they come from."""
+
+    plan_s: tuple[float, ...]
+    stock_s: tuple[float, ...]
+    source: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"plan_s": list(self.plan_s), "stock_s": list(self.stock_s), "source": self.source}
+
+
+def stock_figures_from_tuning(tuning: Mapping[str, Any] | None) -> StockFigures | str:
+    """The chosen plan's and stock's latencies from a plan file's `tuning` record, or why there are none.
+
+    Reads what `sdagent tune` writes (tune.TuneResult.to_dict()): `chosen` names
+    a candidate; `candidates[]` carry `name`, `stock` and `measured_s`. The last
+    interleaved comparison of the chosen plan with stock is preferred (same
+    rounds, same drift); otherwise every measurement of each is pooled.
+    """
+    if not tuning:
+        return "the plan in effect carries no tune results"
+    chosen = tuning.get("chosen")
+    cands = tuning.get("candidates") or []
+    stock = next((c for c in cands if isinstance(c, dict) and c.get("stock")), None)
+    if stock is None:
+        return "the tune results have no stock measurement"
+    if chosen == stock.get("name"):
+        return "stock"
+    for comp in reversed(tuning.get("comparisons") or []):
+        pair = {comp.get("best"), comp.get("candidate")}
+        if pair == {chosen, stock.get("name")} and comp.get("best_s") and comp.get("candidate_s"):
+            plan_s = comp["best_s"] if comp["best"] == chosen else comp["candidate_s"]
+            stock_s = comp["candidate_s"] if comp["best"] == chosen else comp["best_s"]
+            return StockFigures(tuple(map(float, plan_s)), tuple(map(float, stock_s)),
+                                f"tune comparison {comp.get('axis') or ''}".strip())
+    mine = next((c for c in cands if isinstance(c, dict) and c.get("name") == chosen), None)
+    if mine is None or not mine.get("measured_s") or not stock.get("measured_s"):
+        return f"the tune results lack measurements of {chosen!r} or stock"
+    return StockFigures(tuple(map(float, mine["measured_s"])), tuple(map(float, stock["measured_s"])),
+                        "tune measurements (pooled)")
+
+
+def check_stock(name: str, figures: StockFigures | str | None, not_asked: str = "not asked") -> Check:
+    """Slower than stock beyond noise = even the plan's fastest run is slower than stock's slowest."""
+    if figures is None:
+        return skipped(name, "stock", not_asked)
+    if figures == "stock":
+        return Check(name, "stock", PASS, "tune chose stock: the plan in effect is stock's settings")
+    if isinstance(figures, str):
+        return skipped(name, "stock", figures)
+    if not figures.plan_s or not figures.stock_s:
+        return Check(name, "stock", INCONCLUSIVE, f"no figures ({figures.source})")
+    p, s = summarize(figures.plan_s), summarize(figures.stock_s)
+    desc = (f"plan {p.min:.4g}-{p.max:.4g} s (median {p.median:.4g}) vs stock {s.min:.4g}-{s.max:.4g} s "
+            f"(median {s.median:.4g}), {figures.source}")
+    if slower_beyond_noise(figures.plan_s, figures.stock_s):
+        return Check(name, "stock", FAIL, f"slower than stock beyond noise: {desc}",
+                     round(p.median, 6), round(s.median, 6))
+    return Check(name, "stock", PASS, f"not slower than stock beyond noise: {desc}",
+                 round(p.median, 6), round(s.median, 6))
+
+
+# ---------------------------------------------------------------------------
+# The result record (what report.py renders)
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """Everything one verify produced: checks, the exit code they decide, and the figures behind them."""
+
+    exit_code: Exit
+    checks: tuple[Check, ...]
+    target: Target | None
+    host_key: Any  # targets.HostKey
+    selection: str  # why earlier entries did not match
+    plan: dict[str, Any]  # Plan.to_dict() of the plan in effect
+    instance: int
+    model: str
+    bench: Any = None  # bench.BenchResult
+    reference: dict[str, Any] | None = None  # the fp32 reference image's run, where bf16 was checked
+    stock: dict[str, Any] | None = None  # figures of the stock comparison
+    started_at: float = 0.0
+    duration_s: float = 0.0
+    version: str = ""
+
+    @property
+    def verdict(self) -> str:
+        return EXIT_MEANING[int(self.exit_code)]
+
+    def check(self, name: str) -> Check | None:
+        return next((c for c in self.checks if c.name == name), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": "sdagent-verify/1",
+            "sdagent_version": self.version,
+            "exit_code": int(self.exit_code),
+            "verdict": self.verdict,
+            "priority": [int(x) for x in PRIORITY],
+            "instance": self.instance,
+            "model": self.model,
+            "target": self.target.to_dict() if self.target else None,
+            "target_selection": self.selection,
+            "host_key": self.host_key.to_dict() if self.host_key is not None else None,
+            "checks": [c.to_dict() for c in self.checks],
+            "bench": self.bench.to_dict() if self.bench is not None else None,
+            "reference": self.reference,
+            "stock": self.stock,
+            "plan": self.plan,
+            "started_at": self.started_at,
+            "duration_s": round(self.duration_s, 3),
+        }

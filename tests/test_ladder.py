@@ -1,0 +1,203 @@
+"""sdagent ladder: schedule, paired ratios and spread, the run loop with a fake runner; the --quick smoke test."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from sdagent import ladder as L
+from sdagent.measure import Launch, WorkerJob, WorkerResult, missing_preloads
+from sdagent.workload import Workload
+
+AGENT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "agent")
+
+
+def test_schedule_interleaves_and_rotates():
+    s = L.schedule(["a", "b", "c", "d"], 3)
+    assert s == [["a", "b", "c", "d"], ["b", "c", "d", "a"], ["c", "d", "a", "b"]]
+    assert all(sorted(r) == ["a", "b", "c", "d"] for r in s)  # every rung once per round
+    assert L.schedule([], 3) == []
+
+
+def sample(rnd, lat, step=None, evals=3):
+    return L.Sample(rnd, lat, step, evals, lat + 5)
+
+
+def test_paired_speedups_are_per_round_and_skip_missing_rounds():
+    base = [sample(1, 10.0), sample(2, 12.0), sample(3, 11.0)]
+    other = [sample(1, 5.0), sample(3, 4.0)]
+    assert L.paired_speedups(base, other) == [2.0, 2.75]
+
+
+def test_spread_median_min_max():
+    s = L.Spread.of([3.0, 1.0, 2.0])
+    assert (s.median, s.min, s.max, s.n) == (2.0, 1.0, 3.0, 3)
+    assert L.Spread.of([]) is None
+
+
+def rung(name, precision="fp32", unavailable=None):
+    job = WorkerJob("/m", Workload(steps=2, height=64, width=64), precision=precision)
+    return L.Rung(name, f"{name} rung", Launch(name, ("python",)), job, unavailable=unavailable)
+
+
+def result(latency, steps=(0.1, 0.1, 0.1), ok=True, reason="ok"):
+    if not ok:
+        return WorkerResult(False, reason, 1.0)
+    data = {"ok": True, "latency_median_s": latency, "runs": [{"unet_steps_s": list(steps)}],
+            "unet_evals": len(steps), "process": {"libraries": ["/x/libgomp.so.1"], "torch_threads": 2,
+                                                  "affinity": [0, 1]}, "load_average": [1.0, 1.0, 1.0]}
+    return WorkerResult(True, "ok", latency + 3, data)
+
+
+def test_run_ladder_interleaves_and_a_failing_rung_does_not_stop_the_others():
+    calls = []
+    lat = {"vanilla": 10.0, "run_cpu": 8.0, "tuned": 5.0}
+
+    def runner(r, i):
+        calls.append((r.name, i))
+        if r.name == "broken":
+            return result(0, ok=False, reason="exit 1: boom")
+        return result(lat[r.name] + 0.1 * i)
+
+    rungs = [rung("vanilla"), rung("run_cpu"), rung("broken"), rung("tuned"), rung("ipex", unavailable="IPEX absent")]
+    out = L.run_ladder(rungs, 3, runner)
+    assert calls[:4] == [("vanilla", 1), ("run_cpu", 1), ("broken", 1), ("tuned", 1)]
+    assert calls[4:7] == [("run_cpu", 2), ("tuned", 2), ("vanilla", 2)]  # rotated; broken dropped
+    assert ("ipex", 1) not in calls
+    assert out["broken"].failed == "exit 1: boom" and out["broken"].failed_round == 1
+    assert out["ipex"].failed == "IPEX absent"
+    assert [s.round for s in out["tuned"].samples] == [1, 2, 3]
+
+
+def test_warm_cache_rung_is_warmed_once_before_round_one():
+    order = []
+    r = L.Rung("compiled", "c", Launch("c", ("python",)), WorkerJob("/m", Workload()), warm_cache=True)
+
+    def warm(x):
+        order.append(("warm", x.name))
+        return result(1.0)
+
+    def runner(x, i):
+        order.append((x.name, i))
+        return result(1.0)
+
+    L.run_ladder([rung("vanilla"), r], 2, runner, warm=warm)
+    assert order[0] == ("warm", "compiled") and order.count(("warm", "compiled")) == 1
+
+
+def test_summarize_ratios_flops_and_peak_fraction():
+    rungs = [rung("vanilla"), rung("run_cpu"), rung("tuned+backend", precision="bf16")]
+    out = {r.name: L.RungOutcome(r) for r in rungs}
+    out["vanilla"].samples = [sample(1, 10.0, 2.0), sample(2, 12.0, 2.2), sample(3, 11.0, 2.1)]
+    out["run_cpu"].samples = [sample(1, 8.0, 1.6), sample(2, 8.0, 1.6), sample(3, 8.0, 1.6)]
+    out["tuned+backend"].samples = [sample(1, 5.0, 1.0), sample(2, 4.0, 0.8), sample(3, 5.5, 1.1)]
+    flops = {"unet_step": 100e9, "vae_decode": 50e9, "text_encoder": 5e9, "unet_batch": 2}
+    rows = {r.name: r for r in L.summarize(out, flops, {"fp32": 200e9, "bf16": 1000e9})}
+    v = rows["tuned+backend"].vs_vanilla
+    assert (v.median, v.min, v.max) == (pytest.approx(2.0), pytest.approx(2.0), pytest.approx(3.0))
+    assert rows["tuned+backend"].vs_run_cpu.median == pytest.approx(1.6)
+    assert rows["vanilla"].vs_vanilla is None and rows["run_cpu"].vs_run_cpu is None
+    # image FLOPs: 3 UNet evals + decode + 2 prompt encodings = 360 G over the median 5.0 s
+    assert rows["tuned+backend"].image_flops == pytest.approx(360e9 / 5.0)
+    assert rows["tuned+backend"].step_flops == pytest.approx(100e9 / 1.0)
+    assert rows["tuned+backend"].step_peak_fraction == pytest.approx(0.1)  # against the bf16 peak
+    assert rows["vanilla"].step_peak_fraction == pytest.approx(100e9 / 2.1 / 200e9)
+
+
+def test_markdown_has_a_row_per_rung_and_names_failures():
+    rungs = [rung("vanilla"), rung("run_cpu", unavailable="run_cpu missing")]
+    out = {r.name: L.RungOutcome(r) for r in rungs}
+    out["vanilla"].samples = [sample(1, 10.0, 2.0)]
+    out["run_cpu"].failed = "run_cpu missing"
+    rows = L.summarize(out, None, {})
+    report = {"model": "/m", "model_preset": "tiny", "rounds": 1, "repeats": 1, "warmup": 1, "warmup_steps": 1,
+              "workload": {"height": 64, "width": 64, "steps": 2, "guidance": 7.5},
+              "machine": {"cpu_model": "cpu", "load_before": [1, 1, 1], "load_after": [1, 1, 1], "versions": {}},
+              "command": "sdagent ladder --quick"}
+    text = L.markdown(report, rows)
+    assert "| vanilla | 10.00 |" in text and "| run_cpu | failed: run_cpu missing |" in text
+    assert "sdagent ladder --quick" in text
+
+
+def test_missing_preloads_compares_real_paths():
+    assert missing_preloads(("/usr/lib/libjemalloc.so.2",), ["/usr/lib/libjemalloc.so.2"]) == []
+    assert missing_preloads(("/usr/lib/libjemalloc.so.2",), ["/x/libgomp.so.1"]) == ["/usr/lib/libjemalloc.so.2"]
+
+
+@pytest.mark.slow
+def test_ladder_quick_smoke(tiny_model, tmp_path):
+    env = dict(os.environ, PYTHONPATH=AGENT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = subprocess.run([sys.executable, "-m", "sdagent", "ladder", "--model", str(tiny_model), "--quick",
+                        "--out-dir", str(tmp_path)], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr
+    d = json.loads((tmp_path / "ladder.json").read_text())
+    by = {x["rung"]: x for x in d["rungs"]}
+    assert set(by) >= {"vanilla", "run_cpu", "tuned", "tuned+backend", "tuned+backend+dpm"}
+    assert by["vanilla"]["latency_s"]["median"] > 0 and by["tuned"]["speedup_vs_vanilla"]["median"] > 0
+    assert by["tuned+backend+compile"]["failed"].startswith("skipped")
+    assert d["flops"]["unet_step"] > 0 and d["gemm_peak"]["fp32"]["peak_flops"] > 0
+    assert d["machine"]["load_before"] and d["machine"]["versions"]["torch"]
+    assert "| vanilla |" in (tmp_path / "ladder.md").read_text()
+    assert (tmp_path / "ladder.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+
+
+def test_ladder_bad_input_is_one_line(tmp_path):
+    env = dict(os.environ, PYTHONPATH=AGENT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = subprocess.run([sys.executable, "-m", "sdagent", "ladder", "--model", str(tmp_path), "--out-dir",
+                        str(tmp_path / "missing")], capture_output=True, text=True, env=env)
+    assert r.returncode == 2 and "output directory does not exist" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, "-m", "sdagent", "ladder", "--model", str(tmp_path / "nope"),
+                        "--out-dir", str(tmp_path)], capture_output=True, text=True, env=env)
+    assert r.returncode == 2 and "model directory not found" in r.stderr
+
+
+def test_step_figure_uses_every_call_and_the_rung_precision_peak():
+    rungs = [rung("vanilla"), rung("tuned+backend", precision="bf16")]
+    out = {r.name: L.RungOutcome(r) for r in rungs}
+    out["vanilla"].samples = [L.Sample(1, 4.0, 4.0, 1, 9.0, steps=(4.0, 3.0, 5.0))]
+    out["tuned+backend"].samples = [L.Sample(1, 1.0, 1.0, 1, 5.0, steps=(1.0, 2.0, 1.0))]
+    rows = {r["rung"]: r for r in L.step_figure(out, 400e9, {"fp32": 200e9, "bf16": 1000e9})}
+    assert rows["vanilla"]["step_s"] == {"median": 4.0, "min": 3.0, "max": 5.0, "n": 3}
+    assert rows["tuned+backend"]["speedup_vs_vanilla"] == pytest.approx(4.0)
+    assert rows["tuned+backend"]["fraction_of_gemm_peak"] == pytest.approx(0.4)
+    assert rows["vanilla"]["fraction_of_gemm_peak"] == pytest.approx(0.5)
+
+
+def test_quick_profile_keeps_what_the_user_gave():
+    from sdagent.cli.ladder_cmd import QUICK, apply_quick
+    from sdagent.cli.tune_cmd import MeasureArgs
+
+    m = MeasureArgs("/m", {"prompt": "p", "steps": 4, "height": 256, "width": 256, "guidance": 7.5}, 1, 2, 60)
+    q, rounds = apply_quick(m, 3, set())
+    assert (q.wl["steps"], q.wl["height"], rounds, q.warmup_steps) == (QUICK["steps"], 64, 1, 1)
+    q, rounds = apply_quick(m, 3, {"steps", "rounds"})
+    assert (q.wl["steps"], q.wl["height"], rounds) == (4, 64, 3)
+
+
+def test_launches_start_from_the_stock_environment():
+    from sdagent.hostfacts import HostFacts, IpexStatus
+    from sdagent.launches import exec_launch, plan_launch, run_cpu_launch, stock_launch
+    from sdagent.plan import make_plan
+    from sdagent.topology import current_topology
+
+    environ = {"PATH": "/bin", "LD_PRELOAD": "/stale.so", "OMP_NUM_THREADS": "64", "KMP_BLOCKTIME": "9"}
+    st = stock_launch(environ)
+    assert st.argv[1:] == ("-m", "sdagent.measure_worker") and "LD_PRELOAD" not in st.env
+    assert "OMP_NUM_THREADS" not in st.env and "KMP_BLOCKTIME" not in st.env
+    facts = HostFacts(libraries={"jemalloc": None, "tcmalloc": None, "iomp": None},
+                      ipex=IpexStatus(False, None, None, "absent"))
+    plan = make_plan(current_topology(), facts)
+    pl = plan_launch(plan, environ)
+    assert pl.env["OMP_NUM_THREADS"] == str(plan.settings["omp_num_threads"]) and "KMP_BLOCKTIME" not in pl.env
+    assert "LD_PRELOAD" not in pl.env  # nothing to preload: the stale one must not leak in
+    ex = exec_launch(plan, "/p.json", environ)
+    assert ex.argv[1:6] == ("-m", "sdagent", "--plan-file", "/p.json", "exec") and ex.argv[-2:] == (
+        "-m", "sdagent.measure_worker")
+    rc = run_cpu_launch(environ)
+    assert rc.argv[1:4] == ("-m", "torch.backends.xeon.run_cpu", "--enable-jemalloc")
+    assert rc.argv[-1].endswith("measure_worker.py")

@@ -1,0 +1,270 @@
+"""verify's checks and exit-code decision, with fake process state (no model, no torch needed)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from sdagent.errors import Exit
+from sdagent.procstate import ProcessState
+from sdagent.targets import parse_targets
+from sdagent.verify import (
+    FAIL, INCONCLUSIVE, PASS, PRIORITY, SKIP, Check, StockFigures, check_affinity, check_allocator,
+    check_bf16_diff, check_observed, check_openmp, check_stock, check_target, check_threads, decide_exit,
+    image_checks, latency_checks, mean_abs_diff, process_checks, stock_figures_from_tuning,
+)
+
+JE = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
+IOMP = "/opt/venv/lib/libiomp5.so"
+TORCH = "/opt/venv/lib/python3.11/site-packages/torch/lib/libtorch_cpu.so"
+GOMP = "/opt/venv/lib/python3.11/site-packages/torch/lib/libgomp.so.1"
+
+
+def settings(**kw):
+    s = {"allocator": "jemalloc", "jemalloc_path": JE, "tcmalloc_path": None, "omp_runtime": "intel",
+         "iomp_path": IOMP, "omp_num_threads": 4}
+    s.update(kw)
+    return s
+
+
+def target(**kw):
+    base = {"name": "t", "match": {}, "p50_s": 10.0, "p90_s": 12.0, "min_runs": 3, "max_spread": 0.2}
+    base.update(kw)
+    return parse_targets([base])[0]
+
+
+# ---------------------------------------------------------------------------
+# Tuning in effect
+# ---------------------------------------------------------------------------
+
+
+def test_allocator_and_openmp_mapped_pass():
+    mapped = (TORCH, JE, IOMP)
+    assert check_allocator(settings(), mapped).status == PASS
+    assert check_openmp(settings(), mapped).status == PASS
+
+
+def test_planned_libraries_missing_fail_with_exit_3():
+    c = check_allocator(settings(), (TORCH, GOMP))
+    assert c.status == FAIL and c.exit_code == Exit.TUNING_NOT_IN_EFFECT
+    assert "sdagent exec" in c.detail
+    o = check_openmp(settings(), (TORCH, GOMP))
+    assert o.status == FAIL and o.exit_code == Exit.TUNING_NOT_IN_EFFECT
+
+
+def test_mapped_paths_are_compared_by_realpath(tmp_path):
+    real = tmp_path / "libjemalloc.so.2"
+    real.write_bytes(b"")
+    link = tmp_path / "libjemalloc.so"
+    link.symlink_to(real)
+    assert check_allocator(settings(jemalloc_path=str(link)), (str(real),)).status == PASS
+    # the same file name from another directory is not the planned library
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "libjemalloc.so.2").write_bytes(b"")
+    c = check_allocator(settings(jemalloc_path=str(link)), (str(other / "libjemalloc.so.2"),))
+    assert c.status == FAIL and "different libjemalloc is mapped" in c.detail
+
+
+def test_default_runtimes_must_not_have_the_tuned_libraries_mapped():
+    s = settings(allocator="default", omp_runtime="default")
+    assert check_allocator(s, (TORCH, GOMP)).status == PASS
+    assert check_openmp(s, (TORCH, GOMP)).status == PASS
+    assert check_allocator(s, (JE,)).status == FAIL
+    assert check_openmp(s, (IOMP,)).status == FAIL
+
+
+def test_threads_and_affinity():
+    assert check_threads(settings(), 4).status == PASS
+    t = check_threads(settings(), 2)
+    assert t.status == FAIL and (t.value, t.limit) == (2, 4)
+    assert check_threads(settings(), None).status == FAIL
+    assert check_affinity((0, 1, 2, 3), (3, 2, 1, 0)).status == PASS
+    a = check_affinity((0, 1, 2, 3), tuple(range(8)))
+    assert a.status == FAIL and a.value == "0-7" and a.limit == "0-3"
+
+
+def test_process_checks_on_a_fake_stock_process():
+    stock = ProcessState(mapped=(TORCH, GOMP), torch_threads=8, affinity=tuple(range(8)))
+    checks = process_checks(settings(), stock, expected_affinity=(0, 1, 2, 3))
+    assert [c.status for c in checks] == [FAIL, FAIL, FAIL, FAIL]
+    assert decide_exit(checks) == Exit.TUNING_NOT_IN_EFFECT
+    tuned = ProcessState(mapped=(JE, TORCH, IOMP), torch_threads=4, affinity=(0, 1, 2, 3))
+    assert decide_exit(process_checks(settings(), tuned, (0, 1, 2, 3))) == Exit.OK
+
+
+def test_observed_backend_and_precision():
+    assert check_observed("precision", "bf16", "bf16", "autocast").status == PASS
+    c = check_observed("precision", "bf16", "fp32", "autocast off")
+    assert c.status == FAIL and c.exit_code == Exit.TUNING_NOT_IN_EFFECT
+    assert check_observed("backend", "ipex", None, "").status == FAIL
+
+
+# ---------------------------------------------------------------------------
+# Latency and validity
+# ---------------------------------------------------------------------------
+
+
+def by_name(checks):
+    return {c.name: c for c in checks}
+
+
+def test_latency_pass():
+    cs = by_name(latency_checks([9.0, 9.5, 9.8], target()))
+    assert all(cs[n].status == PASS for n in ("latency_p50", "latency_p90", "runs", "spread"))
+    assert decide_exit(cs.values()) == Exit.OK
+
+
+def test_p50_miss_is_exit_1():
+    cs = latency_checks([10.5, 10.6, 10.7], target())
+    assert by_name(cs)["latency_p50"].status == FAIL
+    assert decide_exit(cs) == Exit.TARGET_MISSED
+
+
+def test_p90_below_ten_runs_is_the_slowest_run():
+    cs = by_name(latency_checks([9.0, 9.1, 12.5], target(max_spread=1.0)))
+    assert cs["latency_p50"].status == PASS
+    assert cs["latency_p90"].status == FAIL and cs["latency_p90"].value == 12.5
+    assert "slowest of 3" in cs["latency_p90"].detail
+    ten = [9.0] * 9 + [12.5]  # nearest rank p90 of 10 runs is the 9th: 9.0
+    cs10 = by_name(latency_checks(ten, target(max_spread=1.0)))
+    assert cs10["latency_p90"].status == PASS and "nearest rank" in cs10["latency_p90"].detail
+
+
+def test_no_p90_ceiling_is_skipped():
+    t = target(p90_s=None)
+    assert by_name(latency_checks([1.0, 1.0, 1.0], t))["latency_p90"].status == SKIP
+
+
+def test_too_few_runs_is_inconclusive_never_a_pass():
+    cs = latency_checks([9.0, 9.1], target(min_runs=5))
+    assert by_name(cs)["runs"].status == INCONCLUSIVE
+    assert decide_exit(cs) == Exit.INCONCLUSIVE
+
+
+def test_noisy_runs_are_inconclusive():
+    cs = latency_checks([5.0, 9.0, 9.5], target())  # spread (9.5-5)/9 = 0.5 > 0.2
+    sp = by_name(cs)["spread"]
+    assert sp.status == INCONCLUSIVE and sp.value == pytest.approx(0.5)
+    assert decide_exit(cs) == Exit.INCONCLUSIVE
+
+
+def test_a_miss_outranks_noise():
+    cs = latency_checks([11.0, 20.0, 30.0], target())
+    assert decide_exit(cs) == Exit.TARGET_MISSED
+
+
+def test_one_run_cannot_show_noise():
+    t = target(min_runs=2)
+    cs = by_name(latency_checks([1.0], t))
+    assert cs["spread"].status == INCONCLUSIVE and cs["runs"].status == INCONCLUSIVE
+
+
+# ---------------------------------------------------------------------------
+# Quality
+# ---------------------------------------------------------------------------
+
+
+def test_image_checks():
+    rng = np.random.default_rng(0)
+    good = rng.random((8, 8, 3), dtype=np.float32)
+    assert [c.status for c in image_checks(good)] == [PASS, PASS]
+    nan = good.copy()
+    nan[0, 0, 0] = np.nan
+    cs = image_checks(nan)
+    assert cs[0].status == FAIL and "1 of 192" in cs[0].detail and cs[1].status == SKIP
+    assert decide_exit(cs) == Exit.TARGET_MISSED
+    blank = np.full((8, 8, 3), 0.5, dtype=np.float32)
+    assert image_checks(blank)[1].status == FAIL
+    black = np.zeros((8, 8, 3), dtype=np.float32)
+    black[0, 0, 0] = 1 / 512  # below one 8-bit level: still blank
+    assert image_checks(black)[1].status == FAIL
+
+
+def test_bf16_vs_fp32_difference():
+    a = np.zeros((4, 4, 3))
+    b = np.full((4, 4, 3), 0.02)
+    assert mean_abs_diff(a, b) == pytest.approx(0.02)
+    assert check_bf16_diff(0.02, 0.05).status == PASS
+    over = check_bf16_diff(0.2, 0.05)
+    assert over.status == FAIL and over.exit_code == Exit.TARGET_MISSED
+    assert math.isnan(mean_abs_diff(a, np.zeros((2, 2, 3))))
+    assert check_bf16_diff(float("nan"), 0.05).status == FAIL
+
+
+# ---------------------------------------------------------------------------
+# Slower than stock
+# ---------------------------------------------------------------------------
+
+
+def tuning(chosen="tuned", plan_s=(12.0, 12.5, 13.0), stock_s=(10.0, 10.5, 11.0), comparisons=()):
+    return {"chosen": chosen, "candidates": [
+        {"name": "stock", "stock": True, "measured_s": list(stock_s)},
+        {"name": "tuned", "stock": False, "measured_s": list(plan_s)},
+    ], "comparisons": list(comparisons)}
+
+
+def test_stock_from_tuning_pooled_slower_is_exit_6():
+    figs = stock_figures_from_tuning(tuning())
+    assert isinstance(figs, StockFigures) and figs.source.endswith("(pooled)")
+    c = check_stock("stock_tune", figs)
+    assert c.status == FAIL and c.exit_code == Exit.SLOWER_THAN_STOCK
+
+
+def test_stock_from_tuning_prefers_the_interleaved_comparison():
+    comp = {"best": "tuned", "candidate": "stock", "axis": "final check against stock",
+            "best_s": [9.0, 9.2, 9.1], "candidate_s": [10.0, 10.1, 10.2]}
+    figs = stock_figures_from_tuning(tuning(comparisons=[comp]))
+    assert figs.plan_s == (9.0, 9.2, 9.1) and figs.stock_s == (10.0, 10.1, 10.2)
+    assert check_stock("stock_tune", figs).status == PASS
+
+
+def test_stock_within_noise_passes():
+    figs = stock_figures_from_tuning(tuning(plan_s=(10.9, 11.5), stock_s=(10.0, 11.0)))
+    assert check_stock("stock_tune", figs).status == PASS
+
+
+def test_stock_without_tune_results_or_when_stock_was_chosen():
+    assert check_stock("stock_tune", stock_figures_from_tuning(None)).status == SKIP
+    assert check_stock("stock_tune", stock_figures_from_tuning({"chosen": "x", "candidates": []})).status == SKIP
+    assert check_stock("stock_tune", stock_figures_from_tuning(tuning(chosen="stock"))).status == PASS
+    assert check_stock("stock_measured", None).status == SKIP
+
+
+# ---------------------------------------------------------------------------
+# The decision
+# ---------------------------------------------------------------------------
+
+FAILING = {
+    Exit.USAGE: Check("input", "usage", FAIL, "bad"),
+    Exit.TUNING_NOT_IN_EFFECT: Check("allocator", "tuning", FAIL, "x"),
+    Exit.NO_TARGET: check_target(None, "nothing"),
+    Exit.TARGET_MISSED: Check("latency_p50", "latency", FAIL, "x"),
+    Exit.SLOWER_THAN_STOCK: Check("stock_tune", "stock", FAIL, "x"),
+    Exit.INCONCLUSIVE: Check("spread", "validity", INCONCLUSIVE, "x"),
+}
+
+
+def test_priority_order_is_2_3_4_1_6_5():
+    assert [int(x) for x in PRIORITY] == [2, 3, 4, 1, 6, 5]
+
+
+@pytest.mark.parametrize("combo", [c for r in range(1, 7) for c in itertools.combinations(FAILING, r)])
+def test_most_fundamental_failure_decides(combo):
+    passing = [Check("threads", "tuning", PASS, "ok"), Check("x", "quality", SKIP, "skipped")]
+    checks = passing + [FAILING[code] for code in combo]
+    expected = next(code for code in PRIORITY if code in combo)
+    assert decide_exit(checks) == expected
+
+
+def test_all_pass_or_skip_is_exit_0():
+    assert decide_exit([Check("a", "tuning", PASS, ""), Check("b", "stock", SKIP, "")]) == Exit.OK
+    assert decide_exit([]) == Exit.OK
+
+
+def test_inconclusive_in_any_category_is_exit_5():
+    c = Check("stock_measured", "stock", INCONCLUSIVE, "the stock process failed")
+    assert c.exit_code == Exit.INCONCLUSIVE
