@@ -22,7 +22,7 @@ START=$(date +%s)
 
 log() { printf '[ansible.sh +%ss] %s\n' "$(($(date +%s) - START))" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
-sha() { sha256sum "$@" | sha256sum | cut -c1-12; }
+sha() { cat "$@" | sha256sum | cut -c1-12; }
 # pip, minus the noise of index locations configured on some machines
 pip_() { "$VENV/bin/pip" "$@" 2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2); }
 

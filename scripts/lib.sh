@@ -9,6 +9,9 @@ PY=${PYTHON:-python3}
 TORCH_NATIVE=${SDAGENT_TORCH:-torch==2.13.0}
 
 log() { printf '\n==> %s\n' "$*" >&2; }
+# pip, minus the warnings some machines' pip.conf index locations print.
+pip_q() { local v=$1; shift; "$v/bin/pip" install -q --disable-pip-version-check "$@" \
+  2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2); }
 
 # Debian/Ubuntu packages the agent preloads or launches with (skipped when present).
 system_packages() {
@@ -30,8 +33,8 @@ venv_native() {
   if ! "$v/bin/python" -c 'import torch, diffusers, transformers, sdagent, pytest' 2>/dev/null \
      || [ "$REPO" != "$("$v/bin/python" -c 'import sdagent, pathlib; print(pathlib.Path(sdagent.__file__).resolve().parents[2])' 2>/dev/null)" ]; then
     log "installing the native stack into $v"
-    "$v/bin/pip" install -q --disable-pip-version-check "$TORCH_NATIVE"
-    "$v/bin/pip" install -q --disable-pip-version-check -e "$REPO[native,iomp,test]" "$TORCH_NATIVE"
+    pip_q "$v" "$TORCH_NATIVE"
+    pip_q "$v" -e "$REPO[native,iomp,test]" "$TORCH_NATIVE"
   fi
 }
 
@@ -42,6 +45,6 @@ venv_ipex() {
   if ! "$v/bin/python" -c 'import intel_extension_for_pytorch, diffusers, sdagent, pytest' >/dev/null 2>&1 \
      || [ "$REPO" != "$("$v/bin/python" -c 'import sdagent, pathlib; print(pathlib.Path(sdagent.__file__).resolve().parents[2])' 2>/dev/null)" ]; then
     log "installing the IPEX stack into $v (torch 2.8 is a ~4 GB CUDA build on PyPI; cached afterwards)"
-    "$v/bin/pip" install -q --disable-pip-version-check -e "$REPO[ipex,iomp,test]"
+    pip_q "$v" -e "$REPO[ipex,iomp,test]"
   fi
 }

@@ -75,12 +75,6 @@ class GemmPeak:
                 "peak_flops": self.peak_flops, "median_flops": self.median_flops}
 
 
-def achieved(flop: float, seconds: float, peak: float | None) -> tuple[float, float | None]:
-    """(FLOP/s, fraction of peak) for `flop` done in `seconds`."""
-    rate = flop / seconds if seconds > 0 else 0.0
-    return rate, (rate / peak if peak else None)
-
-
 # ---------------------------------------------------------------------------
 # Counting (torch imported lazily: the CLI must stay fast)
 # ---------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -153,7 +153,3 @@ def run_worker(launch: Launch, job: WorkerJob, *, timeout_s: float = 1800.0,
     if missing:
         return WorkerResult(False, f"preload did not take: {', '.join(missing)} not mapped", wall, data, argv)
     return WorkerResult(True, "ok", wall, data, argv)
-
-
-def with_env(launch: Launch, **extra: str) -> Launch:
-    return replace(launch, env={**launch.env, **extra})

@@ -167,8 +167,9 @@ def ladder(ctx: click.Context, m: MeasureArgs, quick: bool, rounds: int, with_co
     A rung that fails is reported with its reason; the others go on. The plan
     is the one in force (--plan-file, e.g. from `sdagent tune`, or derived).
     \b
-    Default workload: 256x256, 4 steps, 3 rounds: on the sd15 preset it takes
-    about 15 minutes on a 2-core VM. --quick proves the machinery on the tiny model:
+    Default workload: 256x256, 4 steps, 3 rounds (18 processes). On the sd15
+    preset, with --step-size 512, it took 29 minutes on a 2-core AMX VM shared
+    with other jobs (load average 3-8). --quick proves the machinery on the tiny model:
       sdagent ladder --model /tmp/sd-tiny --quick --out-dir /tmp/ladder
     """
     from sdagent import ladder as L
