@@ -39,6 +39,8 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from sdagent.stats import relative_spread
+
 #: Settings that describe "what a user gets with no tuning": no preload, torch's
 #: own OpenMP, no pinning, fp32 eager, contiguous tensors. The plan file cannot
 #: express "no OMP_NUM_THREADS", so the stock *child environment* is built by
@@ -125,8 +127,8 @@ class Comparison:
             "ratio_median": round(statistics.median(r), 4) if r else None,
             "ratio_min": round(min(r), 4) if r else None,
             "ratio_max": round(max(r), 4) if r else None,
-            "best_spread": round(rel_spread(self.best_s), 4) if self.best_s else None,
-            "candidate_spread": round(rel_spread(self.candidate_s), 4) if self.candidate_s else None,
+            "best_spread": rel_spread(self.best_s),
+            "candidate_spread": rel_spread(self.candidate_s),
             "verdict": self.verdict.outcome if self.verdict else None,
             "reason": self.verdict.reason if self.verdict else None,
         }
@@ -179,10 +181,10 @@ RULE = ("a candidate replaces the best only when its latencies over >= 3 interle
 # ---------------------------------------------------------------------------
 
 
-def rel_spread(xs: Sequence[float]) -> float:
-    """(max - min) / median: the noise figure reported beside every median."""
-    m = statistics.median(xs)
-    return (max(xs) - min(xs)) / m if m > 0 else 0.0
+def rel_spread(xs: Sequence[float]) -> float | None:
+    """(max - min) / median, rounded for reports (stats.relative_spread; None below 2 samples)."""
+    s = relative_spread(xs)
+    return round(s, 4) if s is not None else None
 
 
 def decide(best_s: Sequence[float], cand_s: Sequence[float], min_rounds: int = 3) -> Verdict:
@@ -551,7 +553,7 @@ def summarize(names: Iterable[str], samples: Mapping[str, list[float]]) -> list[
         rows.append({"name": n, "n": len(xs),
                      "median_s": statistics.median(xs) if xs else None,
                      "min_s": min(xs) if xs else None, "max_s": max(xs) if xs else None,
-                     "spread": rel_spread(xs) if xs else None})
+                     "spread": rel_spread(xs)})
     return rows
 
 

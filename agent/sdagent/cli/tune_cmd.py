@@ -124,8 +124,9 @@ def tune_table(result: Any, samples: dict[str, list[float]]) -> str:
             lines.append(f"  {r['name'][:26]:<26} {0:>2} {'-':>9} {'-':>15} {'-':>7}  skipped ({why})")
             continue
         mark = "*" if r["name"] == result.chosen.name else " "
+        spread = f"{100 * r['spread']:>6.1f}%" if r["spread"] is not None else f"{'-':>7}"
         lines.append(f"{mark} {r['name'][:26]:<26} {r['n']:>2} {r['median_s']:>9.3f} "
-                     f"{r['min_s']:>7.3f}-{r['max_s']:<7.3f} {100 * r['spread']:>6.1f}%  "
+                     f"{r['min_s']:>7.3f}-{r['max_s']:<7.3f} {spread}  "
                      f"{verdict.get(r['name'], 'baseline' if r['name'] == result.stock.name else '')}")
     lines.append("(* = chosen; spread = (max-min)/median; verdicts per the rule below)")
     lines.append("")
