@@ -244,7 +244,8 @@ def test_tune_cli_writes_a_plan_that_env_and_exec_accept(tiny_model, tmp_path):
     names = [c["name"] for c in t["candidates"]]
     assert names[0] == "stock" and "topology plan" in names
     assert len(t["candidates"][0]["measured_s"]) >= 3  # stock always measured
-    assert t["spent_s"] <= t["budget_s"] + 60  # one comparison may overrun its estimate a little
+    assert 0 < t["spent_s"] and t["budget_s"] == pytest.approx(18.0)  # the budget is recorded; its
+    # enforcement is tested with a fake clock above, not with wall time on a shared machine
     env = sdagent("--plan-file", str(out), "env", "--format", "shell")
     assert env.returncode == 0, env.stderr
     assert "OMP_NUM_THREADS=" in env.stdout
@@ -281,3 +282,10 @@ def test_tune_rejects_bad_input_in_one_line(tmp_path):
     r = sdagent("tune", "--model", str(tmp_path), "-o", str(tmp_path / "no" / "plan.json"))
     assert r.returncode == 2 and "output directory does not exist" in r.stderr
     assert Path(tmp_path).is_dir()
+
+
+def test_summarize_rows_for_unmeasured_and_single_samples():
+    from sdagent.tune import summarize
+    rows = summarize(["a", "b", "c"], {"a": [], "b": [2.0], "c": [1.0, 3.0]})
+    assert [r["spread"] for r in rows] == [None, None, 1.0]
+    assert rows[0]["median_s"] is None and rows[1]["median_s"] == 2.0

@@ -183,7 +183,7 @@ RULE = ("a candidate replaces the best only when its latencies over >= 3 interle
 
 def rel_spread(xs: Sequence[float]) -> float | None:
     """(max - min) / median, rounded for reports (stats.relative_spread; None below 2 samples)."""
-    s = relative_spread(xs)
+    s = relative_spread(xs) if len(xs) >= 2 else None
     return round(s, 4) if s is not None else None
 
 
