@@ -14,8 +14,10 @@ log "tests (native venv: $("$CACHE/venv-native/bin/python" -c 'import torch; pri
 
 if [ "${SDAGENT_SKIP_IPEX:-0}" != 1 ]; then
   venv_ipex "$CACHE/venv-ipex"
-  log "IPEX tests (ipex venv)"
-  "$CACHE/venv-ipex/bin/python" -m pytest -q -m ipex tests
+  # The IPEX recipe's own tests, then bench/verify end to end: in this venv the plan
+  # picks the ipex backend, so verify proves the IPEX path under `sdagent exec`.
+  log "IPEX tests (ipex venv: $("$CACHE/venv-ipex/bin/python" -c 'from importlib.metadata import version as v; print("torch", v("torch"), "ipex", v("intel_extension_for_pytorch"))'))"
+  "$CACHE/venv-ipex/bin/python" -m pytest -q tests/test_ipex.py tests/test_bench_verify_cli.py
 fi
 
 if [ "${SDAGENT_SKIP_ANSIBLE:-0}" != 1 ] && [ -f .ci/ansible.sh ]; then
