@@ -82,6 +82,7 @@ def test_env_file_is_sourceable(spr, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["plan", "--set", "binding=pin"], "invalid value 'pin' for plan setting 'binding'"),
     (["plan", "--instances", "999"], "invalid --instances 999"),
+    (["plan", "--instances", "0"], "invalid --instances 0"),
     (["env", "--instance", "3"], "instance 3 out of range"),
     (["--topology-file", "/nonexistent.json", "plan"], "topology file not found: /nonexistent.json"),
     (["--plan-file", "/nonexistent.json", "plan"], "plan file not found: /nonexistent.json"),

@@ -192,6 +192,8 @@ def test_plan_file_roundtrip_is_lenient(topo, tmp_path):
     p = make_plan(t, nolib, file_settings={k: v for k, v in loaded.settings.items() if not k.endswith("_path")},
                   source=loaded.source)
     assert p.allocator == "default" and p.warnings and p.source == "tuned"
+    assert make_plan(t, FULL, file_settings=loaded.settings, source="tuned",
+                     overrides={"binding": "none"}).source == "tuned+overrides"
     assert "from the tuned plan file" in next(d.reason for d in p.decisions if d.key == "kmp_blocktime")
 
 

@@ -355,7 +355,7 @@ def parse_plan_data(data: Any, origin: str) -> LoadedPlan:
     except (KeyError, TypeError, ValueError) as exc:
         raise BadInput(f"{origin}: bad 'instances' entry ({type(exc).__name__}: {exc})") from None
     source = str(data.get("source") or "file")
-    if source not in ("derived", "derived+overrides", "tuned", "file"):
+    if source.removesuffix("+overrides") not in ("derived", "tuned", "file"):
         source = "file"
     return LoadedPlan(settings, source,
                       PlanRequest.from_dict(data.get("request")), data.get("tuning"), instances)
@@ -668,8 +668,7 @@ def make_plan(
         decisions=tuple(r.decisions),
         missing_libraries=tuple(dict.fromkeys(r.missing)),
         warnings=tuple(r.warnings),
-        source="derived" if source == "derived" and not overrides else (
-            source if source != "derived" else "derived+overrides"),
+        source=f"{source}+overrides" if overrides and not source.endswith("+overrides") else source,
         request=request,
         topology_summary=topo.summary(),
         numactl=facts.numactl,

@@ -47,7 +47,9 @@ def resolve_plan(ctx: click.Context, plan_args: dict[str, Any] | None = None) ->
         overrides.update(load_overrides_file(a["overrides_file"]))
     overrides.update(parse_assignments(a.get("assignments") or ()))
     layout = (a.get("instances"), a.get("cores_per_instance"), a.get("span_nodes"), a.get("use_smt"))
-    request = PlanRequest(*layout) if any(layout) else None
+    asked = a.get("instances") is not None or a.get("cores_per_instance") is not None \
+        or bool(a.get("span_nodes")) or bool(a.get("use_smt"))
+    request = PlanRequest(*layout) if asked else None
     plan = ctx.obj.plan(request, overrides)
     for w in plan.warnings:
         click.echo(f"sdagent: warning: {w}", err=True)
