@@ -14,6 +14,7 @@ OUT=${OUT:-$REPO/out}
 mkdir -p "$OUT"
 MODEL=${MODEL:-$CACHE/models/tiny}
 if [ ! -f "$MODEL/model_index.json" ]; then
+  mkdir -p "$(dirname "$MODEL")"
   log "sdagent model create --preset tiny $MODEL"
   "$SD" model create --preset tiny "$MODEL"
 fi
