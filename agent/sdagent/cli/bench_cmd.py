@@ -13,6 +13,7 @@ import click
 from sdagent.atomicio import check_parent, write_json
 from sdagent.bench import check_counts, model_default_size, run_bench
 from sdagent.cli import cli
+from sdagent.cli.options import backend_options
 from sdagent.errors import BadInput
 from sdagent.modeldir import ModelDir, check_model_dir
 from sdagent.workload import DEMO_PROMPT, SCHEDULERS, Workload, validate_workload
@@ -83,16 +84,9 @@ def timed_runs(prepared: Any, w: Workload, runs: int, warmup: int, plan: dict[st
               help="Timed runs (p90 is reported from 10 runs, p99 from 100).")
 @click.option("--warmup", type=int, default=1, show_default=True,
               help="Untimed runs first (oneDNN kernel selection, allocator growth, compilation).")
-@click.option("--backend", type=click.Choice(["auto", "ipex", "native"]), default="auto", show_default=True,
-              help="auto = the plan's.")
-@click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True,
-              help="auto = the plan's.")
-@click.option("--compile/--no-compile", "compile_", default=None,
-              help="torch.compile the UNet (native backend). Default: the plan's.")
+@backend_options
 @click.option("--channels-last/--no-channels-last", "channels_last", default=None,
               help="channels_last memory format. Default: the plan's.")
-@click.option("--compile-cache", type=click.Path(file_okay=False), default=None,
-              help="Inductor cache directory (default ~/.cache/sdagent/inductor).")
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Also write the JSON result to this file (atomically).")

@@ -54,3 +54,21 @@ def resolve_plan(ctx: click.Context, plan_args: dict[str, Any] | None = None) ->
     for w in plan.warnings:
         click.echo(f"sdagent: warning: {w}", err=True)
     return plan
+
+
+def backend_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--backend/--precision/--compile/--compile-cache: 'auto' or unset means the plan's value."""
+    for decorator in reversed((
+        click.option("--backend", type=click.Choice(["auto", "ipex", "native"]), default="auto",
+                     show_default=True, help="auto = the plan's (ipex where IPEX imports and matches torch)."),
+        click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto",
+                     show_default=True,
+                     help="auto = the plan's (bf16 where the CPU has AMX-BF16 or AVX512-BF16)."),
+        click.option("--compile/--no-compile", "compile_", default=None,
+                     help="torch.compile the UNet (native backend; inductor with freezing). Default: the plan's."),
+        click.option("--compile-cache", type=click.Path(file_okay=False), default=None,
+                     help="Inductor cache directory (default ~/.cache/sdagent/inductor): "
+                          "a cold compile takes minutes."),
+    )):
+        func = decorator(func)
+    return func

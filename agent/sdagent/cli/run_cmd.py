@@ -10,6 +10,7 @@ import click
 
 from sdagent.atomicio import check_parent, write_bytes
 from sdagent.cli import cli
+from sdagent.cli.options import backend_options
 from sdagent.errors import BadInput
 from sdagent.hostfacts import ipex_status
 from sdagent.modeldir import check_model_dir
@@ -53,14 +54,7 @@ def _progress(step: int, steps: int, seconds: float) -> None:
 @click.option("--scheduler", default="default", show_default=True,
               help=f"One of: {', '.join(SCHEDULERS)}. default = the model's own (PNDM for SD-1.5); "
                    "dpm = DPM-Solver++ (the demo's last step).")
-@click.option("--backend", type=click.Choice(["auto", "ipex", "native"]), default="auto", show_default=True,
-              help="auto = the plan's (ipex where IPEX imports and matches torch).")
-@click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True,
-              help="auto = the plan's (bf16 where the CPU has AMX-BF16 or AVX512-BF16).")
-@click.option("--compile/--no-compile", "compile_", default=None,
-              help="torch.compile the UNet (native backend; inductor with freezing). Default: the plan's.")
-@click.option("--compile-cache", type=click.Path(file_okay=False), default=None,
-              help="Inductor cache directory (default ~/.cache/sdagent/inductor): a cold compile takes minutes.")
+@backend_options
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Where to write the image (PNG), atomically.")
 @click.option("--json", "as_json", is_flag=True, help="Print settings, notes and timings as JSON.")
