@@ -15,7 +15,7 @@ from sdagent.plan import Plan
 
 #: Environment variables that change what an untuned process does.
 TUNING_PREFIXES = ("OMP_", "KMP_", "GOMP_", "MKL_", "DNNL_", "ONEDNN_")
-TUNING_KEYS = ("LD_PRELOAD", "MALLOC_CONF", "SDAGENT_PLAN_FILE", "SDAGENT_INSTANCE")
+TUNING_KEYS = ("LD_PRELOAD", "MALLOC_CONF", "SDAGENT_PLAN_FILE", "SDAGENT_PLAN_JSON", "SDAGENT_INSTANCE")
 
 
 def stock_child_env(environ: Mapping[str, str]) -> dict[str, str]:

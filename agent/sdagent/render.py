@@ -7,6 +7,7 @@ import shlex
 import jinja2
 
 from sdagent import __version__
+from sdagent.errors import BadInput
 from sdagent.plan import Plan
 from sdagent.resources import data_dir
 
@@ -45,8 +46,6 @@ def _environment() -> jinja2.Environment:
 def render(plan: Plan, fmt: str = "env", instance: int = 0) -> str:
     """The plan's environment for one instance, in one of FORMATS."""
     if fmt not in FORMATS:
-        from sdagent.errors import BadInput
-
         raise BadInput(f"unknown format {fmt!r} (valid: {', '.join(FORMATS)})")
     inst = plan.instance(instance)
     env = plan.env(instance)
