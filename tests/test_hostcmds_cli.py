@@ -146,3 +146,13 @@ def test_exec_hands_its_plan_to_the_child():
     d = json.loads(r.stdout)
     assert len(d["instances"]) == 2 and d["settings"]["kmp_blocktime"] == 0
     assert d["source"] == "derived+overrides"
+
+
+def test_exec_child_with_the_same_plan_file_keeps_execs_overrides(tmp_path):
+    f = tmp_path / "plan.json"
+    assert sdagent("plan", "-o", str(f)).returncode == 0
+    r = sdagent("--plan-file", str(f), "exec", "--set", "kmp_blocktime=0", "--",
+                sys.executable, "-m", "sdagent", "plan", "--json")  # the child sees SDAGENT_PLAN_FILE too
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["settings"]["kmp_blocktime"] == 0 and d["plan_file"] == str(f)

@@ -39,11 +39,17 @@ class AgentContext:
         """
         loaded: LoadedPlan | None = None
         inherited = os.environ.get(PLAN_ENV)
-        if inherited and not self.plan_file:
+        data = None
+        if inherited:
             try:
-                loaded = parse_plan_data(json.loads(inherited), f"${PLAN_ENV} (set by sdagent exec)")
+                data = json.loads(inherited)
             except ValueError as exc:
                 raise BadInput(f"${PLAN_ENV} is not valid JSON: {exc}") from None
+        # exec's record wins unless this call names a different plan file.
+        same_file = isinstance(data, dict) and self.plan_file and data.get("plan_file") and \
+            os.path.abspath(str(data["plan_file"])) == os.path.abspath(self.plan_file)
+        if data is not None and (not self.plan_file or same_file):
+            loaded = parse_plan_data(data, f"${PLAN_ENV} (set by sdagent exec)")
         elif self.plan_file:
             loaded = load_plan_file(self.plan_file)
         if loaded is None:
@@ -54,6 +60,6 @@ class AgentContext:
         return make_plan(
             self.topology(), self.facts(), request or loaded.request,
             file_settings=loaded.settings, overrides=overrides or {}, source=loaded.source,
-            plan_file=self.plan_file, tuning=loaded.tuning,
+            plan_file=self.plan_file or (data or {}).get("plan_file"), tuning=loaded.tuning,
             instances=loaded.instances if keep_layout else (),
         )
