@@ -243,7 +243,7 @@ def test_tune_cli_writes_a_plan_that_env_and_exec_accept(tiny_model, tmp_path):
     assert t["format"] == "sdagent-tune/1" and t["chosen"] and t["reason"] and t["rule"]
     names = [c["name"] for c in t["candidates"]]
     assert names[0] == "stock" and "topology plan" in names
-    assert len(t["candidates"][0]["measured_s"]) >= 3  # stock always measured
+    assert len(t["candidates"][0]["measured_s"]) >= 2  # stock always measured (a clear loser stops at 2 rounds)
     assert 0 < t["spent_s"] and t["budget_s"] == pytest.approx(18.0)  # the budget is recorded; its
     # enforcement is tested with a fake clock above, not with wall time on a shared machine
     env = sdagent("--plan-file", str(out), "env", "--format", "shell")

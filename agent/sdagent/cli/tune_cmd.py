@@ -256,8 +256,9 @@ def tune(ctx: click.Context, m: MeasureArgs, budget_min: float, rounds: int, all
     })
     for c in record["candidates"]:
         c["description"] = T.describe(result.candidates[c["name"]].settings)
-    plan = plan_for(dict(result.chosen.overrides), source="tuned", tuning=record,
-                    plan_file=os.path.abspath(output) if output else None)
+    # The winner is the tuned plan itself, not overrides on top of one.
+    plan = make_plan(topo, facts, request, file_settings=dict(result.chosen.overrides), source="tuned",
+                     tuning=record, plan_file=os.path.abspath(output) if output else None)
     if output:
         atomicio.write_json(output, plan.to_dict())
     if as_json:
