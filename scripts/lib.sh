@@ -48,3 +48,20 @@ venv_ipex() {
     pip_q "$v" -e "$REPO[ipex,iomp,test]"
   fi
 }
+
+# agent_venv: the system packages and the native venv; sets V and SD (its sdagent).
+agent_venv() {
+  system_packages
+  V="$CACHE/venv-native"
+  venv_native "$V"
+  SD="$V/bin/sdagent"
+}
+
+# ensure_model PRESET DIR: write a random-weights preset pipeline once.
+ensure_model() {
+  local preset=$1 dir=$2
+  [ -f "$dir/model_index.json" ] && return 0
+  mkdir -p "$(dirname "$dir")"
+  log "sdagent model create --preset $preset $dir"
+  "$SD" model create --preset "$preset" "$dir"
+}

@@ -6,18 +6,11 @@
 source "$(dirname "$0")/lib.sh"
 cd "$REPO"
 
-system_packages
-V="$CACHE/venv-native"
-venv_native "$V"
-SD="$V/bin/sdagent"
+agent_venv
 OUT=${OUT:-$REPO/out}
 mkdir -p "$OUT"
 MODEL=${MODEL:-$CACHE/models/tiny}
-if [ ! -f "$MODEL/model_index.json" ]; then
-  mkdir -p "$(dirname "$MODEL")"
-  log "sdagent model create --preset tiny $MODEL"
-  "$SD" model create --preset tiny "$MODEL"
-fi
+ensure_model tiny "$MODEL"
 
 log "sdagent plan"
 "$SD" plan -o "$OUT/plan.json"

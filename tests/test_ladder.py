@@ -63,14 +63,22 @@ def test_run_ladder_interleaves_and_a_failing_rung_does_not_stop_the_others():
             return result(0, ok=False, reason="exit 1: boom")
         return result(lat[r.name] + 0.1 * i)
 
+    events = []
     rungs = [rung("vanilla"), rung("run_cpu"), rung("broken"), rung("tuned"), rung("ipex", unavailable="IPEX absent")]
-    out = L.run_ladder(rungs, 3, runner)
+    out = L.run_ladder(rungs, 3, runner, on_event=lambda kind, data: events.append((kind, data)))
     assert calls[:4] == [("vanilla", 1), ("run_cpu", 1), ("broken", 1), ("tuned", 1)]
     assert calls[4:7] == [("run_cpu", 2), ("tuned", 2), ("vanilla", 2)]  # rotated; broken dropped
     assert ("ipex", 1) not in calls
     assert out["broken"].failed == "exit 1: boom" and out["broken"].failed_round == 1
     assert out["ipex"].failed == "IPEX absent"
     assert [s.round for s in out["tuned"].samples] == [1, 2, 3]
+    done = [d for k, d in events if k == "done"]
+    assert len(done) == len(calls)
+    first = done[0]
+    assert first["rung"] == "vanilla" and first["ok"] and first["latency_s"] == 10.1 and first["step_s"] == 0.1
+    assert first["rounds"] == 3 and first["wall_s"] == 13.1
+    broken = next(d for d in done if d["rung"] == "broken")
+    assert not broken["ok"] and broken["reason"] == "exit 1: boom" and "latency_s" not in broken
 
 
 def test_warm_cache_rung_is_warmed_once_before_round_one():
@@ -131,8 +139,10 @@ def test_missing_preloads_compares_real_paths():
 @pytest.mark.slow
 def test_ladder_quick_smoke(tiny_model, tmp_path):
     env = dict(os.environ, PYTHONPATH=AGENT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    # --step-size given explicitly survives --quick (which otherwise turns the step figure off)
     r = subprocess.run([sys.executable, "-m", "sdagent", "ladder", "--model", str(tiny_model), "--quick",
-                        "--out-dir", str(tmp_path)], capture_output=True, text=True, env=env, timeout=600)
+                        "--step-size", "64", "--step-calls", "1", "--out-dir", str(tmp_path)],
+                       capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stderr
     d = json.loads((tmp_path / "ladder.json").read_text())
     by = {x["rung"]: x for x in d["rungs"]}
@@ -142,8 +152,14 @@ def test_ladder_quick_smoke(tiny_model, tmp_path):
     assert d["flops"]["unet_step"] > 0 and d["gemm_peak"]["fp32"]["peak_flops"] > 0
     assert d["machine"]["load_before"] and d["machine"]["versions"]["torch"]
     assert "| vanilla |" in (tmp_path / "ladder.md").read_text()
+    step = {x["rung"]: x for x in d["step_figure"]["rows"]}
+    assert d["step_figure"]["height"] == 64 and d["step_figure"]["unet_step_flops"] > 0
+    assert set(step) == {"vanilla", "run_cpu", "tuned", "tuned+backend"} and step["vanilla"]["step_s"]["n"] == 1
+    assert "Per UNet step at 64x64" in (tmp_path / "ladder.md").read_text()
     assert (tmp_path / "ladder.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+    # stderr is a pipe here, where Click draws no bar: one line per measured process instead
+    assert "ladder: vanilla round 1/1: " in r.stderr and " s wall)" in r.stderr
 
 
 def test_ladder_bad_input_is_one_line(tmp_path):
@@ -173,10 +189,10 @@ def test_quick_profile_keeps_what_the_user_gave():
     from sdagent.cli.tune_cmd import MeasureArgs
 
     m = MeasureArgs("/m", {"prompt": "p", "steps": 4, "height": 256, "width": 256, "guidance": 7.5}, 1, 2, 60)
-    q, rounds = apply_quick(m, 3, set())
-    assert (q.wl["steps"], q.wl["height"], rounds, q.warmup_steps) == (QUICK["steps"], 64, 1, 1)
-    q, rounds = apply_quick(m, 3, {"steps", "rounds"})
-    assert (q.wl["steps"], q.wl["height"], rounds) == (4, 64, 3)
+    q, rounds, step = apply_quick(m, 3, 512, set())
+    assert (q.wl["steps"], q.wl["height"], rounds, q.warmup_steps, step) == (QUICK["steps"], 64, 1, 1, 0)
+    q, rounds, step = apply_quick(m, 3, 128, {"steps", "rounds", "step_size"})
+    assert (q.wl["steps"], q.wl["height"], rounds, step) == (4, 64, 3, 128)
 
 
 def test_launches_start_from_the_stock_environment():

@@ -209,6 +209,11 @@ def test_axes_offer_only_what_the_host_has():
     intel = cand("i", omp_runtime="intel")
     assert [c.name for c in axes["KMP_BLOCKTIME"].variants(intel)][:3] == [
         "KMP_BLOCKTIME=0", "KMP_BLOCKTIME=1", "KMP_BLOCKTIME=200"]
+    # the preloads as one candidate (the demo's first rung), offered only while some are on
+    off = axes["preloads"].variants(cand("p", allocator="jemalloc", omp_runtime="intel"))
+    assert [c.overrides for c in off] == [{"allocator": "default", "omp_runtime": "default"}]
+    assert axes["preloads"].variants(cand("n", allocator="default", omp_runtime="default")) == []
+    assert list(axes)[:3] == ["precision/backend", "preloads", "torch.compile"]
 
 
 def test_stock_candidate_is_untuned():

@@ -120,11 +120,14 @@ def run_ladder(rungs: Sequence[Rung], rounds: int, runner: Runner, *, on_event: 
                 continue
             emit("run", {"rung": name, "round": i + 1, "rounds": rounds})
             res = runner(by_name[name], i + 1)
+            done: dict[str, Any] = {"rung": name, "round": i + 1, "rounds": rounds, "ok": res.ok,
+                                    "reason": res.reason, "wall_s": res.wall_s}
             if res.ok:
                 o.samples.append(sample_from(res, i + 1))
+                done.update(latency_s=o.samples[-1].latency_s, step_s=o.samples[-1].step_s)
             else:
                 o.failed, o.failed_round = res.reason, i + 1
-            emit("done", {"rung": name, "round": i + 1, "ok": res.ok, "reason": res.reason})
+            emit("done", done)
     return out
 
 

@@ -444,8 +444,10 @@ def _variant(best: Candidate, name: str, axis: str, change: Mapping[str, Any], r
 def make_axes(host: HostChoices, resolve: Resolve) -> list[Axis]:
     """The search directions, in the order expected to pay most first.
 
-    Precision and backend first (bf16 on AMX halves a step), then compile,
-    then the system knobs the issue measured to move both ways on small VMs.
+    Precision and backend first (bf16 on AMX halves a step); then the preloads
+    as a whole, one cheap candidate for the demo's first rung (jemalloc +
+    libiomp5), which the ladder measured *slower* than stock on two AMX VMs;
+    then compile, then the system knobs one at a time, which move both ways.
     """
 
     def precision(best: Candidate) -> list[Candidate]:
@@ -459,6 +461,12 @@ def make_axes(host: HostChoices, resolve: Resolve) -> list[Axis]:
                     chg["compile"] = False
                 out.append(_variant(best, f"{be} {pr}", "precision/backend", chg, resolve))
         return out
+
+    def preloads(best: Candidate) -> list[Candidate]:
+        if best.settings.get("allocator") == "default" and best.settings.get("omp_runtime") == "default":
+            return []
+        return [_variant(best, "no preloads (glibc malloc, torch's own OpenMP)", "preloads",
+                         {"allocator": "default", "omp_runtime": "default"}, resolve)]
 
     def compile_(best: Candidate) -> list[Candidate]:
         if not host.compile or best.settings.get("backend") != "native":
@@ -507,7 +515,7 @@ def make_axes(host: HostChoices, resolve: Resolve) -> list[Axis]:
         opts = sorted({n, max(1, n - 1), max(1, n // 2)}, reverse=True)
         return [_variant(best, f"threads={t}", "threads", {"omp_num_threads": t}, resolve) for t in opts]
 
-    return [Axis("precision/backend", precision), Axis("torch.compile", compile_),
+    return [Axis("precision/backend", precision), Axis("preloads", preloads), Axis("torch.compile", compile_),
             Axis("memory format", channels), Axis("allocator", allocator), Axis("OpenMP runtime", omp),
             Axis("KMP_BLOCKTIME", blocktime), Axis("pinning", pinning), Axis("threads", threads)]
 

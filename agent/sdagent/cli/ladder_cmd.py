@@ -20,17 +20,19 @@ from sdagent.cli import cli
 from sdagent.cli.tune_cmd import MeasureArgs, command_line, measure_options
 from sdagent.errors import BadInput
 
-#: The --quick profile: the tiny model's own size, one round, no compile rung (a cold
-#: inductor compile alone takes longer than the whole smoke test may).
-QUICK = {"steps": 2, "height": 64, "width": 64, "rounds": 1, "warmup_steps": 1, "gemm_n": 512}
+#: The --quick profile: the tiny model's own size, one round, no per-step figure and no
+#: compile rung (a cold inductor compile alone takes longer than the whole smoke test may).
+QUICK = {"steps": 2, "height": 64, "width": 64, "rounds": 1, "warmup_steps": 1, "step_size": 0, "gemm_n": 512}
 
 
-def apply_quick(m: MeasureArgs, rounds: int, given: set[str]) -> tuple[MeasureArgs, int]:
+def apply_quick(m: MeasureArgs, rounds: int, step_size: int,
+                given: set[str]) -> tuple[MeasureArgs, int, int]:
     """The --quick profile, except for what the user gave explicitly on the command line."""
     wl = {**m.wl, **{k: QUICK[k] for k in ("steps", "height", "width") if k not in given}}
     warm = m.warmup_steps if "warmup_steps" in given else QUICK["warmup_steps"]
     return (MeasureArgs(m.model_dir, wl, m.repeats, warm, m.timeout_s),
-            rounds if "rounds" in given else QUICK["rounds"])
+            rounds if "rounds" in given else QUICK["rounds"],
+            step_size if "step_size" in given else QUICK["step_size"])
 
 
 def build_rungs(plan: Any, plan_file: str, model: str, m: MeasureArgs, *, with_compile: bool,
@@ -143,9 +145,10 @@ def plot_png(rows: list, title: str) -> bytes:
 @click.option("--rounds", type=int, default=3, show_default=True, help="Interleaved rounds (each rung once per round).")
 @click.option("--compile/--no-compile", "with_compile", default=True, show_default=True,
               help="Include the torch.compile rung (its cache is warmed once, untimed, before round 1).")
-@click.option("--step-size", type=int, default=0, show_default=True, metavar="PX",
-              help="Also time single UNet calls at PX x PX (e.g. 512) for the eager rungs: a per-step "
-                   "figure at a size too slow for whole images here (0 = off).")
+@click.option("--step-size", type=int, default=512, show_default=True, metavar="PX",
+              help="Also time single guided UNet calls at PX x PX for the eager fp32/bf16 rungs: a "
+                   "per-step figure at the published size, too slow for whole images on a small host "
+                   "(0 = off; off under --quick).")
 @click.option("--step-calls", type=int, default=3, show_default=True,
               help="Timed UNet calls per process for --step-size.")
 @click.option("--out-dir", type=click.Path(file_okay=False), default=".", show_default=True,
@@ -167,9 +170,11 @@ def ladder(ctx: click.Context, m: MeasureArgs, quick: bool, rounds: int, with_co
     A rung that fails is reported with its reason; the others go on. The plan
     is the one in force (--plan-file, e.g. from `sdagent tune`, or derived).
     \b
-    Default workload: 256x256, 4 steps, 3 rounds (18 processes). On the sd15
-    preset, with --step-size 512, it took 29 minutes on a 2-core AMX VM shared
-    with other jobs (load average 3-8). --quick proves the machinery on the tiny model:
+    Default workload: 256x256, 4 steps, 3 rounds (18 processes), then one
+    guided UNet step at 512x512 per eager rung (4 processes). On the sd15
+    preset it took 17 minutes on an idle 2-core AMX VM; 6 on a 16-core one
+    without the compile rung and the step figure. --quick proves the
+    machinery on the tiny model in about a minute:
       sdagent ladder --model /tmp/sd-tiny --quick --out-dir /tmp/ladder
     """
     from sdagent import ladder as L
@@ -179,7 +184,7 @@ def ladder(ctx: click.Context, m: MeasureArgs, quick: bool, rounds: int, with_co
     if quick:
         given = {p.name for p in ctx.command.params
                  if ctx.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE}
-        m, rounds = apply_quick(m, rounds, given)
+        m, rounds, step_size = apply_quick(m, rounds, step_size, given)
     m.check()
     if rounds < 1:
         raise BadInput(f"invalid --rounds {rounds}: at least 1")
@@ -214,6 +219,7 @@ def ladder(ctx: click.Context, m: MeasureArgs, quick: bool, rounds: int, with_co
         total = len(live) * rounds + sum(1 for r in live if r.warm_cache) + 1 + len(step_rungs)
         with click.progressbar(length=total, label="ladder", file=sys.stderr, show_eta=False,
                                show_percent=True, width=24) as bar:
+            interactive = sys.stderr.isatty()
             bar.label = "counting FLOPs, measuring GEMM peak"
             bar.render_progress()
             fl = count_flops(str(md.path), m, environ, QUICK["gemm_n"] if quick else 2048, m.timeout_s)
@@ -228,6 +234,11 @@ def ladder(ctx: click.Context, m: MeasureArgs, quick: bool, rounds: int, with_co
                     bar.render_progress()
                 elif kind == "done":
                     bar.update(1)
+                    if data["ok"] and not interactive:
+                        # Click draws no bar into a pipe or log: say each process's figure instead
+                        step = f", {data['step_s']:.3f} s/step" if data.get("step_s") else ""
+                        click.echo(f"ladder: {data['rung']} round {data['round']}/{data['rounds']}: "
+                                   f"{data['latency_s']:.3f} s{step} ({data['wall_s']:.0f} s wall)", err=True)
                     if not data["ok"]:
                         click.echo(f"\nsdagent: warning: rung {data['rung']} failed: {data['reason']}", err=True)
 

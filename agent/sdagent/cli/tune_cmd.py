@@ -156,7 +156,8 @@ def tune(ctx: click.Context, m: MeasureArgs, budget_min: float, rounds: int, all
     \b
     Candidates: the stock environment (no preload, torch's own OpenMP, no
     pinning, fp32 eager), the topology plan, then one axis at a time from the
-    best so far: precision/backend, torch.compile, channels_last, allocator
+    best so far: precision/backend, no preloads (jemalloc and libiomp5 off
+    together), torch.compile, channels_last, allocator
     (glibc, jemalloc short/long/demo MALLOC_CONF, tcmalloc), OpenMP runtime,
     KMP_BLOCKTIME 0/1/200, pinning, threads. Each measurement is a fresh
     process; each comparison interleaves the candidate with the current best.
