@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The latency ladder from a clean clone, in one command: set up the native venv, write the
 # sd15 preset (SD-1.5's architecture, random weights; ~4 GB, once), run `sdagent ladder`.
-#   bash scripts/ladder.sh                            default: 256x256, 4 steps, 3 rounds
-#   bash scripts/ladder.sh --step-size 512            + one guided UNet step at 512x512
-#   bash scripts/ladder.sh --quick                    smoke test on the tiny model (a minute)
-#   PLAN=plan.json bash scripts/ladder.sh             measure a plan from `sdagent tune -o`
+#   bash scripts/ladder.sh                    256x256, 4 steps, 3 rounds + a 512x512 UNet step
+#   bash scripts/ladder.sh --step-size 0      without the 512x512 step figure
+#   bash scripts/ladder.sh --quick            smoke test on the tiny model (a minute)
+#   PLAN=plan.json bash scripts/ladder.sh     measure a plan from `sdagent tune -o`
 # Results (ladder.md, ladder.json, ladder.png) land in $OUT (default ./out/ladder).
 source "$(dirname "$0")/lib.sh"
 cd "$REPO"
@@ -19,5 +19,5 @@ ensure_model "$preset" "$MODEL"
 
 plan=()
 [ -n "${PLAN:-}" ] && plan=(--plan-file "$PLAN")
-log "sdagent ${plan[*]} ladder --model $MODEL --out-dir $OUT $*"
+log "sdagent ${plan[*]:+${plan[*]} }ladder --model $MODEL --out-dir $OUT $*"
 exec "$SD" "${plan[@]}" ladder --model "$MODEL" --out-dir "$OUT" "$@"
