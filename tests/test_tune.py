@@ -266,9 +266,12 @@ def test_interrupted_tune_leaves_the_previous_plan_file(tiny_model, tmp_path):
     out.write_text('{"settings": {}, "previous": true}\n')
     before = out.read_bytes()
     env = dict(os.environ, PYTHONPATH=AGENT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    # A shell's background job (`cmd &`) inherits SIGINT ignored, and Python keeps an ignored
+    # SIGINT ignored: give the child the default disposition, as a terminal's Ctrl-C would find.
     p = subprocess.Popen([sys.executable, "-m", "sdagent", "tune", "--model", str(tiny_model), *TINY_WORKLOAD,
                           "--budget", "5", "-o", str(out)], env=env, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, start_new_session=True)
+                         stderr=subprocess.PIPE, text=True, start_new_session=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     time.sleep(8)
     os.killpg(p.pid, signal.SIGINT)
     _, err = p.communicate(timeout=120)
