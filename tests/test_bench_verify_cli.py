@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sdagent.stats import slower_beyond_noise
+from sdagent.measuring.stats import slower_beyond_noise
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +31,7 @@ WL = ["--steps", "2", "--height", "64", "--width", "64", "--warmup", "1"]
 
 def clean_env() -> dict[str, str]:
     """This environment minus any tuning (preloads, OpenMP/KMP variables, plan file)."""
-    from sdagent.launches import stock_child_env
+    from sdagent.planning.envvars import stock_env as stock_child_env
 
     env = stock_child_env(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(x for x in (str(REPO / "agent"), env.get("PYTHONPATH")) if x)
@@ -100,12 +100,15 @@ def test_verify_help_documents_exit_codes_and_their_order():
 
     from sdagent.cli import cli
 
+    from sdagent.errors import EXIT_CODES
+    from sdagent.verifying.checks import PRIORITY
+
     r = CliRunner().invoke(cli, ["verify", "--help"])
     assert r.exit_code == 0
-    assert "2 > 3 > 4 > 1 > 6 > 5 > 0" in r.output
-    for line in ("0 pass", "1 latency or quality target missed", "3 tuning not in effect",
-                 "4 no target matches this host", "5 inconclusive", "6 the plan in effect is slower than stock"):
-        assert line in " ".join(r.output.split()), line
+    assert " > ".join(str(int(c)) for c in PRIORITY) + " > 0" in r.output
+    flat = " ".join(r.output.split())
+    for e in EXIT_CODES:  # the table is the source: every code and its meaning, as written there
+        assert f"{e.code} {e.meaning}" in flat, e
 
 
 def test_bench_table_and_bad_runs(tiny_model):
@@ -215,10 +218,10 @@ def test_against_stock_measures_a_fresh_stock_process(tiny_model, tmp_path, smok
     d = json.loads(r.stdout)
     fig = d["stock"]["figures"]
     assert len(fig["plan_s"]) == len(fig["stock_s"]) == 2
-    stock_machine = d["stock"]["bench"]["machine"]
-    assert "LD_PRELOAD" not in stock_machine["env"] and "OMP_NUM_THREADS" not in stock_machine["env"]
-    assert not any("jemalloc" in x or "iomp5" in x for x in stock_machine["libraries"])
-    assert d["stock"]["bench"]["observed"]["precision"] == "fp32"
+    stock_process = d["stock"]["result"]["process"]  # what the stock worker really ran with
+    assert "LD_PRELOAD" not in stock_process["env"] and "OMP_NUM_THREADS" not in stock_process["env"]
+    assert not any("jemalloc" in x or "iomp5" in x for x in stock_process["libraries"])
+    assert d["stock"]["result"]["observed"]["precision"] == "fp32"
     slower = slower_beyond_noise(fig["plan_s"], fig["stock_s"])
     assert checks_of(d)["stock_measured"]["status"] == ("fail" if slower else "pass")
     assert r.returncode == (6 if slower else 0)

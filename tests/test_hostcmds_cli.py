@@ -12,10 +12,11 @@ from click.testing import CliRunner
 
 from hosts import HOSTS, write_tree
 from sdagent.cli import cli
-from sdagent.cli.hostcmds import build_exec
-from sdagent.plan import PlanRequest, make_plan
-from sdagent.hostfacts import HostFacts, IpexStatus
-from sdagent.topology import read_topology
+from sdagent.planning.launch import build_exec
+from sdagent.planning.layout import PlanRequest
+from sdagent.planning.plan import make_plan
+from sdagent.host.software import HostFacts, IpexStatus
+from sdagent.host.topology import read_topology
 
 AGENT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "agent")
 

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from sdagent.hostfacts import ipex_status
+from sdagent.host.software import ipex_status
 
 pytestmark = pytest.mark.ipex
 
@@ -25,8 +25,10 @@ except Exception as exc:  # noqa: BLE001 - on a wrong torch it raises AttributeE
 import torch  # noqa: E402
 
 from sdagent.cli import main  # noqa: E402
-from sdagent.pipeline import BackendSettings, load_pipeline, prepare  # noqa: E402
-from sdagent.workload import Workload  # noqa: E402
+from sdagent.pipeline.backends import prepare  # noqa: E402
+from sdagent.pipeline.loader import load_pipeline  # noqa: E402
+from sdagent.planning.runspec import RunSpec  # noqa: E402
+from sdagent.pipeline.workload import Workload  # noqa: E402
 
 W = Workload(prompt="sailing ship in storm by Rembrandt", steps=2, height=64, width=64, seed=0,
              scheduler="dpm")
@@ -39,12 +41,13 @@ def ipex_modules(module) -> set[str]:
 @pytest.fixture(scope="module")
 def reference(tiny_model):
     """The native fp32 image for W: what every IPEX variant must stay close to."""
-    pp = prepare(load_pipeline(tiny_model, "dpm"), BackendSettings(backend="native", precision="fp32"), W)
+    pp = prepare(load_pipeline(tiny_model, "dpm"), RunSpec("native", "fp32", True, False, True), W)
     return pp.generate(W).array
 
 
-def run_ipex(tiny_model, **kw):
-    pp = prepare(load_pipeline(tiny_model, "dpm"), BackendSettings(backend="ipex", **kw), W)
+def run_ipex(tiny_model, precision: str, weights_prepack: bool, isa_flags: tuple[str, ...] = ()):
+    spec = RunSpec("ipex", precision, True, False, weights_prepack, isa_flags)
+    pp = prepare(load_pipeline(tiny_model, "dpm"), spec, W)
     return pp, pp.generate(W)
 
 
@@ -94,7 +97,7 @@ def test_run_cli_ipex_bf16(tiny_model, tmp_path, capsys):
                             "-o", str(out), "--json")
     assert code == 0, err
     r = json.loads(stdout)
-    assert r["settings"]["backend"] == "ipex" and r["settings"]["precision"] == "bf16"
+    assert r["run"]["backend"] == "ipex" and r["run"]["precision"] == "bf16"
     assert r["versions"]["intel-extension-for-pytorch"].startswith("2.8")
     assert any("ipex.optimize(dtype=bfloat16" in n for n in r["notes"])
     assert out.stat().st_size > 0

@@ -9,9 +9,13 @@ import sys
 
 import pytest
 
-from sdagent import ladder as L
-from sdagent.measure import Launch, WorkerJob, WorkerResult, missing_preloads
-from sdagent.workload import Workload
+from dataclasses import replace
+
+from sdagent.measuring import ladder as L
+from sdagent.planning.runspec import STOCK_RUN
+from sdagent.measuring.runner import WorkerJob, WorkerResult, missing_preloads
+from sdagent.planning.launch import Launch
+from sdagent.pipeline.workload import Workload
 
 AGENT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "agent")
 
@@ -34,13 +38,13 @@ def test_paired_speedups_are_per_round_and_skip_missing_rounds():
 
 
 def test_spread_median_min_max():
-    s = L.Spread.of([3.0, 1.0, 2.0])
+    s = L.spread([3.0, 1.0, 2.0])
     assert (s.median, s.min, s.max, s.n) == (2.0, 1.0, 3.0, 3)
-    assert L.Spread.of([]) is None
+    assert L.spread([]) is None
 
 
 def rung(name, precision="fp32", unavailable=None):
-    job = WorkerJob("/m", Workload(steps=2, height=64, width=64), precision=precision)
+    job = WorkerJob("/m", Workload(steps=2, height=64, width=64), replace(STOCK_RUN, precision=precision))
     return L.Rung(name, f"{name} rung", Launch(name, ("python",)), job, unavailable=unavailable)
 
 
@@ -83,7 +87,7 @@ def test_run_ladder_interleaves_and_a_failing_rung_does_not_stop_the_others():
 
 def test_warm_cache_rung_is_warmed_once_before_round_one():
     order = []
-    r = L.Rung("compiled", "c", Launch("c", ("python",)), WorkerJob("/m", Workload()), warm_cache=True)
+    r = L.Rung("compiled", "c", Launch("c", ("python",)), WorkerJob("/m", Workload(), STOCK_RUN), warm_cache=True)
 
     def warm(x):
         order.append(("warm", x.name))
@@ -103,7 +107,10 @@ def test_summarize_ratios_flops_and_peak_fraction():
     out["vanilla"].samples = [sample(1, 10.0, 2.0), sample(2, 12.0, 2.2), sample(3, 11.0, 2.1)]
     out["run_cpu"].samples = [sample(1, 8.0, 1.6), sample(2, 8.0, 1.6), sample(3, 8.0, 1.6)]
     out["tuned+backend"].samples = [sample(1, 5.0, 1.0), sample(2, 4.0, 0.8), sample(3, 5.5, 1.1)]
-    flops = {"unet_step": 100e9, "vae_decode": 50e9, "text_encoder": 5e9, "unet_batch": 2}
+    from sdagent.measuring.flops import ModelFlops
+
+    flops = ModelFlops(height=64, width=64, unet_batch=2, unet_step=int(100e9), vae_decode=int(50e9),
+                       text_encoder=int(5e9))
     rows = {r.name: r for r in L.summarize(out, flops, {"fp32": 200e9, "bf16": 1000e9})}
     v = rows["tuned+backend"].vs_vanilla
     assert (v.median, v.min, v.max) == (pytest.approx(2.0), pytest.approx(2.0), pytest.approx(3.0))
@@ -178,7 +185,8 @@ def test_step_figure_uses_every_call_and_the_rung_precision_peak():
     out["vanilla"].samples = [L.Sample(1, 4.0, 4.0, 1, 9.0, steps=(4.0, 3.0, 5.0))]
     out["tuned+backend"].samples = [L.Sample(1, 1.0, 1.0, 1, 5.0, steps=(1.0, 2.0, 1.0))]
     rows = {r["rung"]: r for r in L.step_figure(out, 400e9, {"fp32": 200e9, "bf16": 1000e9})}
-    assert rows["vanilla"]["step_s"] == {"median": 4.0, "min": 3.0, "max": 5.0, "n": 3}
+    st = rows["vanilla"]["step_s"]
+    assert (st["median"], st["min"], st["max"], st["n"]) == (4.0, 3.0, 5.0, 3)
     assert rows["tuned+backend"]["speedup_vs_vanilla"] == pytest.approx(4.0)
     assert rows["tuned+backend"]["fraction_of_gemm_peak"] == pytest.approx(0.4)
     assert rows["vanilla"]["fraction_of_gemm_peak"] == pytest.approx(0.5)
@@ -186,7 +194,7 @@ def test_step_figure_uses_every_call_and_the_rung_precision_peak():
 
 def test_quick_profile_keeps_what_the_user_gave():
     from sdagent.cli.ladder_cmd import QUICK, apply_quick
-    from sdagent.cli.tune_cmd import MeasureArgs
+    from sdagent.cli.options import MeasureArgs
 
     m = MeasureArgs("/m", {"prompt": "p", "steps": 4, "height": 256, "width": 256, "guidance": 7.5}, 1, 2, 60)
     q, rounds, step = apply_quick(m, 3, 512, set())
@@ -196,24 +204,27 @@ def test_quick_profile_keeps_what_the_user_gave():
 
 
 def test_launches_start_from_the_stock_environment():
-    from sdagent.hostfacts import HostFacts, IpexStatus
-    from sdagent.launches import exec_launch, plan_launch, run_cpu_launch, stock_launch
-    from sdagent.plan import make_plan
-    from sdagent.topology import current_topology
+    from sdagent.host.software import HostFacts, IpexStatus
+    from sdagent.planning.launch import exec_launch, plan_launch, run_cpu_launch, stock_launch
+    from sdagent.planning.plan import make_plan
+    from sdagent.host.topology import current_topology
+
+    from sdagent.measuring.runner import worker_cmd, worker_file
 
     environ = {"PATH": "/bin", "LD_PRELOAD": "/stale.so", "OMP_NUM_THREADS": "64", "KMP_BLOCKTIME": "9"}
-    st = stock_launch(environ)
-    assert st.argv[1:] == ("-m", "sdagent.measure_worker") and "LD_PRELOAD" not in st.env
+    cmd = worker_cmd()
+    st = stock_launch(cmd, environ)
+    assert st.argv[1:] == ("-m", "sdagent.measuring.worker") and "LD_PRELOAD" not in st.env
     assert "OMP_NUM_THREADS" not in st.env and "KMP_BLOCKTIME" not in st.env
     facts = HostFacts(libraries={"jemalloc": None, "tcmalloc": None, "iomp": None},
                       ipex=IpexStatus(False, None, None, "absent"))
     plan = make_plan(current_topology(), facts)
-    pl = plan_launch(plan, environ)
+    pl = plan_launch(plan, cmd, environ)
     assert pl.env["OMP_NUM_THREADS"] == str(plan.settings["omp_num_threads"]) and "KMP_BLOCKTIME" not in pl.env
     assert "LD_PRELOAD" not in pl.env  # nothing to preload: the stale one must not leak in
-    ex = exec_launch(plan, "/p.json", environ)
+    ex = exec_launch(plan, "/p.json", cmd, environ)
     assert ex.argv[1:6] == ("-m", "sdagent", "--plan-file", "/p.json", "exec") and ex.argv[-2:] == (
-        "-m", "sdagent.measure_worker")
-    rc = run_cpu_launch(environ)
+        "-m", "sdagent.measuring.worker")
+    rc = run_cpu_launch(worker_file(), environ)
     assert rc.argv[1:4] == ("-m", "torch.backends.xeon.run_cpu", "--enable-jemalloc")
-    assert rc.argv[-1].endswith("measure_worker.py")
+    assert rc.argv[-1].endswith("measuring/worker.py")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sdagent import modelgen
+from sdagent.pipeline import modelgen
 from sdagent.errors import BadInput
 
 # ---------------------------------------------------------------------------
@@ -89,9 +89,11 @@ def test_sd15_has_sd15_architecture_and_cost():
                                                                                     "<|endoftext|>": 49407})))
     assert modelgen.param_count(vae) == 83_653_863
     assert modelgen.param_count(text) == 123_060_480
-    flops = modelgen.unet_step_flops(unet, 512, 512, batch=2)
+    from sdagent.measuring.flops import unet_call_flops
+
+    flops = unet_call_flops(unet, 64, 64, batch=2)
     assert 1.55e12 < flops < 1.65e12  # ~1.6 TFLOP per guided UNet step at 512x512
-    assert modelgen.unet_step_flops(unet, 512, 512, batch=1) == pytest.approx(flops / 2, rel=0.01)
+    assert unet_call_flops(unet, 64, 64, batch=1) == pytest.approx(flops / 2, rel=0.01)
 
 
 def test_unknown_preset_is_bad_input():

@@ -9,21 +9,24 @@ from types import SimpleNamespace
 import pytest
 
 from sdagent.errors import BadInput
-from sdagent.modeldir import check_model_dir, safetensors_problem
-from sdagent.workload import SCHEDULERS, Workload, validate_workload
+from sdagent.pipeline.modeldir import check_model_dir, safetensors_problem
+from sdagent.pipeline.workload import SCHEDULERS, Workload, validate_workload
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-from sdagent.pipeline import (BackendSettings, PreparedPipeline, import_ipex, load_pipeline,  # noqa: E402
-                              prepare, unet_sample_input)
-from sdagent.hostfacts import ipex_status  # noqa: E402
+from sdagent.pipeline.backends import import_ipex, prepare, unet_sample_input  # noqa: E402
+from sdagent.pipeline.generate import PreparedPipeline  # noqa: E402
+from sdagent.pipeline.loader import load_pipeline  # noqa: E402
+from sdagent.planning.runspec import RunSpec  # noqa: E402
+from sdagent.host.software import ipex_status  # noqa: E402
 
 W = Workload(prompt="sailing ship in storm by Rembrandt", steps=2, height=64, width=64, seed=0)
 
 
-def native(precision: str = "fp32", **kw) -> BackendSettings:
-    return BackendSettings(backend="native", precision=precision, **kw)
+def native(precision: str = "fp32", channels_last: bool = True, compile: bool = False,
+           isa_flags: tuple[str, ...] = ()) -> RunSpec:
+    return RunSpec("native", precision, channels_last, compile, True, isa_flags)
 
 
 # ---------------------------------------------------------------------------
@@ -123,7 +126,7 @@ def test_scheduler_names_map_to_diffusers_classes(tiny_model):
     assert type(pipe.scheduler).__name__ == "PNDMScheduler"  # "default" keeps the model's (SD-1.5's)
     import importlib.util
 
-    from sdagent.pipeline import set_scheduler
+    from sdagent.pipeline.loader import set_scheduler
 
     for name, cls in SCHEDULERS.items():
         if cls is None:
@@ -167,7 +170,7 @@ def test_native_fp32_generates_deterministic_images_with_timings(tiny_model):
     t = a.timings()
     assert t["unet_steps_s"] and t["unet_step_mean_s"] == pytest.approx(a.unet_s / 2, abs=1e-5)
     d = pp.describe()
-    assert d["scheduler"] == "DPMSolverMultistepScheduler" and d["settings"]["backend"] == "native"
+    assert d["scheduler"] == "DPMSolverMultistepScheduler" and d["run"]["backend"] == "native"
 
 
 def test_seed_gives_the_image_stock_diffusers_gives(tiny_model):
@@ -200,16 +203,16 @@ def test_native_bf16_uses_autocast_and_stays_near_fp32(tiny_model):
         assert torch.get_autocast_dtype("cpu") == torch.bfloat16 and torch.is_autocast_enabled("cpu")
 
 
-def test_settings_from_plan_and_validation():
-    plan = SimpleNamespace(backend="ipex", precision="bf16", channels_last=True, compile=False,
-                           weights_prepack=False)
-    s = BackendSettings.from_plan(plan, isa_flags=("amx_bf16",), compile_cache_dir="/c", precision="fp32")
-    assert (s.backend, s.precision, s.weights_prepack, s.compile_cache_dir, s.native_bf16) == \
-        ("ipex", "fp32", False, "/c", True)
+def test_run_record_from_plan_and_validation():
+    plan = SimpleNamespace(settings={"backend": "ipex", "precision": "bf16", "channels_last": True,
+                                     "compile": False, "weights_prepack": False}, isa_flags=("amx_bf16",))
+    s = RunSpec.from_plan(plan)
+    assert (s.backend, s.precision, s.weights_prepack, s.native_bf16) == ("ipex", "bf16", False, True)
+    assert RunSpec.from_dict(s.to_dict()) == s  # the one serialization a worker reads
     with pytest.raises(BadInput, match="unknown backend 'onnx'"):
-        prepare(None, BackendSettings(backend="onnx"))
+        RunSpec("onnx", "fp32", False, False, True)
     with pytest.raises(BadInput, match="unknown precision 'fp16'"):
-        prepare(None, BackendSettings(precision="fp16"))
+        RunSpec("native", "fp16", False, False, True)
 
 
 def test_unet_sample_input_has_the_loop_shapes(tiny_model):
@@ -235,8 +238,7 @@ def test_ipex_backend_without_ipex_is_bad_input_with_install_hint():
 def test_native_compile_matches_eager(tiny_model, tmp_path):
     eager = prepare(load_pipeline(tiny_model, "dpm"), native("fp32"), W).generate(W)
     cache = tmp_path / "inductor"
-    pp = prepare(load_pipeline(tiny_model, "dpm"),
-                 native("fp32", compile=True, compile_cache_dir=str(cache)), W)
+    pp = prepare(load_pipeline(tiny_model, "dpm"), native("fp32", compile=True), W, compile_cache_dir=str(cache))
     assert any("torch.compile" in n and str(cache) in n for n in pp.notes)
     import os
 

@@ -9,10 +9,13 @@ import pytest
 
 from hosts import HOSTS, write_tree
 from sdagent.errors import BadInput
-from sdagent.hostfacts import HostFacts, IpexStatus
-from sdagent.plan import (KMP_AFFINITY_COMPACT, MALLOC_CONF_PROFILES, UNSET, PlanRequest,
-                          load_plan_file, make_plan, parse_assignments, parse_setting)
-from sdagent.topology import read_topology
+from sdagent.host.software import HostFacts, IpexStatus
+from sdagent.host.topology import read_topology
+from sdagent.planning.layout import PlanRequest
+from sdagent.planning.plan import make_plan
+from sdagent.planning.planfile import load_plan_file
+from sdagent.planning.settings import (KMP_AFFINITY_COMPACT, MALLOC_CONF_PROFILES, UNSET, parse_assignments,
+                                       parse_setting)
 
 JE = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
 TC = "/usr/lib/x86_64-linux-gnu/libtcmalloc.so.4"
@@ -146,7 +149,7 @@ def test_overrides_are_validated_and_strict(topo):
     nolib = replace(FULL, libraries={"jemalloc": None, "tcmalloc": None, "iomp": IOMP})
     with pytest.raises(BadInput, match="libjemalloc was not found"):
         make_plan(t, nolib, overrides={"allocator": "jemalloc"})
-    with pytest.raises(BadInput, match="backend=ipex is not usable"):
+    with pytest.raises(BadInput, match="backend=ipex but IPEX is not usable"):
         make_plan(t, FULL, overrides={"backend": "ipex"})
     with pytest.raises(BadInput, match="224 logical CPUs"):
         make_plan(t, FULL, overrides={"omp_num_threads": 500})

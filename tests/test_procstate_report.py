@@ -9,11 +9,11 @@ import re
 import pytest
 
 from sdagent.errors import Exit
-from sdagent import procstate
-from sdagent.report import prometheus_text, verify_table, write_json_report, write_prometheus
-from sdagent.stats import summarize
-from sdagent.targets import HostKey, parse_targets
-from sdagent.verify import FAIL, PASS, SKIP, Check, VerifyResult, decide_exit
+from sdagent.host import process as procstate
+from sdagent.verifying.report import prometheus_text, verify_table, write_json_report, write_prometheus
+from sdagent.measuring.stats import summarize
+from sdagent.verifying.targets import HostKey, parse_targets
+from sdagent.verifying.checks import FAIL, PASS, SKIP, Check, VerifyResult, decide_exit
 
 MAPS = """\
 55d0c6a00000-55d0c6a01000 r--p 00000000 08:01 123 /usr/bin/python3.11
@@ -154,7 +154,7 @@ def test_verify_table_and_json_files(tmp_path):
     write_prometheus(tmp_path / "v.prom", res)
     d = json.loads((tmp_path / "r.json").read_text())
     assert d["exit_code"] == 3 and d["verdict"] == "tuning not in effect"
-    assert d["checks"][0]["exit_code"] == 3 and d["priority"] == [2, 3, 4, 1, 6, 5]
+    assert d["checks"][0]["exit_code"] == 3 and d["priority"] == [2, 7, 3, 4, 1, 6, 5]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json", "v.prom"]  # no temp files left
 
 

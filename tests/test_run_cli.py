@@ -9,7 +9,7 @@ import pytest
 
 from hosts import HOSTS, write_tree
 from sdagent.cli import main
-from sdagent.hostfacts import ipex_status
+from sdagent.host.software import ipex_status
 
 pytest.importorskip("torch")
 pytest.importorskip("diffusers")
@@ -53,7 +53,7 @@ def test_run_writes_png_and_reports_json(sdagent, tiny_model, tmp_path):
         assert len(np.unique(np.asarray(im).reshape(-1, 3), axis=0)) > 10  # not a blank image
     r = json.loads(stdout)
     assert r["output"] == str(out) and r["preset"] == "tiny"
-    assert r["settings"]["backend"] == "native" and r["settings"]["precision"] == "fp32"
+    assert r["run"]["backend"] == "native" and r["run"]["precision"] == "fp32"
     assert r["scheduler"] == "DPMSolverMultistepScheduler"
     assert r["workload"]["seed"] == 7 and r["workload"]["steps"] == 2
     t = r["timings"]
@@ -71,7 +71,7 @@ def test_run_human_output_and_same_seed_same_png(sdagent, tiny_model, tmp_path):
     assert code == 0, err
     assert stdout.startswith(f"wrote {tmp_path / 'a.png'} (64x64) in ")
     assert "UNet 3 x" in stdout  # PNDM (the model's default): steps + 1 UNet calls
-    assert "backend native, fp32, scheduler PNDMScheduler" in stdout
+    assert "native fp32, channels_last, eager, scheduler PNDMScheduler" in stdout
     assert sdagent(*args, "-o", str(tmp_path / "b.png"))[0] == 0
     assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
 
@@ -84,7 +84,7 @@ def test_bf16_on_a_cpu_without_native_bf16_warns(sdagent, tiny_model, tmp_path):
     assert code == 0, err
     assert "sdagent: warning: precision=bf16 on a CPU without AMX-BF16/AVX512-BF16: bf16 is emulated" in err
     r = json.loads(stdout)
-    assert r["settings"]["precision"] == "bf16" and any("emulated" in n for n in r["notes"])
+    assert r["run"]["precision"] == "bf16" and any("emulated" in n for n in r["notes"])
 
 
 def test_auto_follows_the_plan(sdagent, tiny_model, tmp_path):
@@ -94,9 +94,9 @@ def test_auto_follows_the_plan(sdagent, tiny_model, tmp_path):
                                 *SMALL, "-o", str(tmp_path / "x.png"), "--json")
     assert code == 0, err
     r = json.loads(stdout)
-    assert r["settings"]["precision"] == "fp32"  # AVX2 only: the plan says fp32
-    assert r["settings"]["backend"] == ("ipex" if ipex_status().usable else "native")
-    assert r["settings"]["weights_prepack"] is False  # no AVX512-BW/VL/DQ in that fixture
+    assert r["run"]["precision"] == "fp32"  # AVX2 only: the plan says fp32
+    assert r["run"]["backend"] == ("ipex" if ipex_status().usable else "native")
+    assert r["run"]["weights_prepack"] is False  # no AVX512-BW/VL/DQ in that fixture
 
 
 @pytest.mark.parametrize("extra, needles", [

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from sdagent import stats
+from sdagent.measuring import stats
 from sdagent.errors import BadInput
 
 
@@ -73,8 +73,6 @@ def test_slower_beyond_noise_needs_disjoint_ranges():
     assert stats.slower_beyond_noise([11.5, 12.0], stock)
     assert not stats.slower_beyond_noise([10.9, 12.0], stock)  # overlaps: within noise
     assert not stats.slower_beyond_noise([8.0, 9.0], stock)
-    assert stats.ranges_overlap([1.0, 2.0], [2.0, 3.0])
-    assert not stats.ranges_overlap([1.0, 2.0], [2.5, 3.0])
 
 
 def test_to_dict_states_the_definitions():

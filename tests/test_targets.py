@@ -9,7 +9,7 @@ import yaml
 
 from sdagent.errors import BadInput
 from sdagent.resources import example_targets
-from sdagent.targets import (
+from sdagent.verifying.targets import (
     DEFAULT_MAX_SPREAD, DEFAULT_MIN_RUNS, HostKey, load_targets, mismatches, parse_targets, select_target,
 )
 

@@ -8,7 +8,7 @@ import pytest
 
 from hosts import HOSTS, write_tree
 from sdagent.errors import BadInput
-from sdagent.topology import (Topology, format_cpulist, load_topology_file, parse_cpulist,
+from sdagent.host.topology import (Topology, format_cpulist, load_topology_file, parse_cpulist,
                               read_topology)
 
 

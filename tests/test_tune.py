@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from sdagent import tune as T
-from sdagent.launches import stock_child_env
+from sdagent.measuring.stats import rotated
+from sdagent.planning.envvars import stock_env as stock_child_env
+from sdagent.tuning import axes as A
+from sdagent.tuning import search as T
 
 AGENT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "agent")
 
@@ -33,7 +35,7 @@ def test_decide_faster_needs_non_overlapping_ranges_over_three_rounds():
 
 
 def test_round_order_rotates_so_each_leads_equally():
-    orders = [T.round_order(i, ["a", "b", "c"]) for i in range(3)]
+    orders = [rotated(["a", "b", "c"], i) for i in range(3)]
     assert orders == [["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"]]
     assert {o[0] for o in orders} == {"a", "b", "c"}
 
@@ -90,7 +92,7 @@ def cand(name, **settings):
     return T.Candidate(name, settings, resolve(settings), "test")
 
 
-STOCK = T.stock_candidate(resolve)
+STOCK = A.stock_candidate(resolve)
 
 
 def run_search(host, first, axes=(), budget=10_000.0, rounds=3):
@@ -195,9 +197,9 @@ def test_result_record_is_json_and_lists_every_measurement():
 
 
 def test_axes_offer_only_what_the_host_has():
-    host = T.HostChoices(physical_cores=4, bf16=False, ipex=False, jemalloc=True, tcmalloc=False,
+    host = A.HostChoices(physical_cores=4, bf16=False, ipex=False, jemalloc=True, tcmalloc=False,
                          iomp=False, pin="taskset")
-    axes = {a.name: a for a in T.make_axes(host, resolve)}
+    axes = {a.name: a for a in A.make_axes(host, resolve)}
     best = cand("b", omp_runtime="default", precision="fp32")
     assert [c.name for c in axes["precision/backend"].variants(best)] == ["native fp32"]
     assert [c.name for c in axes["allocator"].variants(best)] == [
@@ -292,8 +294,14 @@ def test_tune_rejects_bad_input_in_one_line(tmp_path):
     assert Path(tmp_path).is_dir()
 
 
-def test_summarize_rows_for_unmeasured_and_single_samples():
-    from sdagent.tune import summarize
-    rows = summarize(["a", "b", "c"], {"a": [], "b": [2.0], "c": [1.0, 3.0]})
-    assert [r["spread"] for r in rows] == [None, None, 1.0]
-    assert rows[0]["median_s"] is None and rows[1]["median_s"] == 2.0
+def test_tune_table_shows_unmeasured_and_single_samples():
+    from sdagent.tuning.report import tune_table
+
+    a, b, c = cand("a", allocator="default"), cand("b", omp_runtime="default"), cand("c", compile=True)
+    result = T.TuneResult(chosen=c, stock=STOCK, comparisons=[], candidates={"a": a, "b": b, "c": c},
+                          skipped=[("a", "budget")], reason="r", budget_s=60, spent_s=30, rule=T.RULE)
+    lines = tune_table(result, {"a": [], "b": [2.0], "c": [1.0, 3.0]}).splitlines()
+    row = {ln[2:28].strip(): ln for ln in lines[2:5]}
+    assert "skipped (budget)" in row["a"]
+    assert row["b"].split()[1:3] == ["1", "2.000"] and " -  " in row["b"]  # one sample: no spread
+    assert row["c"].startswith("*") and "100.0%" in row["c"]  # (3-1)/2

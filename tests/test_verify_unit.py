@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from sdagent.errors import Exit
-from sdagent.procstate import ProcessState
-from sdagent.targets import parse_targets
-from sdagent.verify import (
+from sdagent.host.process import ProcessState
+from sdagent.verifying.targets import parse_targets
+from sdagent.verifying.checks import (
     FAIL, INCONCLUSIVE, PASS, PRIORITY, SKIP, Check, StockFigures, check_affinity, check_allocator,
     check_bf16_diff, check_observed, check_openmp, check_stock, check_target, check_threads, decide_exit,
     image_checks, latency_checks, mean_abs_diff, process_checks, stock_figures_from_tuning,
@@ -245,14 +245,15 @@ FAILING = {
     Exit.TARGET_MISSED: Check("latency_p50", "latency", FAIL, "x"),
     Exit.SLOWER_THAN_STOCK: Check("stock_tune", "stock", FAIL, "x"),
     Exit.INCONCLUSIVE: Check("spread", "validity", INCONCLUSIVE, "x"),
+    Exit.ERROR: Check("run", "error", FAIL, "x"),
 }
 
 
-def test_priority_order_is_2_3_4_1_6_5():
-    assert [int(x) for x in PRIORITY] == [2, 3, 4, 1, 6, 5]
+def test_priority_order_is_2_7_3_4_1_6_5():
+    assert [int(x) for x in PRIORITY] == [2, 7, 3, 4, 1, 6, 5]
 
 
-@pytest.mark.parametrize("combo", [c for r in range(1, 7) for c in itertools.combinations(FAILING, r)])
+@pytest.mark.parametrize("combo", [c for r in range(1, 8) for c in itertools.combinations(FAILING, r)])
 def test_most_fundamental_failure_decides(combo):
     passing = [Check("threads", "tuning", PASS, "ok"), Check("x", "quality", SKIP, "skipped")]
     checks = passing + [FAILING[code] for code in combo]

@@ -8,23 +8,12 @@ import click
 
 from sdagent import __version__
 from sdagent.cli.context import AgentContext
-from sdagent.errors import Exit, SdagentError
-
-EXIT_CODES_HELP = """\b
-Exit codes:
-  0  pass / success
-  1  a latency or quality target missed (verify)
-  2  usage error or bad input
-  3  tuning not in effect (verify)
-  4  no target matches this host (verify)
-  5  inconclusive: too noisy to decide (verify)
-  6  the plan in effect is slower than stock (verify)
-"""
+from sdagent.errors import Exit, SdagentError, exit_codes_help
 
 
 @click.group(
     context_settings={"auto_envvar_prefix": "SDAGENT", "help_option_names": ["-h", "--help"]},
-    epilog=EXIT_CODES_HELP,
+    epilog=exit_codes_help(),
 )
 @click.option("--sysroot", type=click.Path(file_okay=False), default=None,
               help="Read /proc and /sys under this directory instead of the host's (fixture trees).")
@@ -73,11 +62,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("sdagent: aborted", err=True)
-        sys.exit(130)
+        sys.exit(Exit.INTERRUPTED)
     except click.ClickException as exc:
         exc.show()
         sys.exit(Exit.USAGE if exc.exit_code == 2 else exc.exit_code)
     except KeyboardInterrupt:
         click.echo("sdagent: interrupted", err=True)
-        sys.exit(130)
+        sys.exit(Exit.INTERRUPTED)
     sys.exit(rv if isinstance(rv, int) else 0)

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from sdagent.hostfacts import HostFacts, gather_facts
-from sdagent.errors import BadInput
-from sdagent.plan import PLAN_ENV, LoadedPlan, Plan, PlanRequest, load_plan_file, make_plan, parse_plan_data
-from sdagent.topology import Topology, current_topology
+from sdagent.host.software import HostFacts, gather_facts
+from sdagent.host.topology import Topology, current_topology
+from sdagent.planning.layout import PlanRequest
+from sdagent.planning.plan import Plan
+from sdagent.planning.planfile import plan_in_force
 
 
 @dataclass
@@ -32,34 +32,6 @@ class AgentContext:
         return self._facts
 
     def plan(self, request: PlanRequest | None = None, overrides: dict[str, Any] | None = None) -> Plan:
-        """The plan in force, then `overrides`, on this topology.
-
-        In force: the plan `sdagent exec` ran this process under (SDAGENT_PLAN_JSON), else
-        --plan-file, else none (derived from the topology).
-        """
-        loaded: LoadedPlan | None = None
-        inherited = os.environ.get(PLAN_ENV)
-        data = None
-        if inherited:
-            try:
-                data = json.loads(inherited)
-            except ValueError as exc:
-                raise BadInput(f"${PLAN_ENV} is not valid JSON: {exc}") from None
-        # exec's record wins unless this call names a different plan file.
-        same_file = isinstance(data, dict) and self.plan_file and data.get("plan_file") and \
-            os.path.abspath(str(data["plan_file"])) == os.path.abspath(self.plan_file)
-        if data is not None and (not self.plan_file or same_file):
-            loaded = parse_plan_data(data, f"${PLAN_ENV} (set by sdagent exec)")
-        elif self.plan_file:
-            loaded = load_plan_file(self.plan_file)
-        if loaded is None:
-            return make_plan(self.topology(), self.facts(), request or PlanRequest(),
-                             overrides=overrides or {})
-        # A new layout request re-lays instances; otherwise the saved layout stands.
-        keep_layout = request is None or request == loaded.request
-        return make_plan(
-            self.topology(), self.facts(), request or loaded.request,
-            file_settings=loaded.settings, overrides=overrides or {}, source=loaded.source,
-            plan_file=self.plan_file or (data or {}).get("plan_file"), tuning=loaded.tuning,
-            instances=loaded.instances if keep_layout else (),
-        )
+        """The plan in force (planning.planfile.plan_in_force), then `overrides`."""
+        return plan_in_force(self.topology(), self.facts(), plan_file=self.plan_file, environ=os.environ,
+                             request=request, overrides=overrides)

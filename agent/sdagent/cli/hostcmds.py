@@ -13,9 +13,11 @@ from sdagent import atomicio
 from sdagent.cli import cli
 from sdagent.cli.options import plan_options, resolve_plan
 from sdagent.errors import BadInput
-from sdagent.plan import KNOBS, PLAN_ENV, plan_env_value
-from sdagent.render import FORMATS, render
-from sdagent.topology import format_cpulist
+from sdagent.host.topology import format_cpulist
+from sdagent.planning.envvars import PLAN_ENV
+from sdagent.planning.launch import build_exec
+from sdagent.planning.render import FORMATS, render
+from sdagent.planning.settings import list_settings
 
 
 def _echo_json(obj: object) -> None:
@@ -62,9 +64,10 @@ def topology(ctx: click.Context, as_json: bool, output: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Write the plan file (JSON, atomically) for --plan-file, the roles and exec.")
-@click.option("--list-settings", is_flag=True, help="List the settings that --set accepts, and exit.")
+@click.option("--list-settings", "list_settings_", is_flag=True,
+              help="List the settings that --set accepts, and exit.")
 @click.pass_context
-def plan(ctx: click.Context, plan_args: dict, as_json: bool, output: str | None, list_settings: bool) -> None:
+def plan(ctx: click.Context, plan_args: dict, as_json: bool, output: str | None, list_settings_: bool) -> None:
     """Derive the tuning plan for this host, every choice with its reason.
 
     \b
@@ -76,10 +79,8 @@ def plan(ctx: click.Context, plan_args: dict, as_json: bool, output: str | None,
       sdagent plan --instances 4 --json
       sdagent plan --set binding=taskset --set kmp_blocktime=1 -o plan.json
     """
-    if list_settings:
-        for k in KNOBS.values():
-            choices = f" ({'|'.join(k.choices)})" if k.choices else ""
-            click.echo(f"{k.name:16} {k.kind}{choices}: {k.help}")
+    if list_settings_:
+        click.echo("\n".join(list_settings()))
         return
     if output:
         atomicio.check_parent(output)
@@ -95,7 +96,7 @@ def plan(ctx: click.Context, plan_args: dict, as_json: bool, output: str | None,
     click.echo("")
     width = max(len(x.key) for x in p.decisions)
     for x in p.decisions:
-        val = x.value if not isinstance(x.value, bool) else str(x.value).lower()
+        val = str(x.value).lower() if isinstance(x.value, bool) else ("unset" if x.value is None else x.value)
         click.echo(f"  {x.key:<{width}}  {val}")
         click.echo(f"  {'':<{width}}    {x.reason}")
     click.echo("")
@@ -136,26 +137,6 @@ def env(ctx: click.Context, plan_args: dict, fmt: str, instance: int, output: st
         atomicio.write_text(output, text)
     else:
         click.echo(text, nl=False)
-
-
-def build_exec(plan, instance: int, cmd: list[str], base_env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
-    """The argv and environment that run `cmd` under the plan (pure)."""
-    env = dict(base_env)
-    planned = plan.env(instance)
-    preload = planned.pop("LD_PRELOAD", None)
-    if preload:
-        # Ours first; keep whatever the caller already preloads (e.g. a sanitizer).
-        env["LD_PRELOAD"] = ":".join(x for x in (preload, base_env.get("LD_PRELOAD")) if x)
-    else:
-        env.pop("LD_PRELOAD", None)
-    for key in ("MALLOC_CONF", "KMP_AFFINITY", "KMP_BLOCKTIME"):
-        if key not in planned:
-            env.pop(key, None)  # a stale value from the caller would silently change the plan
-    env.update(planned)
-    if plan.plan_file:
-        env["SDAGENT_PLAN_FILE"] = os.path.abspath(plan.plan_file)
-    env[PLAN_ENV] = plan_env_value(plan)
-    return plan.launcher(instance) + list(cmd), env
 
 
 @cli.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})

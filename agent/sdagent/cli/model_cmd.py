@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from sdagent.cli import cli
-from sdagent.modelgen import PRESETS
+from sdagent.pipeline.modelgen import PRESETS
 
 
 @cli.group()
@@ -45,7 +45,7 @@ def create(preset: str, seed: int, force: bool, as_json: bool, directory: str) -
       sdagent model create --preset tiny /tmp/sd-tiny
       sdagent model create --preset sd15 /var/lib/sdagent/sd15
     """
-    from sdagent.modelgen import check_target, create_model
+    from sdagent.pipeline.modelgen import check_target, create_model
 
     check_target(Path(directory).absolute(), force)  # before the slow imports
     made = create_model(preset, directory, force=force, seed=seed)

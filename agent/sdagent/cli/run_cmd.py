@@ -10,24 +10,13 @@ import click
 
 from sdagent.atomicio import check_parent, write_bytes
 from sdagent.cli import cli
-from sdagent.cli.options import backend_options
+from sdagent.cli.options import FiniteFloat, backend_options, check_compile_flag, resolve_plan, run_overrides
 from sdagent.errors import BadInput
-from sdagent.hostfacts import ipex_status
-from sdagent.modeldir import check_model_dir
-from sdagent.pipeline import BackendSettings, ipex_unusable_message
-from sdagent.workload import SCHEDULERS, Workload, validate_workload
-
-
-def plan_overrides(backend: str, precision: str, compile_: bool | None) -> dict:
-    """Explicit CLI values override the plan; "auto" (and an absent --compile) mean the plan's."""
-    o: dict = {}
-    if backend != "auto":
-        o["backend"] = backend
-    if precision != "auto":
-        o["precision"] = precision
-    if compile_ is not None:
-        o["compile"] = compile_
-    return o
+from sdagent.host.software import ipex_status, package_versions
+from sdagent.pipeline.backends import ipex_unusable_message
+from sdagent.pipeline.modeldir import check_model_dir
+from sdagent.pipeline.workload import SCHEDULERS, Workload, validate_workload
+from sdagent.planning.runspec import RunSpec
 
 
 def png_bytes(image) -> bytes:
@@ -48,7 +37,7 @@ def _progress(step: int, steps: int, seconds: float) -> None:
 @click.option("--steps", type=int, default=20, show_default=True, help="Denoising (UNet) steps.")
 @click.option("--height", type=int, default=512, show_default=True, help="Image height, a multiple of 8.")
 @click.option("--width", type=int, default=512, show_default=True, help="Image width, a multiple of 8.")
-@click.option("--guidance", type=float, default=7.5, show_default=True,
+@click.option("--guidance", type=FiniteFloat(at_least=0), default=7.5, show_default=True,
               help="Classifier-free guidance scale; above 1 the UNet runs at batch 2.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the initial noise.")
 @click.option("--scheduler", default="default", show_default=True,
@@ -90,19 +79,13 @@ def run(ctx: click.Context, model_dir: str, prompt: str, negative_prompt: str | 
         st = ipex_status()
         if not st.usable:
             raise BadInput(ipex_unusable_message(st))
-    plan = ctx.obj.plan(overrides=plan_overrides(backend, precision, compile_))
-    if plan.backend == "ipex" and compile_:
-        raise BadInput("--compile is for the native backend (IPEX optimizes the graph itself): "
-                       "add --backend native")
-    for msg in plan.warnings:
-        click.echo(f"sdagent: warning: {msg}", err=True)
-    settings = BackendSettings.from_plan(plan, isa_flags=tuple(ctx.obj.topology().flags),
-                                         compile_cache_dir=compile_cache)
+    plan = resolve_plan(ctx, extra=run_overrides(backend, precision, compile_))
+    check_compile_flag(plan, compile_)
+    spec = RunSpec.from_plan(plan)
 
-    from sdagent.pipeline import load_pipeline, prepare, stack_versions
+    from sdagent.pipeline.backends import ready
 
-    pipe = load_pipeline(md.path, w.scheduler)
-    prepared = prepare(pipe, settings, w)
+    prepared = ready(md.path, spec, w, compile_cache)
     show = _progress if sys.stderr.isatty() and not as_json else None
     result = prepared.generate(w, step_callback=show)
     write_bytes(out, png_bytes(result.image))
@@ -111,7 +94,7 @@ def run(ctx: click.Context, model_dir: str, prompt: str, negative_prompt: str | 
         click.echo(json.dumps({
             "output": str(out), "model": str(md.path), "preset": md.sdagent_preset,
             "workload": w.to_dict(), **prepared.describe(), "timings": result.timings(),
-            "plan_source": plan.source, "warnings": list(plan.warnings), "versions": stack_versions(),
+            "plan_source": plan.source, "warnings": list(plan.warnings), "versions": package_versions(),
         }, indent=2))
         return
     t = result.timings()
@@ -121,7 +104,6 @@ def run(ctx: click.Context, model_dir: str, prompt: str, negative_prompt: str | 
     if t["vae_decode_s"] is not None:
         split.append(f"VAE {t['vae_decode_s']:.3f} s")
     click.echo(f"wrote {out} ({w.width}x{w.height}) in {t['total_s']:.2f} s: {', '.join(split)}")
-    click.echo(f"backend {settings.backend}, {settings.precision}, "
-               f"scheduler {prepared.describe()['scheduler']}")
+    click.echo(f"{spec.describe()}, scheduler {prepared.describe()['scheduler']}")
     for n in prepared.notes:
         click.echo(f"  - {n}")

@@ -2,34 +2,25 @@
 
 from __future__ import annotations
 
-import gc
 import json
 import os
-import subprocess
-import sys
 import time
 from typing import Any
 
 import click
 
-from sdagent import __version__
 from sdagent.atomicio import check_parent
-from sdagent.bench import check_counts
 from sdagent.cli import cli
-from sdagent.cli.bench_cmd import model_name, resolve_workload, timed_runs, workload_options
-from sdagent.cli.options import plan_options, resolve_plan
-from sdagent.errors import Exit, SdagentError
-from sdagent.modeldir import check_model_dir
-from sdagent.procstate import process_state
-from sdagent.targets import HostKey, load_targets, select_target
-from sdagent.verify import (
-    Check, StockFigures, VerifyResult, check_bf16_diff, check_observed, check_stock, check_target,
-    decide_exit, image_checks, latency_checks, mean_abs_diff, process_checks, skip_measured, skipped,
-    stock_figures_from_tuning,
-)
-from sdagent.workload import Workload
+from sdagent.cli.options import model_and_workload, plan_options, progress_bar, resolve_plan, workload_options
+from sdagent.errors import Exit, SdagentError, exit_codes_help
+from sdagent.host.process import process_state
+from sdagent.measuring.bench import check_counts
+from sdagent.verifying.checks import Check, VerifyResult
+from sdagent.verifying.report import verify_table, write_json_report, write_prometheus
+from sdagent.verifying.session import LocalMeasurer, VerifyRequest, verify as run_verify
+from sdagent.verifying.targets import load_targets
 
-VERIFY_EPILOG = """\b
+VERIFY_EPILOG = exit_codes_help() + """\b
 Checks, and the exit code each category gives when it fails:
   tuning    3  planned allocator and libiomp5 mapped (/proc/self/maps, realpaths),
                torch threads = plan, CPU affinity = plan, backend and precision
@@ -45,67 +36,11 @@ Checks, and the exit code each category gives when it fails:
   validity  5  at least min_runs timed runs; (max-min)/median <= max_spread
                (inconclusive is never a pass)
 \b
-When several fail, the most fundamental wins: 2 > 3 > 4 > 1 > 6 > 5 > 0.
-  0 pass, 1 latency or quality target missed, 2 usage or bad input,
-  3 tuning not in effect, 4 no target matches this host, 5 inconclusive,
-  6 the plan in effect is slower than stock.
+When several fail, the most fundamental wins: 2 > 7 > 3 > 4 > 1 > 6 > 5 > 0.
 Once the tuning is not in effect (3) or no target matches (4), the costly
 steps (benchmark, fp32 reference, stock run) are skipped: they cannot change
 the answer.
 """
-
-
-def instance_physical_cores(topo: Any, cpus: tuple[int, ...]) -> int:
-    """Distinct physical cores among an instance's CPUs (what targets' core bounds mean)."""
-    cores = set()
-    for c in cpus:
-        try:
-            cpu = topo.cpu(c)
-            cores.add((cpu.socket, cpu.core))
-        except Exception:  # noqa: BLE001 - a CPU the topology does not describe counts as its own core
-            cores.add((-1, c))
-    return len(cores)
-
-
-def stock_command(model_dir: str, w: Workload, runs: int, warmup: int) -> list[str]:
-    """`sdagent bench` in stock settings (tune.STOCK_SETTINGS: native fp32, contiguous, eager)."""
-    argv = [sys.executable, "-m", "sdagent", "bench", "--model", str(model_dir), "--json",
-            "--runs", str(runs), "--warmup", str(warmup), "--steps", str(w.steps), "--height", str(w.height),
-            "--width", str(w.width), "--guidance", repr(w.guidance), "--seed", str(w.seed),
-            "--scheduler", w.scheduler, "--prompt", w.prompt,
-            "--backend", "native", "--precision", "fp32", "--no-channels-last", "--no-compile"]
-    return argv
-
-
-def measure_stock(model_dir: str, w: Workload, runs: int, warmup: int, plan_s: list[float]) \
-        -> tuple[StockFigures | str, dict[str, Any] | None]:
-    """Run the same workload in a fresh stock process (no preloads, no OpenMP/KMP variables,
-    torch's own threads; same CPUs as this process, so the comparison is per instance)."""
-    from sdagent.launches import stock_child_env
-
-    argv = stock_command(model_dir, w, runs, warmup)
-    try:
-        proc = subprocess.run(argv, env=stock_child_env(os.environ), stdout=subprocess.PIPE, text=True)
-    except OSError as exc:
-        return f"the stock process could not start: {exc}", None
-    if proc.returncode != 0:
-        return f"the stock process failed (exit {proc.returncode})", None
-    try:
-        data = json.loads(proc.stdout)
-        stock_s = [float(r["latency_s"]) for r in data["runs"]]
-    except (ValueError, KeyError, TypeError):
-        return "the stock process printed no bench JSON", None
-    return StockFigures(tuple(plan_s), tuple(stock_s), "fresh stock process, measured after the plan"), data
-
-
-def fp32_reference(model_path: str, w: Workload) -> tuple[Any, dict[str, Any]]:
-    """The same seed through plain fp32 (native, contiguous, eager): the quality yardstick."""
-    from sdagent.pipeline import BackendSettings, load_pipeline, prepare
-
-    ref = prepare(load_pipeline(model_path, w.scheduler),
-                  BackendSettings(backend="native", precision="fp32", channels_last=False, compile=False), w)
-    g = ref.generate(w)
-    return g.array, {"settings": ref.settings.to_dict(), "seed": w.seed, "latency_s": round(g.total_s, 6)}
 
 
 @cli.command("verify", epilog=VERIFY_EPILOG)
@@ -147,65 +82,28 @@ def verify(ctx: click.Context, model_dir: str, wl: dict[str, Any], plan_args: di
     still record exit 2 so a fleet never keeps a stale pass.
     """
     started = time.time()
-    t0 = time.perf_counter()
     # Everything that can be wrong with the request, before any long work.
     for path in (report, prometheus):
         if path:
             check_parent(path)
-    checks: list[Check] = []
-    bench = reference = stock = target = key = None
-    selection = name = ""
-    plan_dict: dict[str, Any] = {}
-
-    def result(code: Exit | None = None) -> VerifyResult:
-        return VerifyResult(
-            exit_code=code if code is not None else decide_exit(checks), checks=tuple(checks), target=target,
-            host_key=key, selection=selection, plan=plan_dict, instance=instance, model=name, bench=bench,
-            reference=reference, stock=stock, started_at=started, duration_s=time.perf_counter() - t0,
-            version=__version__)
-
     try:
         targets = load_targets(targets_file)
         check_counts(runs if runs is not None else 1, warmup)
-        md = check_model_dir(model_dir)
-        w = resolve_workload(md, wl)
-        name = model_name(md)
+        md, w = model_and_workload(model_dir, wl)
         plan = resolve_plan(ctx, plan_args)
         plan.instance(instance)  # BadInput when out of range
-        plan_dict = plan.to_dict()
-
-        topo = ctx.obj.topology()
-        state = process_state()
-        checks += process_checks(plan.settings, state, plan.expected_affinity(instance, topo.allowed_cpus))
-        key = HostKey(flags=tuple(topo.flags), cpu_model=topo.model_name,
-                      physical_cores=instance_physical_cores(topo, plan.instance(instance).cpus),
-                      model=name, height=w.height, width=w.width, steps=w.steps,
-                      precision=plan.precision, backend=plan.backend)
-        sel = select_target(targets, key)
-        target, selection = sel.target, sel.explain()
-        checks.append(check_target(target, selection))
-        checks.append(check_stock("stock_tune", stock_figures_from_tuning(plan.tuning)))
-
-        early = decide_exit(checks)
-        if early in (Exit.TUNING_NOT_IN_EFFECT, Exit.NO_TARGET) or target is None:
-            why = "skipped: " + ("the tuning is not in effect" if early == Exit.TUNING_NOT_IN_EFFECT
-                                 else "no target matches")
-            checks += skip_measured(why)
-        else:
-            out: dict[str, Any] = {}
-            checks += _measure(ctx, md, w, plan, plan_dict, target, runs, warmup, compile_cache, name,
-                               against_stock, out)
-            bench, reference, stock = out.get("bench"), out.get("reference"), out.get("stock")
+        req = VerifyRequest(md, w, plan, instance, targets, ctx.obj.topology(), runs, warmup, against_stock)
+        measurer = LocalMeasurer(md, w, environ=os.environ, plan=plan.to_dict(), compile_cache_dir=compile_cache,
+                                 bar=progress_bar("verify"))
+        res = run_verify(req, measurer, process_state(), started=started)
     except SdagentError as exc:
         if exc.exit_code == Exit.USAGE:
-            checks.append(Check("input", "usage", "fail", str(exc)))
-            _write(result(Exit.USAGE), report, prometheus)
+            # Recorded, so a fleet never keeps a stale verdict; then the one-line error.
+            _write(VerifyResult(Exit.USAGE, (Check("input", "usage", "fail", str(exc)),), None, None, "", {},
+                                instance, model_dir, started_at=started,
+                                duration_s=time.time() - started), report, prometheus)
         raise
-
-    res = result()
     _write(res, report, prometheus)
-    from sdagent.report import verify_table
-
     if as_json:
         click.echo(json.dumps(res.to_dict(), indent=2))
     else:
@@ -213,59 +111,8 @@ def verify(ctx: click.Context, model_dir: str, wl: dict[str, Any], plan_args: di
     return int(res.exit_code)
 
 
-def _measure(ctx: click.Context, md: Any, w: Workload, plan: Any, plan_dict: dict[str, Any], target: Any,
-             runs: int | None, warmup: int, compile_cache: str | None, name: str, against_stock: bool,
-             out: dict[str, Any]) -> list[Check]:
-    """Load, prepare, benchmark; then output quality and, if asked, the stock comparison."""
-    from sdagent.pipeline import BackendSettings, load_pipeline, prepare
-
-    checks: list[Check] = []
-    n = runs if runs is not None else target.min_runs
-    settings = BackendSettings.from_plan(plan, isa_flags=tuple(ctx.obj.topology().flags),
-                                         compile_cache_dir=compile_cache)
-    prepared = prepare(load_pipeline(md.path, w.scheduler), settings, w)
-    bench = timed_runs(prepared, w, n, warmup, plan_dict, name, "verify")
-    out["bench"] = bench
-    obs = bench.observed
-    how = ("autocast {}, UNet weights {}".format(obs.autocast_dtype or "off", obs.param_dtype) if obs else "")
-    checks.append(check_observed("backend", plan.backend, obs.backend if obs else None,
-                                 f"{obs.ipex_modules} IPEX modules in the UNet" if obs else ""))
-    checks.append(check_observed("precision", plan.precision, obs.precision if obs else None, how))
-    tuned = not any(c.failed for c in checks)
-    checks += latency_checks(bench.latencies, target)
-    checks += image_checks(bench.last_image)
-    del prepared
-    gc.collect()
-    if not tuned:
-        checks.append(skipped("bf16_vs_fp32", "quality", "skipped: the tuning is not in effect"))
-        checks.append(skipped("stock_measured", "stock", "skipped: the tuning is not in effect"))
-        return checks
-    if plan.precision == "bf16":
-        ref, out["reference"] = fp32_reference(str(md.path), w)
-        diff = mean_abs_diff(bench.last_image, ref)
-        out["reference"]["mean_abs_diff"] = None if diff != diff else round(diff, 6)
-        checks.append(check_bf16_diff(diff, target.bf16_max_diff))
-    else:
-        checks.append(skipped("bf16_vs_fp32", "quality", "precision is fp32: nothing to compare"))
-    if against_stock or target.stock_check:
-        figures, data = measure_stock(str(md.path), w, n, warmup, bench.latencies)
-        out["stock"] = {"figures": figures.to_dict() if isinstance(figures, StockFigures) else None,
-                        "note": figures if isinstance(figures, str) else None,
-                        "bench": data}
-        if isinstance(figures, str):
-            checks.append(Check("stock_measured", "stock", "inconclusive", figures))
-        else:
-            checks.append(check_stock("stock_measured", figures))
-    else:
-        checks.append(skipped("stock_measured", "stock", "not asked (--against-stock or stock_check: true)"))
-    return checks
-
-
 def _write(res: VerifyResult, report: str | None, prometheus: str | None) -> None:
-    from sdagent.report import write_json_report, write_prometheus
-
     if report:
         write_json_report(report, res)
     if prometheus:
         write_prometheus(prometheus, res)
-

@@ -8,7 +8,7 @@ import jinja2
 
 from sdagent import __version__
 from sdagent.errors import BadInput
-from sdagent.plan import Plan
+from sdagent.planning.plan import Plan
 from sdagent.resources import data_dir
 
 FORMATS = {
@@ -28,6 +28,11 @@ def _unit_quote(value: str) -> str:
     return _systemd_quote(value).replace("%", "%%")
 
 
+def _oneline(value: object) -> str:
+    """For comments: a value can never start a line of its own (control characters become spaces)."""
+    return "".join(c if c.isprintable() else " " for c in str(value))
+
+
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(data_dir("templates"))),
@@ -40,6 +45,7 @@ def _environment() -> jinja2.Environment:
     env.filters["shquote"] = shlex.quote
     env.filters["sdquote"] = _systemd_quote
     env.filters["unitquote"] = _unit_quote
+    env.filters["oneline"] = _oneline
     return env
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from sdagent.errors import BadInput
+from sdagent.pipeline.modeldir import text_encoder_weight_files
 
 MARKER = "sdagent-model.json"  # what made the directory (preset, seed, parameter counts)
 
@@ -227,7 +228,7 @@ def build_unet(preset: Preset, device: str = "cpu"):
 
 def build_pipeline(preset: Preset, seed: int = 0):
     """A StableDiffusionPipeline with random weights, the tokenizer generated, no safety checker."""
-    from sdagent.pipeline import quiet_libraries
+    from sdagent.pipeline.stack import quiet_libraries
 
     quiet_libraries()
     import torch
@@ -252,15 +253,6 @@ def build_pipeline(preset: Preset, seed: int = 0):
 
 
 TEXT_PREFIX = "text_model."
-
-
-def text_encoder_weight_files(text_dir: Path) -> list[Path]:
-    """The text encoder's safetensors files (one file, or the shards its index names)."""
-    index = text_dir / "model.safetensors.index.json"
-    if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        return [text_dir / s for s in shards]
-    return [text_dir / "model.safetensors"]
 
 
 def use_transformers4_key_layout(text_dir: Path) -> bool:
@@ -295,26 +287,6 @@ def use_transformers4_key_layout(text_dir: Path) -> bool:
 
 def param_count(module) -> int:
     return sum(p.numel() for p in module.parameters())
-
-
-def unet_step_flops(unet, height: int, width: int, batch: int = 2, text_len: int = 77) -> int:
-    """FLOPs of one UNet call at this resolution (batch 2 = with guidance), counted by torch.
-
-    Runs on whatever device the UNet is on; on "meta" it costs no compute.
-    """
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    cfg = unet.config
-    dev = next(unet.parameters()).device
-    factor = 8
-    sample = torch.zeros(batch, cfg.in_channels, height // factor, width // factor, device=dev)
-    hidden = torch.zeros(batch, text_len, cfg.cross_attention_dim, device=dev)
-    t = torch.tensor([999.0] * batch, device=dev)
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        unet(sample, t, encoder_hidden_states=hidden)
-    return int(counter.get_total_flops())
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""`sdagent tune`'s core: candidate plans, a budgeted search, and the decision rule.
+"""`sdagent tune`'s core: the decision rule and the budgeted search over candidate plans.
 
 Why measure at all: on a 2-core EPYC VM the demo's full recipe (jemalloc +
 libiomp5 + pinning + KMP_BLOCKTIME=1) was ~20% *slower* than the stock
@@ -7,7 +7,7 @@ the host's own measurement decides.
 
 Everything here is pure. Time comes in through an injected
 ``measure(candidate) -> seconds`` and ``clock() -> seconds``, so the search and
-the rule are unit-tested with a fake timer; :mod:`sdagent.measure` is the real
+the rule are unit-tested with a fake timer; :mod:`sdagent.measuring.runner` is the real
 one (a fresh child process per measurement).
 
 The decision rule (stated once, used everywhere):
@@ -39,26 +39,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from sdagent.stats import relative_spread
-
-#: Settings that describe "what a user gets with no tuning": no preload, torch's
-#: own OpenMP, no pinning, fp32 eager, contiguous tensors. The plan file cannot
-#: express "no OMP_NUM_THREADS", so the stock *child environment* is built by
-#: :func:`sdagent.launches.stock_child_env` instead; the settings are what a
-#: stock-winning plan file records (threads = the plan's: one per physical core,
-#: which is also torch's own default).
-STOCK_SETTINGS: dict[str, Any] = {
-    "allocator": "default",
-    "omp_runtime": "default",
-    "kmp_affinity": "unset",
-    "kmp_blocktime": "unset",
-    "binding": "none",
-    "membind": False,
-    "precision": "fp32",
-    "backend": "native",
-    "channels_last": False,
-    "compile": False,
-}
+from sdagent.measuring.stats import rotated, spread_or_none
 
 # ---------------------------------------------------------------------------
 # Records
@@ -127,8 +108,8 @@ class Comparison:
             "ratio_median": round(statistics.median(r), 4) if r else None,
             "ratio_min": round(min(r), 4) if r else None,
             "ratio_max": round(max(r), 4) if r else None,
-            "best_spread": rel_spread(self.best_s),
-            "candidate_spread": rel_spread(self.candidate_s),
+            "best_spread": spread_or_none(self.best_s),
+            "candidate_spread": spread_or_none(self.candidate_s),
             "verdict": self.verdict.outcome if self.verdict else None,
             "reason": self.verdict.reason if self.verdict else None,
         }
@@ -181,12 +162,6 @@ RULE = ("a candidate replaces the best only when its latencies over >= 3 interle
 # ---------------------------------------------------------------------------
 
 
-def rel_spread(xs: Sequence[float]) -> float | None:
-    """(max - min) / median, rounded for reports (stats.relative_spread; None below 2 samples)."""
-    s = relative_spread(xs) if len(xs) >= 2 else None
-    return round(s, 4) if s is not None else None
-
-
 def decide(best_s: Sequence[float], cand_s: Sequence[float], min_rounds: int = 3) -> Verdict:
     """The decision rule on two sets of interleaved latencies (see the module docstring)."""
     n = min(len(best_s), len(cand_s))
@@ -203,12 +178,6 @@ def decide(best_s: Sequence[float], cand_s: Sequence[float], min_rounds: int = 3
     if cmax < bmin:
         return Verdict("within-noise", f"faster in {n} round(s) but fewer than {min_rounds}: {desc}")
     return Verdict("within-noise", f"ranges overlap, within noise: {desc}")
-
-
-def round_order(i: int, names: Sequence[str]) -> list[str]:
-    """Round i's order: the list rotated by i, so each goes first equally often."""
-    k = i % len(names) if names else 0
-    return list(names[k:]) + list(names[:k])
 
 
 # ---------------------------------------------------------------------------
@@ -302,7 +271,7 @@ def search(
         for i in range(rounds):
             if not live or best_failed:
                 break
-            order = round_order(i, [best.name] + [c.name for c in live])
+            order = rotated([best.name] + [c.name for c in live], i)
             got: dict[str, float] = {}
             for name in order:
                 emit("measure", {"candidate": name, "round": i + 1, "rounds": rounds,
@@ -412,160 +381,4 @@ def search(
         reason = f"{best.name} won each step of {chain} beyond noise (no budget left for a final check)"
     return TuneResult(best, stock, comparisons, candidates, skipped, reason, budget_s, spent(), RULE, measured)
 
-
-# ---------------------------------------------------------------------------
-# Candidates along the axes of the issue
-# ---------------------------------------------------------------------------
-
-
-Resolve = Callable[[Mapping[str, Any]], Mapping[str, Any]]
-
-
-@dataclass(frozen=True)
-class HostChoices:
-    """What this host can try (from the plan's facts): pure data for the axes."""
-
-    physical_cores: int
-    bf16: bool  # AMX-BF16 / AVX512-BF16 present
-    ipex: bool  # IPEX usable with this torch
-    jemalloc: bool
-    tcmalloc: bool
-    iomp: bool
-    pin: str | None  # "numactl" | "taskset" | None
-    compile: bool = True  # torch.compile candidates allowed (native backend)
-
-
-def _variant(best: Candidate, name: str, axis: str, change: Mapping[str, Any], resolve: Resolve,
-             warmup: bool = False) -> Candidate:
-    overrides = {**best.overrides, **change}
-    return Candidate(name, overrides, resolve(overrides), axis, warmup=warmup or bool(overrides.get("compile")))
-
-
-def make_axes(host: HostChoices, resolve: Resolve) -> list[Axis]:
-    """The search directions, in the order expected to pay most first.
-
-    Precision and backend first (bf16 on AMX halves a step); then the preloads
-    as a whole, one cheap candidate for the demo's first rung (jemalloc +
-    libiomp5), which the ladder measured *slower* than stock on two AMX VMs;
-    then compile, then the system knobs one at a time, which move both ways.
-    """
-
-    def precision(best: Candidate) -> list[Candidate]:
-        out = []
-        backends = ["native"] + (["ipex"] if host.ipex else [])
-        precs = ["fp32"] + (["bf16"] if host.bf16 else [])
-        for be in backends:
-            for pr in precs:
-                chg: dict[str, Any] = {"backend": be, "precision": pr}
-                if be == "ipex":
-                    chg["compile"] = False
-                out.append(_variant(best, f"{be} {pr}", "precision/backend", chg, resolve))
-        return out
-
-    def preloads(best: Candidate) -> list[Candidate]:
-        if best.settings.get("allocator") == "default" and best.settings.get("omp_runtime") == "default":
-            return []
-        return [_variant(best, "no preloads (glibc malloc, torch's own OpenMP)", "preloads",
-                         {"allocator": "default", "omp_runtime": "default"}, resolve)]
-
-    def compile_(best: Candidate) -> list[Candidate]:
-        if not host.compile or best.settings.get("backend") != "native":
-            return []
-        on = not best.settings.get("compile")
-        return [_variant(best, f"compile={'on' if on else 'off'}", "torch.compile", {"compile": on}, resolve,
-                         warmup=on)]
-
-    def channels(best: Candidate) -> list[Candidate]:
-        v = not best.settings.get("channels_last")
-        return [_variant(best, f"channels_last={'on' if v else 'off'}", "memory format",
-                         {"channels_last": v}, resolve)]
-
-    def allocator(best: Candidate) -> list[Candidate]:
-        out = [_variant(best, "allocator=default", "allocator", {"allocator": "default"}, resolve)]
-        if host.jemalloc:
-            for prof in ("short", "long", "demo"):
-                out.append(_variant(best, f"jemalloc {prof}", "allocator",
-                                    {"allocator": "jemalloc", "malloc_conf": prof}, resolve))
-        if host.tcmalloc:
-            out.append(_variant(best, "tcmalloc", "allocator", {"allocator": "tcmalloc"}, resolve))
-        return out
-
-    def omp(best: Candidate) -> list[Candidate]:
-        out = [_variant(best, "omp=torch's own", "OpenMP runtime", {"omp_runtime": "default"}, resolve)]
-        if host.iomp:
-            out.append(_variant(best, "omp=libiomp5", "OpenMP runtime", {"omp_runtime": "intel"}, resolve))
-        return out
-
-    def blocktime(best: Candidate) -> list[Candidate]:
-        if best.settings.get("omp_runtime") != "intel":
-            return []
-        return [_variant(best, f"KMP_BLOCKTIME={v}", "KMP_BLOCKTIME", {"kmp_blocktime": v}, resolve)
-                for v in (0, 1, 200, "unset")]
-
-    def pinning(best: Candidate) -> list[Candidate]:
-        out = [_variant(best, "pinning=none", "pinning", {"binding": "none", "kmp_affinity": "unset"}, resolve)]
-        if host.pin:
-            aff = "granularity=fine,compact,1,0" if best.settings.get("omp_runtime") == "intel" else "unset"
-            out.append(_variant(best, f"pinning={host.pin}", "pinning",
-                                {"binding": host.pin, "kmp_affinity": aff}, resolve))
-        return out
-
-    def threads(best: Candidate) -> list[Candidate]:
-        n = host.physical_cores
-        opts = sorted({n, max(1, n - 1), max(1, n // 2)}, reverse=True)
-        return [_variant(best, f"threads={t}", "threads", {"omp_num_threads": t}, resolve) for t in opts]
-
-    return [Axis("precision/backend", precision), Axis("preloads", preloads), Axis("torch.compile", compile_),
-            Axis("memory format", channels), Axis("allocator", allocator), Axis("OpenMP runtime", omp),
-            Axis("KMP_BLOCKTIME", blocktime), Axis("pinning", pinning), Axis("threads", threads)]
-
-
-def stock_candidate(resolve: Resolve) -> Candidate:
-    return Candidate("stock", dict(STOCK_SETTINGS), resolve(STOCK_SETTINGS), "stock", stock=True)
-
-
-def plan_candidate(resolve: Resolve) -> Candidate:
-    """The topology plan, as derived (no overrides)."""
-    settings = resolve({})
-    return Candidate("topology plan", {}, settings, "plan", warmup=bool(settings.get("compile")))
-
-
-def describe(settings: Mapping[str, Any]) -> str:
-    """A one-line summary of the settings that matter for speed."""
-    s = settings
-    alloc = s.get("allocator", "?")
-    if alloc == "jemalloc" and s.get("malloc_conf"):
-        mc = str(s["malloc_conf"])
-        alloc += "(" + next((k for k, v in _profiles().items() if v == mc), "custom") + ")"
-    parts = [alloc, f"omp={s.get('omp_runtime')}", f"threads={s.get('omp_num_threads')}",
-             f"bind={s.get('binding')}"]
-    if s.get("omp_runtime") == "intel":
-        parts.append(f"blocktime={s.get('kmp_blocktime')}")
-    parts += [f"{s.get('backend')} {s.get('precision')}",
-              "channels_last" if s.get("channels_last") else "contiguous",
-              "compiled" if s.get("compile") else "eager"]
-    return ", ".join(str(p) for p in parts)
-
-
-def _profiles() -> dict[str, str]:
-    from sdagent.plan import MALLOC_CONF_PROFILES
-
-    return MALLOC_CONF_PROFILES
-
-
-def summarize(names: Iterable[str], samples: Mapping[str, list[float]]) -> list[dict[str, Any]]:
-    """Rows for the table: median, min, max and spread of every measured candidate."""
-    rows = []
-    for n in names:
-        xs = samples.get(n) or []
-        rows.append({"name": n, "n": len(xs),
-                     "median_s": statistics.median(xs) if xs else None,
-                     "min_s": min(xs) if xs else None, "max_s": max(xs) if xs else None,
-                     "spread": rel_spread(xs)})
-    return rows
-
-
-__all__ = ["Axis", "Candidate", "Comparison", "HostChoices", "MeasureFailed", "RULE", "STOCK_SETTINGS",
-           "TuneResult", "Verdict", "decide", "describe", "make_axes", "plan_candidate", "rel_spread",
-           "round_order", "search", "stock_candidate", "summarize"]
 

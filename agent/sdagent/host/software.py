@@ -1,14 +1,18 @@
-"""Facts about the host's software that the plan needs: libraries, launchers, IPEX.
+"""Facts about the host's software that the plan needs: libraries, launchers, IPEX, versions.
 
 This is the I/O edge of planning: it looks at the filesystem and package
-metadata, and hands :func:`sdagent.plan.make_plan` a plain record.
+metadata, and hands :func:`sdagent.planning.plan.make_plan` a plain record.
 Nothing here imports torch, so `sdagent plan` stays fast.
 """
 
 from __future__ import annotations
 
 import functools
+import os
+import platform
+import re
 import shutil
+import stat
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -42,6 +46,33 @@ def library_search_dirs(prefixes: tuple[str, ...] | None = None) -> list[Path]:
     return dirs
 
 
+#: Preloadable paths: absolute, no whitespace, quotes, ':' (LD_PRELOAD's separator) or '%'.
+_PATH_RE = re.compile(r"/[A-Za-z0-9_./+\-]+")
+
+
+def unsafe_library(path: str, euid: int | None = None) -> str | None:
+    """Why `path` must not be preloaded, or None when it may.
+
+    A preloaded library runs inside every tuned process (root's too, when root
+    runs the wrapper): it must be a regular file that neither group nor others
+    can write, owned by root or by the user running the agent.
+    """
+    if not _PATH_RE.fullmatch(path):
+        return "not an absolute path of plain characters (no spaces, quotes, ':' or '%')"
+    try:
+        st = os.stat(path)
+    except OSError:
+        return "no such file"
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file"
+    me = os.geteuid() if euid is None else euid
+    if st.st_uid not in (0, me):
+        return f"owned by uid {st.st_uid}, neither root nor this user"
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return "writable by group or others"
+    return None
+
+
 def _ldconfig_paths() -> dict[str, str]:
     exe = shutil.which("ldconfig") or ("/sbin/ldconfig" if Path("/sbin/ldconfig").exists() else None)
     if not exe:
@@ -59,18 +90,19 @@ def _ldconfig_paths() -> dict[str, str]:
 
 
 def find_library(kind: str, dirs: list[Path] | None = None) -> str | None:
-    """Absolute path of the library of this kind, or None when the host lacks it."""
+    """Absolute path of the library of this kind, or None when the host lacks a safe one.
+
+    A candidate that another user could replace (see planning.settings.unsafe_library)
+    is passed over: it would run inside every tuned process.
+    """
     names = LIBRARY_NAMES[kind]
-    for d in dirs if dirs is not None else library_search_dirs():
-        for n in names:
-            p = d / n
-            if p.is_file():
-                return str(p)
+    candidates = [d / n for d in (dirs if dirs is not None else library_search_dirs()) for n in names]
     if dirs is None:
         ld = _ldconfig_paths()
-        for n in names:
-            if n in ld and Path(ld[n]).is_file():
-                return ld[n]
+        candidates += [Path(ld[n]) for n in names if n in ld]
+    for p in candidates:
+        if p.is_file() and unsafe_library(str(p)) is None:
+            return str(p)
     return None
 
 
@@ -97,16 +129,27 @@ class IpexStatus:
     reason: str
 
 
-def _dist_version(name: str) -> str | None:
+#: Distributions whose versions go beside every figure.
+STACK: tuple[str, ...] = ("torch", "intel-extension-for-pytorch", "diffusers", "transformers", "numpy",
+                          "intel-openmp", "openvino")
+
+
+def package_version(name: str) -> str | None:
+    """The installed version of a distribution, or None (from metadata: no import)."""
     try:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
         return None
 
 
+def package_versions(names: tuple[str, ...] = STACK) -> dict[str, str | None]:
+    """Python's and the ML stack's versions, recorded beside figures."""
+    return {"python": platform.python_version(), **{n: package_version(n) for n in names}}
+
+
 def ipex_status() -> IpexStatus:
-    torch_v = _dist_version("torch")
-    ipex_v = _dist_version("intel-extension-for-pytorch") or _dist_version("intel_extension_for_pytorch")
+    torch_v = package_version("torch")
+    ipex_v = package_version("intel-extension-for-pytorch") or package_version("intel_extension_for_pytorch")
     if ipex_v is None:
         return IpexStatus(False, None, torch_v, "intel-extension-for-pytorch is not installed "
                           "(install the `ipex` extra: pip install 'sdagent[ipex]')")

@@ -7,7 +7,7 @@ milliseconds, before the seconds-long import of the ML stack.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Any, Callable
 
 from sdagent.errors import BadInput
 
@@ -56,8 +56,21 @@ class Workload:
     def with_seed(self, seed: int) -> "Workload":
         return replace(self, seed=seed)
 
+    def with_steps(self, steps: int) -> "Workload":
+        return replace(self, steps=steps)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def with_default_size(fields: dict[str, Any], default_size: Callable[[], int]) -> Workload:
+    """A workload from CLI fields; a missing height or width is the model's own resolution."""
+    f = dict(fields)
+    if f.get("height") is None or f.get("width") is None:
+        size = default_size()
+        f["height"] = size if f.get("height") is None else f["height"]
+        f["width"] = size if f.get("width") is None else f["width"]
+    return Workload(**f)
 
 
 def validate_workload(w: Workload, latent_factor: int = 8) -> Workload:

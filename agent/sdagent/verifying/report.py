@@ -1,4 +1,4 @@
-"""Render bench and verify results: a terminal table, a JSON report, a Prometheus textfile.
+"""Render verify results: a terminal table, a JSON report, a Prometheus textfile.
 
 Rendering is pure (result in, text out); the two `write_*` functions are the
 only I/O and go through sdagent.atomicio, so a reader (node_exporter's
@@ -9,89 +9,12 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Iterable
+from typing import Any
 
 from sdagent import atomicio
-from sdagent.verify import EXIT_MEANING, SKIP, VerifyResult
-
-
-def _fmt(v: Any, digits: int = 4) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, bool):
-        return str(v).lower()
-    if isinstance(v, float):
-        if not math.isfinite(v):
-            return str(v)
-        return f"{v:.{digits}g}"
-    return str(v)
-
-
-def _columns(rows: list[list[str]], header: list[str]) -> list[str]:
-    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
-    line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
-    return [line(header), line(["-" * w for w in widths])] + [line(r) for r in rows]
-
-
-def _plan_line(plan: dict[str, Any] | None) -> str:
-    if not plan:
-        return "plan: (none)"
-    s = plan.get("settings", {})
-    return (f"plan: {plan.get('source')}{' ' + plan['plan_file'] if plan.get('plan_file') else ''}: "
-            f"{s.get('backend')} {s.get('precision')}, allocator {s.get('allocator')}, "
-            f"OpenMP {s.get('omp_runtime')}, {s.get('omp_num_threads')} threads, binding {s.get('binding')}"
-            f"{', channels_last' if s.get('channels_last') else ''}{', compiled' if s.get('compile') else ''}")
-
-
-def _workload_line(model: str, w: dict[str, Any]) -> str:
-    return (f"workload: model {model}, {w['width']}x{w['height']}, {w['steps']} steps, guidance {w['guidance']:g}, "
-            f"scheduler {w['scheduler']}, seed {w['seed']}")
-
-
-# ---------------------------------------------------------------------------
-# Bench
-# ---------------------------------------------------------------------------
-
-
-def bench_table(result: Any) -> str:
-    """The terminal view of a bench.BenchResult: per-run figures, summary, machine state."""
-    d = result.to_dict()
-    lat, step, m = d["latency_s"], d["unet_step_s"], d["machine"]
-    out = [_workload_line(d["model"], d["workload"]),
-           f"setup: {d['setup']['settings']['backend']} {d['setup']['settings']['precision']}; "
-           + "; ".join(d["setup"].get("notes", [])),
-           _plan_line(m.get("plan")), ""]
-    rows = []
-    for r in d["runs"]:
-        steps = r["step_s"]
-        rows.append([str(r["index"] + 1), _fmt(r["latency_s"]),
-                     _fmt(sum(steps) / len(steps) if steps else None), _fmt(r["text_encode_s"]),
-                     _fmt(r["vae_decode_s"])])
-    out += _columns(rows, ["run", "latency_s", "unet_step_mean_s", "text_encode_s", "vae_decode_s"])
-    out.append("")
-    out.append(f"latency  median {_fmt(lat['median'])} s  p90 {_fmt(lat['p90'])}  p99 {_fmt(lat['p99'])}  "
-               f"min {_fmt(lat['min'])}  max {_fmt(lat['max'])}  stdev {_fmt(lat['stdev'])}  "
-               f"spread {_fmt(lat['spread'], 3)} ((max-min)/median)  n={lat['n']} after {d['warmup']} warm-up")
-    out.append(f"throughput  {_fmt(d['images_per_s'])} images/s (one instance, 1/median)")
-    if step:
-        out.append(f"UNet step  median {_fmt(step['median'])} s  min {_fmt(step['min'])}  max {_fmt(step['max'])}  "
-                   f"n={step['n']}")
-    out.append("")
-    la, lb = m["load_average"], d["load_average_after"]
-    out.append(f"machine: {m['cpu_model']} ({m['logical_cpus']} CPUs), affinity {_cpus(m['affinity'])}, "
-               f"governor {m['governor'] or 'n/a'}")
-    out.append(f"load average: {_fmt(la[0], 3)} before, {_fmt(lb[0], 3)} after; threads: process "
-               f"{_fmt(m['process_threads'])}, torch {_fmt(m['torch_threads'])}")
-    out.append(f"libraries mapped: {', '.join(os.path.basename(x) for x in m['libraries']) or '(none notable)'} "
-               f"({m['mapped_count']} shared objects)")
-    out.append("versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v))
-    return "\n".join(out) + "\n"
-
-
-def _cpus(cpus: Iterable[int]) -> str:
-    from sdagent.topology import format_cpulist
-
-    return format_cpulist(cpus)
+from sdagent.errors import EXIT_CODES
+from sdagent.textfmt import columns, fmt, plan_line, workload_line
+from sdagent.verifying.checks import SKIP, VerifyResult
 
 
 # ---------------------------------------------------------------------------
@@ -104,22 +27,22 @@ def verify_table(result: VerifyResult) -> str:
     code = int(result.exit_code)
     word = "PASS" if code == 0 else ("INCONCLUSIVE" if code == 5 else "FAIL")
     tgt = f"target {result.target.name!r} ({result.target.source})" if result.target else "no target"
-    out = [f"sdagent verify: {word} (exit {code}: {EXIT_MEANING[code]}), {tgt}, instance {result.instance}"]
+    out = [f"sdagent verify: {word} (exit {code}: {result.verdict}), {tgt}, instance {result.instance}"]
     if result.plan:
         out.append(f"host: {result.plan.get('topology_summary', '')}")
-    out.append(_plan_line(result.plan))
+    out.append(plan_line(result.plan))
     if result.bench is not None:
-        out.append(_workload_line(result.model, result.bench.workload.to_dict()))
+        out.append(workload_line(result.model, result.bench.workload.to_dict()))
     out.append("")
-    rows = [[c.name, c.category, c.status.upper() if c.status != SKIP else "skip", _fmt(c.value), _fmt(c.limit),
+    rows = [[c.name, c.category, c.status.upper() if c.status != SKIP else "skip", fmt(c.value), fmt(c.limit),
              c.detail] for c in result.checks]
-    out += _columns(rows, ["check", "category", "status", "value", "limit", "detail"])
+    out += columns(rows, ["check", "category", "status", "value", "limit", "detail"])
     if result.bench is not None:
         lat = result.bench.latency
         out.append("")
-        out.append(f"latency: median {_fmt(lat.median)} s, min {_fmt(lat.min)}, max {_fmt(lat.max)}, "
-                   f"spread {_fmt(lat.spread, 3)}, {lat.n} run(s) after {result.bench.warmup} warm-up; "
-                   f"{_fmt(result.bench.images_per_s)} images/s")
+        out.append(f"latency: median {fmt(lat.median)} s, min {fmt(lat.min)}, max {fmt(lat.max)}, "
+                   f"spread {fmt(lat.spread, 3)}, {lat.n} run(s) after {result.bench.warmup} warm-up; "
+                   f"{fmt(result.bench.images_per_s)} images/s")
     if result.selection and result.target is None:
         out.append(f"entries tried: {result.selection}")
     return "\n".join(out) + "\n"
@@ -164,7 +87,7 @@ def prometheus_text(result: VerifyResult) -> str:
     """node_exporter textfile-collector format: HELP and TYPE per metric, one sample a line."""
     base = {"sdagent_instance": result.instance}
     p = _Prom(base)
-    codes = ", ".join(f"{k} {v}" for k, v in EXIT_MEANING.items())
+    codes = ", ".join(f"{e.code} {e.verdict}" for e in EXIT_CODES)
     p.metric("sdagent_verify_exit_code", "gauge", f"Exit code of the last sdagent verify ({codes}).",
              [("", {}, int(result.exit_code))])
     p.metric("sdagent_verify_pass", "gauge", "1 when the last sdagent verify passed (exit 0), else 0.",

@@ -4,11 +4,12 @@ Why checks and categories: a host can fail in several ways at once, but an
 operator (or a fleet dashboard) needs one answer per host. Each check has a
 category, each category an exit code, and the most fundamental failure wins:
 
-    2 usage/bad input  >  3 tuning not in effect  >  4 no target matches
-      >  1 latency or quality target missed  >  6 slower than stock
-      >  5 inconclusive  >  0 pass
+    2 usage/bad input  >  7 error (did not complete)  >  3 tuning not in effect
+      >  4 no target matches  >  1 latency or quality target missed
+      >  6 slower than stock  >  5 inconclusive  >  0 pass
 
-Tuning first because figures measured without the tuning say nothing about
+An error before any verdict because a run that did not complete proves
+nothing either way; tuning first among verdicts because figures measured without the tuning say nothing about
 the tuning; no target before a miss because a miss needs a target; a miss
 before slower-than-stock because the ceiling is the contract; inconclusive
 last among failures because it is the absence of a verdict, but it is never
@@ -23,16 +24,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from sdagent.errors import Exit
-from sdagent.procstate import ProcessState, is_mapped
-from sdagent.stats import nearest_rank, relative_spread, slower_beyond_noise, summarize
-from sdagent.targets import Target
+from sdagent.errors import Exit, verdict
+from sdagent.host.process import ProcessState, is_mapped
+from sdagent.host.topology import format_cpulist
+from sdagent.measuring.stats import nearest_rank, relative_spread, slower_beyond_noise, summarize
+from sdagent.verifying.targets import Target
 
 PASS, FAIL, INCONCLUSIVE, SKIP = "pass", "fail", "inconclusive", "skip"
 
 #: What a failing check of each category makes the exit code.
 CATEGORY_EXIT: dict[str, Exit] = {
     "usage": Exit.USAGE,  # bad input met mid-way (recorded so a fleet sees it, then re-raised)
+    "error": Exit.ERROR,  # the run did not complete: no verdict
     "tuning": Exit.TUNING_NOT_IN_EFFECT,
     "target": Exit.NO_TARGET,
     "latency": Exit.TARGET_MISSED,
@@ -42,18 +45,8 @@ CATEGORY_EXIT: dict[str, Exit] = {
 }
 
 #: Most fundamental first (see the module docstring).
-PRIORITY: tuple[Exit, ...] = (Exit.USAGE, Exit.TUNING_NOT_IN_EFFECT, Exit.NO_TARGET, Exit.TARGET_MISSED,
+PRIORITY: tuple[Exit, ...] = (Exit.USAGE, Exit.ERROR, Exit.TUNING_NOT_IN_EFFECT, Exit.NO_TARGET, Exit.TARGET_MISSED,
                               Exit.SLOWER_THAN_STOCK, Exit.INCONCLUSIVE)
-
-EXIT_MEANING: dict[int, str] = {
-    Exit.OK: "pass",
-    Exit.TARGET_MISSED: "a latency or quality target missed",
-    Exit.USAGE: "usage error or bad input",
-    Exit.TUNING_NOT_IN_EFFECT: "tuning not in effect",
-    Exit.NO_TARGET: "no target matches this host",
-    Exit.INCONCLUSIVE: "inconclusive: too few runs or too noisy to decide",
-    Exit.SLOWER_THAN_STOCK: "the plan in effect is slower than stock",
-}
 
 #: An image whose pixel range is below one 8-bit level is blank (a constant image).
 BLANK_RANGE = 1.0 / 255.0
@@ -175,8 +168,6 @@ def check_threads(settings: Mapping[str, Any], torch_threads: int | None) -> Che
 
 
 def check_affinity(expected: Sequence[int], actual: Sequence[int]) -> Check:
-    from sdagent.topology import format_cpulist
-
     exp, act = sorted(set(expected)), sorted(set(actual))
     if exp == act:
         return Check("affinity", "tuning", PASS, f"CPUs {format_cpulist(act)} as planned",
@@ -381,7 +372,7 @@ class VerifyResult:
 
     @property
     def verdict(self) -> str:
-        return EXIT_MEANING[int(self.exit_code)]
+        return verdict(int(self.exit_code))
 
     def check(self, name: str) -> Check | None:
         return next((c for c in self.checks if c.name == name), None)

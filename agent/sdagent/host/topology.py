@@ -37,6 +37,16 @@ ISA_FLAGS: tuple[str, ...] = (
 )
 
 
+#: The flags that make bf16 matrix work native (not emulated), best first.
+NATIVE_BF16_FLAGS: tuple[str, ...] = ("amx_bf16", "avx512_bf16")
+
+
+def native_bf16_flag(flags: Iterable[str]) -> str | None:
+    """The ISA feature that makes bf16 fast with these CPU flags, or None (bf16 would be emulated)."""
+    have = set(flags)
+    return next((f for f in NATIVE_BF16_FLAGS if f in have), None)
+
+
 def parse_cpulist(text: str) -> tuple[int, ...]:
     """Parse the kernel's list format ("0-3,8,10-11") into sorted CPU ids."""
     out: set[int] = set()
@@ -139,6 +149,10 @@ class Topology:
     def threads_per_core(self) -> int:
         return max((len(c.siblings) for c in self.cpus), default=1)
 
+    @property
+    def native_bf16(self) -> str | None:
+        return native_bf16_flag(self.flags)
+
     def cpu(self, cpu_id: int) -> Cpu:
         for c in self.cpus:
             if c.id == cpu_id:
@@ -185,6 +199,12 @@ class Topology:
                 if cg else None
             )
             allowed = tuple(int(x) for x in d.get("allowed_cpus") or [c.id for c in cpus])
+            if not cpus:
+                raise ValueError("'cpus' is empty: a host has at least one CPU")
+            if cgroup is not None and (cgroup.period_us <= 0 or cgroup.quota_us <= 0):
+                raise ValueError(f"cgroup quota {cgroup.quota_us} / period {cgroup.period_us}: both must be > 0")
+            if not set(allowed) <= {c.id for c in cpus}:
+                raise ValueError("'allowed_cpus' names CPUs that are not in 'cpus'")
             return cls(
                 vendor=str(d.get("vendor", "")),
                 model_name=str(d.get("model_name", "")),

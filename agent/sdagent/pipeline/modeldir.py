@@ -28,6 +28,21 @@ class ModelDir:
     components: dict[str, list]
     sdagent_preset: str | None  # set when `sdagent model create` wrote it
 
+    @property
+    def name(self) -> str:
+        """The name targets match on: the `sdagent model create` preset, else the directory's name."""
+        return self.sdagent_preset or self.path.resolve().name
+
+    def default_size(self) -> int:
+        """The resolution the model was built for (diffusers' default): UNet sample size x VAE scale."""
+        try:
+            unet = json.loads((self.path / "unet" / "config.json").read_text())
+            vae = json.loads((self.path / "vae" / "config.json").read_text())
+            return int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise BadInput(f"cannot read the default resolution from {self.path}/unet and vae config.json "
+                           f"({exc.__class__.__name__}): give --height and --width") from None
+
 
 def safetensors_problem(path: Path) -> str | None:
     """Why this .safetensors file cannot be whole, or None.
@@ -62,6 +77,15 @@ def safetensors_problem(path: Path) -> str | None:
     if have < end:
         return f"truncated: the header promises {end} data bytes, the file has {have}"
     return None
+
+
+def text_encoder_weight_files(text_dir: Path) -> list[Path]:
+    """The text encoder's safetensors files (one file, or the shards its index names)."""
+    index = text_dir / "model.safetensors.index.json"
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        return [text_dir / s for s in shards]
+    return [text_dir / "model.safetensors"]
 
 
 def check_model_dir(model_dir: str | os.PathLike[str]) -> ModelDir:

@@ -10,7 +10,7 @@ meta, scaled-dot-product attention takes the math path, whose bmm's are
 counted; on CPU the fused flash kernel has no flop formula and would be missed.)
 
 Run as a module to get both as JSON (the ladder does, in a fresh process):
-    python -m sdagent.flops --model DIR --height 256 --width 256 --json
+    python -m sdagent.measuring.flops --model DIR --height 256 --width 256 --json
 """
 
 from __future__ import annotations
@@ -80,7 +80,8 @@ class GemmPeak:
 # ---------------------------------------------------------------------------
 
 
-def _count(fn: Callable[[], Any]) -> int:
+def count_flops(fn: Callable[[], Any]) -> int:
+    """FLOPs of one call of `fn`, counted by torch.utils.flop_counter (multiply-add = 2)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -88,6 +89,18 @@ def _count(fn: Callable[[], Any]) -> int:
     with torch.no_grad(), counter:
         fn()
     return int(counter.get_total_flops())
+
+
+def unet_call_flops(unet, latent_h: int, latent_w: int, batch: int = 2, text_len: int = 77) -> int:
+    """FLOPs of one UNet call on latents of this size (batch 2 = with guidance); free on "meta"."""
+    import torch
+
+    cfg = unet.config
+    dev = next(unet.parameters()).device
+    sample = torch.zeros(batch, cfg.in_channels, latent_h, latent_w, device=dev)
+    hidden = torch.zeros(batch, text_len, cfg.cross_attention_dim, device=dev)
+    t = torch.full((batch,), 999.0, device=dev)
+    return count_flops(lambda: unet(sample, t, encoder_hidden_states=hidden))
 
 
 def count_model_flops(model_dir: str | Path, height: int, width: int, guidance: bool = True) -> ModelFlops:
@@ -110,18 +123,14 @@ def count_model_flops(model_dir: str | Path, height: int, width: int, guidance: 
     if height % factor or width % factor:
         raise BadInput(f"invalid size {height}x{width}: must be multiples of {factor}")
     lh, lw = height // factor, width // factor
-    ucfg = unet.config
     tlen = text.config.max_position_embeddings
-    sample = torch.zeros(batch, ucfg.in_channels, lh, lw, device=meta)
-    hidden = torch.zeros(batch, tlen, ucfg.cross_attention_dim, device=meta)
-    t = torch.full((batch,), 999.0, device=meta)
     latents = torch.zeros(1, vae.config.latent_channels, lh, lw, device=meta)
     ids = torch.zeros(1, tlen, dtype=torch.long, device=meta)
     return ModelFlops(
         height=height, width=width, unet_batch=batch,
-        unet_step=_count(lambda: unet(sample, t, encoder_hidden_states=hidden)),
-        vae_decode=_count(lambda: vae.decode(latents)),
-        text_encoder=_count(lambda: text(ids)),
+        unet_step=unet_call_flops(unet, lh, lw, batch, tlen),
+        vae_decode=count_flops(lambda: vae.decode(latents)),
+        text_encoder=count_flops(lambda: text(ids)),
     )
 
 
@@ -152,18 +161,8 @@ def gemm_peak(dtype: str = "fp32", n: int = 2048, runs: int = 7, warmup: int = 2
     return GemmPeak(dtype, n, inner, tuple(run(inner) for _ in range(runs)), torch.get_num_threads())
 
 
-def cpu_has_bf16() -> bool:
-    """Whether bf16 matmuls are native here (AMX-BF16 or AVX512-BF16), from /proc/cpuinfo."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), [])
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m sdagent.flops", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m sdagent.measuring.flops", description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True)
     ap.add_argument("--height", type=int, default=512)
     ap.add_argument("--width", type=int, default=512)
@@ -171,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gemm-n", type=int, default=2048)
     ap.add_argument("--gemm-runs", type=int, default=7)
     ap.add_argument("--no-peak", action="store_true", help="count FLOPs only")
+    ap.add_argument("--bf16-peak", action="store_true",
+                    help="also measure the bf16 GEMM peak (the caller's plan says bf16 is native here)")
     ap.add_argument("--json", action="store_true", help="print JSON (the only output form)")
     a = ap.parse_args(argv)
     try:
@@ -180,10 +181,10 @@ def main(argv: list[str] | None = None) -> int:
             if a.gemm_n < 64:
                 raise BadInput(f"invalid --gemm-n {a.gemm_n}: must be >= 64")
             peaks["fp32"] = gemm_peak("fp32", a.gemm_n, a.gemm_runs).to_dict()
-            if cpu_has_bf16():
+            if a.bf16_peak:
                 peaks["bf16"] = gemm_peak("bf16", a.gemm_n, a.gemm_runs).to_dict()
     except SdagentError as exc:
-        print(f"sdagent.flops: error: {exc}", file=sys.stderr)
+        print(f"sdagent.measuring.flops: error: {exc}", file=sys.stderr)
         return exc.exit_code
     print(json.dumps({"model": str(a.model), "flops": mf.to_dict(), "gemm_peak": peaks}))
     return 0

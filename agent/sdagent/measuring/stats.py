@@ -7,6 +7,9 @@ spread says whether the figures can be trusted at all.
 
 Definitions (stated once, used everywhere: bench, verify, tune, ladder):
 
+* interleaving: round i runs the configurations rotated by i (A B C, B C A,
+  C A B), so each leads equally often and drift hurts all alike.
+
 * percentile q: the *nearest-rank* value, the ceil(q*n)-th smallest run.
   It is always an observed run, never an interpolation.
 * a percentile is *reported* only when n >= ceil(1 / (1 - q)) runs (p90 from 10
@@ -127,12 +130,6 @@ def images_per_second(latency_s: float, batch: int = 1) -> float:
     return batch / latency_s
 
 
-def ranges_overlap(a: Sequence[float], b: Sequence[float]) -> bool:
-    """Whether the [min, max] ranges of two series overlap (the simplest noise rule)."""
-    xa, xb = _clean(a), _clean(b)
-    return not (xa[0] > xb[-1] or xb[0] > xa[-1])
-
-
 def slower_beyond_noise(candidate: Sequence[float], reference: Sequence[float]) -> bool:
     """True when even the candidate's fastest run is slower than the reference's slowest.
 
@@ -141,3 +138,15 @@ def slower_beyond_noise(candidate: Sequence[float], reference: Sequence[float]) 
     """
     xc, xr = _clean(candidate), _clean(reference)
     return xc[0] > xr[-1]
+
+
+def rotated(names: Sequence[str], i: int) -> list[str]:
+    """Round i's order: `names` rotated left by i (see "interleaving" above)."""
+    k = i % len(names) if names else 0
+    return list(names[k:]) + list(names[:k])
+
+
+def spread_or_none(values: Sequence[float], digits: int = 4) -> float | None:
+    """relative_spread rounded for reports; None below 2 samples."""
+    s = relative_spread(values) if len(values) >= 2 else None
+    return round(s, digits) if s is not None else None

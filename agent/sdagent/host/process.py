@@ -10,14 +10,15 @@ Parsing is pure (text in, records out); reading /proc happens in the small
 from __future__ import annotations
 
 import os
-import platform
 import socket
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable
+
+from sdagent.host.software import package_versions
+from sdagent.planning.envvars import tuning_vars
 
 #: Libraries whose presence decides speed; everything else mapped is only counted.
 NOTABLE_LIBRARIES: tuple[str, ...] = (
@@ -25,17 +26,6 @@ NOTABLE_LIBRARIES: tuple[str, ...] = (
     "libintel-ext-pt", "libtorch_cpu",
 )
 
-#: Environment variables that change how the pipeline runs.
-TUNING_ENV: tuple[str, ...] = (
-    "LD_PRELOAD", "MALLOC_CONF", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "KMP_AFFINITY",
-    "KMP_BLOCKTIME", "KMP_HW_SUBSET", "OMP_PROC_BIND", "OMP_PLACES", "DNNL_PRIMITIVE_CACHE_CAPACITY",
-    "TORCHINDUCTOR_FREEZING", "TORCHINDUCTOR_CACHE_DIR", "SDAGENT_INSTANCE", "SDAGENT_PLAN_FILE",
-)
-
-#: Distributions whose versions go beside every figure.
-VERSIONED: tuple[str, ...] = (
-    "torch", "intel-extension-for-pytorch", "diffusers", "transformers", "numpy", "intel-openmp",
-)
 
 
 # ---------------------------------------------------------------------------
@@ -162,14 +152,14 @@ def torch_threads() -> tuple[int | None, int | None]:
     return torch.get_num_threads(), torch.get_num_interop_threads()
 
 
-def versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {"python": platform.python_version()}
-    for name in VERSIONED:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
+def read_memory_available_kb() -> int | None:
+    """Memory the kernel could give a new process now (psutil: MemAvailable, cgroup-unaware)."""
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available // 1024)
+    except Exception:  # noqa: BLE001 - a missing figure, not a failure
+        return None
 
 
 # ---------------------------------------------------------------------------
@@ -196,7 +186,7 @@ def process_state() -> ProcessState:
         mapped=mapped,
         torch_threads=intra,
         affinity=affinity,
-        env={k: os.environ[k] for k in TUNING_ENV if k in os.environ},
+        env=tuning_vars(os.environ),
     )
 
 
@@ -218,6 +208,7 @@ class MachineState:
     libraries: tuple[str, ...]  # notable mapped libraries (full paths)
     mapped_count: int
     env: dict[str, str]
+    memory_available_kb: int | None
     versions: dict[str, str | None]
     python: str
     plan: dict[str, Any] | None = None
@@ -249,8 +240,9 @@ def machine_state(plan: dict[str, Any] | None = None) -> MachineState:
         torch_interop_threads=inter,
         libraries=notable(mapped),
         mapped_count=len(mapped),
-        env={k: os.environ[k] for k in TUNING_ENV if k in os.environ},
-        versions=versions(),
+        env=tuning_vars(os.environ),
+        memory_available_kb=read_memory_available_kb(),
+        versions=package_versions(),
         python=sys.executable,
         plan=plan,
     )

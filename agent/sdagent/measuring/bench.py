@@ -13,18 +13,18 @@ Shared by `sdagent bench`, `sdagent verify`, tune and the ladder.
 
 from __future__ import annotations
 
-import json
-import os
-import statistics
+import contextlib
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ContextManager
 
 from sdagent.errors import BadInput
-from sdagent.procstate import MachineState, machine_state, read_load_average
-from sdagent.stats import Summary, images_per_second, summarize
-from sdagent.workload import Workload
+from sdagent.host.process import MachineState, machine_state, read_load_average
+from sdagent.measuring.stats import Summary, images_per_second, summarize
+from sdagent.pipeline.modeldir import ModelDir
+from sdagent.pipeline.observe import Observed, observe_unet
+from sdagent.pipeline.workload import Workload
+from sdagent.planning.runspec import RunSpec
 
 #: Called with the number of UNet steps just completed (for a progress bar).
 Progress = Callable[[int], None]
@@ -44,35 +44,6 @@ class RunRecord:
         r = lambda v: None if v is None else round(v, 6)  # noqa: E731
         return {"index": self.index, "latency_s": r(self.latency_s), "step_s": [r(x) for x in self.step_s],
                 "text_encode_s": r(self.text_encode_s), "vae_decode_s": r(self.vae_decode_s)}
-
-
-@dataclass(frozen=True)
-class Observed:
-    """What the UNet actually ran with, seen from a hook on its first call (not what was asked)."""
-
-    autocast_dtype: str | None  # e.g. "bfloat16" when CPU autocast was on, else None
-    param_dtype: str | None  # dtype of the UNet's first parameter
-    ipex_modules: int  # UNet submodules whose class comes from intel_extension_for_pytorch
-    ipex_imported: bool
-    compiled: bool  # the UNet is a torch.compile wrapper
-
-    @property
-    def precision(self) -> str:
-        """bf16 when the UNet computed in bf16 (autocast or bf16 weights), else fp32."""
-        if self.autocast_dtype == "bfloat16" or self.param_dtype == "bfloat16":
-            return "bf16"
-        return "fp32"
-
-    @property
-    def backend(self) -> str:
-        """ipex when IPEX is loaded and touched the UNet (optimized modules or a bf16 cast), else native."""
-        return "ipex" if self.ipex_imported and (self.ipex_modules > 0 or self.param_dtype == "bfloat16") \
-            else "native"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"autocast_dtype": self.autocast_dtype, "param_dtype": self.param_dtype,
-                "ipex_modules": self.ipex_modules, "ipex_imported": self.ipex_imported,
-                "compiled": self.compiled, "precision": self.precision, "backend": self.backend}
 
 
 @dataclass(frozen=True)
@@ -125,44 +96,6 @@ def check_counts(runs: int, warmup: int) -> None:
         raise BadInput(f"invalid --warmup {warmup}: must be >= 0")
 
 
-def model_default_size(model_dir: str | os.PathLike[str]) -> int:
-    """The resolution the model was built for (diffusers' default): UNet sample size x VAE scale."""
-    d = Path(model_dir)
-    try:
-        unet = json.loads((d / "unet" / "config.json").read_text())
-        vae = json.loads((d / "vae" / "config.json").read_text())
-        return int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise BadInput(f"cannot read the default resolution from {d}/unet and vae config.json "
-                       f"({exc.__class__.__name__}): give --height and --width") from None
-
-
-def observe_unet(pipe) -> tuple[Callable[[], Observed | None], Callable[[], None]]:
-    """Hook the UNet's next call; returns (result getter, remover)."""
-    import sys
-
-    import torch
-
-    seen: list[Observed] = []
-    unet = pipe.unet
-
-    def pre(module, _args):
-        if seen:
-            return
-        autocast = None
-        if torch.is_autocast_enabled("cpu"):
-            autocast = str(torch.get_autocast_dtype("cpu")).replace("torch.", "")
-        inner = getattr(module, "_orig_mod", module)
-        p = next(iter(inner.parameters()), None)
-        ipex_mods = sum(1 for m in inner.modules() if type(m).__module__.startswith("intel_extension_for_pytorch"))
-        seen.append(Observed(autocast, str(p.dtype).replace("torch.", "") if p is not None else None,
-                             ipex_mods, "intel_extension_for_pytorch" in sys.modules,
-                             inner is not module))
-
-    handle = unet.register_forward_pre_hook(pre)
-    return (lambda: seen[0] if seen else None), handle.remove
-
-
 def run_bench(prepared, workload: Workload, runs: int = 5, warmup: int = 1, *,
               progress: Progress | None = None, plan: dict[str, Any] | None = None,
               model: str = "") -> BenchResult:
@@ -200,7 +133,32 @@ def run_bench(prepared, workload: Workload, runs: int = 5, warmup: int = 1, *,
     )
 
 
-def step_median(result: BenchResult) -> float | None:
-    """Median UNet step time over all timed runs (None when the pipeline reported no steps)."""
-    steps = [s for r in result.runs for s in r.step_s]
-    return statistics.median(steps) if steps else None
+def unet_calls(pipe: Any, steps: int) -> int:
+    """UNet calls one generation makes (PNDM adds warm-up steps): a progress bar's unit."""
+    try:
+        pipe.scheduler.set_timesteps(steps)
+        return max(1, len(pipe.scheduler.timesteps))
+    except Exception:  # noqa: BLE001 - only the bar's length depends on it
+        return steps
+
+
+#: Given the number of UNet steps to come, a context that yields a Progress (a progress bar).
+ProgressBar = Callable[[int], ContextManager[Progress]]
+
+
+def no_bar(total: int) -> ContextManager[Progress]:
+    return contextlib.nullcontext(lambda n: None)
+
+
+def bench_model(md: ModelDir, workload: Workload, spec: RunSpec, runs: int, warmup: int, *,
+                plan: dict[str, Any] | None = None, compile_cache_dir: str | None = None,
+                bar: ProgressBar = no_bar) -> BenchResult:
+    """Load the model, prepare it for `spec`, and benchmark it in this process (`sdagent bench`)."""
+    from sdagent.pipeline.backends import ready
+
+    check_counts(runs, warmup)
+    prepared = ready(md.path, spec, workload, compile_cache_dir)
+    with bar((runs + warmup) * unet_calls(prepared.pipe, workload.steps)) as progress:
+        result = run_bench(prepared, workload, runs, warmup, progress=progress, plan=plan, model=md.name)
+    del prepared
+    return result

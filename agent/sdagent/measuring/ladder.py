@@ -4,7 +4,7 @@ Why a ladder: a user deciding whether to roll the agent out asks how much
 faster than a stock install, how much better than what PyTorch's own launcher
 (`python -m torch.backends.xeon.run_cpu`) already gives for free, and how far
 from what this CPU could do at best. Every rung runs the same worker
-(:mod:`sdagent.measure_worker`) on the same model and workload, each in a
+(:mod:`sdagent.measuring.worker`) on the same model and workload, each in a
 fresh process, in interleaved rounds with rotated order (A B C, B C A, C A B)
 so a drifting machine hurts all rungs alike; ratios are taken within a round.
 
@@ -19,7 +19,10 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
-from sdagent.measure import Launch, WorkerJob, WorkerResult
+from sdagent.measuring.flops import ModelFlops
+from sdagent.measuring.runner import WorkerJob, WorkerResult
+from sdagent.measuring.stats import Summary, rotated, summarize as summary_of
+from sdagent.planning.launch import Launch
 
 VANILLA, RUN_CPU = "vanilla", "run_cpu"
 
@@ -37,7 +40,7 @@ class Rung:
 
     @property
     def precision(self) -> str:
-        return self.job.precision if self.job else "fp32"
+        return self.job.run.precision if self.job else "fp32"
 
 
 @dataclass(frozen=True)
@@ -86,9 +89,8 @@ def sample_from(result: WorkerResult, round_no: int) -> Sample:
 
 
 def schedule(names: Sequence[str], rounds: int) -> list[list[str]]:
-    """Round i runs the rungs rotated by i: each rung leads equally often, neighbours vary."""
-    n = len(names)
-    return [[names[(i + j) % n] for j in range(n)] for i in range(rounds)] if n else []
+    """Round i runs the rungs rotated by i (stats.rotated): each leads equally often, neighbours vary."""
+    return [rotated(names, i) for i in range(rounds)] if names else []
 
 
 Runner = Callable[[Rung, int], WorkerResult]
@@ -136,21 +138,9 @@ def run_ladder(rungs: Sequence[Rung], rounds: int, runner: Runner, *, on_event: 
 # ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Spread:
-    """Median and range of a series (n values)."""
-
-    median: float
-    min: float
-    max: float
-    n: int
-
-    @classmethod
-    def of(cls, xs: Sequence[float]) -> "Spread | None":
-        return cls(statistics.median(xs), min(xs), max(xs), len(xs)) if xs else None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"median": self.median, "min": self.min, "max": self.max, "n": self.n}
+def spread(xs: Sequence[float]) -> Summary | None:
+    """Median and range of a series (stats.summarize), or None when empty."""
+    return summary_of(xs) if xs else None
 
 
 def paired_speedups(base: Sequence[Sample], other: Sequence[Sample]) -> list[float]:
@@ -164,10 +154,10 @@ class RungRow:
     name: str
     description: str
     precision: str
-    latency: Spread | None
-    step: Spread | None
-    vs_vanilla: Spread | None
-    vs_run_cpu: Spread | None
+    latency: Summary | None
+    step: Summary | None
+    vs_vanilla: Summary | None
+    vs_run_cpu: Summary | None
     image_flops: float | None  # achieved FLOP/s over the whole image (median latency)
     step_flops: float | None  # achieved FLOP/s in the UNet (median step)
     step_peak_fraction: float | None
@@ -186,28 +176,23 @@ class RungRow:
                 "unet_evals_per_image": self.unet_evals, "failed": self.failed}
 
 
-def summarize(outcomes: Mapping[str, RungOutcome], flops: Mapping[str, Any] | None,
+def summarize(outcomes: Mapping[str, RungOutcome], flops: ModelFlops | None,
               peaks: Mapping[str, float]) -> list[RungRow]:
-    """Rows of the ladder table.
-
-    `flops` is :class:`sdagent.flops.ModelFlops` as a dict (unet_step, vae_decode,
-    text_encoder, unet_batch); `peaks` maps precision -> peak GEMM FLOP/s.
-    """
+    """Rows of the ladder table; `peaks` maps precision -> peak GEMM FLOP/s."""
     van = outcomes.get(VANILLA)
     rc = outcomes.get(RUN_CPU)
     rows = []
     for name, o in outcomes.items():
-        lat = Spread.of([s.latency_s for s in o.samples])
-        step = Spread.of([s.step_s for s in o.samples if s.step_s is not None])
+        lat = spread([s.latency_s for s in o.samples])
+        step = spread([s.step_s for s in o.samples if s.step_s is not None])
         evals = next((s.unet_evals for s in o.samples if s.unet_evals), None)
-        vv = Spread.of(paired_speedups(van.samples, o.samples)) if van and name != VANILLA else None
-        vr = Spread.of(paired_speedups(rc.samples, o.samples)) if rc and name != RUN_CPU else None
+        vv = spread(paired_speedups(van.samples, o.samples)) if van and name != VANILLA else None
+        vr = spread(paired_speedups(rc.samples, o.samples)) if rc and name != RUN_CPU else None
         img_f = step_f = None
         if flops and lat and evals:
-            enc = flops["text_encoder"] * (2 if flops.get("unet_batch", 2) == 2 else 1)
-            img_f = (evals * flops["unet_step"] + flops["vae_decode"] + enc) / lat.median
+            img_f = flops.per_image(evals) / lat.median
         if flops and step:
-            step_f = flops["unet_step"] / step.median
+            step_f = flops.unet_step / step.median
         peak = peaks.get(o.rung.precision)
         rows.append(RungRow(
             name, o.rung.description, o.rung.precision, lat, step, vv, vr, img_f, step_f,
@@ -226,7 +211,7 @@ def step_figure(outcomes: Mapping[str, RungOutcome], unet_step_flops: float | No
     rows = []
     for name, o in outcomes.items():
         xs = [x for s in o.samples for x in s.steps]
-        sp = Spread.of(xs)
+        sp = spread(xs)
         rate = unet_step_flops / sp.median if sp and unet_step_flops else None
         peak = peaks.get(o.rung.precision)
         rows.append({"rung": name, "precision": o.rung.precision, "step_s": sp.to_dict() if sp else None,
@@ -247,7 +232,7 @@ def not_run(reason: str | None) -> str:
     return r if r.startswith("skipped") else f"failed: {r}"
 
 
-def _s(x: Spread | None, fmt: str = "{:.2f}", unit: str = "") -> str:
+def _s(x: Summary | None, fmt: str = "{:.2f}", unit: str = "") -> str:
     if x is None:
         return "–"
     if x.n == 1:
@@ -330,12 +315,12 @@ def markdown(report: Mapping[str, Any], rows: Sequence[RungRow]) -> str:
     la = lambda v: " ".join(f"{x:.2f}" for x in v) if v else "?"  # noqa: E731
     lines.append(f"- load average (1/5/15 min) before: {la(m.get('load_before'))}; "
                  f"after: {la(m.get('load_after'))}")
-    lines.append(f"- versions: " + ", ".join(f"{k} {v}" for k, v in (m.get("versions") or {}).items() if v))
+    lines.append("- versions: " + ", ".join(f"{k} {v}" for k, v in (m.get("versions") or {}).items() if v))
     lines.append(f"- governor: {m.get('governor') or 'not exposed'}; started {m.get('started')}, "
                  f"took {report.get('duration_s', 0):.0f} s")
     lines += ["", "## Command", "", "```", report["command"], "```", ""]
     return "\n".join(lines)
 
 
-__all__ = ["Rung", "RungOutcome", "RungRow", "Sample", "Spread", "VANILLA", "RUN_CPU", "markdown",
+__all__ = ["Rung", "RungOutcome", "RungRow", "Sample", "spread", "VANILLA", "RUN_CPU", "markdown",
            "not_run", "paired_speedups", "run_ladder", "sample_from", "schedule", "step_figure", "summarize"]

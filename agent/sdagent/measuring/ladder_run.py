@@ -1,0 +1,184 @@
+"""One `sdagent ladder` run: the rungs on this host, FLOPs and GEMM peaks, the interleaved rounds,
+the per-step figure, and the report record (ladder.json) the Markdown and the plot are made from.
+
+The worker runner is injected (default measuring.runner.run_worker), like tune's.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from sdagent.host.process import machine_state, read_load_average
+from sdagent.measuring import ladder as L
+from sdagent.measuring.flops import ModelFlops
+from sdagent.measuring.runner import WorkerJob, WorkerResult, run_worker, worker_cmd, worker_file
+from sdagent.pipeline.modeldir import ModelDir
+from sdagent.pipeline.workload import Workload
+from sdagent.planning.envvars import stock_env
+from sdagent.planning.launch import Launch, exec_launch, run_cpu_launch, stock_launch
+from sdagent.planning.plan import Plan
+from sdagent.planning.runspec import STOCK_RUN, RunSpec
+
+Runner = Callable[[Launch, WorkerJob, float], WorkerResult]
+
+
+@dataclass(frozen=True)
+class LadderRequest:
+    model: ModelDir
+    workload: Workload
+    rounds: int = 3
+    repeats: int = 1
+    warmup_steps: int = 2
+    timeout_s: float = 1800.0
+    with_compile: bool = True
+    compile_why: str = "skipped: --no-compile"
+    step_size: int = 512  # 0: no per-step figure
+    step_calls: int = 3
+    gemm_n: int = 2048
+    quick: bool = False
+    command: str = "sdagent ladder"
+
+
+def build_rungs(plan: Plan, plan_file: str, req: LadderRequest, environ: Mapping[str, str]) -> list[L.Rung]:
+    """The rungs on this host, from the plan in force (pure)."""
+    model, w = str(req.model.path), req.workload
+    stock_job = WorkerJob(model, w, STOCK_RUN.on_host(plan.isa_flags), repeats=req.repeats, warmup=1,
+                          warmup_steps=req.warmup_steps)
+    spec = RunSpec.from_plan(plan)
+    planned = replace(stock_job, run=replace(spec, compile=False))
+    cmd = worker_cmd()
+    tuned = exec_launch(plan, plan_file, cmd, environ)
+    be = f"{spec.backend} {spec.precision}{', channels_last' if spec.channels_last else ''}"
+    rungs = [
+        L.Rung(L.VANILLA, "stock environment (no preload, torch's own OpenMP and threads, no pinning), "
+               "fp32 eager, the model's scheduler", stock_launch(cmd, environ, name=L.VANILLA), stock_job),
+        L.Rung(L.RUN_CPU, "`python -m torch.backends.xeon.run_cpu --enable-jemalloc` with its defaults, "
+               "same fp32 eager script", run_cpu_launch(worker_file(), environ), stock_job),
+        L.Rung("tuned", "`sdagent exec` (the plan's preloads, threads, KMP_*, pinning), fp32 eager",
+               replace(tuned, name="tuned"), stock_job),
+        L.Rung("tuned+backend", f"the plan's backend and precision ({be}), eager",
+               replace(tuned, name="tuned+backend"), planned),
+    ]
+    if spec.backend == "native":
+        rungs.append(L.Rung("tuned+backend+compile", f"{be}, torch.compile (inductor, freezing) with a warm cache",
+                            replace(tuned, name="tuned+backend+compile"),
+                            replace(planned, run=replace(planned.run, compile=True)),
+                            unavailable=None if req.with_compile else req.compile_why, warm_cache=True))
+    rungs.append(L.Rung("tuned+backend+dpm", f"{be}, eager, DPMSolverMultistepScheduler at the same step count",
+                        replace(tuned, name="tuned+backend+dpm"),
+                        replace(planned, workload=replace(w, scheduler="dpm"))))
+    return rungs
+
+
+def step_rungs(rungs: Sequence[L.Rung], size: int, calls: int) -> list[L.Rung]:
+    """The eager, default-scheduler rungs as single guided UNet calls at size x size."""
+    if not size:
+        return []
+    return [replace(r, job=replace(r.job, workload=replace(r.job.workload, height=size, width=size,
+                                                            scheduler="default"),
+                                   unet_only=True, repeats=calls, warmup=1))
+            for r in rungs if not r.unavailable and r.job is not None and not r.job.run.compile
+            and r.job.workload.scheduler == "default"]
+
+
+def runtime_note(libraries: Sequence[str]) -> str:
+    """What allocator and OpenMP a process really had, from its mapped libraries."""
+    names = [Path(p).name for p in libraries]
+    alloc = ("jemalloc" if any(n.startswith("libjemalloc") for n in names) else
+             "tcmalloc" if any(n.startswith("libtcmalloc") for n in names) else "glibc malloc")
+    omp = "libiomp5" if any(n.startswith("libiomp5") for n in names) else "libgomp"
+    return f"{alloc} + {omp}"
+
+
+def count_flops(model: str, w: Workload, environ: Mapping[str, str], gemm_n: int, timeout_s: float, *,
+                size: int | None = None, peak: bool = True, bf16_peak: bool = False) -> dict[str, Any]:
+    """FLOPs (and GEMM peaks) from `python -m sdagent.measuring.flops` in a fresh stock process."""
+    argv = [sys.executable, "-m", "sdagent.measuring.flops", "--model", model, "--height", str(size or w.height),
+            "--width", str(size or w.width), "--gemm-n", str(gemm_n), "--json"]
+    if w.guidance <= 1.0:
+        argv.append("--no-guidance")
+    if not peak:
+        argv.append("--no-peak")
+    if bf16_peak:
+        argv.append("--bf16-peak")
+    try:
+        p = subprocess.run(argv, env=stock_env(environ), capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return {"error": f"FLOP counting timed out after {timeout_s:.0f} s"}
+    if p.returncode != 0:
+        tail = [ln for ln in p.stderr.strip().splitlines() if ln.strip()][-1:] or ["no output"]
+        return {"error": f"FLOP counting failed: {tail[0][:300]}"}
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def planned_processes(rungs: Sequence[L.Rung], steps: Sequence[L.Rung], rounds: int) -> int:
+    """Processes the run will start (the progress bar's length): rounds, warm-ups, FLOPs, step figure."""
+    live = [r for r in rungs if not r.unavailable]
+    return len(live) * rounds + sum(1 for r in live if r.warm_cache) + 1 + len(steps)
+
+
+def run(plan: Plan, plan_file: str, req: LadderRequest, *, environ: Mapping[str, str],
+        on_event: L.Event | None = None, runner: Runner | None = None) -> tuple[dict[str, Any], list[L.RungRow]]:
+    """Measure the ladder; returns the report record (ladder.json) and the table's rows."""
+    emit = on_event or (lambda kind, data: None)
+    go = runner or (lambda launch, job, timeout: run_worker(launch, job, timeout_s=timeout))
+    started = time.time()
+    load_before = list(read_load_average())
+    rungs = build_rungs(plan, plan_file, req, environ)
+    steps = step_rungs(rungs, req.step_size, req.step_calls)
+    emit("plan", {"processes": planned_processes(rungs, steps, req.rounds)})
+    bf16 = plan.settings["precision"] == "bf16"
+    emit("flops", {})
+    fl = count_flops(str(req.model.path), req.workload, environ, req.gemm_n, req.timeout_s, bf16_peak=bf16)
+    emit("flops_done", {"ok": "error" not in fl, "reason": fl.get("error", "ok")})
+
+    def warm(r: L.Rung) -> WorkerResult:
+        res = go(r.launch, replace(r.job, repeats=0), max(req.timeout_s, 3600))
+        emit("warmed", {"rung": r.name})
+        return res
+
+    outcomes = L.run_ladder(rungs, req.rounds, lambda r, i: go(r.launch, r.job, req.timeout_s),
+                            on_event=emit, warm=warm)
+    step_out = L.run_ladder(steps, 1, lambda r, i: go(r.launch, r.job, req.timeout_s), on_event=emit) \
+        if steps else {}
+    step_fl = count_flops(str(req.model.path), req.workload, environ, 0, req.timeout_s, size=req.step_size,
+                          peak=False) if steps else {}
+    flops = ModelFlops(**fl["flops"]) if fl.get("flops") else None
+    peaks = {k: v["peak_flops"] for k, v in (fl.get("gemm_peak") or {}).items()}
+    rows = L.summarize(outcomes, flops, peaks)
+    state = machine_state().to_dict()
+    report: dict[str, Any] = {
+        "format": "sdagent-ladder/1",
+        "command": req.command,
+        "model": str(req.model.path), "model_preset": req.model.sdagent_preset,
+        "workload": req.workload.to_dict(), "rounds": req.rounds, "repeats": req.repeats, "warmup": 1,
+        "warmup_steps": req.warmup_steps, "quick": req.quick,
+        "flops": fl.get("flops"), "gemm_peak": fl.get("gemm_peak") or {}, "flops_error": fl.get("error"),
+        "plan": plan.to_dict(),
+        "rungs": [r.to_dict() for r in rows],
+        "samples": {n: [s.to_dict() for s in o.samples] for n, o in outcomes.items()},
+        "runtime": {n: runtime_note(o.samples[0].libraries) for n, o in outcomes.items() if o.samples},
+        "machine": {"cpu_model": state["cpu_model"], "topology": plan.topology_summary, "load_before": load_before,
+                    "load_after": list(read_load_average()), "versions": state["versions"],
+                    "memory_available_kb": state["memory_available_kb"],
+                    "governor": state["governor"], "hostname": state["hostname"],
+                    "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))},
+        "duration_s": round(time.time() - started, 1),
+    }
+    if steps:
+        sflops = (step_fl.get("flops") or {}).get("unet_step")
+        report["step_figure"] = {
+            "height": req.step_size, "width": req.step_size, "calls": req.step_calls,
+            "unet_step_flops": sflops or 0, "unet_batch": (step_fl.get("flops") or {}).get("unet_batch", 2),
+            "flops_error": step_fl.get("error"), "rows": L.step_figure(step_out, sflops, peaks),
+            "samples": {n: [s.to_dict() for s in o.samples] for n, o in step_out.items()}}
+    # say what each process really ran with (run_cpu may not find jemalloc)
+    rows = [replace(r, description=f"{r.description}; ran with {report['runtime'][r.name]}")
+            if r.name in report["runtime"] else r for r in rows]
+    return report, rows

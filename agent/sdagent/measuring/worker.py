@@ -1,0 +1,158 @@
+"""One measurement in a fresh process: load, prepare, warm up, time, write JSON.
+
+Why a separate process per measurement: preloads (LD_PRELOAD), the OpenMP
+runtime and its KMP_* settings, thread counts and pinning are fixed when a
+process starts, so every candidate plan and every ladder rung needs its own.
+The parent (tune, ladder, verify's stock run) starts this module under the
+environment and launcher being measured, hands it one JSON job
+(measuring.runner.WorkerJob) and reads the result file it writes; the result
+also records what the process really got (mapped libraries, threads, affinity).
+
+    python -m sdagent.measuring.worker --job JOB.json --result OUT.json
+
+It can also be run as a file (`python .../worker.py`): PyTorch's run_cpu
+launcher only accepts a `.py` path.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+if __package__ in (None, ""):  # run as a file: import the package, not its siblings as top-level modules
+    _here = os.path.dirname(os.path.abspath(__file__))
+    _root = os.path.dirname(os.path.dirname(_here))  # agent/sdagent/measuring -> agent
+    if sys.path and os.path.abspath(sys.path[0] or ".") == _here:
+        sys.path[0] = _root
+    else:
+        sys.path.insert(0, _root)
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+from sdagent import atomicio  # noqa: E402
+from sdagent.errors import BadInput, SdagentError  # noqa: E402
+from sdagent.measuring.runner import WorkerJob  # noqa: E402
+from sdagent.pipeline.workload import validate_workload  # noqa: E402
+
+
+def _process_record() -> dict[str, Any]:
+    from sdagent.host import process
+
+    ps = process.process_state()
+    return {"libraries": list(process.notable(ps.mapped)), "torch_threads": ps.torch_threads,
+            "affinity": list(ps.affinity), "env": ps.env, "pid": os.getpid()}
+
+
+def _load_average() -> list[float]:
+    from sdagent.host.process import read_load_average
+
+    return list(read_load_average())
+
+
+def measure(job: WorkerJob) -> dict[str, Any]:
+    """Load, prepare and warm up once; then time `repeats` generations (or UNet calls)."""
+    from sdagent.pipeline.backends import ready
+    from sdagent.pipeline.observe import observe_unet
+
+    w = validate_workload(job.workload)
+    t0 = time.perf_counter()
+    prepared = ready(job.model, job.run, w, job.compile_cache_dir)
+    load_s = time.perf_counter() - t0 - prepared.prepare_s
+    if job.unet_only:
+        return measure_unet(prepared, job, load_s)
+    t1 = time.perf_counter()
+    warm = w.with_steps(min(job.warmup_steps, w.steps))
+    for i in range(job.warmup):
+        prepared.generate(warm, seed=1000 + i)
+    warmup_s = time.perf_counter() - t1
+    get_observed, unhook = observe_unet(prepared.pipe)
+    try:
+        runs = [prepared.generate(w, seed=i) for i in range(job.repeats)]
+    finally:
+        unhook()
+    observed = get_observed()
+    lat = [g.total_s for g in runs]
+    return {
+        "ok": True,
+        "workload": w.to_dict(),
+        "describe": prepared.describe(),
+        "load_s": round(load_s, 4),
+        "prepare_s": round(prepared.prepare_s, 4),
+        "warmup_s": round(warmup_s, 4),
+        "latency_s": [round(x, 6) for x in lat],
+        "latency_median_s": round(statistics.median(lat), 6) if lat else None,
+        "runs": [g.timings() for g in runs],
+        "unet_evals": len(runs[0].step_s) if runs else None,
+        "observed": observed.to_dict() if observed else None,
+        "process": _process_record(),
+        "load_average": _load_average(),
+    }
+
+
+def measure_unet(prepared: Any, job: WorkerJob, load_s: float) -> dict[str, Any]:
+    """Time `repeats` UNet calls after `warmup` untimed ones, as the denoising loop makes them."""
+    import torch
+
+    from sdagent.pipeline.backends import unet_sample_input
+
+    latents, t, hidden = unet_sample_input(prepared.pipe, job.workload)
+    unet = prepared.pipe.unet
+
+    def call() -> float:
+        t0 = time.perf_counter()
+        with torch.no_grad(), prepared.autocast():
+            unet(latents, t, encoder_hidden_states=hidden)
+        return time.perf_counter() - t0
+
+    t1 = time.perf_counter()
+    for _ in range(job.warmup):
+        call()
+    warmup_s = time.perf_counter() - t1
+    calls = [call() for _ in range(job.repeats)]
+    return {
+        "ok": True, "mode": "unet-only", "workload": job.workload.to_dict(), "describe": prepared.describe(),
+        "load_s": round(load_s, 4), "prepare_s": round(prepared.prepare_s, 4), "warmup_s": round(warmup_s, 4),
+        "latency_s": [round(x, 6) for x in calls],
+        "latency_median_s": round(statistics.median(calls), 6) if calls else None,
+        "runs": [{"unet_steps_s": [round(x, 6) for x in calls]}], "unet_evals": 1,
+        "process": _process_record(), "load_average": _load_average(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m sdagent.measuring.worker", description=__doc__.splitlines()[0])
+    ap.add_argument("--job", required=True, help="the job: JSON written by measuring.runner")
+    ap.add_argument("--result", required=True, help="write the JSON result here (atomically)")
+    a = ap.parse_args(argv)
+    out = Path(a.result)
+    try:
+        try:
+            raw = json.loads(Path(a.job).read_text())
+        except (OSError, ValueError) as exc:
+            raise BadInput(f"cannot read the job {a.job}: {exc}") from None
+        data = measure(WorkerJob.from_dict(raw))
+        code = 0
+    except SdagentError as exc:
+        data, code = {"ok": False, "error": str(exc)}, exc.exit_code
+    except Exception as exc:  # noqa: BLE001 - a crash is a failed measurement with its reason, not a traceback
+        first = (str(exc).strip().splitlines() or [""])[0][:400]
+        data, code = {"ok": False, "error": f"{exc.__class__.__name__}: {first}"}, 1
+    try:
+        atomicio.write_json(out, data)
+    except SdagentError as exc:
+        print(f"sdagent.measuring.worker: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    if not data["ok"]:
+        print(f"sdagent.measuring.worker: error: {data['error']}", file=sys.stderr)
+    else:
+        print(json.dumps({"latency_s": data["latency_s"]}))
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

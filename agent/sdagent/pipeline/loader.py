@@ -1,0 +1,98 @@
+"""Load a Stable Diffusion pipeline from a local diffusers directory, with one-line failures.
+
+Only `from_pretrained` on a local directory: a real SD-1.5 directory and one
+written by `sdagent model create` load the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+from sdagent.errors import BadInput
+from sdagent.pipeline.modeldir import check_model_dir, text_encoder_weight_files
+from sdagent.pipeline.stack import import_torch, quiet_libraries
+from sdagent.pipeline.workload import SCHEDULERS, check_scheduler
+
+
+def scheduler_class(name: str):
+    """The diffusers scheduler class for a CLI name (None for "default": keep the model's)."""
+    check_scheduler(name)
+    cls_name = SCHEDULERS[name]
+    if cls_name is None:
+        return None
+    import diffusers
+
+    cls = getattr(diffusers, cls_name, None)
+    if cls is None:
+        raise BadInput(f"scheduler {name!r} ({cls_name}) is not in this diffusers version")
+    return cls
+
+
+def set_scheduler(pipe, name: str) -> str:
+    """Swap the scheduler, keeping the model's noise schedule (the demo's DPM-Solver swap)."""
+    cls = scheduler_class(name)
+    if cls is not None:
+        try:
+            pipe.scheduler = cls.from_config(pipe.scheduler.config)
+        except ImportError as exc:  # diffusers' stand-in classes raise this when a dependency is absent
+            why = " ".join(str(exc).split())  # diffusers wraps its message over several lines
+            raise BadInput(f"scheduler {name!r} is not usable here: {why}") from None
+    return type(pipe.scheduler).__name__
+
+
+def load_pipeline(model_dir: str | os.PathLike[str], scheduler: str = "default"):
+    """StableDiffusionPipeline.from_pretrained(dir, local_files_only=True), with one-line failures.
+
+    The safety checker is not loaded: it is not part of the latency being tuned.
+    """
+    check_scheduler(scheduler)
+    md = check_model_dir(model_dir)
+    import_torch()
+    quiet_libraries()  # before diffusers' import, which logs about optional packages
+    try:
+        from diffusers import StableDiffusionPipeline
+    except Exception as exc:  # noqa: BLE001
+        raise BadInput(f"diffusers is not importable ({exc.__class__.__name__}: {exc}): "
+                       "pip install 'sdagent[native]'") from None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pipe = StableDiffusionPipeline.from_pretrained(
+                str(md.path), local_files_only=True, safety_checker=None, feature_extractor=None,
+                requires_safety_checker=False)
+    except Exception as exc:  # noqa: BLE001 - whatever diffusers raised, the directory is the cause
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise BadInput(f"cannot load the pipeline in {md.path}: {exc.__class__.__name__}: {first}") from None
+    check_text_encoder_loaded(pipe, md.path)
+    pipe.set_progress_bar_config(disable=True)
+    set_scheduler(pipe, scheduler)
+    return pipe
+
+
+def check_text_encoder_loaded(pipe, model_dir: Path) -> None:
+    """transformers keeps random weights, with only a log line, when the file's key names do not
+    match its layout (e.g. a directory saved by transformers 5 read by 4.x): refuse that."""
+    torch = import_torch()
+    want = ("text_model.embeddings.token_embedding.weight", "embeddings.token_embedding.weight")
+    try:
+        from safetensors import safe_open
+    except ImportError:
+        return
+    for f in text_encoder_weight_files(model_dir / "text_encoder"):
+        if not f.is_file():
+            return  # .bin weights: nothing cheap to compare against
+        with safe_open(str(f), "pt") as fh:
+            key = next((k for k in want if k in fh.keys()), None)
+            if key is None:
+                continue
+            stored = fh.get_tensor(key)
+        loaded = pipe.text_encoder.get_input_embeddings().weight.detach()
+        if loaded.shape != stored.shape or not torch.equal(loaded.to(stored.dtype), stored):
+            import transformers
+
+            raise BadInput(f"the text encoder weights in {f} were not loaded by transformers "
+                           f"{transformers.__version__} (their key names use another layout); "
+                           f"re-create the directory with `sdagent model create`")
+        return

@@ -1,0 +1,142 @@
+"""Instances on cores: how a host's usable physical cores are split between serving processes.
+
+Pure: a topology and a request in, instances out. An instance never crosses a
+NUMA node unless asked (`span_nodes`), uses one CPU per physical core unless
+asked (`use_smt`), and a cgroup CPU quota caps the cores used.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from sdagent.errors import BadInput
+from sdagent.host.topology import Topology, format_cpulist
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    """What the user asked of the layout (CLI options)."""
+
+    instances: int | None = None
+    cores_per_instance: int | None = None
+    span_nodes: bool = False  # allow an instance to cross NUMA nodes
+    use_smt: bool = False  # use SMT siblings as extra threads
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"instances": self.instances, "cores_per_instance": self.cores_per_instance,
+                "span_nodes": self.span_nodes, "use_smt": self.use_smt}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None, origin: str = "plan") -> "PlanRequest":
+        d = d or {}
+
+        def count(key: str) -> int | None:
+            v = d.get(key)
+            if v is None:
+                return None
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise BadInput(f"{origin}: request.{key} must be an integer or null, got {v!r}")
+            return v
+
+        return cls(count("instances"), count("cores_per_instance"),
+                   bool(d.get("span_nodes", False)), bool(d.get("use_smt", False)))
+
+
+@dataclass(frozen=True)
+class Instance:
+    index: int
+    cpus: tuple[int, ...]
+    node: int | None  # NUMA node the instance lives on (None when it spans nodes)
+
+    @property
+    def cpulist(self) -> str:
+        return format_cpulist(self.cpus)
+
+
+def usable_cores(topo: Topology, use_smt: bool = False) -> list[tuple[int, tuple[int, ...]]]:
+    """(node, cpus) per physical core this process may use, in node then CPU order.
+
+    A core counts when at least one of its threads is allowed; by default only
+    its first allowed thread is used (one OpenMP thread per physical core).
+    A cgroup CPU quota caps the number of cores.
+    """
+    allowed = set(topo.allowed_cpus)
+    seen: dict[tuple[int, int], list[int]] = {}
+    node_of: dict[tuple[int, int], int] = {}
+    for c in sorted(topo.cpus, key=lambda c: c.id):
+        if c.id not in allowed:
+            continue
+        key = (c.socket, c.core)
+        seen.setdefault(key, []).append(c.id)
+        node_of.setdefault(key, c.node)
+    cores = [(node_of[k], tuple(v) if use_smt else (v[0],)) for k, v in seen.items()]
+    cores.sort(key=lambda nc: (nc[0], nc[1][0]))
+    if topo.cgroup is not None:
+        budget = max(1, math.floor(topo.cgroup.cpus))
+        cores = cores[:budget]
+    return cores
+
+
+def layout_instances(topo: Topology, req: PlanRequest) -> tuple[Instance, ...]:
+    cores = usable_cores(topo, req.use_smt)
+    total = len(cores)
+    by_node: dict[int, list[tuple[int, ...]]] = {}
+    for node, cpus in cores:
+        by_node.setdefault(node, []).append(cpus)
+    if req.span_nodes:
+        by_node = {-1: [cpus for _, cpus in cores]}
+
+    n, c = req.instances, req.cores_per_instance
+    if n is not None and n < 1:
+        raise BadInput(f"invalid --instances {n}: must be >= 1")
+    if c is not None and c < 1:
+        raise BadInput(f"invalid --cores-per-instance {c}: must be >= 1")
+    if n is not None and n > total:
+        raise BadInput(f"invalid --instances {n}: this host allows at most {total} "
+                       f"(one physical core each)")
+    biggest = max(len(v) for v in by_node.values())
+    if c is not None and c > biggest:
+        where = "this host's usable cores" if req.span_nodes else "any NUMA node (use --span-nodes to cross nodes)"
+        raise BadInput(f"invalid --cores-per-instance {c}: more than the {biggest} cores of {where}")
+
+    if n is None and c is None:
+        # Latency default: one instance on the first node's cores, never spanning nodes.
+        first = min(by_node)
+        groups = [(first, by_node[first])]
+    else:
+        if c is None:
+            # The largest per-instance core count that still fits n instances.
+            c = max(k for k in range(1, biggest + 1)
+                    if sum(len(v) // k for v in by_node.values()) >= n)  # type: ignore[operator]
+        fit = sum(len(v) // c for v in by_node.values())
+        if n is None:
+            n = fit
+        if n > fit:
+            raise BadInput(f"invalid --instances {n} with --cores-per-instance {c}: "
+                           f"only {fit} such instances fit without crossing NUMA nodes")
+        groups = []
+        for node in sorted(by_node):
+            chunk = by_node[node]
+            for i in range(len(chunk) // c):
+                if len(groups) == n:
+                    break
+                groups.append((node, chunk[i * c:(i + 1) * c]))
+    out = []
+    for idx, (node, core_cpus) in enumerate(groups):
+        cpus = tuple(sorted(x for cc in core_cpus for x in cc))
+        out.append(Instance(idx, cpus, None if node == -1 else node))
+    return tuple(out)
+
+
+def instance_physical_cores(topo: Topology, cpus: tuple[int, ...]) -> int:
+    """Distinct physical cores among an instance's CPUs (what targets' core bounds mean)."""
+    cores = set()
+    for c in cpus:
+        try:
+            cpu = topo.cpu(c)
+            cores.add((cpu.socket, cpu.core))
+        except KeyError:  # a CPU the topology does not describe counts as its own core
+            cores.add((-1, c))
+    return len(cores)

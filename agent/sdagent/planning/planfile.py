@@ -1,0 +1,131 @@
+"""Plan files and the plan in force: which saved plan (if any) a command works from.
+
+A plan reaches a command three ways, most specific first: the plan `sdagent
+exec` ran this process under (``SDAGENT_PLAN_JSON``, so a child `verify` checks
+the very plan and layout it runs under), a plan file (``--plan-file``, from
+`sdagent plan -o` or `sdagent tune -o`), or none (derived from the topology).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from sdagent.errors import BadInput
+from sdagent.host.software import HostFacts, unsafe_library
+from sdagent.host.topology import Topology
+from sdagent.planning.envvars import PLAN_ENV
+from sdagent.planning.layout import Instance, PlanRequest
+from sdagent.planning.plan import Plan, make_plan
+from sdagent.planning.settings import LIBRARY_KNOBS, parse_settings
+
+PLAN_SOURCES = ("derived", "tuned", "file")
+
+
+@dataclass(frozen=True)
+class LoadedPlan:
+    settings: dict[str, Any]
+    source: str
+    request: PlanRequest
+    tuning: dict[str, Any] | None
+    instances: tuple[Instance, ...] = ()  # the saved layout ((): derive one)
+    plan_file: str | None = None
+    #: library settings the file names but this host cannot preload (path -> why)
+    dropped_libraries: tuple[tuple[str, str], ...] = ()
+
+
+def plan_env_value(plan: Plan) -> str:
+    """What `sdagent exec` hands its child: the plan's reproducible part, as compact JSON."""
+    d = plan.to_dict()
+    keep = ("format", "source", "plan_file", "request", "settings", "instances", "tuning")
+    d = {k: d[k] for k in keep}
+    d["instances"] = [{"index": i["index"], "cpu_ids": i["cpu_ids"], "mem_node": i["mem_node"]}
+                      for i in d["instances"]]
+    return json.dumps(d, separators=(",", ":"))
+
+
+def load_plan_file(path: str | os.PathLike[str]) -> LoadedPlan:
+    """Read a plan file written by `sdagent plan -o` or `sdagent tune -o`; settings are re-validated."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise BadInput(f"plan file not found: {p}") from None
+    except IsADirectoryError:
+        raise BadInput(f"plan file {p} is a directory") from None
+    except (OSError, ValueError) as exc:
+        raise BadInput(f"plan file {p} is not valid JSON: {exc}") from None
+    return parse_plan_data(data, f"plan file {p}", plan_file=str(p))
+
+
+def parse_plan_data(data: Any, origin: str, plan_file: str | None = None) -> LoadedPlan:
+    """Validate a plan record (a plan file's content, or exec's SDAGENT_PLAN_JSON)."""
+    if not isinstance(data, dict) or not isinstance(data.get("settings"), dict):
+        raise BadInput(f"{origin} has no 'settings' mapping: not an sdagent plan")
+    settings = dict(data["settings"])
+    # Library paths are host facts: a path this host cannot preload is dropped here, and the
+    # planner falls back (with a warning) from a library-backed choice that needs it.
+    dropped = []
+    for key in LIBRARY_KNOBS.values():
+        if settings.get(key):
+            why = unsafe_library(str(settings[key]))
+            if why:
+                dropped.append((str(settings.pop(key)), why))
+    try:
+        settings = parse_settings({k: v for k, v in settings.items() if v is not None})
+        instances = tuple(
+            Instance(int(i["index"]), tuple(int(c) for c in i["cpu_ids"]),
+                     None if i.get("mem_node") is None else int(i["mem_node"]))
+            for i in data.get("instances") or ()
+        )
+        request = PlanRequest.from_dict(data.get("request"), origin)
+    except BadInput as exc:
+        raise BadInput(f"{origin}: {exc}") from None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BadInput(f"{origin}: bad 'instances' entry ({type(exc).__name__}: {exc})") from None
+    source = str(data.get("source") or "file")
+    if source.removesuffix("+overrides") not in PLAN_SOURCES:
+        source = "file"
+    tuning = data.get("tuning")
+    return LoadedPlan(settings, source, request, tuning if isinstance(tuning, dict) else None, instances,
+                      plan_file or data.get("plan_file"), tuple(dropped))
+
+
+def inherited_plan(environ: Mapping[str, str], plan_file: str | None) -> LoadedPlan | None:
+    """The plan `sdagent exec` ran this process under, unless this call names a different plan file."""
+    raw = environ.get(PLAN_ENV)
+    if not raw:
+        return None
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise BadInput(f"${PLAN_ENV} is not valid JSON: {exc}") from None
+    named = isinstance(data, dict) and data.get("plan_file")
+    if plan_file and not (named and os.path.abspath(str(named)) == os.path.abspath(plan_file)):
+        return None
+    return parse_plan_data(data, f"${PLAN_ENV} (set by sdagent exec)")
+
+
+def plan_in_force(topo: Topology, facts: HostFacts, *, plan_file: str | None, environ: Mapping[str, str],
+                  request: PlanRequest | None = None, overrides: Mapping[str, Any] | None = None) -> Plan:
+    """The plan in force (exec's, else the plan file, else derived), then `overrides`, on this topology.
+
+    A new layout `request` re-lays the instances (and re-derives the layout's
+    settings); otherwise a saved layout stands.
+    """
+    loaded = inherited_plan(environ, plan_file)
+    if loaded is None and plan_file:
+        loaded = load_plan_file(plan_file)
+    if loaded is None:
+        return make_plan(topo, facts, request or PlanRequest(), overrides=overrides or {})
+    keep_layout = request is None or request == loaded.request
+    return make_plan(
+        topo, facts, request or loaded.request,
+        file_settings=loaded.settings, overrides=overrides or {}, source=loaded.source,
+        plan_file=plan_file or loaded.plan_file, tuning=loaded.tuning,
+        instances=loaded.instances if keep_layout else (),
+        dropped_libraries=loaded.dropped_libraries,
+    )

@@ -1,0 +1,105 @@
+"""The run record: what the pipeline computes with, decided once from the plan and the topology.
+
+Every path that runs the model (run, bench, verify and its stock and reference
+runs, tune's candidates, the ladder's rungs, a measurement worker in another
+process) receives a :class:`RunSpec`; none re-derives a field. It crosses a
+process border one way only: ``to_dict()`` as JSON, ``from_dict()`` back.
+
+Why the ISA flags travel with it: "is bf16 native here?" is answered from the
+topology the plan was made for, which a worker started under
+``--topology-file`` must not re-detect differently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Mapping
+
+from sdagent.errors import BadInput
+from sdagent.host.topology import native_bf16_flag
+from sdagent.planning.settings import BACKENDS, PRECISIONS
+
+#: The plan settings a RunSpec is made of (the rest of a plan is the process environment).
+RUN_KEYS: tuple[str, ...] = ("backend", "precision", "channels_last", "compile", "weights_prepack")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """How the pipeline runs: backend, precision, memory format, compilation, IPEX prepack."""
+
+    backend: str
+    precision: str
+    channels_last: bool
+    compile: bool
+    weights_prepack: bool
+    isa_flags: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise BadInput(f"unknown backend {self.backend!r}: choose one of {', '.join(BACKENDS)}")
+        if self.precision not in PRECISIONS:
+            raise BadInput(f"unknown precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any], isa_flags: tuple[str, ...] | list[str]) -> "RunSpec":
+        """The run part of a plan's resolved settings, for the host whose ISA flags are given."""
+        return cls(backend=str(settings["backend"]), precision=str(settings["precision"]),
+                   channels_last=bool(settings["channels_last"]), compile=bool(settings["compile"]),
+                   weights_prepack=bool(settings["weights_prepack"]), isa_flags=tuple(isa_flags))
+
+    @classmethod
+    def from_plan(cls, plan: Any) -> "RunSpec":
+        """What a plan (planning.plan.Plan) runs."""
+        return cls.from_settings(plan.settings, plan.isa_flags)
+
+    @property
+    def native_bf16(self) -> bool:
+        return native_bf16_flag(self.isa_flags) is not None
+
+    def on_host(self, isa_flags: tuple[str, ...] | list[str]) -> "RunSpec":
+        """The same run, decided for another host's ISA (the named constants carry none)."""
+        return replace(self, isa_flags=tuple(isa_flags))
+
+    def settings(self) -> dict[str, Any]:
+        """As plan settings (for a plan file that records this run)."""
+        return {k: getattr(self, k) for k in RUN_KEYS}
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["isa_flags"] = list(self.isa_flags)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "RunSpec":
+        try:
+            return cls(backend=str(d["backend"]), precision=str(d["precision"]),
+                       channels_last=bool(d["channels_last"]), compile=bool(d["compile"]),
+                       weights_prepack=bool(d["weights_prepack"]),
+                       isa_flags=tuple(str(f) for f in d.get("isa_flags") or ()))
+        except (KeyError, TypeError) as exc:
+            raise BadInput(f"not a run record ({type(exc).__name__}: {exc})") from None
+
+    def describe(self) -> str:
+        return (f"{self.backend} {self.precision}, {'channels_last' if self.channels_last else 'contiguous'}, "
+                f"{'compiled' if self.compile else 'eager'}")
+
+
+#: What a user gets with no tuning: upstream PyTorch, fp32, contiguous tensors, eager.
+STOCK_RUN = RunSpec(backend="native", precision="fp32", channels_last=False, compile=False,
+                    weights_prepack=True)
+
+#: The yardstick of output quality: stock's own compute path, so a bf16 plan's
+#: image difference measures the change of precision (and recipe), nothing else.
+FP32_REFERENCE = STOCK_RUN
+
+#: The process-environment half of "stock": no preload, torch's own OpenMP, no KMP_*.
+#: With STOCK_RUN's settings this is the plan a stock-winning tune records.
+STOCK_ENV_SETTINGS: dict[str, Any] = {
+    "allocator": "default",
+    "omp_runtime": "default",
+    "kmp_affinity": "unset",
+    "kmp_blocktime": "unset",
+    "binding": "none",
+    "membind": False,
+}
+STOCK_SETTINGS: dict[str, Any] = {**STOCK_ENV_SETTINGS, **STOCK_RUN.settings()}

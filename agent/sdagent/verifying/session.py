@@ -1,0 +1,189 @@
+"""The verify sequence: tuning in effect, target, measurement, quality, stock; one exit code.
+
+Order, and why: the process checks (libraries mapped, threads, affinity) and
+the target cost nothing, so they run first; once the answer is 3 (tuning not
+in effect) or 4 (no target), running the model cannot change it, so the
+costly steps are skipped. Then the benchmark (in this process: it is the
+process whose tuning is being proven), the backend and precision seen inside
+the UNet's call, latency and validity, output sanity, the bf16-vs-fp32
+comparison, and the stock comparison.
+
+What measures is injected (a :class:`Measurer`), so the sequence is
+unit-tested with a fake one; :class:`LocalMeasurer` is the real one.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Protocol
+
+from sdagent import __version__
+from sdagent.errors import Exit, SdagentError
+from sdagent.host.process import ProcessState
+from sdagent.host.topology import Topology
+from sdagent.measuring.bench import BenchResult, ProgressBar, bench_model, no_bar
+from sdagent.pipeline.modeldir import ModelDir
+from sdagent.pipeline.workload import Workload
+from sdagent.planning.layout import instance_physical_cores
+from sdagent.planning.plan import Plan
+from sdagent.planning.runspec import FP32_REFERENCE, STOCK_RUN, RunSpec
+from sdagent.verifying.checks import (
+    FAIL, INCONCLUSIVE, Check, StockFigures, VerifyResult, check_bf16_diff, check_observed, check_stock,
+    check_target, decide_exit, image_checks, latency_checks, mean_abs_diff, process_checks, skip_measured,
+    skipped, stock_figures_from_tuning,
+)
+from sdagent.verifying.targets import HostKey, Target, select_target
+
+
+@dataclass(frozen=True)
+class VerifyRequest:
+    """Everything verify checks against, validated by the caller."""
+
+    model: ModelDir
+    workload: Workload
+    plan: Plan
+    instance: int
+    targets: tuple[Target, ...]
+    topology: Topology
+    runs: int | None = None  # None: the matching target's min_runs
+    warmup: int = 1
+    against_stock: bool = False
+
+
+class Measurer(Protocol):
+    """What verify needs measured: the plan in this process, the fp32 reference image, stock elsewhere."""
+
+    def bench(self, spec: RunSpec, runs: int, warmup: int) -> BenchResult: ...
+
+    def reference(self, spec: RunSpec) -> tuple[Any, dict[str, Any]]: ...
+
+    def stock(self, spec: RunSpec, runs: int, warmup: int) -> tuple[list[float] | str, dict[str, Any] | None]: ...
+
+
+class LocalMeasurer:
+    """The real measurer: the plan's pipeline in this process, stock in a fresh stock-environment worker."""
+
+    def __init__(self, model: ModelDir, workload: Workload, *, environ: Mapping[str, str],
+                 plan: Mapping[str, Any] | None = None, compile_cache_dir: str | None = None,
+                 bar: ProgressBar = no_bar, timeout_s: float = 7200.0) -> None:
+        self.model, self.w, self.environ, self.plan_dict = model, workload, environ, plan
+        self.cache, self.bar, self.timeout_s = compile_cache_dir, bar, timeout_s
+
+    def bench(self, spec: RunSpec, runs: int, warmup: int) -> BenchResult:
+        result = bench_model(self.model, self.w, spec, runs, warmup,
+                             plan=dict(self.plan_dict) if self.plan_dict else None,
+                             compile_cache_dir=self.cache, bar=self.bar)
+        gc.collect()  # the benchmarked pipeline is gone: free it before the reference loads another
+        return result
+
+    def reference(self, spec: RunSpec) -> tuple[Any, dict[str, Any]]:
+        from sdagent.pipeline.backends import ready
+
+        g = ready(self.model.path, spec, self.w, self.cache).generate(self.w)
+        return g.array, {"run": spec.to_dict(), "seed": self.w.seed, "latency_s": round(g.total_s, 6)}
+
+    def stock(self, spec: RunSpec, runs: int, warmup: int) -> tuple[list[float] | str, dict[str, Any] | None]:
+        """The same workload in a fresh stock process on this process's CPUs (it inherits the affinity)."""
+        from sdagent.measuring.runner import WorkerJob, run_worker, worker_cmd
+        from sdagent.planning.launch import stock_launch
+
+        job = WorkerJob(str(self.model.path), self.w, spec, warmup=warmup, warmup_steps=self.w.steps,
+                        repeats=runs)
+        res = run_worker(stock_launch(worker_cmd(), self.environ), job, timeout_s=self.timeout_s)
+        if not res.ok:
+            return f"the stock process failed: {res.reason}", res.data
+        return [float(x) for x in (res.data or {}).get("latency_s", [])], res.data
+
+
+def host_key(req: VerifyRequest) -> HostKey:
+    """What target entries are matched against: this instance's host facts and the workload."""
+    topo, plan, w = req.topology, req.plan, req.workload
+    return HostKey(flags=tuple(topo.flags), cpu_model=topo.model_name,
+                   physical_cores=instance_physical_cores(topo, plan.instance(req.instance).cpus),
+                   model=req.model.name, height=w.height, width=w.width, steps=w.steps,
+                   precision=plan.precision, backend=plan.backend)
+
+
+def verify(req: VerifyRequest, measurer: Measurer, state: ProcessState, *,
+           clock: Callable[[], float] = time.perf_counter, started: float | None = None) -> VerifyResult:
+    """Run the checks in order and decide the exit code (BadInput met mid-way propagates)."""
+    t0 = clock()
+    started = time.time() if started is None else started
+    plan = req.plan
+    checks: list[Check] = []
+    figures: dict[str, Any] = {}
+    target: Target | None = None
+    key = host_key(req)
+    selection = ""
+
+    def result() -> VerifyResult:
+        return VerifyResult(
+            exit_code=decide_exit(checks), checks=tuple(checks), target=target, host_key=key,
+            selection=selection, plan=plan.to_dict(), instance=req.instance, model=req.model.name,
+            bench=figures.get("bench"), reference=figures.get("reference"), stock=figures.get("stock"),
+            started_at=started, duration_s=clock() - t0, version=__version__)
+
+    checks += process_checks(plan.settings, state, plan.expected_affinity(req.instance, req.topology.allowed_cpus))
+    sel = select_target(req.targets, key)
+    target, selection = sel.target, sel.explain()
+    checks.append(check_target(target, selection))
+    checks.append(check_stock("stock_tune", stock_figures_from_tuning(plan.tuning)))
+
+    early = decide_exit(checks)
+    if early in (Exit.TUNING_NOT_IN_EFFECT, Exit.NO_TARGET) or target is None:
+        checks += skip_measured("skipped: " + ("the tuning is not in effect" if early == Exit.TUNING_NOT_IN_EFFECT
+                                               else "no target matches"))
+        return result()
+    try:
+        checks += _measured(req, target, measurer, figures)
+    except SdagentError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a crash is "no verdict" (exit 7), recorded, never a miss
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        checks.append(Check("run", "error", FAIL, f"the measurement did not complete: "
+                                                  f"{exc.__class__.__name__}: {first}"))
+    return result()
+
+
+def _measured(req: VerifyRequest, target: Target, measurer: Measurer, figures: dict[str, Any]) -> list[Check]:
+    """Benchmark the plan here; then output quality and, if asked, the stock comparison."""
+    plan = req.plan
+    checks: list[Check] = []
+    n = req.runs if req.runs is not None else target.min_runs
+    bench = measurer.bench(RunSpec.from_plan(plan), n, req.warmup)
+    figures["bench"] = bench
+    obs = bench.observed
+    how = "autocast {}, UNet weights {}".format(obs.autocast_dtype or "off", obs.param_dtype) if obs else ""
+    checks.append(check_observed("backend", plan.backend, obs.backend if obs else None,
+                                 f"{obs.ipex_modules} IPEX modules in the UNet" if obs else ""))
+    checks.append(check_observed("precision", plan.precision, obs.precision if obs else None, how))
+    tuned = not any(c.failed for c in checks)
+    checks += latency_checks(bench.latencies, target)
+    checks += image_checks(bench.last_image)
+    if not tuned:
+        checks.append(skipped("bf16_vs_fp32", "quality", "skipped: the tuning is not in effect"))
+        checks.append(skipped("stock_measured", "stock", "skipped: the tuning is not in effect"))
+        return checks
+    flags = plan.isa_flags
+    if plan.precision == "bf16":
+        ref, info = measurer.reference(FP32_REFERENCE.on_host(flags))
+        diff = mean_abs_diff(bench.last_image, ref)
+        info["mean_abs_diff"] = None if diff != diff else round(diff, 6)
+        figures["reference"] = info
+        checks.append(check_bf16_diff(diff, target.bf16_max_diff))
+    else:
+        checks.append(skipped("bf16_vs_fp32", "quality", "precision is fp32: nothing to compare"))
+    if req.against_stock or target.stock_check:
+        stock_s, data = measurer.stock(STOCK_RUN.on_host(flags), n, req.warmup)
+        if isinstance(stock_s, str):
+            figures["stock"] = {"figures": None, "note": stock_s, "result": data}
+            checks.append(Check("stock_measured", "stock", INCONCLUSIVE, stock_s))
+        else:
+            fig = StockFigures(tuple(bench.latencies), tuple(stock_s), "fresh stock process, measured after the plan")
+            figures["stock"] = {"figures": fig.to_dict(), "note": None, "result": data}
+            checks.append(check_stock("stock_measured", fig))
+    else:
+        checks.append(skipped("stock_measured", "stock", "not asked (--against-stock or stock_check: true)"))
+    return checks
