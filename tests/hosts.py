@@ -14,6 +14,9 @@ from sdagent.host.topology import format_cpulist
 SPR_FLAGS = ("fpu sse sse2 ssse3 sse4_1 sse4_2 avx avx2 fma avx512f avx512dq avx512cd avx512bw avx512vl "
              "avx512_vnni avx512_bf16 avx512_fp16 avx_vnni amx_bf16 amx_tile amx_int8")
 EPYC_FLAGS = "fpu sse sse2 ssse3 sse4_1 sse4_2 avx avx2 fma f16c bmi2"
+#: AMD EPYC (Zen 5, family 26) KVM guest: AVX-512 with AVX512-BF16, no AMX (a CI VM of this project).
+ZEN5_VM_FLAGS = ("fpu sse sse2 ssse3 sse4_1 sse4_2 avx avx2 fma avx512f avx512dq avx512cd avx512bw avx512vl "
+                 "avx512_vnni avx512_bf16 avx_vnni avx512vbmi hypervisor")
 EMR_VM_FLAGS = ("fpu sse sse2 ssse3 sse4_1 sse4_2 avx avx2 fma avx512f avx512dq avx512bw avx512vl avx512_vnni "
                 "avx512_bf16 avx_vnni avx512_fp16 amx_bf16 amx_tile amx_int8 hypervisor")
 
@@ -113,6 +116,9 @@ SPR_NAME = "Intel(R) Xeon(R) Platinum 8480+"
 HOSTS: dict[str, HostSpec] = {
     # The 2-core AMD EPYC VM the project was first measured on: AVX2 only.
     "epyc-2core-avx2": HostSpec("epyc-2core-avx2", "AMD EPYC 7B13", "AuthenticAMD", 25, 1, EPYC_FLAGS,
+                                1, 2, 1, mem_kb=24 * 1024 * 1024),
+    # A 2-core KVM guest of an AMD EPYC Zen 5: AVX512-BF16 without AMX.
+    "epyc-2core-zen5": HostSpec("epyc-2core-zen5", "AMD EPYC", "AuthenticAMD", 26, 2, ZEN5_VM_FLAGS,
                                 1, 2, 1, mem_kb=24 * 1024 * 1024),
     # A 2-core KVM guest on an Emerald Rapids host (AMX exposed), like some CI VMs.
     "xeon-vm-2core-amx": HostSpec("xeon-vm-2core-amx", "Intel(R) Xeon(R) Processor", "GenuineIntel", 6, 207,

@@ -31,7 +31,7 @@ WL = ["--steps", "2", "--height", "64", "--width", "64", "--warmup", "1"]
 
 def clean_env() -> dict[str, str]:
     """This environment minus any tuning (preloads, OpenMP/KMP variables, plan file)."""
-    from sdagent.planning.envvars import stock_env as stock_child_env
+    from sdagent.envvars import stock_env as stock_child_env
 
     env = stock_child_env(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(x for x in (str(REPO / "agent"), env.get("PYTHONPATH")) if x)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from sdagent.measuring.stats import rotated
-from sdagent.planning.envvars import stock_env as stock_child_env
+from sdagent.envvars import stock_env as stock_child_env
 from sdagent.tuning import axes as A
 from sdagent.tuning import search as T
 

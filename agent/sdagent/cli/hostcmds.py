@@ -14,7 +14,7 @@ from sdagent.cli import cli
 from sdagent.cli.options import plan_options, resolve_plan
 from sdagent.errors import BadInput
 from sdagent.host.topology import format_cpulist
-from sdagent.planning.envvars import PLAN_ENV
+from sdagent.envvars import PLAN_ENV
 from sdagent.planning.launch import build_exec
 from sdagent.planning.render import FORMATS, render
 from sdagent.planning.settings import list_settings

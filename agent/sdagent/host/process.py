@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from sdagent.host.software import package_versions
-from sdagent.planning.envvars import tuning_vars
+from sdagent.envvars import tuning_vars
 
 #: Libraries whose presence decides speed; everything else mapped is only counted.
 NOTABLE_LIBRARIES: tuple[str, ...] = (

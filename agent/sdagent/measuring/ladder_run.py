@@ -20,7 +20,7 @@ from sdagent.measuring.flops import ModelFlops
 from sdagent.measuring.runner import WorkerJob, WorkerResult, run_worker, worker_cmd, worker_file
 from sdagent.pipeline.modeldir import ModelDir
 from sdagent.pipeline.workload import Workload
-from sdagent.planning.envvars import stock_env
+from sdagent.envvars import stock_env
 from sdagent.planning.launch import Launch, exec_launch, run_cpu_launch, stock_launch
 from sdagent.planning.plan import Plan
 from sdagent.planning.runspec import STOCK_RUN, RunSpec

@@ -5,7 +5,7 @@ environment (a :class:`Launch`) out. `sdagent exec` runs what
 :func:`build_exec` returns, and every measurement (tune's candidates, the
 ladder's rungs, verify's stock run) is started the same way, so what is
 measured is what a user's `sdagent exec -- CMD` gets. Every launch starts from
-the stock environment (planning.envvars), so a stray LD_PRELOAD or
+the stock environment (sdagent.envvars), so a stray LD_PRELOAD or
 OMP_NUM_THREADS in the caller's shell cannot leak into one configuration and
 not another.
 """
@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
-from sdagent.planning.envvars import PLAN_ENV, stock_env
+from sdagent.envvars import PLAN_ENV, stock_env
 from sdagent.planning.plan import Plan
 from sdagent.planning.planfile import plan_env_value
 

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 from sdagent.errors import BadInput
 from sdagent.host.software import HostFacts, unsafe_library
 from sdagent.host.topology import Topology
-from sdagent.planning.envvars import PLAN_ENV
+from sdagent.envvars import PLAN_ENV
 from sdagent.planning.layout import Instance, PlanRequest
 from sdagent.planning.plan import Plan, make_plan
 from sdagent.planning.settings import LIBRARY_KNOBS, parse_settings

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sdagent.errors import BadInput
+from sdagent.planning.settings import BACKENDS, PRECISIONS
 
 DEFAULT_MIN_RUNS = 3
 DEFAULT_MAX_SPREAD = 0.25
@@ -172,13 +173,10 @@ def _parse_match(raw: Any, fail: Callable[[str | None, str], BadInput]) -> Match
             kw[key] = v.strip()
         elif key in ("min_physical_cores", "max_physical_cores", "height", "width", "steps"):
             kw[key] = _int(v, f)
-        elif key == "precision":
-            if v not in ("bf16", "fp32"):
-                raise f(f"must be bf16 or fp32, got {v!r}")
-            kw[key] = v
-        elif key == "backend":
-            if v not in ("ipex", "native"):
-                raise f(f"must be ipex or native, got {v!r}")
+        elif key in ("precision", "backend"):
+            legal = PRECISIONS if key == "precision" else BACKENDS
+            if v not in legal:
+                raise f(f"must be {' or '.join(legal)}, got {v!r}")
             kw[key] = v
     m = Match(**kw)
     if m.min_physical_cores and m.max_physical_cores and m.min_physical_cores > m.max_physical_cores:

@@ -1,0 +1,123 @@
+"""The verify sequence as a domain function, with a fake measurer: order, early exits, crash = no verdict."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hosts import HOSTS, write_tree
+from sdagent.errors import BadInput, Exit
+from sdagent.host.process import ProcessState
+from sdagent.host.software import HostFacts, IpexStatus
+from sdagent.host.topology import read_topology
+from sdagent.measuring.bench import BenchResult, RunRecord
+from sdagent.measuring.stats import summarize
+from sdagent.pipeline.modeldir import ModelDir
+from sdagent.pipeline.observe import Observed
+from sdagent.pipeline.workload import Workload
+from sdagent.planning.plan import make_plan
+from sdagent.planning.runspec import FP32_REFERENCE, STOCK_RUN
+from sdagent.verifying.session import VerifyRequest, verify
+from sdagent.verifying.targets import parse_targets
+
+FACTS = HostFacts(libraries={"jemalloc": None, "tcmalloc": None, "iomp": None},
+                  ipex=IpexStatus(False, None, "2.13.0", "not installed"))
+W = Workload(steps=2, height=64, width=64)
+IMAGE = np.linspace(0, 1, 64 * 64 * 3, dtype=np.float32).reshape(64, 64, 3)
+
+
+class FakeMeasurer:
+    """Returns given latencies; records what it was asked to run."""
+
+    def __init__(self, latencies=(1.0, 1.02, 0.98), stock=(2.0, 2.1, 1.9), precision="bf16", crash=None):
+        self.latencies, self.stock_s, self.precision, self.crash = latencies, stock, precision, crash
+        self.calls: list[tuple] = []
+
+    def bench(self, spec, runs, warmup):
+        self.calls.append(("bench", spec, runs, warmup))
+        if self.crash:
+            raise self.crash
+        lat = list(self.latencies)[:runs]
+        obs = Observed("bfloat16" if self.precision == "bf16" else None, "float32", 0, False, False)
+        runs_ = tuple(RunRecord(i, x, (x / 2,), 0.01, 0.02) for i, x in enumerate(lat))
+        return BenchResult(W, warmup, runs_, summarize(lat), summarize([x / 2 for x in lat]), 1.0, (), {}, None,
+                           (0.0, 0.0, 0.0), obs, "tiny", 1.0, last_image=IMAGE)
+
+    def reference(self, spec):
+        self.calls.append(("reference", spec))
+        return IMAGE + 0.01, {"run": spec.to_dict()}
+
+    def stock(self, spec, runs, warmup):
+        self.calls.append(("stock", spec, runs, warmup))
+        return list(self.stock_s)[:runs], {"ok": True}
+
+
+@pytest.fixture(scope="module")
+def zen5(tmp_path_factory):
+    return read_topology(write_tree(tmp_path_factory.mktemp("h") / "z", HOSTS["epyc-2core-zen5"]))
+
+
+def request(topo, targets_yaml, **kw):
+    plan = make_plan(topo, FACTS)
+    targets = parse_targets(targets_yaml)
+    md = ModelDir(Path("/m/tiny"), "StableDiffusionPipeline", {}, "tiny")
+    return VerifyRequest(md, W, plan, 0, targets, topo, **kw), plan
+
+
+def state_for(plan, topo):
+    return ProcessState(mapped=(), torch_threads=plan.settings["omp_num_threads"], affinity=topo.allowed_cpus)
+
+
+TARGET = [{"name": "t", "match": {"model": "tiny"}, "p50_s": 5, "min_runs": 3, "max_spread": 0.5,
+           "stock_check": True}]
+
+
+def test_a_passing_host_runs_bench_reference_and_stock_in_that_order(zen5):
+    req, plan = request(zen5, TARGET)
+    m = FakeMeasurer()
+    res = verify(req, m, state_for(plan, zen5))
+    assert res.exit_code == Exit.OK, [c for c in res.checks if c.failed]
+    assert [c[0] for c in m.calls] == ["bench", "reference", "stock"]
+    assert m.calls[0][1].precision == "bf16" and m.calls[0][2] == 3  # the plan's run record, min_runs timed runs
+    assert m.calls[1][1] == FP32_REFERENCE.on_host(zen5.flags)
+    assert m.calls[2][1] == STOCK_RUN.on_host(zen5.flags)
+    assert res.check("stock_measured").status == "pass" and res.check("bf16_vs_fp32").status == "pass"
+
+
+def test_tuning_not_in_effect_skips_the_costly_steps(zen5):
+    req, plan = request(zen5, TARGET)
+    m = FakeMeasurer()
+    wrong = ProcessState(mapped=(), torch_threads=99, affinity=zen5.allowed_cpus)
+    res = verify(req, m, wrong)
+    assert res.exit_code == Exit.TUNING_NOT_IN_EFFECT and m.calls == []
+    assert res.check("latency_p50").status == "skip"
+
+
+def test_no_target_skips_the_costly_steps(zen5):
+    req, plan = request(zen5, [{"name": "other", "match": {"model": "sd15"}, "p50_s": 5}])
+    m = FakeMeasurer()
+    res = verify(req, m, state_for(plan, zen5))
+    assert res.exit_code == Exit.NO_TARGET and m.calls == []
+
+
+def test_a_crash_mid_measurement_is_exit_7_never_a_miss(zen5):
+    req, plan = request(zen5, TARGET)
+    res = verify(req, FakeMeasurer(crash=MemoryError("oom")), state_for(plan, zen5))
+    assert res.exit_code == Exit.ERROR and res.verdict == "error"
+    assert "MemoryError" in res.check("run").detail
+    assert res.to_dict()["exit_code"] == 7
+
+
+def test_bad_input_mid_measurement_propagates(zen5):
+    req, plan = request(zen5, TARGET)
+    with pytest.raises(BadInput):
+        verify(req, FakeMeasurer(crash=BadInput("scheduler 'x' is not usable here")), state_for(plan, zen5))
+
+
+def test_a_miss_and_a_slower_than_stock(zen5):
+    req, plan = request(zen5, TARGET)
+    res = verify(req, FakeMeasurer(latencies=(6.0, 6.1, 5.9), stock=(1.0, 1.1, 1.05)), state_for(plan, zen5))
+    assert res.exit_code == Exit.TARGET_MISSED
+    assert res.check("stock_measured").status == "fail"
