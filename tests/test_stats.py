@@ -68,11 +68,13 @@ def test_bad_timings_are_rejected(bad):
         stats.summarize(bad)
 
 
-def test_slower_beyond_noise_needs_disjoint_ranges():
-    stock = [10.0, 10.5, 11.0]
-    assert stats.slower_beyond_noise([11.5, 12.0], stock)
-    assert not stats.slower_beyond_noise([10.9, 12.0], stock)  # overlaps: within noise
-    assert not stats.slower_beyond_noise([8.0, 9.0], stock)
+def test_median_bounds_are_order_statistics_that_narrow_with_more_runs():
+    assert stats.median_bounds([3.0, 1.0, 2.0, 5.0, 4.0]) == (1.0, 5.0)  # 5 runs: min and max at 95%
+    assert stats.median_bounds([1.0, 2.0, 3.0, 4.0]) == (None, None)  # 4 cannot bound it at 95%
+    xs = [float(i) for i in range(1, 21)]
+    lo, hi = stats.median_bounds(xs)
+    assert (lo, hi) == (6.0, 15.0)  # P(Binomial(20, 1/2) <= 14) >= 0.95 > P(<= 13)
+    assert stats.min_runs_for_bounds(0.95) == 5 and stats.min_runs_for_bounds(0.8) == 3
 
 
 def test_to_dict_states_the_definitions():

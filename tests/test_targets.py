@@ -10,7 +10,7 @@ import yaml
 from sdagent.errors import BadInput
 from sdagent.resources import example_targets
 from sdagent.verifying.targets import (
-    DEFAULT_MAX_SPREAD, DEFAULT_MIN_RUNS, HostKey, load_targets, mismatches, parse_targets, select_target,
+    DEFAULT_CONFIDENCE, DEFAULT_MIN_RUNS, HostKey, load_targets, mismatches, parse_targets, select_target,
 )
 
 VM = HostKey(flags=("avx2", "fma"), cpu_model="AMD EPYC 7B13", physical_cores=2, model="tiny",
@@ -29,7 +29,7 @@ def entry(**kw):
 def test_defaults_and_fields():
     (t,) = parse_targets([entry(p90_s=2.0)], "f.yml")
     assert t.name == "e" and t.p50_s == 1.0 and t.p90_s == 2.0
-    assert t.min_runs == DEFAULT_MIN_RUNS and t.max_spread == DEFAULT_MAX_SPREAD
+    assert t.min_runs == DEFAULT_MIN_RUNS and t.max_spread is None and t.confidence == DEFAULT_CONFIDENCE
     assert t.stock_check is False and t.source == "f.yml#1"
     assert t.to_dict()["match"] == {}
 
@@ -45,7 +45,9 @@ def test_mapping_with_targets_key_is_accepted():
     ([entry(p50_s="fast")], "key 'p50_s'"),
     ([entry(p90_s=-2)], "key 'p90_s'"),
     ([entry(p50_s=2.0, p90_s=1.0)], "below p50_s"),
-    ([entry(min_runs=1)], "key 'min_runs': must be an integer >= 2"),
+    ([entry(min_runs=4)], "key 'min_runs': must be an integer >= 5"),
+    ([entry(confidence=1.0)], "key 'confidence': must be a number in (0.5, 1)"),
+    ([entry(confidence=float("nan"))], "key 'confidence'"),
     ([entry(min_runs=True)], "key 'min_runs'"),
     ([entry(min_runs=2.5)], "key 'min_runs'"),
     ([entry(max_spread=0)], "key 'max_spread'"),

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from dataclasses import replace
+
 from sdagent.measuring.stats import rotated
 from sdagent.envvars import stock_env as stock_child_env
 from sdagent.tuning import axes as A
@@ -25,13 +27,41 @@ AGENT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # ---------------------------------------------------------------------------
 
 
-def test_decide_faster_needs_non_overlapping_ranges_over_three_rounds():
-    assert T.decide([1.0, 1.02, 0.99], [0.8, 0.85, 0.82]).outcome == "faster"
-    assert T.decide([1.0, 1.02], [0.8, 0.85]).outcome == "within-noise"  # two rounds are not enough
-    assert T.decide([1.0, 1.02, 0.99], [0.8, 1.0, 0.82]).outcome == "within-noise"  # one round overlaps
-    v = T.decide([1.0, 1.02, 0.99], [1.2, 1.3, 1.25])
-    assert v.outcome == "slower" and "median ratio" in v.reason
-    assert T.decide([], []).outcome == "failed"
+def test_decide_is_sequential_and_paired():
+    from sdagent.tuning.rule import Rule, decide
+
+    rule = Rule()
+    # a clear 20% gain at 2% noise: decided in the minimum of 3 rounds
+    v = decide([1.0, 1.02, 0.99], [0.8, 0.82, 0.79], 0.02, rule)
+    assert v.outcome == "faster" and v.rounds == 3 and v.gain == pytest.approx(0.2, abs=0.02)
+    # two rounds are never enough, however clear
+    assert decide([1.0, 1.02], [0.8, 0.82], 0.02, rule).outcome == "undecided"
+    # a 10% gain at 10% noise per pair: undecided after 3 rounds, so more rounds, not a verdict
+    assert decide([1.0, 1.0, 1.0], [0.9, 0.9, 0.9], 0.10, rule).outcome == "undecided"
+    # the pairing: a drift shared by both members of each round cancels
+    drift = [1.0, 1.3, 0.8, 1.2]
+    assert decide(drift, [0.9 * d for d in drift], 0.01, rule).outcome == "faster"
+    # clear loser and clear equal
+    assert decide([1.0, 1.0, 1.0], [1.25, 1.26, 1.24], 0.02, rule).outcome == "slower"
+    assert decide([1.0] * 6, [1.001, 0.999] * 3, 0.01, rule).outcome == "within-noise"
+    # at the cap, undecided is within noise: the best stays
+    capped = decide([1.0] * 4, [0.95] * 4, 0.10, replace(rule, max_rounds=4))
+    assert capped.outcome == "within-noise" and "undecided after 4" in capped.reason
+    assert decide([], [], 0.1, rule).outcome == "failed"
+
+
+def test_noise_pools_the_floor_and_every_comparison():
+    from sdagent.tuning.rule import Noise, Rule, rounds_for
+
+    n = Noise()
+    assert n.sigma == 0.10  # no evidence: assume a noisy VM
+    n.add_floor([[1.0, 1.1, 0.9], [2.0, 2.2, 1.8]])
+    est = n.estimate
+    assert 0.10 < est < 0.20 and n.df == 4
+    assert n.sigma > est  # few degrees of freedom: the test uses an upper bound
+    n.add_pairs([0.01, -0.01, 0.02, 0.0])
+    assert n.df == 7
+    assert rounds_for(Rule(), 0.01) == 6 and rounds_for(Rule(), 0.3) == Rule().max_rounds
 
 
 def test_round_order_rotates_so_each_leads_equally():
@@ -95,19 +125,18 @@ def cand(name, **settings):
 STOCK = A.stock_candidate(resolve)
 
 
-def run_search(host, first, axes=(), budget=10_000.0, rounds=3):
-    return T.search(STOCK, first, list(axes), host.measure, budget_s=budget, clock=host.clock,
-                    warm=host.warm, rounds=rounds)
+def run_search(host, first, axes=(), budget=10_000.0):
+    return T.search(STOCK, first, list(axes), host.measure, budget_s=budget, clock=host.clock, warm=host.warm)
 
 
 def test_candidate_within_noise_is_not_chosen():
-    host = FakeHost({"stock": [1.00, 1.10, 0.95], "plan": [0.98, 1.05, 0.97]})
+    host = FakeHost({"stock": [1.00, 1.02, 0.99, 1.01], "plan": [1.01, 1.00, 0.99, 1.02]})
     r = run_search(host, [cand("plan", allocator="tcmalloc")])
     assert r.chosen.name == "stock"
     comp = r.comparisons[0]
-    assert comp.verdict.outcome == "within-noise"
-    assert "fallback" in r.reason
-    assert host.calls.count("plan") == 3 and host.calls.count("stock") == 3
+    assert comp.verdict.outcome == "within-noise" and comp.kind == "plan"
+    assert "stock is the choice" in r.reason
+    assert r.noise["df"] >= 4 and r.round_cap >= 6  # the floor was measured and sized the cap
 
 
 def test_faster_candidate_is_chosen_and_checked_against_stock():
@@ -116,47 +145,47 @@ def test_faster_candidate_is_chosen_and_checked_against_stock():
     assert r.chosen.name == "plan"
     assert r.comparisons[0].verdict.outcome == "faster"
     final = r.comparisons[-1]
-    assert final.axis == "final check against stock" and final.candidate == "stock"
-    assert "stock -> plan" in r.reason and "final check" in r.reason
+    assert final.kind == "final" and final.candidate == "stock"
+    assert "stock -> plan" in r.reason and "final check" in r.reason and r.path == ["stock", "plan"]
     # every comparison interleaves: each round holds both, the first position rotates
     assert r.comparisons[0].order == [["stock", "plan"], ["plan", "stock"], ["stock", "plan"]]
 
 
-def test_stock_wins_when_everything_else_is_slower():
+def test_a_clear_loser_is_dropped_as_soon_as_it_is_clear():
     host = FakeHost({"stock": [1.0, 1.01, 0.99], "plan": [1.3, 1.32, 1.31], "a": [1.2, 1.25, 1.22],
                      "b": [1.1, 1.12, 1.11]})
     axis = T.Axis("x", lambda best: [cand("a", allocator="default"), cand("b", omp_runtime="default")])
     r = run_search(host, [cand("plan", allocator="tcmalloc")], [axis])
     assert r.chosen.name == "stock"
     assert all(c.verdict.outcome == "slower" for c in r.comparisons)
-    # a clear loser is dropped after two rounds
-    assert host.calls.count("plan") == 2 and host.calls.count("a") == 2
+    assert host.calls.count("a") == 3 and host.calls.count("b") == 3  # the minimum, no more
 
 
 def test_final_check_falls_back_to_stock_when_stock_turns_out_faster():
-    # plan beats stock in its comparison (rounds 1-3), then stock is faster in the final check (drift)
+    # plan beats stock in its comparison (rounds 1-3), then stock is faster in the final check
     host = FakeHost({"stock": [1.0, 1.0, 1.0, 0.5, 0.5, 0.5], "plan": [0.8, 0.8, 0.8, 0.9, 0.9, 0.9]})
     r = run_search(host, [cand("plan", allocator="tcmalloc")])
     assert r.chosen.name == "stock"
     assert "final check found stock faster" in r.reason
 
 
-def test_lowest_median_of_several_faster_variants_wins_and_axes_build_on_the_best():
+def test_an_axis_winner_is_confirmed_in_fresh_rounds_before_it_becomes_the_best():
     seen_best = []
 
     def variants(best):
         seen_best.append(best.name)
         return [cand("v1", kmp_blocktime=0), cand("v2", kmp_blocktime=1)]
 
-    host = FakeHost({"stock": [1.0, 1.0, 1.0], "plan": [0.9, 0.9, 0.9], "v1": [0.7, 0.71, 0.72],
+    host = FakeHost({"stock": [1.0, 1.0, 1.0], "plan": [0.9, 0.91, 0.9], "v1": [0.7, 0.71, 0.72],
                      "v2": [0.6, 0.61, 0.62]})
     r = run_search(host, [cand("plan", allocator="tcmalloc")], [T.Axis("blocktime", variants)])
     assert seen_best == ["plan"]
-    assert r.chosen.name == "v2"
-    assert "stock -> plan -> v2" in r.reason
-    # the axis is one joint comparison: the best measured once per round, shared by both variants
-    axis_calls = host.calls[6:15]
-    assert axis_calls.count("plan") == 3 and axis_calls.count("v1") == 3 and axis_calls.count("v2") == 3
+    assert r.chosen.name == "v2" and r.path == ["stock", "plan", "v2"]
+    kinds = [(c.kind, c.candidate) for c in r.comparisons]
+    assert ("screen", "v1") in kinds and ("screen", "v2") in kinds and ("confirm", "v2") in kinds
+    # the screen is one joint comparison: the best once per round, shared; then v2 again, fresh
+    # v2: 3 rounds screened, 3 fresh ones confirmed, then 3 in the final check against stock
+    assert host.calls.count("v1") == 3 and host.calls.count("v2") == 9 and len(r.samples()["v2"]) == 9
 
 
 def test_failed_candidate_is_reported_and_never_chosen():
@@ -166,14 +195,14 @@ def test_failed_candidate_is_reported_and_never_chosen():
     assert r.comparisons[0].verdict.outcome == "failed" and "crashed" in r.comparisons[0].verdict.reason
 
 
-def test_budget_skips_what_does_not_fit_and_is_respected():
-    host = FakeHost({"stock": [1.0, 1.01, 0.99], "plan": [1.0, 1.01, 0.99], "a": [0.5], "b": [0.5]},
+def test_the_final_check_always_has_its_budget():
+    """An axis that would eat into the final check's reserve is skipped; the final check runs."""
+    host = FakeHost({"stock": [1.0, 1.01, 0.99], "plan": [0.8, 0.81, 0.79], "a": [0.5], "b": [0.5]},
                     overhead=9.0)
     axis = T.Axis("x", lambda best: [cand("a", allocator="default"), cand("b", omp_runtime="default")])
-    r = run_search(host, [cand("plan", allocator="tcmalloc")], [axis], budget=80.0)
-    assert r.chosen.name == "stock"
-    assert [n for n, _ in r.skipped] == ["a", "b"] and all("budget" in w for _, w in r.skipped)
-    assert r.spent_s <= 80.0
+    r = run_search(host, [cand("plan", allocator="tcmalloc")], [axis], budget=150.0)
+    assert [n for n, _ in r.skipped] == ["a", "b"] and all("reserve" in w for _, w in r.skipped)
+    assert r.comparisons[-1].kind == "final" and r.chosen.name == "plan"
 
 
 def test_duplicate_settings_are_measured_once_and_compile_is_warmed_first():
@@ -191,9 +220,9 @@ def test_result_record_is_json_and_lists_every_measurement():
     r = run_search(host, [cand("plan", allocator="tcmalloc")])
     d = json.loads(json.dumps(r.to_dict()))
     by = {c["name"]: c for c in d["candidates"]}
-    # 3 rounds in the comparison, then 2 in the final check: stock, clearly slower, is dropped early
-    assert len(by["plan"]["measured_s"]) == 5 and len(by["stock"]["measured_s"]) == 5
-    assert d["chosen"] == "plan" and d["rule"] == T.RULE and d["comparisons"][0]["verdict"] == "faster"
+    assert len(by["plan"]["measured_s"]) == 6 and len(by["stock"]["measured_s"]) == 6  # 3 + the final check's 3
+    assert d["chosen"] == "plan" and "sequential probability ratio test" in d["rule"]
+    assert d["comparisons"][0]["verdict"] == "faster" and d["noise"]["df"] >= 4
 
 
 def test_axes_offer_only_what_the_host_has():
@@ -299,7 +328,7 @@ def test_tune_table_shows_unmeasured_and_single_samples():
 
     a, b, c = cand("a", allocator="default"), cand("b", omp_runtime="default"), cand("c", compile=True)
     result = T.TuneResult(chosen=c, stock=STOCK, comparisons=[], candidates={"a": a, "b": b, "c": c},
-                          skipped=[("a", "budget")], reason="r", budget_s=60, spent_s=30, rule=T.RULE)
+                          skipped=[("a", "budget")], reason="r", budget_s=60, spent_s=30, rule="r")
     lines = tune_table(result, {"a": [], "b": [2.0], "c": [1.0, 3.0]}).splitlines()
     row = {ln[2:28].strip(): ln for ln in lines[2:5]}
     assert "skipped (budget)" in row["a"]

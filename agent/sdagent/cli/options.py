@@ -18,7 +18,7 @@ from sdagent.pipeline.modeldir import ModelDir, check_model_dir
 from sdagent.pipeline.workload import DEMO_PROMPT, SCHEDULERS, Workload, validate_workload, with_default_size
 from sdagent.planning.layout import PlanRequest
 from sdagent.planning.plan import Plan
-from sdagent.planning.settings import load_overrides_file, parse_assignments
+from sdagent.planning.settings import BACKENDS, PRECISIONS, load_overrides_file, parse_assignments
 
 
 class FiniteFloat(click.ParamType):
@@ -127,9 +127,9 @@ def resolve_plan(ctx: click.Context, plan_args: dict[str, Any] | None = None,
 def backend_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """--backend/--precision/--compile/--compile-cache: 'auto' or unset means the plan's value."""
     for decorator in reversed((
-        click.option("--backend", type=click.Choice(["auto", "ipex", "native"]), default="auto",
+        click.option("--backend", type=click.Choice(["auto", *BACKENDS]), default="auto",
                      show_default=True, help="auto = the plan's (ipex where IPEX imports and matches torch)."),
-        click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto",
+        click.option("--precision", type=click.Choice(["auto", *PRECISIONS]), default="auto",
                      show_default=True,
                      help="auto = the plan's (bf16 where the CPU has AMX-BF16 or AVX512-BF16)."),
         click.option("--compile/--no-compile", "compile_", default=None,

@@ -95,7 +95,7 @@ def tune(ctx: click.Context, m: MeasureArgs, budget_min: float, rounds: int, all
         atomicio.check_parent(output)
     md = check_model_dir(m.model_dir)
     req = TuneRequest(md, m.workload(), budget_min * 60, rounds, m.repeats, m.warmup_steps, m.timeout_s,
-                      allow_compile, output, command_line())
+                      allow_compile, output, command_line(), start=ctx.obj.plan())
     with BudgetBar(req.budget_s) as bar:
         out = run_tune(ctx.obj.topology(), ctx.obj.facts(), req, environ=dict(os.environ), on_event=bar.event)
     if output:

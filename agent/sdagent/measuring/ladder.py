@@ -23,6 +23,7 @@ from sdagent.measuring.flops import ModelFlops
 from sdagent.measuring.runner import WorkerJob, WorkerResult
 from sdagent.measuring.stats import Summary, rotated, summarize as summary_of
 from sdagent.planning.launch import Launch
+from sdagent.planning.runspec import STOCK_RUN
 
 VANILLA, RUN_CPU = "vanilla", "run_cpu"
 
@@ -40,7 +41,7 @@ class Rung:
 
     @property
     def precision(self) -> str:
-        return self.job.run.precision if self.job else "fp32"
+        return (self.job.run if self.job else STOCK_RUN).precision
 
 
 @dataclass(frozen=True)

@@ -130,16 +130,6 @@ def images_per_second(latency_s: float, batch: int = 1) -> float:
     return batch / latency_s
 
 
-def slower_beyond_noise(candidate: Sequence[float], reference: Sequence[float]) -> bool:
-    """True when even the candidate's fastest run is slower than the reference's slowest.
-
-    Non-overlapping ranges: a rule a reader can check by eye, and one that never
-    calls a difference real when the runs themselves disagree about it.
-    """
-    xc, xr = _clean(candidate), _clean(reference)
-    return xc[0] > xr[-1]
-
-
 def rotated(names: Sequence[str], i: int) -> list[str]:
     """Round i's order: `names` rotated left by i (see "interleaving" above)."""
     k = i % len(names) if names else 0
@@ -150,3 +140,33 @@ def spread_or_none(values: Sequence[float], digits: int = 4) -> float | None:
     """relative_spread rounded for reports; None below 2 samples."""
     s = relative_spread(values) if len(values) >= 2 else None
     return round(s, digits) if s is not None else None
+
+
+def median_bounds(values: Sequence[float], confidence: float = 0.95) -> tuple[float | None, float | None]:
+    """One-sided distribution-free bounds of the true median, each holding with `confidence`.
+
+    The upper bound is the smallest order statistic x(u) with P(Binomial(n, 1/2) <= u - 1) >= confidence
+    (the median is below it unless at least n - u + 1 runs landed above the median); the lower bound
+    mirrors it. None where n runs are too few (below 5 at 95%): more runs narrow the bounds, so a
+    verdict only gets more certain with more data.
+    """
+    xs = _clean(values)
+    n = len(xs)
+    cdf = 0.0
+    u = None
+    for k in range(n + 1):
+        cdf += math.comb(n, k) / 2 ** n
+        if cdf >= confidence - 1e-12:
+            u = k + 1  # P(B <= k) >= confidence -> x(k+1) bounds the median from above
+            break
+    if u is None or u > n:
+        return None, None
+    return xs[n - u], xs[u - 1]
+
+
+def min_runs_for_bounds(confidence: float = 0.95) -> int:
+    """The fewest runs whose median_bounds exist at this confidence (5 at 95%)."""
+    n = 1
+    while median_bounds([1.0] * n, confidence) == (None, None):
+        n += 1
+    return n

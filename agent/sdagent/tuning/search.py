@@ -1,45 +1,36 @@
-"""`sdagent tune`'s core: the decision rule and the budgeted search over candidate plans.
+"""`sdagent tune`'s search: stock, the plan, then one axis at a time, each decided by tuning.rule.
 
-Why measure at all: on a 2-core EPYC VM the demo's full recipe (jemalloc +
-libiomp5 + pinning + KMP_BLOCKTIME=1) was ~20% *slower* than the stock
-environment, while parts of it were faster. The topology plan is a hypothesis;
-the host's own measurement decides.
+Pure: time comes in through an injected ``measure(candidate) -> seconds`` and
+``clock() -> seconds``, so the search is unit-tested (and its operating
+characteristics simulated) with a fake timer; tuning.session runs it with real
+processes.
 
-Everything here is pure. Time comes in through an injected
-``measure(candidate) -> seconds`` and ``clock() -> seconds``, so the search and
-the rule are unit-tested with a fake timer; :mod:`sdagent.measuring.runner` is the real
-one (a fresh child process per measurement).
+The order of work:
 
-The decision rule (stated once, used everywhere):
-
-* A comparison runs ``rounds`` (3) interleaved rounds of the current best and
-  the candidates of one axis, the order rotated each round (B C D, C D B,
-  D B C) so drift hurts all alike; each candidate is judged against the
-  best's figures of the same rounds.
-* The candidate is **faster** only when its ranges over the rounds do not
-  overlap: ``max(candidate) < min(best)``, with at least 3 rounds each. If
-  the two were equally fast, that happens by chance with probability 1/20
-  (3 against 3, exchangeable), so a false "faster" costs at most 5% per
-  comparison.
-* It is **slower** when ``min(candidate) > max(best)`` (checked after 2
-  rounds too: a clear loser is dropped early to save budget); otherwise it
-  is **within noise** and the best stays. Of several variants of one axis
-  found faster, the lowest median wins (with k variants of equal speed, a
-  false "faster" has up to k/20 odds; it would only swap in an equal plan,
-  and the final check against stock still guards the choice).
-* Stock is always measured first and is the fallback. When budget remains,
-  the final best is compared against stock again; if stock is then faster
-  beyond noise, stock is chosen. So the chosen plan is never slower than
-  stock on this host beyond the measured noise.
+1. **The noise floor and the plan.** Stock and the first candidate (the
+   topology plan, or the plan file given) run ``min_rounds`` interleaved rounds;
+   their repeated latencies are the host's noise floor, which sizes the round
+   cap (tuning.rule.rounds_for). The comparison then goes on until decided.
+2. **Axes.** Each axis's variants are screened together against the current
+   best in interleaved rounds (B V1 V2, V1 V2 B, V2 B V1): every round adds one
+   paired ratio per variant; a variant leaves the screen once decided. Of the
+   variants found faster, the lowest mean ratio is **confirmed in a fresh
+   comparison** before it becomes the best.
+3. **The final check against stock**, always: its budget is reserved before
+   any axis starts, and an axis that would eat into it is skipped. If stock
+   turns out faster, stock is chosen; the plan written is then exactly the
+   stock that was measured.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from sdagent.measuring.stats import rotated, spread_or_none
+from sdagent.tuning.rule import FAILED, FASTER, UNDECIDED, Decision, Noise, Rule, decide, rounds_for
 
 # ---------------------------------------------------------------------------
 # Records
@@ -58,7 +49,7 @@ class Candidate:
     overrides: Mapping[str, Any]
     settings: Mapping[str, Any]
     axis: str = ""
-    stock: bool = False  # run in the stock child environment, not under a plan
+    stock: bool = False  # the baseline: stock's settings on the plan's CPUs
     warmup: bool = False  # needs one untimed run first (torch.compile's cache)
 
     @property
@@ -75,37 +66,37 @@ class Axis:
     variants: Callable[[Candidate], list[Candidate]]
 
 
-@dataclass(frozen=True)
-class Verdict:
-    outcome: str  # faster | within-noise | slower | failed
-    reason: str
-
-
 @dataclass
 class Comparison:
-    """Interleaved rounds of the current best against one candidate."""
+    """Interleaved paired rounds of the current best against one candidate."""
 
     best: str
     candidate: str
     axis: str
+    kind: str = "screen"  # plan | screen | confirm | final
     best_s: list[float] = field(default_factory=list)
     candidate_s: list[float] = field(default_factory=list)
     order: list[list[str]] = field(default_factory=list)
-    verdict: Verdict | None = None
+    verdict: Decision | None = None
 
     @property
     def ratios(self) -> list[float]:
         """Per-round candidate/best (adjacent in time, so drift cancels)."""
         return [c / b for b, c in zip(self.best_s, self.candidate_s) if b > 0]
 
+    @property
+    def mean_log_ratio(self) -> float:
+        r = self.ratios
+        return statistics.fmean(math.log(x) for x in r) if r else 0.0
+
     def to_dict(self) -> dict[str, Any]:
         r = self.ratios
         return {
-            "best": self.best, "candidate": self.candidate, "axis": self.axis,
+            "best": self.best, "candidate": self.candidate, "axis": self.axis, "kind": self.kind,
             "best_s": [round(x, 4) for x in self.best_s],
             "candidate_s": [round(x, 4) for x in self.candidate_s],
             "order": self.order,
-            "ratio_median": round(statistics.median(r), 4) if r else None,
+            "ratio_geomean": round(math.exp(self.mean_log_ratio), 4) if r else None,
             "ratio_min": round(min(r), 4) if r else None,
             "ratio_max": round(max(r), 4) if r else None,
             "best_spread": spread_or_none(self.best_s),
@@ -127,6 +118,9 @@ class TuneResult:
     spent_s: float
     rule: str
     measured: dict[str, list[float]] = field(default_factory=dict)
+    noise: dict[str, Any] = field(default_factory=dict)
+    round_cap: int = 0
+    path: list[str] = field(default_factory=list)  # stock, then each candidate that became the best
 
     def samples(self) -> dict[str, list[float]]:
         """Every measurement of every candidate, in the order taken."""
@@ -138,6 +132,9 @@ class TuneResult:
             "chosen": self.chosen.name,
             "reason": self.reason,
             "rule": self.rule,
+            "noise": self.noise,
+            "round_cap": self.round_cap,
+            "path": list(self.path),
             "budget_s": round(self.budget_s, 1),
             "spent_s": round(self.spent_s, 1),
             "candidates": [
@@ -151,33 +148,11 @@ class TuneResult:
         }
 
 
-RULE = ("a candidate replaces the best only when its latencies over >= 3 interleaved rounds "
-        "do not overlap the best's (max(candidate) < min(best); 1 in 20 by chance for equals); of "
-        "several such variants of one axis the lowest median wins; stock is measured first, is the "
-        "fallback, and is re-checked against the final choice when budget remains")
+class MeasureFailed(Exception):
+    """A candidate's measurement failed (its process crashed, a library refused...)."""
 
 
-# ---------------------------------------------------------------------------
-# Statistics and the rule
-# ---------------------------------------------------------------------------
-
-
-def decide(best_s: Sequence[float], cand_s: Sequence[float], min_rounds: int = 3) -> Verdict:
-    """The decision rule on two sets of interleaved latencies (see the module docstring)."""
-    n = min(len(best_s), len(cand_s))
-    if n == 0:
-        return Verdict("failed", "no measurements")
-    bmin, bmax, cmin, cmax = min(best_s), max(best_s), min(cand_s), max(cand_s)
-    med = statistics.median(c / b for b, c in zip(best_s, cand_s))
-    desc = (f"candidate {cmin:.3g}-{cmax:.3g} s vs best {bmin:.3g}-{bmax:.3g} s over {n} round(s), "
-            f"median ratio {med:.3f}")
-    if cmax < bmin and n >= min_rounds:
-        return Verdict("faster", f"faster beyond noise: {desc}")
-    if cmin > bmax and n >= 2:
-        return Verdict("slower", f"slower beyond noise: {desc}")
-    if cmax < bmin:
-        return Verdict("within-noise", f"faster in {n} round(s) but fewer than {min_rounds}: {desc}")
-    return Verdict("within-noise", f"ranges overlap, within noise: {desc}")
+Event = Callable[[str, dict[str, Any]], None]
 
 
 # ---------------------------------------------------------------------------
@@ -185,11 +160,106 @@ def decide(best_s: Sequence[float], cand_s: Sequence[float], min_rounds: int = 3
 # ---------------------------------------------------------------------------
 
 
-class MeasureFailed(Exception):
-    """A candidate's measurement failed (its process crashed, a library refused...)."""
+@dataclass
+class _State:
+    """What the search has learnt so far: timings (for budget estimates), samples, noise."""
+
+    clock: Callable[[], float]
+    measure: Callable[[Candidate], float]
+    warm: Callable[[Candidate], None] | None
+    emit: Event
+    t0: float = 0.0
+    durations: dict[str, list[float]] = field(default_factory=dict)
+    measured: dict[str, list[float]] = field(default_factory=dict)
+    warmed: set[str] = field(default_factory=set)
+    noise: Noise = field(default_factory=Noise)
+
+    def spent(self) -> float:
+        return self.clock() - self.t0
+
+    def est(self, c: Candidate) -> float:
+        """Seconds one measurement of `c` takes (a cold compile costs several)."""
+        own = self.durations.get(c.name)
+        if own:
+            return statistics.median(own)
+        allv = [x for k, v in self.durations.items() if not k.endswith("#warmup") for x in v]
+        base = statistics.median(allv) if allv else 0.0
+        if c.warmup and c.name not in self.warmed:
+            base *= 4
+        return base
+
+    def timed(self, c: Candidate) -> float:
+        start = self.clock()
+        try:
+            x = self.measure(c)
+        finally:
+            self.durations.setdefault(c.name, []).append(self.clock() - start)
+        self.measured.setdefault(c.name, []).append(x)
+        return x
+
+    def warm_up(self, c: Candidate) -> str | None:
+        """One untimed run of a candidate that needs it; the failure's reason, or None."""
+        if not c.warmup or c.name in self.warmed or self.warm is None:
+            return None
+        self.emit("warmup", {"candidate": c.name})
+        start = self.clock()
+        try:
+            self.warm(c)
+            self.warmed.add(c.name)
+            return None
+        except MeasureFailed as exc:
+            return f"warm-up failed: {exc}"
+        finally:
+            self.durations.setdefault(c.name + "#warmup", []).append(self.clock() - start)
 
 
-Event = Callable[[str, dict[str, Any]], None]
+def _rounds(st: _State, best: Candidate, comps: dict[str, Comparison], cands: dict[str, Candidate], rule: Rule,
+            cap: int, may_continue: Callable[[list[Candidate]], bool], first_round: int = 0) -> None:
+    """Interleaved rounds of `best` with the comparisons' candidates until each is decided (or capped)."""
+    live = [c for c in cands.values() if comps[c.name].verdict is None]
+    i = first_round
+    while live:
+        n_done = len(comps[live[0].name].best_s)
+        if n_done >= rule.min_rounds and not may_continue(live):
+            for c in live:
+                comp = comps[c.name]
+                v = decide(comp.best_s, comp.candidate_s, st.noise.sigma, rule, final=True)
+                comp.verdict = replace(v, reason=v.reason + " (stopped early: the budget)")
+                st.emit("compared", {"comparison": comp})
+            return
+        order = rotated([best.name] + [c.name for c in live], i)
+        got: dict[str, float] = {}
+        for name in order:
+            comp = comps[live[0].name] if name == best.name else comps[name]
+            st.emit("measure", {"candidate": name, "round": len(comp.best_s) + 1, "rounds": cap, "vs": comp})
+            c = best if name == best.name else cands[name]
+            try:
+                got[name] = st.timed(c)
+            except MeasureFailed as exc:
+                if name == best.name:
+                    for x in live:
+                        comps[x.name].verdict = Decision(FAILED, f"the best ({best.name}) failed: {exc}")
+                        st.emit("compared", {"comparison": comps[x.name]})
+                    return
+                comps[name].verdict = Decision(FAILED, f"{name} failed: {exc}")
+                st.emit("compared", {"comparison": comps[name]})
+        still = []
+        for c in live:
+            comp = comps[c.name]
+            if comp.verdict is not None:
+                continue
+            comp.order.append(order)
+            comp.best_s.append(got[best.name])
+            comp.candidate_s.append(got[c.name])
+            sigma = st.noise.with_pairs([math.log(x) for x in comp.ratios]).sigma
+            v = decide(comp.best_s, comp.candidate_s, sigma, replace(rule, max_rounds=cap))
+            if v.outcome == UNDECIDED:
+                still.append(c)
+            else:
+                comp.verdict = v
+                st.emit("compared", {"comparison": comp})
+        live = still
+        i += 1
 
 
 def search(
@@ -201,130 +271,17 @@ def search(
     budget_s: float,
     clock: Callable[[], float],
     warm: Callable[[Candidate], None] | None = None,
-    rounds: int = 3,
+    rule: Rule = Rule(),
     on_event: Event | None = None,
 ) -> TuneResult:
-    """Greedy, budgeted search: one axis at a time from the best so far.
-
-    `first` (the topology plan) are compared with stock before the axes. An
-    axis's variants are measured together with the current best in interleaved
-    rounds (B V1 V2, V1 V2 B, V2 B V1): the best's measurements are shared,
-    each variant is judged against them round by round, and a variant slower
-    beyond noise after 2 rounds is dropped. Of the variants found faster, the
-    lowest median becomes the new best. Variants are only started when their
-    estimated cost (from the durations seen so far) fits the budget left,
-    keeping back enough for the final check against stock.
-    """
-    emit = on_event or (lambda kind, data: None)
-    t0 = clock()
-    durations: dict[str, list[float]] = {}
+    """Greedy, budgeted search (see the module docstring); never chooses a plan slower than stock beyond noise."""
+    st = _State(clock, measure, warm, on_event or (lambda kind, data: None))
+    st.t0 = clock()
     comparisons: list[Comparison] = []
     candidates: dict[str, Candidate] = {stock.name: stock}
     seen: dict[tuple, str] = {stock.key: stock.name}
     skipped: list[tuple[str, str]] = []
-    warmed: set[str] = set()
-
-    def spent() -> float:
-        return clock() - t0
-
-    def est(c: Candidate) -> float:
-        own = durations.get(c.name)
-        if own:
-            return statistics.median(own)
-        allv = [x for k, v in durations.items() if not k.endswith("#warmup") for x in v]
-        base = statistics.median(allv) if allv else 0.0
-        if c.warmup and c.name not in warmed:
-            base *= 4  # a cold compile costs several measurements
-        return base
-
-    measured: dict[str, list[float]] = {}
-
-    def timed(c: Candidate) -> float:
-        start = clock()
-        try:
-            x = measure(c)
-        finally:
-            durations.setdefault(c.name, []).append(clock() - start)
-        measured.setdefault(c.name, []).append(x)
-        return x
-
-    def joint(best: Candidate, cands: list[Candidate], axis: str) -> list[Comparison]:
-        comps = {c.name: Comparison(best.name, c.name, axis) for c in cands}
-        comparisons.extend(comps.values())
-        live = []
-        for c in cands:
-            if c.warmup and c.name not in warmed and warm is not None:
-                emit("warmup", {"candidate": c.name})
-                start = clock()
-                try:
-                    warm(c)
-                    warmed.add(c.name)
-                except MeasureFailed as exc:
-                    comps[c.name].verdict = Verdict("failed", f"warm-up failed: {exc}")
-                    emit("compared", {"comparison": comps[c.name]})
-                    continue
-                finally:
-                    durations.setdefault(c.name + "#warmup", []).append(clock() - start)
-            live.append(c)
-        by_name = {c.name: c for c in [best, *live]}
-        best_failed = False
-        for i in range(rounds):
-            if not live or best_failed:
-                break
-            order = rotated([best.name] + [c.name for c in live], i)
-            got: dict[str, float] = {}
-            for name in order:
-                emit("measure", {"candidate": name, "round": i + 1, "rounds": rounds,
-                                 "vs": comps[live[0].name] if name == best.name else comps[name]})
-                try:
-                    got[name] = timed(by_name[name])
-                except MeasureFailed as exc:
-                    if name == best.name:
-                        best_failed = True
-                        for c in live:
-                            comps[c.name].verdict = Verdict("failed", f"the best ({best.name}) failed: {exc}")
-                        break
-                    comps[name].verdict = Verdict("failed", f"{name} failed: {exc}")
-                    emit("compared", {"comparison": comps[name]})
-            if best_failed:
-                break
-            still = []
-            for c in live:
-                comp = comps[c.name]
-                if comp.verdict is not None:  # failed this round
-                    continue
-                comp.order.append(order)
-                comp.best_s.append(got[best.name])
-                comp.candidate_s.append(got[c.name])
-                if i + 1 >= 2 and i + 1 < rounds:
-                    v = decide(comp.best_s, comp.candidate_s)
-                    if v.outcome == "slower":
-                        comp.verdict = Verdict("slower", v.reason + " (dropped after this round)")
-                        emit("compared", {"comparison": comp})
-                        continue
-                still.append(c)
-            live = still
-        for c in live:
-            comp = comps[c.name]
-            if comp.verdict is None:
-                comp.verdict = decide(comp.best_s, comp.candidate_s)
-                emit("compared", {"comparison": comp})
-        return list(comps.values())
-
-    def fit(best: Candidate, cands: list[Candidate]) -> list[Candidate]:
-        """The leading variants whose joint comparison fits the budget left (the rest are skipped)."""
-        left = budget_s - spent() - (rounds * 2 * est(best) if best is not stock else 0.0)
-        keep: list[Candidate] = []
-        cost = rounds * est(best)
-        for c in cands:
-            extra = rounds * est(c)
-            if durations and cost + extra > left:
-                skipped.append((c.name, f"budget: needs ~{extra:.0f} s more, {max(left - cost, 0):.0f} s left"))
-                emit("skipped", {"candidate": c.name})
-                continue
-            keep.append(c)
-            cost += extra
-        return keep
+    cap = rule.max_rounds
 
     def fresh(cands: Iterable[Candidate]) -> list[Candidate]:
         out = []
@@ -336,49 +293,119 @@ def search(
             out.append(c)
         return out
 
-    def step(best: Candidate, cands: list[Candidate], axis: str) -> Candidate:
-        todo = fit(best, fresh(cands))
-        if not todo:
-            return best
-        comps = joint(best, todo, axis)
-        winners = [c for c in comps if c.verdict and c.verdict.outcome == "faster"]
-        if not winners:
-            return best
-        win = min(winners, key=lambda c: statistics.median(c.candidate_s))
-        emit("best", {"candidate": win.candidate})
-        return candidates[win.candidate]
+    def reserve() -> float:
+        """Budget kept back for the final check against stock (its cap of rounds, both sides)."""
+        return cap * 2 * max(st.est(stock), 1e-9)
 
-    best = step(stock, list(first), "plan")
+    def left() -> float:
+        return budget_s - st.spent() - reserve()
+
+    def compare(best: Candidate, cands: list[Candidate], axis: str, kind: str) -> list[Comparison]:
+        comps: dict[str, Comparison] = {}
+        live: dict[str, Candidate] = {}
+        for c in cands:
+            comp = Comparison(best.name, c.name, axis, kind)
+            comps[c.name] = comp
+            comparisons.append(comp)
+            why = st.warm_up(c)
+            if why:
+                comp.verdict = Decision(FAILED, why)
+                st.emit("compared", {"comparison": comp})
+                continue
+            live[c.name] = c
+
+        def may_continue(still: list[Candidate]) -> bool:
+            cost = st.est(best) + sum(st.est(c) for c in still)
+            return kind == "final" or cost <= left()
+
+        _rounds(st, best, comps, live, rule, cap, may_continue)
+        for c in live.values():
+            st.noise.add_pairs([math.log(x) for x in comps[c.name].ratios])
+        return list(comps.values())
+
+    # 1. The noise floor and the plan: the first rounds of stock against the plan.
+    best = stock
+    path = [stock.name]  # each candidate that became the best, in order
+    plan = fresh(first)
+    if plan:
+        p = plan[0]
+        comp = Comparison(stock.name, p.name, "plan", "plan")
+        comparisons.append(comp)
+        why = st.warm_up(p)
+        if why:
+            comp.verdict = Decision(FAILED, why)
+        else:
+            # the floor: min_rounds rounds, then the noise they show sizes the cap
+            for i in range(rule.min_rounds):
+                order = rotated([stock.name, p.name], i)
+                got = {}
+                try:
+                    for name in order:
+                        st.emit("measure", {"candidate": name, "round": i + 1, "rounds": rule.min_rounds,
+                                            "vs": comp})
+                        got[name] = st.timed(stock if name == stock.name else p)
+                except MeasureFailed as exc:
+                    comp.verdict = Decision(FAILED, f"{exc}")
+                    break
+                comp.order.append(order)
+                comp.best_s.append(got[stock.name])
+                comp.candidate_s.append(got[p.name])
+            if comp.verdict is None:
+                st.noise.add_floor([comp.best_s, comp.candidate_s])
+                cap = rounds_for(rule, st.noise.sigma)
+                st.emit("noise", {"sigma": st.noise.sigma, "cap": cap})
+                v = decide(comp.best_s, comp.candidate_s, st.noise.sigma, replace(rule, max_rounds=cap))
+                if v.outcome == UNDECIDED:
+                    _rounds(st, stock, {p.name: comp}, {p.name: p}, rule, cap,
+                            lambda still: st.est(stock) + st.est(p) <= left(), first_round=rule.min_rounds)
+                else:
+                    comp.verdict = v
+            st.emit("compared", {"comparison": comp})
+            if comp.verdict is not None and comp.verdict.outcome == FASTER:
+                best = p
+                path.append(p.name)
+                st.emit("best", {"candidate": p.name})
+
+    # 2. One axis at a time.
     for axis in axes:
-        best = step(best, axis.variants(best), axis.name)
+        todo = fresh(axis.variants(best))
+        if not todo:
+            continue
+        cost = rule.min_rounds * (st.est(best) + sum(st.est(c) for c in todo))
+        if st.durations and cost > left():
+            for c in todo:
+                skipped.append((c.name, f"budget: the {axis.name} axis needs ~{cost:.0f} s, "
+                                        f"{max(left(), 0):.0f} s left after the final check's reserve"))
+                st.emit("skipped", {"candidate": c.name})
+            continue
+        screened = compare(best, todo, axis.name, "screen")
+        winners = [c for c in screened if c.verdict and c.verdict.outcome == FASTER]
+        if not winners:
+            continue
+        win = min(winners, key=lambda c: c.mean_log_ratio)
+        if len(screened) > 1:
+            # several variants: the best-looking one is biased towards luck; confirm it on fresh rounds
+            win = compare(best, [candidates[win.candidate]], axis.name, "confirm")[0]
+        if win.verdict is not None and win.verdict.outcome == FASTER:
+            best = candidates[win.candidate]
+            path.append(best.name)
+            st.emit("best", {"candidate": best.name})
 
-    chain_steps: list[str] = []
-    cur = best.name
-    while cur != stock.name:
-        w = next((c for c in comparisons if c.candidate == cur and c.verdict and c.verdict.outcome == "faster"),
-                 None)
-        if w is None:
-            break
-        chain_steps.append(cur)
-        cur = w.best
-    chain = " -> ".join([stock.name] + chain_steps[::-1])
-    reason: str
+    # 3. The final check against stock, always.
+    steps = " -> ".join(path)
     if best is stock:
-        reason = "no candidate was faster than stock beyond noise: stock is the fallback"
-    elif rounds * 2 * est(best) <= budget_s - spent():
-        check = joint(best, [stock], "final check against stock")[0]
+        reason = "no candidate was faster than stock beyond noise: stock is the choice"
+    else:
+        check = compare(best, [stock], "final check against stock", "final")[0]
         v = check.verdict
-        if v is not None and v.outcome == "faster":
-            reason = f"the final check found stock faster than {best.name} beyond noise: stock chosen"
+        if v is not None and v.outcome == FASTER:
+            reason = f"the final check found stock faster than {best.name}: stock chosen ({v.reason})"
             best = stock
-        elif v is not None and v.outcome == "failed":
+        elif v is not None and v.outcome == FAILED:
             reason = f"the final check against stock failed ({v.reason}): stock chosen"
             best = stock
         else:
-            reason = (f"{best.name} won each step of {chain} beyond noise, and stock was not "
-                      f"faster in the final check ({v.reason if v else 'no verdict'})")
-    else:
-        reason = f"{best.name} won each step of {chain} beyond noise (no budget left for a final check)"
-    return TuneResult(best, stock, comparisons, candidates, skipped, reason, budget_s, spent(), RULE, measured)
-
-
+            reason = (f"{best.name} won each step of {steps}, and stock was not faster in the final check "
+                      f"({v.reason if v else 'no verdict'})")
+    return TuneResult(best, stock, comparisons, candidates, skipped, reason, budget_s, st.spent(),
+                      rule.describe(), st.measured, st.noise.to_dict(), cap, path)

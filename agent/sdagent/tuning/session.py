@@ -23,6 +23,7 @@ from sdagent.planning.launch import Launch, plan_launch, stock_launch
 from sdagent.planning.layout import PlanRequest
 from sdagent.planning.plan import Plan, make_plan, summary_line
 from sdagent.planning.runspec import RunSpec
+from sdagent.planning.settings import LIBRARY_KNOBS
 from sdagent.tuning.axes import HostChoices, make_axes, plan_candidate, stock_candidate
 from sdagent.tuning.search import Candidate, Event, MeasureFailed, TuneResult, search
 
@@ -43,6 +44,7 @@ class TuneRequest:
     allow_compile: bool = True
     plan_file: str | None = None  # where the plan will be written (recorded in it)
     command: str = "sdagent tune"
+    start: Plan | None = None  # the plan in force (--plan-file): measured as the first candidate
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,7 @@ def tune(topo: Topology, facts: HostFacts, req: TuneRequest, *, environ: Mapping
          clock: Callable[[], float] = time.monotonic) -> TuneOutcome:
     """Measure stock, the topology plan and each axis's variants; return the winner as a tuned plan."""
     run_one = runner or (lambda launch, job: run_worker(launch, job, timeout_s=req.timeout_s))
-    request = PlanRequest()
+    request = req.start.request if req.start is not None else PlanRequest()
 
     def plan_for(overrides: Mapping[str, Any]) -> Plan:
         return make_plan(topo, facts, request, overrides=dict(overrides))
@@ -82,8 +84,14 @@ def tune(topo: Topology, facts: HostFacts, req: TuneRequest, *, environ: Mapping
     derived = plan_for({})
     stock = stock_candidate(resolve)
     first = [plan_candidate(resolve)]
+    if req.start is not None and req.start.source != "derived":
+        # The plan file given: its settings (as honoured here) are the first candidate's.
+        given = {k: v for k, v in req.start.settings.items() if k not in LIBRARY_KNOBS.values()}
+        first = [Candidate(f"plan file ({req.start.source})", given, resolve(given), "plan",
+                           warmup=bool(given.get("compile")))]
     if not req.allow_compile and first[0].settings.get("compile"):
-        first = [Candidate(first[0].name, {"compile": False}, resolve({"compile": False}), "plan")]
+        off = {**first[0].overrides, "compile": False}
+        first = [Candidate(first[0].name, off, resolve(off), "plan")]
     axes = make_axes(host_choices(derived, facts, req.allow_compile), resolve)
     details: dict[str, list[dict[str, Any]]] = {}
     cmd = worker_cmd()

@@ -9,8 +9,9 @@ category, each category an exit code, and the most fundamental failure wins:
       >  6 slower than stock  >  5 inconclusive  >  0 pass
 
 An error before any verdict because a run that did not complete proves
-nothing either way; tuning first among verdicts because figures measured without the tuning say nothing about
-the tuning; no target before a miss because a miss needs a target; a miss
+nothing either way; tuning first among verdicts because figures measured
+without the tuning say nothing about the tuning; no target before a miss
+because a miss needs a target; a miss
 before slower-than-stock because the ceiling is the contract; inconclusive
 last among failures because it is the absence of a verdict, but it is never
 a pass (MLPerf-style validity: too few runs or too much noise is not a pass).
@@ -27,7 +28,8 @@ from typing import Any, Iterable, Mapping, Sequence
 from sdagent.errors import Exit, verdict
 from sdagent.host.process import ProcessState, is_mapped
 from sdagent.host.topology import format_cpulist
-from sdagent.measuring.stats import nearest_rank, relative_spread, slower_beyond_noise, summarize
+from sdagent.measuring.stats import median_bounds, min_runs_for_bounds, nearest_rank, summarize
+from sdagent.tuning.rule import FASTER, decide
 from sdagent.verifying.targets import Target
 
 PASS, FAIL, INCONCLUSIVE, SKIP = "pass", "fail", "inconclusive", "skip"
@@ -210,11 +212,32 @@ def check_target(target: Target | None, explain: str) -> Check:
 
 
 def latency_checks(latencies: Sequence[float], target: Target) -> list[Check]:
-    """p50/p90 ceilings (exit 1), and the validity of the figures (exit 5)."""
+    """The median against p50_s by its confidence bounds, p90 against p90_s, and the validity of the runs.
+
+    The median passes when its upper bound is at or under the ceiling, misses when its lower bound
+    is over it, and is inconclusive in between (exit 5): order-statistic bounds, distribution-free,
+    that narrow as runs are added, so more data makes a verdict more likely, never less.
+    """
     s = summarize(latencies)
-    out = [Check("latency_p50", "latency", PASS if s.median <= target.p50_s else FAIL,
-                 f"median {s.median:.4g} s over {s.n} run(s), ceiling {target.p50_s:g} s",
-                 round(s.median, 6), target.p50_s)]
+    pct = f"{100 * target.confidence:g}%"
+    lo, hi = median_bounds(latencies, target.confidence)
+    nums = f"median {s.median:.4g} s over {s.n} run(s), {pct} bounds "
+    if lo is None or hi is None:
+        p50 = Check("latency_p50", "latency", INCONCLUSIVE,
+                    f"median {s.median:.4g} s, but {s.n} run(s) cannot bound it at {pct} "
+                    f"(at least {min_runs_for_bounds(target.confidence)} are needed)",
+                    round(s.median, 6), target.p50_s)
+    elif hi <= target.p50_s:
+        p50 = Check("latency_p50", "latency", PASS, f"{nums}[{lo:.4g}, {hi:.4g}] s, all under the "
+                    f"ceiling {target.p50_s:g} s", round(s.median, 6), target.p50_s)
+    elif lo > target.p50_s:
+        p50 = Check("latency_p50", "latency", FAIL, f"{nums}[{lo:.4g}, {hi:.4g}] s, all over the "
+                    f"ceiling {target.p50_s:g} s", round(s.median, 6), target.p50_s)
+    else:
+        p50 = Check("latency_p50", "latency", INCONCLUSIVE, f"{nums}[{lo:.4g}, {hi:.4g}] s straddle the "
+                    f"ceiling {target.p50_s:g} s: more runs (or a quieter host) decide", round(s.median, 6),
+                    target.p50_s)
+    out = [p50]
     if target.p90_s is not None:
         p90 = nearest_rank(latencies, 0.90)
         how = "p90 (nearest rank)" if s.n >= 10 else f"slowest of {s.n} runs (fewer than 10: bounds the p90)"
@@ -224,16 +247,18 @@ def latency_checks(latencies: Sequence[float], target: Target) -> list[Check]:
         out.append(skipped("latency_p90", "latency", "the target sets no p90_s"))
     out.append(Check("runs", "validity", PASS if s.n >= target.min_runs else INCONCLUSIVE,
                      f"{s.n} timed run(s), the target needs {target.min_runs}", s.n, target.min_runs))
-    spread = relative_spread(latencies)
-    if spread is None:
-        out.append(Check("spread", "validity", INCONCLUSIVE, "one run shows no noise: cannot judge the figures",
+    if target.max_spread is None:
+        out.append(skipped("spread", "validity", "the target sets no max_spread"))
+    elif s.iqr is None:
+        out.append(Check("spread", "validity", INCONCLUSIVE, f"IQR/median needs 4 runs, {s.n} given",
                          None, target.max_spread))
     else:
-        ok = spread <= target.max_spread
+        disp = s.iqr / s.median if s.median > 0 else math.inf
+        ok = disp <= target.max_spread
         out.append(Check("spread", "validity", PASS if ok else INCONCLUSIVE,
-                         f"(max-min)/median {spread:.3f}, bound {target.max_spread:g}"
-                         + ("" if ok else ": too noisy to decide, rerun on a quieter host"),
-                         round(spread, 6), target.max_spread))
+                         f"IQR/median {disp:.3f}, bound {target.max_spread:g}"
+                         + ("" if ok else ": the host is too noisy to decide, rerun on a quieter one"),
+                         round(disp, 6), target.max_spread))
     return out
 
 
@@ -285,23 +310,24 @@ def check_bf16_diff(diff: float, limit: float) -> Check:
 
 @dataclass(frozen=True)
 class StockFigures:
-    """Latencies of the plan and of stock, and where they come from."""
+    """Latencies of the plan and of stock, where they come from, and whether they are paired rounds."""
 
     plan_s: tuple[float, ...]
     stock_s: tuple[float, ...]
     source: str
+    paired_sigma: float | None = None  # tune's rounds: the noise per pair its rule used; None: unpaired
 
     def to_dict(self) -> dict[str, Any]:
-        return {"plan_s": list(self.plan_s), "stock_s": list(self.stock_s), "source": self.source}
+        return {"plan_s": list(self.plan_s), "stock_s": list(self.stock_s), "source": self.source,
+                "paired_sigma": self.paired_sigma}
 
 
 def stock_figures_from_tuning(tuning: Mapping[str, Any] | None) -> StockFigures | str:
-    """The chosen plan's and stock's latencies from a plan file's `tuning` record, or why there are none.
+    """The chosen plan's and stock's paired rounds from a plan file's `tuning` record, or why there are none.
 
-    Reads what `sdagent tune` writes (tune.TuneResult.to_dict()): `chosen` names
-    a candidate; `candidates[]` carry `name`, `stock` and `measured_s`. The last
-    interleaved comparison of the chosen plan with stock is preferred (same
-    rounds, same drift); otherwise every measurement of each is pooled.
+    Reads what `sdagent tune` writes (tuning.search.TuneResult.to_dict()): the last
+    comparison of the chosen candidate with stock (the final check: same rounds,
+    same drift) and the noise its rule used.
     """
     if not tuning:
         return "the plan in effect carries no tune results"
@@ -312,22 +338,22 @@ def stock_figures_from_tuning(tuning: Mapping[str, Any] | None) -> StockFigures 
         return "the tune results have no stock measurement"
     if chosen == stock.get("name"):
         return "stock"
+    sigma = (tuning.get("noise") or {}).get("sigma_pair_used")
     for comp in reversed(tuning.get("comparisons") or []):
         pair = {comp.get("best"), comp.get("candidate")}
         if pair == {chosen, stock.get("name")} and comp.get("best_s") and comp.get("candidate_s"):
             plan_s = comp["best_s"] if comp["best"] == chosen else comp["candidate_s"]
             stock_s = comp["candidate_s"] if comp["best"] == chosen else comp["best_s"]
             return StockFigures(tuple(map(float, plan_s)), tuple(map(float, stock_s)),
-                                f"tune comparison {comp.get('axis') or ''}".strip())
-    mine = next((c for c in cands if isinstance(c, dict) and c.get("name") == chosen), None)
-    if mine is None or not mine.get("measured_s") or not stock.get("measured_s"):
-        return f"the tune results lack measurements of {chosen!r} or stock"
-    return StockFigures(tuple(map(float, mine["measured_s"])), tuple(map(float, stock["measured_s"])),
-                        "tune measurements (pooled)")
+                                f"tune's {comp.get('kind') or 'paired'} comparison of {chosen} with stock",
+                                float(sigma) if isinstance(sigma, (int, float)) else None)
+    return f"the tune results have no comparison of {chosen!r} with stock"
 
 
-def check_stock(name: str, figures: StockFigures | str | None, not_asked: str = "not asked") -> Check:
-    """Slower than stock beyond noise = even the plan's fastest run is slower than stock's slowest."""
+def check_stock(name: str, figures: StockFigures | str | None, not_asked: str = "not asked",
+                confidence: float = 0.95) -> Check:
+    """Slower than stock beyond noise: paired rounds by tune's own rule (stock found faster), separate
+    processes by the median's bounds (the plan's lower bound above stock's upper bound)."""
     if figures is None:
         return skipped(name, "stock", not_asked)
     if figures == "stock":
@@ -337,9 +363,20 @@ def check_stock(name: str, figures: StockFigures | str | None, not_asked: str = 
     if not figures.plan_s or not figures.stock_s:
         return Check(name, "stock", INCONCLUSIVE, f"no figures ({figures.source})")
     p, s = summarize(figures.plan_s), summarize(figures.stock_s)
-    desc = (f"plan {p.min:.4g}-{p.max:.4g} s (median {p.median:.4g}) vs stock {s.min:.4g}-{s.max:.4g} s "
-            f"(median {s.median:.4g}), {figures.source}")
-    if slower_beyond_noise(figures.plan_s, figures.stock_s):
+    desc = f"plan median {p.median:.4g} s vs stock {s.median:.4g} s, {figures.source}"
+    if figures.paired_sigma is not None:
+        v = decide(figures.plan_s, figures.stock_s, figures.paired_sigma, final=True)
+        slower = v.outcome == FASTER  # stock, as the candidate, faster than the plan
+        desc += f"; {v.reason}"
+    else:
+        plo, _ = median_bounds(figures.plan_s, confidence)
+        _, shi = median_bounds(figures.stock_s, confidence)
+        if plo is None or shi is None:
+            return Check(name, "stock", INCONCLUSIVE, f"too few runs to bound the medians: {desc}",
+                         round(p.median, 6), round(s.median, 6))
+        slower = plo > shi
+        desc += f"; plan's median >= {plo:.4g} s, stock's <= {shi:.4g} s ({100 * confidence:g}% bounds)"
+    if slower:
         return Check(name, "stock", FAIL, f"slower than stock beyond noise: {desc}",
                      round(p.median, 6), round(s.median, 6))
     return Check(name, "stock", PASS, f"not slower than stock beyond noise: {desc}",

@@ -183,7 +183,7 @@ def _measured(req: VerifyRequest, target: Target, measurer: Measurer, figures: d
         else:
             fig = StockFigures(tuple(bench.latencies), tuple(stock_s), "fresh stock process, measured after the plan")
             figures["stock"] = {"figures": fig.to_dict(), "note": None, "result": data}
-            checks.append(check_stock("stock_measured", fig))
+            checks.append(check_stock("stock_measured", fig, confidence=target.confidence))
     else:
         checks.append(skipped("stock_measured", "stock", "not asked (--against-stock or stock_check: true)"))
     return checks

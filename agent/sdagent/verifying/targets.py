@@ -25,8 +25,9 @@ Format (a top-level list, or a mapping with the single key `targets`)::
         backend: ipex           # (ipex|native)
       p50_s: 6.0                # required: median latency ceiling, seconds per image
       p90_s: 7.0                # optional: p90 ceiling (nearest rank; the slowest run below 10 runs)
-      min_runs: 10              # timed runs needed for a valid result (>= 2; default 3)
-      max_spread: 0.2           # (max-min)/median above this -> inconclusive (default 0.25)
+      min_runs: 10              # timed runs needed for a valid result (>= 5; default 5)
+      confidence: 0.95          # of each bound of the median (default 0.95; in (0.5, 1))
+      max_spread: 0.2           # optional: IQR/median above this -> inconclusive (the host is too noisy)
       bf16_max_diff: 0.08       # mean |bf16 - fp32| pixel difference in [0,1] (default 0.1)
       stock_check: false        # also measure stock in a fresh process (default false)
 """
@@ -43,11 +44,12 @@ from typing import Any, Callable
 from sdagent.errors import BadInput
 from sdagent.planning.settings import BACKENDS, PRECISIONS
 
-DEFAULT_MIN_RUNS = 3
-DEFAULT_MAX_SPREAD = 0.25
+#: At 95%, five runs are the fewest whose order statistics bound a median from both sides.
+DEFAULT_MIN_RUNS = 5
+DEFAULT_CONFIDENCE = 0.95
 DEFAULT_BF16_MAX_DIFF = 0.1
 
-ENTRY_KEYS = ("name", "description", "match", "p50_s", "p90_s", "min_runs", "max_spread",
+ENTRY_KEYS = ("name", "description", "match", "p50_s", "p90_s", "min_runs", "confidence", "max_spread",
               "bf16_max_diff", "stock_check")
 MATCH_KEYS = ("isa", "cpu_model", "min_physical_cores", "max_physical_cores", "model", "height",
               "width", "steps", "precision", "backend")
@@ -80,7 +82,8 @@ class Target:
     p50_s: float
     p90_s: float | None = None
     min_runs: int = DEFAULT_MIN_RUNS
-    max_spread: float = DEFAULT_MAX_SPREAD
+    confidence: float = DEFAULT_CONFIDENCE
+    max_spread: float | None = None  # IQR/median bound; None: no bound
     bf16_max_diff: float = DEFAULT_BF16_MAX_DIFF
     stock_check: bool = False
     description: str = ""
@@ -228,8 +231,11 @@ def parse_targets(data: Any, path: str = "<targets>") -> tuple[Target, ...]:
         p90 = _positive(raw["p90_s"], k("p90_s")) if raw.get("p90_s") is not None else None
         if p90 is not None and p90 < p50:
             raise fail("p90_s", f"{p90:g} is below p50_s {p50:g}: a p90 ceiling cannot be under the median's")
-        min_runs = _int(raw.get("min_runs", DEFAULT_MIN_RUNS), k("min_runs"), minimum=2)  # one run shows no noise
-        max_spread = _positive(raw.get("max_spread", DEFAULT_MAX_SPREAD), k("max_spread"))
+        min_runs = _int(raw.get("min_runs", DEFAULT_MIN_RUNS), k("min_runs"), minimum=5)  # see DEFAULT_MIN_RUNS
+        conf = raw.get("confidence", DEFAULT_CONFIDENCE)
+        if not _is_number(conf) or not 0.5 < float(conf) < 1:
+            raise fail("confidence", f"must be a number in (0.5, 1), got {conf!r}")
+        max_spread = _positive(raw["max_spread"], k("max_spread")) if raw.get("max_spread") is not None else None
         diff = _positive(raw.get("bf16_max_diff", DEFAULT_BF16_MAX_DIFF), k("bf16_max_diff"))
         if diff > 1:
             raise fail("bf16_max_diff", f"{diff:g} is above 1: pixel differences are on a [0, 1] scale")
@@ -241,7 +247,7 @@ def parse_targets(data: Any, path: str = "<targets>") -> tuple[Target, ...]:
             raise fail("description", f"must be a string, got {desc!r}")
         out.append(Target(
             name=name, match=_parse_match(raw["match"], fail), p50_s=p50, p90_s=p90, min_runs=min_runs,
-            max_spread=max_spread, bf16_max_diff=diff, stock_check=stock, description=desc,
+            confidence=float(conf), max_spread=max_spread, bf16_max_diff=diff, stock_check=stock, description=desc,
             source=f"{path}#{i}",
         ))
     return tuple(out)
