@@ -14,33 +14,17 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from clirun import PY, sdagent
 from sdagent.measuring.stats import median_bounds
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
-PY = sys.executable
 WL = ["--steps", "2", "--height", "64", "--width", "64", "--warmup", "1"]
-
-
-def clean_env() -> dict[str, str]:
-    """This environment minus any tuning (preloads, OpenMP/KMP variables, plan file)."""
-    from sdagent.envvars import stock_env as stock_child_env
-
-    env = stock_child_env(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(x for x in (str(REPO / "agent"), env.get("PYTHONPATH")) if x)
-    return env
-
-
-def sdagent(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([PY, "-m", "sdagent", *args], env=clean_env(), capture_output=True, text=True,
-                          timeout=timeout, cwd=str(REPO))
 
 
 def under_exec(*args: str, group: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
@@ -129,8 +113,8 @@ def test_verify_passes_under_exec(tiny_model, tmp_path, smoke, plan):
     assert json.loads(rep.read_text())["checks"] == d["checks"]
     assert d["exit_code"] == 0 and d["verdict"] == "pass" and d["target"]["name"] == "smoke"
     cs = checks_of(d)
-    for name in ("allocator", "openmp", "threads", "affinity", "backend", "precision", "target",
-                 "latency_p50", "latency_p90", "runs", "spread", "image_finite", "image_not_blank"):
+    for name in ("plan_honoured", "allocator", "openmp", "threads", "affinity", "backend", "precision", "target",
+                 "latency_p50", "latency_p90", "runs", "image_finite", "image_not_blank"):
         assert cs[name]["status"] == "pass", cs[name]
     assert cs["bf16_vs_fp32"]["status"] == ("pass" if plan.precision == "bf16" else "skip")
     assert cs["stock_measured"]["status"] == "skip" and cs["stock_tune"]["status"] == "skip"
@@ -197,9 +181,11 @@ def test_plan_file_with_tune_results_slower_than_stock_exits_6(tiny_model, tmp_p
     assert r.returncode == 0, r.stderr
     d = json.loads(pf.read_text())
     d["source"] = "tuned"
-    d["tuning"] = {"chosen": "topology plan", "candidates": [
+    d["tuning"] = {"chosen": "topology plan", "noise": {"sigma_pair_used": 0.03}, "candidates": [
         {"name": "stock", "stock": True, "measured_s": [1.0, 1.1, 1.2]},
-        {"name": "topology plan", "stock": False, "measured_s": [1.5, 1.6, 1.7]}]}
+        {"name": "topology plan", "stock": False, "measured_s": [1.5, 1.6, 1.7]}],
+        "comparisons": [{"best": "topology plan", "candidate": "stock", "kind": "final",
+                         "best_s": [1.5, 1.6, 1.7], "candidate_s": [1.0, 1.1, 1.2]}]}
     pf.write_text(json.dumps(d))
     rep = tmp_path / "r.json"
     r = under_exec("verify", "--model", str(tiny_model), "--targets", smoke, *WL, "--report", str(rep),
@@ -217,7 +203,7 @@ def test_against_stock_measures_a_fresh_stock_process(tiny_model, tmp_path, smok
     assert r.returncode in (0, 6), r.stdout + r.stderr
     d = json.loads(r.stdout)
     fig = d["stock"]["figures"]
-    assert len(fig["plan_s"]) == len(fig["stock_s"]) == 2
+    assert len(fig["plan_s"]) == len(fig["stock_s"]) == 5  # the target's min_runs, both sides
     stock_process = d["stock"]["result"]["process"]  # what the stock worker really ran with
     assert "LD_PRELOAD" not in stock_process["env"] and "OMP_NUM_THREADS" not in stock_process["env"]
     assert not any("jemalloc" in x or "iomp5" in x for x in stock_process["libraries"])

@@ -10,6 +10,8 @@ import sys
 import pytest
 from click.testing import CliRunner
 
+from clirun import clean_env
+from clirun import sdagent as run_sdagent
 from hosts import HOSTS, write_tree
 from sdagent.cli import cli
 from sdagent.planning.launch import build_exec
@@ -18,7 +20,6 @@ from sdagent.planning.plan import make_plan
 from sdagent.host.software import HostFacts, IpexStatus
 from sdagent.host.topology import read_topology
 
-AGENT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "agent")
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +32,7 @@ def run(*args, env=None):
 
 
 def sdagent(*args, env=None, **kw):
-    e = dict(os.environ, PYTHONPATH=AGENT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    e.update(env or {})
-    return subprocess.run([sys.executable, "-m", "sdagent", *args], capture_output=True, text=True, env=e, **kw)
+    return run_sdagent(*args, env=clean_env(**(env or {})), **kw)
 
 
 def test_topology_json_feeds_topology_file(spr, tmp_path):

@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
 from dataclasses import replace
 
+from clirun import sdagent
 from sdagent.measuring import ladder as L
 from sdagent.planning.runspec import STOCK_RUN
 from sdagent.measuring.runner import WorkerJob, WorkerResult, missing_preloads
 from sdagent.planning.launch import Launch
 from sdagent.pipeline.workload import Workload
 
-AGENT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "agent")
 
 
 def test_schedule_interleaves_and_rotates():
@@ -145,11 +143,9 @@ def test_missing_preloads_compares_real_paths():
 
 @pytest.mark.slow
 def test_ladder_quick_smoke(tiny_model, tmp_path):
-    env = dict(os.environ, PYTHONPATH=AGENT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     # --step-size given explicitly survives --quick (which otherwise turns the step figure off)
-    r = subprocess.run([sys.executable, "-m", "sdagent", "ladder", "--model", str(tiny_model), "--quick",
-                        "--step-size", "64", "--step-calls", "1", "--out-dir", str(tmp_path)],
-                       capture_output=True, text=True, env=env, timeout=600)
+    r = sdagent("ladder", "--model", str(tiny_model), "--quick", "--step-size", "64", "--step-calls", "1",
+                "--out-dir", str(tmp_path))
     assert r.returncode == 0, r.stderr
     d = json.loads((tmp_path / "ladder.json").read_text())
     by = {x["rung"]: x for x in d["rungs"]}
@@ -170,12 +166,9 @@ def test_ladder_quick_smoke(tiny_model, tmp_path):
 
 
 def test_ladder_bad_input_is_one_line(tmp_path):
-    env = dict(os.environ, PYTHONPATH=AGENT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    r = subprocess.run([sys.executable, "-m", "sdagent", "ladder", "--model", str(tmp_path), "--out-dir",
-                        str(tmp_path / "missing")], capture_output=True, text=True, env=env)
+    r = sdagent("ladder", "--model", str(tmp_path), "--out-dir", str(tmp_path / "missing"))
     assert r.returncode == 2 and "output directory does not exist" in r.stderr and "Traceback" not in r.stderr
-    r = subprocess.run([sys.executable, "-m", "sdagent", "ladder", "--model", str(tmp_path / "nope"),
-                        "--out-dir", str(tmp_path)], capture_output=True, text=True, env=env)
+    r = sdagent("ladder", "--model", str(tmp_path / "nope"), "--out-dir", str(tmp_path))
     assert r.returncode == 2 and "model directory not found" in r.stderr
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -14,12 +13,12 @@ import pytest
 
 from dataclasses import replace
 
+from clirun import sdagent, sdagent_popen
 from sdagent.measuring.stats import rotated
 from sdagent.envvars import stock_env as stock_child_env
 from sdagent.tuning import axes as A
 from sdagent.tuning import search as T
 
-AGENT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "agent")
 
 
 # ---------------------------------------------------------------------------
@@ -258,11 +257,6 @@ def test_stock_candidate_is_untuned():
 # ---------------------------------------------------------------------------
 
 
-def sdagent(*args, **kw):
-    env = dict(os.environ, PYTHONPATH=AGENT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable, "-m", "sdagent", *args], capture_output=True, text=True, env=env, **kw)
-
-
 TINY_WORKLOAD = ("--steps", "2", "--height", "64", "--width", "64", "--warmup-steps", "1")
 
 
@@ -296,13 +290,7 @@ def test_interrupted_tune_leaves_the_previous_plan_file(tiny_model, tmp_path):
     out = tmp_path / "tuned.json"
     out.write_text('{"settings": {}, "previous": true}\n')
     before = out.read_bytes()
-    env = dict(os.environ, PYTHONPATH=AGENT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    # A shell's background job (`cmd &`) inherits SIGINT ignored, and Python keeps an ignored
-    # SIGINT ignored: give the child the default disposition, as a terminal's Ctrl-C would find.
-    p = subprocess.Popen([sys.executable, "-m", "sdagent", "tune", "--model", str(tiny_model), *TINY_WORKLOAD,
-                          "--budget", "5", "-o", str(out)], env=env, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, start_new_session=True,
-                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    p = sdagent_popen("tune", "--model", str(tiny_model), *TINY_WORKLOAD, "--budget", "5", "-o", str(out))
     time.sleep(8)
     os.killpg(p.pid, signal.SIGINT)
     _, err = p.communicate(timeout=120)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -87,13 +88,31 @@ def test_threads_and_affinity():
     assert a.status == FAIL and a.value == "0-7" and a.limit == "0-3"
 
 
+def plan_of(source="derived", fallbacks=(), dropped=(), **kw):
+    return SimpleNamespace(settings=settings(**kw), source=source, fallbacks=tuple(fallbacks),
+                           dropped_libraries=tuple(dropped))
+
+
 def test_process_checks_on_a_fake_stock_process():
     stock = ProcessState(mapped=(TORCH, GOMP), torch_threads=8, affinity=tuple(range(8)))
-    checks = process_checks(settings(), stock, expected_affinity=(0, 1, 2, 3))
-    assert [c.status for c in checks] == [FAIL, FAIL, FAIL, FAIL]
+    checks = process_checks(plan_of(), stock, expected_affinity=(0, 1, 2, 3))
+    assert [c.status for c in checks] == [PASS, FAIL, FAIL, FAIL, FAIL]
     assert decide_exit(checks) == Exit.TUNING_NOT_IN_EFFECT
     tuned = ProcessState(mapped=(JE, TORCH, IOMP), torch_threads=4, affinity=(0, 1, 2, 3))
-    assert decide_exit(process_checks(settings(), tuned, (0, 1, 2, 3))) == Exit.OK
+    assert decide_exit(process_checks(plan_of(), tuned, (0, 1, 2, 3))) == Exit.OK
+
+
+def test_a_plan_files_preload_gone_missing_is_exit_3_not_a_silent_fallback():
+    """The tuned plan asked for jemalloc; the host lost it; the planner fell back to glibc malloc and the
+    process runs exactly that fallback: every library check passes, and still the tuning is not in effect."""
+    fell = plan_of("tuned", fallbacks=[("allocator", "jemalloc", "default", "libjemalloc was not found")],
+                   allocator="default")
+    ok_proc = ProcessState(mapped=(TORCH, IOMP), torch_threads=4, affinity=(0, 1, 2, 3))
+    checks = process_checks(fell, ok_proc, (0, 1, 2, 3))
+    assert checks[0].name == "plan_honoured" and checks[0].status == FAIL and "jemalloc" in checks[0].detail
+    assert decide_exit(checks) == Exit.TUNING_NOT_IN_EFFECT
+    dropped = plan_of("tuned", dropped=[("/home/u/libjemalloc.so", "writable by group or others")])
+    assert process_checks(dropped, ok_proc, (0, 1, 2, 3))[0].status == FAIL
 
 
 def test_observed_backend_and_precision():

@@ -74,3 +74,8 @@ class BadInput(SdagentError):
     """The user gave a value we cannot use (exit 2)."""
 
     exit_code = Exit.USAGE
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised like KeyboardInterrupt so every `finally` (a worker's process group, a lock,
+    a report's error record) runs before the process exits 143."""

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import click
 
 from sdagent import __version__
 from sdagent.cli.context import AgentContext
-from sdagent.errors import Exit, SdagentError, exit_codes_help
+from sdagent.errors import Exit, SdagentError, Terminated, exit_codes_help
 
 
 @click.group(
@@ -21,9 +22,13 @@ from sdagent.errors import Exit, SdagentError, exit_codes_help
               help="Use this topology JSON (from `sdagent topology --json`) instead of detecting one.")
 @click.option("--plan-file", type=click.Path(dir_okay=False), default=None,
               help="Use this plan (from `sdagent plan -o` or `sdagent tune -o`) instead of deriving one.")
+@click.option("--lock-timeout", type=click.FloatRange(min=0), default=1800.0, show_default=True, metavar="SECONDS",
+              help="How long bench, verify, tune and ladder wait for the host's benchmark lock (another "
+                   "measurement running) before giving up with exit 5.")
 @click.version_option(__version__, prog_name="sdagent")
 @click.pass_context
-def cli(ctx: click.Context, sysroot: str | None, topology_file: str | None, plan_file: str | None) -> None:
+def cli(ctx: click.Context, sysroot: str | None, topology_file: str | None, plan_file: str | None,
+        lock_timeout: float) -> None:
     """Tune, run, benchmark and verify Stable Diffusion inference on this CPU host.
 
     \b
@@ -40,7 +45,8 @@ def cli(ctx: click.Context, sysroot: str | None, topology_file: str | None, plan
     for group options (e.g. SDAGENT_PLAN_FILE) and SDAGENT_<COMMAND>_<OPTION>
     for a subcommand's.
     """
-    ctx.obj = AgentContext(sysroot=sysroot, topology_file=topology_file, plan_file=plan_file)
+    ctx.obj = AgentContext(sysroot=sysroot, topology_file=topology_file, plan_file=plan_file,
+                           lock_timeout=lock_timeout)
 
 
 def _register() -> None:
@@ -53,8 +59,16 @@ def _register() -> None:
 _register()
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: one-line errors with documented exit codes, no tracebacks."""
+    """Console entry point: one-line errors with documented exit codes, no tracebacks.
+
+    SIGTERM (a unit's timeout, `kill`) is handled like SIGINT: unwinding runs every cleanup.
+    """
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         rv = cli.main(args=argv, prog_name="sdagent", standalone_mode=False)
     except SdagentError as exc:
@@ -63,10 +77,18 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("sdagent: aborted", err=True)
         sys.exit(Exit.INTERRUPTED)
+    except click.UsageError as exc:
+        # one line naming the bad value, like every other bad input (Click's own form takes four)
+        where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        click.echo(f"sdagent: error: {exc.format_message()}{where}", err=True)
+        sys.exit(Exit.USAGE)
     except click.ClickException as exc:
         exc.show()
         sys.exit(Exit.USAGE if exc.exit_code == 2 else exc.exit_code)
     except KeyboardInterrupt:
         click.echo("sdagent: interrupted", err=True)
         sys.exit(Exit.INTERRUPTED)
+    except Terminated:
+        click.echo("sdagent: terminated", err=True)
+        sys.exit(Exit.TERMINATED)
     sys.exit(rv if isinstance(rv, int) else 0)

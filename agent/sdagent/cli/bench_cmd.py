@@ -56,8 +56,9 @@ def bench(ctx: click.Context, model_dir: str, wl: dict[str, Any], runs: int, war
     md, w = model_and_workload(model_dir, wl)
     plan = resolve_plan(ctx, extra=run_overrides(backend, precision, compile_, channels_last))
     check_compile_flag(plan, compile_)
-    result = bench_model(md, w, RunSpec.from_plan(plan), runs, warmup, plan=plan.to_dict(),
-                         compile_cache_dir=compile_cache, bar=progress_bar("bench"))
+    with ctx.obj.bench_lock("bench"):
+        result = bench_model(md, w, RunSpec.from_plan(plan), runs, warmup, plan=plan.to_dict(),
+                             compile_cache_dir=compile_cache, bar=progress_bar("bench"))
     d = result.to_dict()
     d["model_dir"] = str(md.path)
     if output:

@@ -18,6 +18,7 @@ class AgentContext:
     sysroot: str | None = None
     topology_file: str | None = None
     plan_file: str | None = None
+    lock_timeout: float = 1800.0
     _topology: Topology | None = field(default=None, repr=False)
     _facts: HostFacts | None = field(default=None, repr=False)
 
@@ -30,6 +31,14 @@ class AgentContext:
         if self._facts is None:
             self._facts = gather_facts()
         return self._facts
+
+    def bench_lock(self, what: str):
+        """The host's benchmark lock (host.lock), waiting up to --lock-timeout and saying so."""
+        import click
+
+        from sdagent.host.lock import bench_lock
+
+        return bench_lock(what, self.lock_timeout, on_wait=lambda msg: click.echo(f"sdagent: {msg}", err=True))
 
     def plan(self, request: PlanRequest | None = None, overrides: dict[str, Any] | None = None) -> Plan:
         """The plan in force (planning.planfile.plan_in_force), then `overrides`."""

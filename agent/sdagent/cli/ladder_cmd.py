@@ -13,7 +13,7 @@ import click
 
 from sdagent import atomicio
 from sdagent.cli import cli
-from sdagent.cli.options import MeasureArgs, command_line, measure_options
+from sdagent.cli.options import MeasureArgs, command_line, measure_options, model_and_workload
 from sdagent.errors import BadInput
 
 #: The --quick profile: the tiny model's own size, one round, no per-step figure and no
@@ -114,7 +114,6 @@ def ladder(ctx: click.Context, m: MeasureArgs, quick: bool, rounds: int, with_co
     from sdagent.measuring.ladder import markdown
     from sdagent.measuring.ladder_plot import plot_png
     from sdagent.measuring.ladder_run import LadderRequest, run as run_ladder
-    from sdagent.pipeline.modeldir import check_model_dir
 
     if quick:
         given = {p.name for p in ctx.command.params
@@ -130,8 +129,8 @@ def ladder(ctx: click.Context, m: MeasureArgs, quick: bool, rounds: int, with_co
     out = Path(out_dir)
     if not out.is_dir():
         raise BadInput(f"output directory does not exist: {out}")
-    md = check_model_dir(m.model_dir)
-    req = LadderRequest(md, m.workload(), rounds, m.repeats, m.warmup_steps, m.timeout_s,
+    md, w = model_and_workload(m.model_dir, m.workload())
+    req = LadderRequest(md, w, rounds, m.repeats, m.warmup_steps, m.timeout_s,
                         with_compile=with_compile and not quick,
                         compile_why="skipped: --quick (a cold compile takes minutes)" if quick else "skipped: --no-compile",
                         step_size=step_size, step_calls=step_calls, gemm_n=QUICK["gemm_n"] if quick else 2048,
@@ -139,7 +138,7 @@ def ladder(ctx: click.Context, m: MeasureArgs, quick: bool, rounds: int, with_co
     plan = ctx.obj.plan()
     progress = LadderProgress()
     try:
-        with tempfile.TemporaryDirectory(prefix="sdagent-ladder-") as td:
+        with ctx.obj.bench_lock("ladder"), tempfile.TemporaryDirectory(prefix="sdagent-ladder-") as td:
             plan_file = ctx.obj.plan_file or os.path.join(td, "plan.json")
             if not ctx.obj.plan_file:
                 atomicio.write_json(plan_file, plan.to_dict())

@@ -15,7 +15,8 @@ import click
 from sdagent.errors import BadInput
 from sdagent.measuring.bench import Progress
 from sdagent.pipeline.modeldir import ModelDir, check_model_dir
-from sdagent.pipeline.workload import DEMO_PROMPT, SCHEDULERS, Workload, validate_workload, with_default_size
+from sdagent.pipeline.workload import (DEMO_PROMPT, SCHEDULERS, Workload, check_fits_in_memory, validate_workload,
+                                      with_default_size)
 from sdagent.planning.layout import PlanRequest
 from sdagent.planning.plan import Plan
 from sdagent.planning.settings import BACKENDS, PRECISIONS, load_overrides_file, parse_assignments
@@ -72,8 +73,8 @@ def progress_bar(label: str) -> Callable[[int], Any]:
 # ---------------------------------------------------------------------------
 
 
-def plan_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Add the layout and override options; the command receives `plan_args` (a dict)."""
+def layout_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the layout options; the command receives `plan_args` (a dict)."""
 
     @click.option("--instances", type=int, default=None,
                   help="Split the host into N instances (never across NUMA nodes unless --span-nodes).")
@@ -83,22 +84,30 @@ def plan_options(func: Callable[..., Any]) -> Callable[..., Any]:
                   help="Allow an instance to cross NUMA nodes.")
     @click.option("--use-smt/--no-use-smt", default=False,
                   help="Give SMT siblings their own OpenMP threads (default: one thread per physical core).")
+    @functools.wraps(func)
+    def wrapper(*args: Any, instances: int | None, cores_per_instance: int | None, span_nodes: bool,
+                use_smt: bool, **kwargs: Any) -> Any:
+        kwargs.setdefault("plan_args", {}).update({
+            "instances": instances, "cores_per_instance": cores_per_instance,
+            "span_nodes": span_nodes, "use_smt": use_smt})
+        return func(*args, **kwargs)
+
+    return wrapper
+
+
+def plan_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the layout and override options; the command receives `plan_args` (a dict)."""
+
     @click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
                   help="Override a planned value, e.g. --set binding=taskset (repeatable; validated).")
     @click.option("--overrides", "overrides_file", type=click.Path(dir_okay=False), default=None,
                   help="YAML/JSON mapping of planned values to override.")
     @functools.wraps(func)
-    def wrapper(*args: Any, instances: int | None, cores_per_instance: int | None, span_nodes: bool,
-                use_smt: bool, assignments: tuple[str, ...], overrides_file: str | None,
-                **kwargs: Any) -> Any:
-        kwargs["plan_args"] = {
-            "instances": instances, "cores_per_instance": cores_per_instance,
-            "span_nodes": span_nodes, "use_smt": use_smt,
-            "assignments": assignments, "overrides_file": overrides_file,
-        }
+    def wrapper(*args: Any, assignments: tuple[str, ...], overrides_file: str | None, **kwargs: Any) -> Any:
+        kwargs.setdefault("plan_args", {}).update({"assignments": assignments, "overrides_file": overrides_file})
         return func(*args, **kwargs)
 
-    return wrapper
+    return layout_options(wrapper)
 
 
 def resolve_plan(ctx: click.Context, plan_args: dict[str, Any] | None = None,
@@ -196,10 +205,14 @@ def workload_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def model_and_workload(model_dir: str, wl: dict[str, Any]) -> tuple[ModelDir, Workload]:
-    """The checked model directory and the validated workload (missing sizes = the model's own)."""
+def model_and_workload(model_dir: str, wl: dict[str, Any] | Workload) -> tuple[ModelDir, Workload]:
+    """The checked model directory and the validated workload (missing sizes = the model's own), refused
+    up front when one image of it would not fit in this host's memory."""
     md = check_model_dir(model_dir)
-    return md, validate_workload(with_default_size(wl, md.default_size))
+    w = wl if isinstance(wl, Workload) else with_default_size(wl, md.default_size)
+    validate_workload(w)
+    check_fits_in_memory(md, w)
+    return md, w
 
 
 @dataclass(frozen=True)
@@ -222,7 +235,7 @@ class MeasureArgs:
             raise BadInput(f"invalid --warmup-steps {self.warmup_steps}: must be >= 1")
 
 
-def measure_options(steps: int, size: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def measure_options(steps: int, size: int, repeats: int = 1) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """--model, the workload and the per-process measurement knobs; the command gets `m` (MeasureArgs)."""
 
     def deco(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -234,7 +247,7 @@ def measure_options(steps: int, size: int) -> Callable[[Callable[..., Any]], Cal
         @click.option("--guidance", type=FiniteFloat(at_least=0), default=7.5, show_default=True,
                       help="Guidance scale; above 1 the UNet runs at batch 2.")
         @click.option("--prompt", default=DEMO_PROMPT, show_default=True)
-        @click.option("--repeats", type=int, default=1, show_default=True,
+        @click.option("--repeats", type=int, default=repeats, show_default=True,
                       help="Timed calls per process (the process's median counts).")
         @click.option("--warmup-steps", type=int, default=2, show_default=True,
                       help="Steps of the one untimed warm-up call in each process.")

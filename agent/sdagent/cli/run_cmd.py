@@ -10,11 +10,11 @@ import click
 
 from sdagent.atomicio import check_parent, write_bytes
 from sdagent.cli import cli
-from sdagent.cli.options import FiniteFloat, backend_options, check_compile_flag, resolve_plan, run_overrides
+from sdagent.cli.options import (FiniteFloat, backend_options, check_compile_flag, model_and_workload, resolve_plan,
+                                 run_overrides)
 from sdagent.errors import BadInput
 from sdagent.host.software import ipex_status, package_versions
 from sdagent.pipeline.backends import ipex_unusable_message
-from sdagent.pipeline.modeldir import check_model_dir
 from sdagent.pipeline.workload import SCHEDULERS, Workload, validate_workload
 from sdagent.planning.runspec import RunSpec
 
@@ -74,7 +74,7 @@ def run(ctx: click.Context, model_dir: str, prompt: str, negative_prompt: str | 
                                    guidance=guidance, seed=seed, scheduler=scheduler,
                                    negative_prompt=negative_prompt))
     out = check_parent(output)
-    md = check_model_dir(model_dir)
+    md, w = model_and_workload(model_dir, w)
     if backend == "ipex":
         st = ipex_status()
         if not st.usable:

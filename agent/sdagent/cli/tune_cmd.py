@@ -14,8 +14,9 @@ import click
 
 from sdagent import atomicio
 from sdagent.cli import cli
-from sdagent.cli.options import FiniteFloat, MeasureArgs, command_line, measure_options
-from sdagent.errors import BadInput
+from sdagent.cli.options import (FiniteFloat, MeasureArgs, command_line, layout_options, measure_options,
+                                 model_and_workload, resolve_plan)
+from sdagent.tuning.rule import Rule
 
 
 @dataclass
@@ -37,6 +38,14 @@ class BudgetBar:
         self.bar.__exit__(*exc)
 
     def event(self, kind: str, data: dict[str, Any]) -> None:
+        if not sys.stderr.isatty():
+            # Click draws no bar into a pipe or log: say each decision instead
+            if kind == "compared" and data["comparison"].verdict is not None:
+                c = data["comparison"]
+                click.echo(f"tune: {c.candidate} vs {c.best} ({c.kind}): {c.verdict.reason}", err=True)
+            elif kind == "noise":
+                click.echo(f"tune: noise floor {100 * data['sigma']:.1f}% per pair; round cap {data['cap']}",
+                           err=True)
         if kind == "measure":
             comp = data["vs"]
             self.bar.label = (f"{comp.candidate[:28]:<28} vs {comp.best[:16]:<16} "
@@ -52,51 +61,58 @@ class BudgetBar:
 
 
 @cli.command("tune")
-@measure_options(steps=4, size=256)
+@measure_options(steps=4, size=256, repeats=3)
+@layout_options
 @click.option("--budget", "budget_min", type=FiniteFloat(above=0), default=15.0, show_default=True,
               help="Minutes to spend measuring (the search stops starting comparisons that would not fit).")
-@click.option("--rounds", type=int, default=3, show_default=True,
-              help="Interleaved rounds per comparison (3 is the fewest the rule accepts for 'faster').")
+@click.option("--max-rounds", type=click.IntRange(min=6), default=Rule.max_rounds, show_default=True,
+              help="The most paired rounds one comparison may take (the cap used is sized from the host's "
+                   "noise floor, up to this).")
 @click.option("--compile/--no-compile", "allow_compile", default=True, show_default=True,
               help="Try torch.compile (a cold cache costs minutes once; the warm-up is counted).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Write the chosen plan here (atomically; an interrupted tune leaves the old file).")
 @click.option("--json", "as_json", is_flag=True, help="Print the tuning record and the plan as JSON.")
 @click.pass_context
-def tune(ctx: click.Context, m: MeasureArgs, budget_min: float, rounds: int, allow_compile: bool,
-         output: str | None, as_json: bool) -> None:
+def tune(ctx: click.Context, m: MeasureArgs, plan_args: dict, budget_min: float, max_rounds: int,
+         allow_compile: bool, output: str | None, as_json: bool) -> None:
     """Measure candidate plans on this host and keep the fastest; stock is the fallback.
 
     \b
-    Candidates: the stock environment (no preload, torch's own OpenMP, no
-    pinning, fp32 eager), the topology plan, then one axis at a time from the
-    best so far: precision/backend, no preloads (jemalloc and libiomp5 off
-    together), torch.compile, channels_last, allocator
-    (glibc, jemalloc short/long/demo MALLOC_CONF, tcmalloc), OpenMP runtime,
-    KMP_BLOCKTIME 0/1/200, pinning, threads. Each measurement is a fresh
-    process; each comparison interleaves the candidate with the current best.
+    Candidates: stock (no preload, torch's own OpenMP, fp32 eager, on the
+    plan's CPUs and thread count), the plan in force (--plan-file) or the
+    topology plan, then one axis at a time from the best so far:
+    precision/backend, no preloads (jemalloc and libiomp5 off together),
+    torch.compile, channels_last, allocator (glibc, jemalloc short/long/demo
+    MALLOC_CONF, tcmalloc), OpenMP runtime, KMP_BLOCKTIME 0/1/200, pinning,
+    threads. Each measurement is a fresh process taking the median of
+    --repeats timed calls. The layout options measure instance 0 of that layout.
     \b
-    Rule: a candidate replaces the best only when its latencies over 3 rounds
-    do not overlap the best's. The chosen plan is written with every
-    measurement and the reason for the choice; `sdagent --plan-file F
-    env/exec/verify` use it.
+    Rule: paired rounds (the candidate and the best back to back, order
+    rotated), decided sequentially: a sequential probability ratio test on
+    ln(candidate/best) between "equal" and a 10% gain (or loss), alpha 0.05,
+    with the noise measured on this host first (stock and the plan, 3 rounds)
+    and pooled over every comparison; "faster" also needs a measured gain of
+    3%. Rounds go on while undecided, up to a cap sized from that noise. An
+    axis's best variant is confirmed in fresh rounds before it replaces the
+    best; stock is re-checked against the final choice, with budget reserved
+    for it. The chosen plan is written with every measurement and the reason;
+    `sdagent --plan-file F env/exec/verify` use it. Simulated operating
+    characteristics: `python -m sdagent.tuning.simulation`.
     \b
     Example (tiny model, about a minute):
       sdagent tune --model /tmp/sd-tiny --steps 2 --height 64 --width 64 --budget 1 -o tuned.json
     """
-    from sdagent.pipeline.modeldir import check_model_dir
     from sdagent.tuning.report import tune_table
     from sdagent.tuning.session import TuneRequest, tune as run_tune
 
     m.check()
-    if rounds < 3:
-        raise BadInput(f"invalid --rounds {rounds}: at least 3 (fewer cannot show a difference beyond noise)")
     if output:
         atomicio.check_parent(output)
-    md = check_model_dir(m.model_dir)
-    req = TuneRequest(md, m.workload(), budget_min * 60, rounds, m.repeats, m.warmup_steps, m.timeout_s,
-                      allow_compile, output, command_line(), start=ctx.obj.plan())
-    with BudgetBar(req.budget_s) as bar:
+    md, w = model_and_workload(m.model_dir, m.workload())
+    req = TuneRequest(md, w, budget_min * 60, Rule(max_rounds=max_rounds), m.repeats, m.warmup_steps,
+                      m.timeout_s, allow_compile, output, command_line(), start=resolve_plan(ctx, plan_args))
+    with ctx.obj.bench_lock("tune"), BudgetBar(req.budget_s) as bar:
         out = run_tune(ctx.obj.topology(), ctx.obj.facts(), req, environ=dict(os.environ), on_event=bar.event)
     if output:
         atomicio.write_json(output, out.plan.to_dict())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -12,10 +13,11 @@ import click
 from sdagent.atomicio import check_parent
 from sdagent.cli import cli
 from sdagent.cli.options import model_and_workload, plan_options, progress_bar, resolve_plan, workload_options
-from sdagent.errors import Exit, SdagentError, exit_codes_help
+from sdagent import __version__
+from sdagent.errors import Exit, SdagentError, Terminated, exit_codes_help
 from sdagent.host.process import process_state
 from sdagent.measuring.bench import check_counts
-from sdagent.verifying.checks import Check, VerifyResult
+from sdagent.verifying.checks import VerifyResult, failed_run
 from sdagent.verifying.report import verify_table, write_json_report, write_prometheus
 from sdagent.verifying.session import LocalMeasurer, VerifyRequest, verify as run_verify
 from sdagent.verifying.targets import load_targets
@@ -77,15 +79,23 @@ def verify(ctx: click.Context, model_dir: str, wl: dict[str, Any], plan_args: di
     \b
     Outputs: a table (or --json) on stdout, --report JSON, --prometheus
     textfile (sdagent_verify_exit_code, sdagent_check_ok{check=...},
-    sdagent_latency_seconds{quantile=...}, ...). All files are written
-    atomically; on bad input met after the outputs were checked, the files
-    still record exit 2 so a fleet never keeps a stale pass.
+    sdagent_latency_seconds{quantile=...}, ...). Both files are replaced
+    atomically on every outcome: bad input (2), the host lock not obtained (5),
+    a crash (7), SIGINT (130) or SIGTERM (143) leave an `error` record with the
+    exit code, reason and time, so a fleet never reads a stale pass.
     """
     started = time.time()
-    # Everything that can be wrong with the request, before any long work.
+    # Everything that can be wrong with the outputs, before any long work.
     for path in (report, prometheus):
         if path:
             check_parent(path)
+
+    def record(code: int, reason: str) -> None:
+        res = failed_run(code, reason, instance=instance, model=model_dir, started=started, version=__version__)
+        if as_json:  # a fleet reads stdout: the record, then the one-line error on stderr
+            click.echo(json.dumps(res.to_dict(), indent=2))
+        _write(res, report, prometheus)
+
     try:
         targets = load_targets(targets_file)
         check_counts(runs if runs is not None else 1, warmup)
@@ -95,15 +105,22 @@ def verify(ctx: click.Context, model_dir: str, wl: dict[str, Any], plan_args: di
         req = VerifyRequest(md, w, plan, instance, targets, ctx.obj.topology(), runs, warmup, against_stock)
         measurer = LocalMeasurer(md, w, environ=os.environ, plan=plan.to_dict(), compile_cache_dir=compile_cache,
                                  bar=progress_bar("verify"))
-        res = run_verify(req, measurer, process_state(), started=started)
-    except SdagentError as exc:
-        if exc.exit_code == Exit.USAGE:
-            # Recorded, so a fleet never keeps a stale verdict; then the one-line error.
-            _write(VerifyResult(Exit.USAGE, (Check("input", "usage", "fail", str(exc)),), None, None, "", {},
-                                instance, model_dir, started_at=started,
-                                duration_s=time.time() - started), report, prometheus)
+        with ctx.obj.bench_lock("verify"):
+            res = run_verify(req, measurer, process_state(), started=started)
+        _write(res, report, prometheus)
+    except SdagentError as exc:  # bad input (2), the lock not obtained (5): recorded, then one line
+        record(exc.exit_code, str(exc))
         raise
-    _write(res, report, prometheus)
+    except KeyboardInterrupt:
+        record(Exit.INTERRUPTED, "interrupted by SIGINT before a verdict")
+        raise
+    except Terminated:
+        record(Exit.TERMINATED, "terminated by SIGTERM before a verdict (a unit's timeout?)")
+        raise
+    except Exception as exc:  # noqa: BLE001 - a crash is recorded as "no verdict" (7), never a stale pass
+        why = f"{exc.__class__.__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
+        record(Exit.ERROR, why)
+        raise SdagentError(f"verify did not complete: {why}", Exit.ERROR) from None
     if as_json:
         click.echo(json.dumps(res.to_dict(), indent=2))
     else:
@@ -112,7 +129,17 @@ def verify(ctx: click.Context, model_dir: str, wl: dict[str, Any], plan_args: di
 
 
 def _write(res: VerifyResult, report: str | None, prometheus: str | None) -> None:
-    if report:
-        write_json_report(report, res)
-    if prometheus:
-        write_prometheus(prometheus, res)
+    """Both files replaced atomically; if writing fails (a full disk), the old ones are removed rather
+    than left to be read as today's verdict."""
+    try:
+        if report:
+            write_json_report(report, res)
+        if prometheus:
+            write_prometheus(prometheus, res)
+    except OSError as exc:
+        for path in (report, prometheus):
+            if path:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+        raise SdagentError(f"cannot write the verify report ({exc.strerror}); the previous report was removed",
+                           Exit.ERROR) from None

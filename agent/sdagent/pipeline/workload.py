@@ -6,7 +6,10 @@ milliseconds, before the seconds-long import of the ML stack.
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any, Callable
 
 from sdagent.errors import BadInput
@@ -73,12 +76,18 @@ def with_default_size(fields: dict[str, Any], default_size: Callable[[], int]) -
     return Workload(**f)
 
 
+#: SD's schedulers are trained on 1000 timesteps: more inference steps than that cannot be scheduled.
+MAX_STEPS = 1000
+
+
 def validate_workload(w: Workload, latent_factor: int = 8) -> Workload:
     """Reject values the pipeline would fail on (or silently round) with a one-line BadInput."""
     if not w.prompt or not w.prompt.strip():
         raise BadInput("empty prompt: give --prompt TEXT")
-    if w.steps < 1:
-        raise BadInput(f"invalid steps {w.steps}: must be at least 1")
+    if not 1 <= w.steps <= MAX_STEPS:
+        raise BadInput(f"invalid steps {w.steps}: must be 1..{MAX_STEPS} (the schedulers' trained timesteps)")
+    if not math.isfinite(w.guidance):
+        raise BadInput(f"invalid guidance {w.guidance}: must be a finite number")
     for name, v in (("height", w.height), ("width", w.width)):
         if v < latent_factor or v % latent_factor:
             raise BadInput(f"invalid {name} {v}: must be a positive multiple of {latent_factor}")
@@ -88,3 +97,41 @@ def validate_workload(w: Workload, latent_factor: int = 8) -> Workload:
         raise BadInput(f"invalid seed {w.seed}: must be >= 0")
     check_scheduler(w.scheduler)
     return w
+
+
+#: Live activation tensors, per output pixel of the VAE decoder's widest stage and per latent
+#: pixel of the UNet's first stage (fp32): calibrated on the sd15 preset (docs/results/memory.md).
+VAE_LIVE_TENSORS = 12
+UNET_LIVE_TENSORS = 30
+
+
+def memory_estimate_bytes(md, w: Workload) -> int:
+    """Peak memory of one generation: the weights as stored (fp32) plus activations that grow with the
+    image area (the VAE decoder at full resolution, the UNet at latent resolution, guided batch)."""
+    weights = sum(f.stat().st_size for sub in ("unet", "vae", "text_encoder")
+                  for f in (Path(md.path) / sub).glob("*.safetensors"))
+
+    def first_width(sub: str) -> int:
+        try:
+            return int(json.loads((Path(md.path) / sub / "config.json").read_text())["block_out_channels"][0])
+        except (OSError, ValueError, KeyError, IndexError, TypeError):
+            return 320
+    pixels = w.height * w.width
+    vae = pixels * first_width("vae") * 4 * VAE_LIVE_TENSORS
+    unet = (pixels // 64) * w.batch * first_width("unet") * 4 * UNET_LIVE_TENSORS
+    return weights + vae + unet
+
+
+def check_fits_in_memory(md, w: Workload, available: int | None = None) -> None:
+    """Refuse up front a workload the host's memory cannot hold (instead of an OOM kill minutes in)."""
+    if available is None:
+        from sdagent.host.process import read_memory_available_kb
+
+        kb = read_memory_available_kb()
+        if kb is None:
+            return
+        available = kb * 1024
+    need = memory_estimate_bytes(md, w)
+    if need > available:
+        raise BadInput(f"invalid size {w.height}x{w.width}: one image of it needs about {need / 2**30:.1f} GiB, "
+                       f"this host has {available / 2**30:.1f} GiB available")

@@ -60,6 +60,8 @@ class Plan:
     facts: dict[str, Any] | None = None  # HostFacts.to_dict() of the host it was made on
     #: preload paths a plan file named that this host cannot preload: (path, why)
     dropped_libraries: tuple[tuple[str, str], ...] = ()
+    #: settings a plan file asked for that this host cannot honour: (key, asked, used, why)
+    fallbacks: tuple[tuple[str, Any, Any, str], ...] = ()
 
     def __getattr__(self, name: str) -> Any:
         # plan.allocator, plan.backend, ... read the resolved settings.
@@ -147,6 +149,7 @@ class Plan:
             "decisions": [{"key": d.key, "value": d.value, "reason": d.reason} for d in self.decisions],
             "missing_libraries": list(self.missing_libraries),
             "dropped_libraries": [{"path": p, "why": w} for p, w in self.dropped_libraries],
+            "fallbacks": [{"key": k, "asked": a, "used": u, "why": w} for k, a, u, w in self.fallbacks],
             "warnings": list(self.warnings),
             "facts": self.facts,
             "tuning": self.tuning,
@@ -190,6 +193,7 @@ class _Resolver:
         self.decisions: list[Decision] = []
         self.warnings: list[str] = []
         self.missing: list[str] = []
+        self.fallbacks: list[tuple[str, Any, Any, str]] = []
 
     def given(self, key: str) -> tuple[Any, str] | None:
         if key in self.overrides:
@@ -223,6 +227,7 @@ class _Resolver:
                 raise BadInput(f"{key}={value} but {why}")
             if origin != "rule":
                 self.warnings.append(f"{key}={value} asked by the {origin} plan file, but {why}: using {kept}")
+                self.fallbacks.append((key, value, kept, why))
             reason = f"{reason}: {value} asked, but {why}, so {kept}"
             value = kept
         self.values[key] = value
@@ -242,6 +247,7 @@ def make_plan(
     tuning: dict[str, Any] | None = None,
     instances: tuple[Instance, ...] = (),
     dropped_libraries: tuple[tuple[str, str], ...] = (),
+    fallbacks: tuple[tuple[str, Any, Any, str], ...] = (),
 ) -> Plan:
     """Derive the plan. Pure: everything it knows comes in through its arguments.
 
@@ -250,6 +256,8 @@ def make_plan(
     elsewhere) are lenient: what this host cannot honour falls back, with a
     warning and a reason. `instances` (a saved layout) is kept when all its
     CPUs are online here; laid out anew, the layout's own settings are re-derived.
+    `dropped_libraries` and `fallbacks` are what the plan this one is made from could
+    not honour (a plan file's, handed on by `sdagent exec`): they stay on record.
     """
     overrides = dict(overrides or {})
     file_settings = dict(file_settings or {})
@@ -417,4 +425,5 @@ def make_plan(
         tuning=tuning,
         facts=facts.to_dict(),
         dropped_libraries=tuple(dropped_libraries),
+        fallbacks=tuple(dict.fromkeys(tuple(fallbacks) + tuple(r.fallbacks))),
     )

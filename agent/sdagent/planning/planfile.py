@@ -35,12 +35,15 @@ class LoadedPlan:
     plan_file: str | None = None
     #: library settings the file names but this host cannot preload (path -> why)
     dropped_libraries: tuple[tuple[str, str], ...] = ()
+    #: what the plan this record was made from could not honour (exec hands them on to its child)
+    fallbacks: tuple[tuple[str, Any, Any, str], ...] = ()
 
 
 def plan_env_value(plan: Plan) -> str:
     """What `sdagent exec` hands its child: the plan's reproducible part, as compact JSON."""
     d = plan.to_dict()
-    keep = ("format", "source", "plan_file", "request", "settings", "instances", "tuning")
+    keep = ("format", "source", "plan_file", "request", "settings", "instances", "tuning", "fallbacks",
+            "dropped_libraries")
     d = {k: d[k] for k in keep}
     d["instances"] = [{"index": i["index"], "cpu_ids": i["cpu_ids"], "mem_node": i["mem_node"]}
                       for i in d["instances"]]
@@ -90,8 +93,13 @@ def parse_plan_data(data: Any, origin: str, plan_file: str | None = None) -> Loa
     if source.removesuffix("+overrides") not in PLAN_SOURCES:
         source = "file"
     tuning = data.get("tuning")
+    try:
+        dropped += [(str(d["path"]), str(d["why"])) for d in data.get("dropped_libraries") or ()]
+        fallbacks = tuple((str(f["key"]), f["asked"], f["used"], str(f["why"])) for f in data.get("fallbacks") or ())
+    except (KeyError, TypeError) as exc:
+        raise BadInput(f"{origin}: bad 'fallbacks' or 'dropped_libraries' entry ({exc})") from None
     return LoadedPlan(settings, source, request, tuning if isinstance(tuning, dict) else None, instances,
-                      plan_file or data.get("plan_file"), tuple(dropped))
+                      plan_file or data.get("plan_file"), tuple(dict.fromkeys(dropped)), fallbacks)
 
 
 def inherited_plan(environ: Mapping[str, str], plan_file: str | None) -> LoadedPlan | None:
@@ -127,5 +135,5 @@ def plan_in_force(topo: Topology, facts: HostFacts, *, plan_file: str | None, en
         file_settings=loaded.settings, overrides=overrides or {}, source=loaded.source,
         plan_file=plan_file or loaded.plan_file, tuning=loaded.tuning,
         instances=loaded.instances if keep_layout else (),
-        dropped_libraries=loaded.dropped_libraries,
+        dropped_libraries=loaded.dropped_libraries, fallbacks=loaded.fallbacks,
     )

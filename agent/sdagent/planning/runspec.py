@@ -92,14 +92,14 @@ STOCK_RUN = RunSpec(backend="native", precision="fp32", channels_last=False, com
 #: image difference measures the change of precision (and recipe), nothing else.
 FP32_REFERENCE = STOCK_RUN
 
-#: The process-environment half of "stock": no preload, torch's own OpenMP, no KMP_*.
-#: With STOCK_RUN's settings this is the plan a stock-winning tune records.
+#: The process-environment half of "stock": no preload, torch's own OpenMP, no KMP_*. The
+#: binding and thread count are not stock's to choose: they follow the layout, so that stock is
+#: measured on the very CPUs the plan runs on. With STOCK_RUN's settings this is the plan a
+#: stock-winning tune records, exactly as it was measured.
 STOCK_ENV_SETTINGS: dict[str, Any] = {
     "allocator": "default",
     "omp_runtime": "default",
     "kmp_affinity": "unset",
     "kmp_blocktime": "unset",
-    "binding": "none",
-    "membind": False,
 }
 STOCK_SETTINGS: dict[str, Any] = {**STOCK_ENV_SETTINGS, **STOCK_RUN.settings()}

@@ -294,8 +294,8 @@ def search(
         return out
 
     def reserve() -> float:
-        """Budget kept back for the final check against stock (its cap of rounds, both sides)."""
-        return cap * 2 * max(st.est(stock), 1e-9)
+        """Budget kept back for the final check against stock: twice its minimum rounds, both sides."""
+        return 2 * rule.min_rounds * 2 * max(st.est(stock), 1e-9)
 
     def left() -> float:
         return budget_s - st.spent() - reserve()
@@ -316,7 +316,9 @@ def search(
 
         def may_continue(still: list[Candidate]) -> bool:
             cost = st.est(best) + sum(st.est(c) for c in still)
-            return kind == "final" or cost <= left()
+            if kind == "final":  # the reserve is its own: it may use it, and no more
+                return cost <= budget_s - st.spent()
+            return cost <= left()
 
         _rounds(st, best, comps, live, rule, cap, may_continue)
         for c in live.values():

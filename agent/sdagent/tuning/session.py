@@ -19,12 +19,13 @@ from sdagent.host.topology import Topology, native_bf16_flag
 from sdagent.measuring.runner import WorkerJob, WorkerResult, run_worker, worker_cmd
 from sdagent.pipeline.modeldir import ModelDir
 from sdagent.pipeline.workload import Workload
-from sdagent.planning.launch import Launch, plan_launch, stock_launch
+from sdagent.planning.launch import Launch, plan_launch
 from sdagent.planning.layout import PlanRequest
 from sdagent.planning.plan import Plan, make_plan, summary_line
 from sdagent.planning.runspec import RunSpec
 from sdagent.planning.settings import LIBRARY_KNOBS
 from sdagent.tuning.axes import HostChoices, make_axes, plan_candidate, stock_candidate
+from sdagent.tuning.rule import Rule
 from sdagent.tuning.search import Candidate, Event, MeasureFailed, TuneResult, search
 
 Runner = Callable[[Launch, WorkerJob], WorkerResult]
@@ -37,8 +38,8 @@ class TuneRequest:
     model: ModelDir
     workload: Workload
     budget_s: float
-    rounds: int = 3
-    repeats: int = 1
+    rule: Rule = Rule()
+    repeats: int = 3
     warmup_steps: int = 2
     timeout_s: float = 1800.0
     allow_compile: bool = True
@@ -97,8 +98,8 @@ def tune(topo: Topology, facts: HostFacts, req: TuneRequest, *, environ: Mapping
     cmd = worker_cmd()
 
     def launch_for(c: Candidate) -> Launch:
-        return stock_launch(cmd, environ) if c.stock else plan_launch(plan_for(c.overrides), cmd, environ,
-                                                                      name=c.name)
+        # stock too: its settings on the plan's CPUs and thread count, launched like any plan
+        return plan_launch(plan_for(c.overrides), cmd, environ, name=c.name)
 
     def run(c: Candidate, repeats: int) -> WorkerResult:
         job = WorkerJob(str(req.model.path), req.workload, RunSpec.from_settings(c.settings, topo.flags),
@@ -118,7 +119,7 @@ def tune(topo: Topology, facts: HostFacts, req: TuneRequest, *, environ: Mapping
     load_before = list(read_load_average())
     started = time.time()
     result = search(stock, first, axes, lambda c: run(c, req.repeats).latency_s, budget_s=req.budget_s,
-                    clock=clock, warm=lambda c: run(c, 0), rounds=req.rounds, on_event=on_event)
+                    clock=clock, warm=lambda c: run(c, 0), rule=req.rule, on_event=on_event)
     state = machine_state().to_dict()
     record = result.to_dict()
     record.update({
@@ -126,7 +127,7 @@ def tune(topo: Topology, facts: HostFacts, req: TuneRequest, *, environ: Mapping
         "command": req.command,
         "model": str(req.model.path), "model_preset": req.model.sdagent_preset,
         "workload": req.workload.to_dict(), "repeats": req.repeats, "warmup_steps": req.warmup_steps,
-        "rounds": req.rounds,
+        "layout": request.to_dict(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "chosen_settings": summary_line(result.chosen.settings),
         "machine": {"cpu_model": state["cpu_model"], "topology": topo.summary(),

@@ -178,10 +178,23 @@ def check_affinity(expected: Sequence[int], actual: Sequence[int]) -> Check:
                  f"{format_cpulist(exp)}", format_cpulist(act), format_cpulist(exp))
 
 
-def process_checks(settings: Mapping[str, Any], state: ProcessState,
-                   expected_affinity: Sequence[int]) -> list[Check]:
-    """The tuning checks that need no model: libraries, threads, affinity."""
-    return [check_allocator(settings, state.mapped), check_openmp(settings, state.mapped),
+def check_honoured(plan: Any) -> Check:
+    """A plan file's settings are in effect as written: none fell back on this host (a preload gone
+    missing, numactl absent, IPEX unusable) and no library path it names was dropped."""
+    why = [f"{k}={a} (using {u}: {w})" for k, a, u, w in plan.fallbacks]
+    why += [f"{path} ({w})" for path, w in plan.dropped_libraries]
+    if plan.source == "derived":
+        return Check("plan_honoured", "tuning", PASS, "derived on this host: nothing to fall back from")
+    if why:
+        return Check("plan_honoured", "tuning", FAIL, f"the {plan.source} plan asks for what this host cannot "
+                     f"give: {'; '.join(why)}", len(why), 0)
+    return Check("plan_honoured", "tuning", PASS, f"every setting of the {plan.source} plan is in effect", 0, 0)
+
+
+def process_checks(plan: Any, state: ProcessState, expected_affinity: Sequence[int]) -> list[Check]:
+    """The tuning checks that need no model: the plan honoured, libraries, threads, affinity."""
+    settings = plan.settings
+    return [check_honoured(plan), check_allocator(settings, state.mapped), check_openmp(settings, state.mapped),
             check_threads(settings, state.torch_threads), check_affinity(expected_affinity, state.affinity)]
 
 
@@ -406,6 +419,7 @@ class VerifyResult:
     started_at: float = 0.0
     duration_s: float = 0.0
     version: str = ""
+    error: dict[str, Any] | None = None  # {exit_code, reason, time}: the run ended without a verdict
 
     @property
     def verdict(self) -> str:
@@ -433,4 +447,20 @@ class VerifyResult:
             "plan": self.plan,
             "started_at": self.started_at,
             "duration_s": round(self.duration_s, 3),
+            "error": self.error,
         }
+
+
+def failed_run(code: int, reason: str, *, instance: int, model: str, started: float, version: str,
+               plan: dict[str, Any] | None = None) -> VerifyResult:
+    """The record of a verify that ended without a verdict (bad input, a crash, a signal, the lock):
+    what replaces the previous report, so nobody reads an old pass as today's."""
+    import time
+
+    category = "usage" if code == Exit.USAGE else "error"
+    status = INCONCLUSIVE if code == Exit.INCONCLUSIVE else FAIL
+    check = Check("input" if category == "usage" else "run", category, status, reason)
+    return VerifyResult(exit_code=Exit(code), checks=(check,), target=None, host_key=None, selection="",
+                        plan=plan or {}, instance=instance, model=model, started_at=started,
+                        duration_s=time.time() - started, version=version,
+                        error={"exit_code": int(code), "reason": reason, "time": time.time()})

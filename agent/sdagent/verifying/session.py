@@ -125,7 +125,7 @@ def verify(req: VerifyRequest, measurer: Measurer, state: ProcessState, *,
             bench=figures.get("bench"), reference=figures.get("reference"), stock=figures.get("stock"),
             started_at=started, duration_s=clock() - t0, version=__version__)
 
-    checks += process_checks(plan.settings, state, plan.expected_affinity(req.instance, req.topology.allowed_cpus))
+    checks += process_checks(plan, state, plan.expected_affinity(req.instance, req.topology.allowed_cpus))
     sel = select_target(req.targets, key)
     target, selection = sel.target, sel.explain()
     checks.append(check_target(target, selection))

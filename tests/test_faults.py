@@ -1,0 +1,172 @@
+"""No stale, no false verdicts: verify killed mid-run, a planned preload gone, two benchmarks at once,
+and the bad input a new user tries first. End to end through the CLI on the tiny model."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from clirun import PY, clean_env, sdagent, sdagent_popen
+from sdagent.host.software import find_library
+
+pytestmark = pytest.mark.slow
+
+WL = ["--steps", "2", "--height", "64", "--width", "64", "--warmup", "1"]
+
+
+@pytest.fixture()
+def targets(tmp_path) -> str:
+    p = tmp_path / "targets.yml"
+    p.write_text(yaml.safe_dump([{"name": "smoke", "match": {"model": "tiny"}, "p50_s": 120, "min_runs": 5}]))
+    return str(p)
+
+
+@pytest.fixture()
+def lock_env(tmp_path) -> dict[str, str]:
+    """A benchmark lock of this test's own, so a test never waits for another process on the machine."""
+    return clean_env(SDAGENT_LOCK_FILE=str(tmp_path / "bench.lock"))
+
+
+def stale_pass(report: Path, prom: Path) -> None:
+    report.write_text(json.dumps({"exit_code": 0, "verdict": "pass"}))
+    prom.write_text('sdagent_verify_exit_code{sdagent_instance="0"} 0\n')
+
+
+def wait_for(pred, timeout: float = 120.0) -> None:
+    end = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.2)
+
+
+def test_verify_terminated_mid_run_replaces_the_old_pass_with_an_error_record(tiny_model, tmp_path, targets,
+                                                                              lock_env):
+    report, prom = tmp_path / "verify.json", tmp_path / "sdagent.prom"
+    stale_pass(report, prom)
+    # many timed runs: verify is still measuring when the unit's timeout (SIGTERM) comes
+    p = sdagent_popen("--plan-file", "/dev/null/none", "verify", "--model", str(tiny_model), "--targets", targets,
+                      *WL, "--runs", "100000", "--report", str(report), "--prometheus", str(prom), env=lock_env)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 2 and "plan file" in err  # (a bad plan file path is bad input: recorded too)
+    assert json.loads(report.read_text())["exit_code"] == 2
+    stale_pass(report, prom)
+    p = sdagent_popen("exec", "--", PY, "-m", "sdagent", "verify", "--model", str(tiny_model), "--targets", targets,
+                      *WL, "--runs", "100000", "--report", str(report), "--prometheus", str(prom), env=lock_env)
+    time.sleep(8)  # loaded and measuring
+    assert p.poll() is None
+    os.killpg(p.pid, signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 143, err
+    d = json.loads(report.read_text())
+    assert d["exit_code"] == 143 and d["verdict"] == "terminated" and d["error"]["exit_code"] == 143
+    assert "SIGTERM" in d["error"]["reason"] and d["error"]["time"] > 0
+    assert 'sdagent_verify_exit_code{sdagent_instance="0"} 143' in prom.read_text()
+    assert "Traceback" not in err
+
+
+def test_a_planned_preload_gone_missing_is_exit_3(tiny_model, tmp_path, targets, lock_env):
+    src = find_library("jemalloc")
+    if src is None:
+        pytest.skip("libjemalloc is not installed here (apt-get install libjemalloc2): nothing to remove")
+    lib = tmp_path / "lib" / "libjemalloc.so.2"
+    lib.parent.mkdir()
+    shutil.copy(src, lib)
+    os.chmod(lib, 0o644)
+    plan = tmp_path / "plan.json"
+    r = sdagent("plan", "--set", f"jemalloc_path={lib}", "--set", "allocator=jemalloc", "-o", str(plan), env=lock_env)
+    assert r.returncode == 0, r.stderr
+    d = json.loads(plan.read_text())
+    d["source"] = "tuned"  # as `sdagent tune` would have written it
+    plan.write_text(json.dumps(d))
+    ok = sdagent("--plan-file", str(plan), "exec", "--", PY, "-m", "sdagent", "verify", "--model", str(tiny_model),
+                 "--targets", targets, *WL, "--json", env=lock_env)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    lib.unlink()
+    for how in ("direct", "exec"):  # the plan file read by verify itself, or handed on by exec
+        pre = ("--plan-file", str(plan), "exec", "--", PY, "-m", "sdagent") if how == "exec" else \
+            ("--plan-file", str(plan))
+        r = sdagent(*pre, "verify", "--model", str(tiny_model), "--targets", targets, *WL, "--json", env=lock_env)
+        assert r.returncode == 3, (how, r.stdout, r.stderr)
+        checks = {c["name"]: c for c in json.loads(r.stdout)["checks"]}
+        assert checks["plan_honoured"]["status"] == "fail" and "libjemalloc.so.2" in checks["plan_honoured"]["detail"]
+
+
+def test_two_benchmarks_at_once_the_second_waits_then_exits_5_naming_the_first(tiny_model, tmp_path, targets,
+                                                                                lock_env):
+    first = sdagent_popen("bench", "--model", str(tiny_model), *WL, "--runs", "100000", env=lock_env)
+    try:
+        lock = Path(lock_env["SDAGENT_LOCK_FILE"])
+        wait_for(lambda: lock.exists() and str(first.pid) in Path("/proc/locks").read_text())
+        report = tmp_path / "second.json"
+        t0 = time.monotonic()
+        second = sdagent("--lock-timeout", "2", "verify", "--model", str(tiny_model), "--targets", targets, *WL,
+                         "--report", str(report), env=lock_env)
+        assert second.returncode == 5, second.stderr
+        assert time.monotonic() - t0 < 60
+        assert f"pid {first.pid}" in second.stderr and "bench" in second.stderr
+        assert json.loads(report.read_text())["verdict"] == "inconclusive"
+    finally:
+        os.killpg(first.pid, signal.SIGTERM)
+        first.communicate(timeout=60)
+    assert first.returncode == 143
+    # the lock went with its holder: the next one runs
+    r = sdagent("--lock-timeout", "5", "bench", "--model", str(tiny_model), *WL, "--runs", "1", env=lock_env)
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["tune", "--model", "M", "--budget", "nan"], "'nan' is not a finite number"),
+    (["tune", "--model", "M", "--budget", "inf"], "'inf' is not a finite number"),
+    (["tune", "--model", "M", "--timeout", "nan"], "--timeout"),
+    (["run", "--model", "M", "--prompt", "x", "--guidance", "nan", "-o", "OUT"], "'nan' is not a finite number"),
+    (["bench", "--model", "M", "--steps", "1000000000"], "invalid steps 1000000000"),
+    (["run", "--model", "M", "--prompt", "x", "--height", "100000", "--width", "100000", "-o", "OUT"],
+     "needs about"),
+])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tiny_model, tmp_path, args, needle):
+    args = [str(tiny_model) if a == "M" else str(tmp_path / "x.png") if a == "OUT" else a for a in args]
+    r = sdagent(*args)
+    assert r.returncode == 2, r.stderr
+    assert needle in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not list(tmp_path.iterdir())
+
+
+def test_bad_topology_and_plan_files(tmp_path):
+    topo = json.loads(sdagent("topology", "--json").stdout)
+    for name, change, needle in (
+        ("nocpu", {"cpus": [], "allowed_cpus": []}, "'cpus' is empty"),
+        ("period", {"cgroup": {"version": 2, "quota_us": 100000, "period_us": 0}}, "both must be > 0"),
+    ):
+        f = tmp_path / f"{name}.json"
+        f.write_text(json.dumps({**topo, **change}))
+        r = sdagent("--topology-file", str(f), "plan")
+        assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr, r.stderr
+    plan = json.loads(sdagent("plan", "--json").stdout)
+    plan["request"]["instances"] = "two"
+    f = tmp_path / "plan.json"
+    f.write_text(json.dumps(plan))
+    r = sdagent("--plan-file", str(f), "plan")
+    assert r.returncode == 2 and "request.instances must be an integer" in r.stderr
+
+
+def test_sizes_beyond_memory_are_refused_up_front_with_the_estimate(tiny_model):
+    from sdagent.errors import BadInput
+    from sdagent.pipeline.modeldir import check_model_dir
+    from sdagent.pipeline.workload import Workload, check_fits_in_memory, memory_estimate_bytes
+
+    md = check_model_dir(tiny_model)
+    e = {s: memory_estimate_bytes(md, Workload(height=s, width=s)) for s in (64, 4096, 8192)}
+    assert 0 < e[64] < e[4096] < e[8192]
+    assert math.isclose(e[8192] - e[64], 4 * (e[4096] - e[64]), rel_tol=0.01)  # activations grow with the area
+    check_fits_in_memory(md, Workload(height=64, width=64), available=2**30)
+    with pytest.raises(BadInput, match=r"invalid size 8192x8192: one image of it needs about [0-9.]+ GiB"):
+        check_fits_in_memory(md, Workload(height=8192, width=8192), available=2**30)
