@@ -110,7 +110,7 @@ class FakeHost:
         self.now += 3 * self.overhead
 
 
-def resolve(overrides):
+def resolve(overrides, layout=None):
     base = {"allocator": "jemalloc", "omp_runtime": "intel", "binding": "none", "precision": "bf16",
             "backend": "native", "channels_last": True, "compile": False, "omp_num_threads": 2,
             "kmp_blocktime": "unset", "kmp_affinity": "unset", "malloc_conf": None}
@@ -243,7 +243,21 @@ def test_axes_offer_only_what_the_host_has():
     off = axes["preloads"].variants(cand("p", allocator="jemalloc", omp_runtime="intel"))
     assert [c.overrides for c in off] == [{"allocator": "default", "omp_runtime": "default"}]
     assert axes["preloads"].variants(cand("n", allocator="default", omp_runtime="default")) == []
-    assert list(axes)[:3] == ["precision/backend", "preloads", "torch.compile"]
+    assert list(axes)[:4] == ["precision/backend", "layout", "preloads", "torch.compile"]
+    assert axes["layout"].variants(best) == []  # the latency objective tries no instance splits
+
+
+def test_the_throughput_objective_adds_instance_splits_that_keep_the_best_settings():
+    lays = ({"instances": 2, "cores_per_instance": 2, "span_nodes": False, "use_smt": False},
+            {"instances": 4, "cores_per_instance": 1, "span_nodes": False, "use_smt": False})
+    host = A.HostChoices(physical_cores=4, bf16=True, ipex=False, jemalloc=True, tcmalloc=False, iomp=True,
+                         pin="numactl", layouts=lays)
+    axes = {a.name: a for a in A.make_axes(host, resolve)}
+    best = cand("b", precision="bf16", omp_num_threads=4, kmp_blocktime="unset")
+    v = axes["layout"].variants(best)
+    assert [c.name for c in v] == ["2 x 2 cores", "4 x 1 cores"]
+    assert all(c.overrides == {"precision": "bf16"} for c in v)  # threads and KMP_* are the layout's
+    assert v[0].layout == lays[0] and v[0].key != v[1].key
 
 
 def test_stock_candidate_is_untuned():

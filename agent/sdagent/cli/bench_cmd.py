@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import click
 
 from sdagent.atomicio import check_parent, write_json
 from sdagent.cli import cli
-from sdagent.cli.options import (backend_options, check_compile_flag, model_and_workload, progress_bar,
-                                 resolve_plan, run_overrides, workload_options)
+from sdagent.cli.options import (FiniteFloat, backend_options, check_compile_flag, layout_options,
+                                 model_and_workload, progress_bar, resolve_plan, run_overrides, workload_options)
 from sdagent.measuring.bench import bench_model, check_counts
 from sdagent.planning.runspec import RunSpec
 
@@ -24,13 +25,22 @@ from sdagent.planning.runspec import RunSpec
 @backend_options
 @click.option("--channels-last/--no-channels-last", "channels_last", default=None,
               help="channels_last memory format. Default: the plan's.")
+@layout_options
+@click.option("--throughput", is_flag=True,
+              help="Measure images/min: every instance of the plan (or of --instances N) at once, each its own "
+                   "process on its own CPUs. Implied by --instances.")
+@click.option("--images", type=click.IntRange(min=1), default=None,
+              help="Throughput: images per instance after the window opens (default 3).")
+@click.option("--window", "window_s", type=FiniteFloat(above=0), default=None, metavar="SECONDS",
+              help="Throughput: a measuring window instead of a number of images.")
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Also write the JSON result to this file (atomically).")
 @click.pass_context
 def bench(ctx: click.Context, model_dir: str, wl: dict[str, Any], runs: int, warmup: int, backend: str,
           precision: str, compile_: bool | None, channels_last: bool | None, compile_cache: str | None,
-          as_json: bool, output: str | None) -> None:
+          plan_args: dict, throughput: bool, images: int | None, window_s: float | None, as_json: bool,
+          output: str | None) -> None:
     """Measure latency: WARMUP untimed runs, then RUNS timed ones, same seed each.
 
     \b
@@ -47,6 +57,17 @@ def bench(ctx: click.Context, model_dir: str, wl: dict[str, Any], runs: int, war
     and without `exec` to measure the stock environment.
 
     \b
+    Throughput (--throughput, or --instances N): each instance of the plan is
+    started as its own process under its instance plan (binding, threads,
+    memory node), warmed with one image; when all are warm one window opens
+    for all; each then generates --images images (or for --window seconds).
+    Reports images/min for the host (all images / the slowest instance's
+    makespan) and per instance with bounds from each instance's median image
+    time, the latency p50/p90 every image saw under that load, failed
+    instances and stragglers (makespan > 1.25x the median instance's).
+      sdagent bench --model DIR --instances 2 --images 3
+
+    \b
     Example (tiny model, seconds):
       sdagent bench --model /tmp/sd-tiny --steps 2 --runs 5 --json
     """
@@ -54,8 +75,10 @@ def bench(ctx: click.Context, model_dir: str, wl: dict[str, Any], runs: int, war
     if output:
         check_parent(output)
     md, w = model_and_workload(model_dir, wl)
-    plan = resolve_plan(ctx, extra=run_overrides(backend, precision, compile_, channels_last))
+    plan = resolve_plan(ctx, plan_args, extra=run_overrides(backend, precision, compile_, channels_last))
     check_compile_flag(plan, compile_)
+    if throughput or plan_args.get("instances") is not None or images is not None or window_s is not None:
+        return _throughput(ctx, md, w, plan, images, window_s, compile_cache, as_json, output)
     with ctx.obj.bench_lock("bench"):
         result = bench_model(md, w, RunSpec.from_plan(plan), runs, warmup, plan=plan.to_dict(),
                              compile_cache_dir=compile_cache, bar=progress_bar("bench"))
@@ -69,3 +92,38 @@ def bench(ctx: click.Context, model_dir: str, wl: dict[str, Any], runs: int, war
     from sdagent.measuring.bench_report import bench_table
 
     click.echo(bench_table(result), nl=False)
+
+
+def _throughput(ctx: click.Context, md: Any, w: Any, plan: Any, images: int | None, window_s: float | None,
+                compile_cache: str | None, as_json: bool, output: str | None) -> None:
+    from sdagent.measuring import throughput as T
+    from sdagent.measuring.runner import WorkerJob
+
+    images = images if images is not None or window_s is not None else 3
+    T.check_request(plan, images, window_s)
+    job = WorkerJob(str(md.path), w, RunSpec.from_plan(plan), warmup_steps=w.steps,
+                    compile_cache_dir=compile_cache)
+    req = T.ThroughputRequest(str(md.path), job, images, window_s)
+
+    def event(kind: str, data: dict[str, Any]) -> None:
+        if kind == "ready":
+            click.echo(f"throughput: instance {data['instance']} warm ({data['image_s']:.2f} s per image)", err=True)
+        elif kind == "window":
+            click.echo("throughput: window open for every instance", err=True)
+        elif kind == "done" and not data["ok"]:
+            click.echo(f"sdagent: warning: instance {data['instance']} failed: {data['reason']}", err=True)
+
+    with ctx.obj.bench_lock("bench --throughput"):
+        figs = T.run(plan, req, environ=dict(os.environ), on_event=event)
+    from sdagent.host.process import machine_state
+
+    d = {"format": "sdagent-throughput/1", "model": str(md.path), "workload": w.to_dict(), "plan": plan.to_dict(),
+         **figs.to_dict(), "machine": machine_state().to_dict()}
+    if output:
+        write_json(output, d)
+    if as_json:
+        click.echo(json.dumps(d, indent=2))
+        return
+    from sdagent.measuring.bench_report import throughput_table
+
+    click.echo(throughput_table(figs, w, plan.to_dict()), nl=False)

@@ -65,6 +65,9 @@ class BudgetBar:
 @layout_options
 @click.option("--budget", "budget_min", type=FiniteFloat(above=0), default=15.0, show_default=True,
               help="Minutes to spend measuring (the search stops starting comparisons that would not fit).")
+@click.option("--objective", type=click.Choice(["latency", "throughput"]), default="latency", show_default=True,
+              help="latency: one image's time (instance 0); throughput: the host's images/min, every instance "
+                   "at once, with the instance split (instances x cores, SMT) as an axis of its own.")
 @click.option("--max-rounds", type=click.IntRange(min=6), default=Rule.max_rounds, show_default=True,
               help="The most paired rounds one comparison may take (the cap used is sized from the host's "
                    "noise floor, up to this).")
@@ -74,8 +77,8 @@ class BudgetBar:
               help="Write the chosen plan here (atomically; an interrupted tune leaves the old file).")
 @click.option("--json", "as_json", is_flag=True, help="Print the tuning record and the plan as JSON.")
 @click.pass_context
-def tune(ctx: click.Context, m: MeasureArgs, plan_args: dict, budget_min: float, max_rounds: int,
-         allow_compile: bool, output: str | None, as_json: bool) -> None:
+def tune(ctx: click.Context, m: MeasureArgs, plan_args: dict, budget_min: float, objective: str,
+         max_rounds: int, allow_compile: bool, output: str | None, as_json: bool) -> None:
     """Measure candidate plans on this host and keep the fastest; stock is the fallback.
 
     \b
@@ -87,6 +90,13 @@ def tune(ctx: click.Context, m: MeasureArgs, plan_args: dict, budget_min: float,
     MALLOC_CONF, tcmalloc), OpenMP runtime, KMP_BLOCKTIME 0/1/200, pinning,
     threads. Each measurement is a fresh process taking the median of
     --repeats timed calls. The layout options measure instance 0 of that layout.
+    \b
+    --objective throughput measures the host's seconds per image with every
+    instance running at once (--repeats images each), starts from one
+    instance per NUMA node (or the layout given) and adds an axis of instance
+    splits (instances x cores per instance, SMT on/off); the plan written
+    records the objective and the layout, which exec --instance, the env files
+    and the units follow.
     \b
     Rule: paired rounds (the candidate and the best back to back, order
     rotated), decided sequentially: a sequential probability ratio test on
@@ -111,7 +121,8 @@ def tune(ctx: click.Context, m: MeasureArgs, plan_args: dict, budget_min: float,
         atomicio.check_parent(output)
     md, w = model_and_workload(m.model_dir, m.workload())
     req = TuneRequest(md, w, budget_min * 60, Rule(max_rounds=max_rounds), m.repeats, m.warmup_steps,
-                      m.timeout_s, allow_compile, output, command_line(), start=resolve_plan(ctx, plan_args))
+                      m.timeout_s, allow_compile, output, command_line(), start=resolve_plan(ctx, plan_args),
+                      objective=objective)
     with ctx.obj.bench_lock("tune"), BudgetBar(req.budget_s) as bar:
         out = run_tune(ctx.obj.topology(), ctx.obj.facts(), req, environ=dict(os.environ), on_event=bar.event)
     if output:

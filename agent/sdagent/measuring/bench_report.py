@@ -41,3 +41,18 @@ def bench_table(result: Any) -> str:
                f"({m['mapped_count']} shared objects)")
     out.append("versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v))
     return "\n".join(out) + "\n"
+
+
+def throughput_table(figs: Any, workload: Any, plan: dict[str, Any]) -> str:
+    """The terminal view of a throughput run: the host's images/min, each instance's, latency under load."""
+    d = figs.to_dict()
+    lo, hi = d["images_per_min_bounds"]
+    bounds = f" ({100 * d['confidence']:g}% bounds {fmt(lo)}-{fmt(hi)})" if lo is not None and hi is not None else ""
+    out = [workload_line("", workload.to_dict()).replace("model , ", ""), plan_line(plan), "",
+           f"host: {fmt(d['images_per_min'])} images/min{bounds} from {d['instances']} instance(s); "
+           f"latency under load p50 {fmt(d['latency_p50_s'])} s, p90 {fmt(d['latency_p90_s'])} s", ""]
+    rows = [[str(i["index"]), i["cpus"], "ok" if i["ok"] else "FAILED", str(i["images"]), fmt(i["makespan_s"]),
+             fmt(i["images_per_min"]), "straggler" if i["straggler"] else ("" if i["ok"] else i["reason"][:60])]
+            for i in d["per_instance"]]
+    out += columns(rows, ["instance", "cpus", "status", "images", "makespan_s", "images/min", "note"])
+    return "\n".join(out) + "\n"

@@ -31,6 +31,23 @@ WORKER_MODULE = "sdagent.measuring.worker"
 
 
 @dataclass(frozen=True)
+class ThroughputSpec:
+    """A worker's part in a throughput run: wait at a barrier, then generate images back to back.
+
+    `barrier` is a directory the parent owns: the worker writes ready-<index>.json there once
+    warm, and starts when go.json appears (its start time and window; or an abort reason).
+    """
+
+    barrier: str
+    index: int
+    images: int | None = None  # a fixed number of images ...
+    window_s: float | None = None  # ... or as many as a window holds
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"barrier": self.barrier, "index": self.index, "images": self.images, "window_s": self.window_s}
+
+
+@dataclass(frozen=True)
 class WorkerJob:
     """What one worker process measures."""
 
@@ -42,19 +59,22 @@ class WorkerJob:
     repeats: int = 1
     compile_cache_dir: str | None = None
     unet_only: bool = False  # time single UNet calls instead of whole images
+    throughput: ThroughputSpec | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": "sdagent-job/1", "model": str(self.model), "workload": self.workload.to_dict(),
                 "run": self.run.to_dict(), "warmup": self.warmup, "warmup_steps": self.warmup_steps,
                 "repeats": self.repeats, "compile_cache_dir": self.compile_cache_dir,
-                "unet_only": self.unet_only}
+                "unet_only": self.unet_only,
+                "throughput": self.throughput.to_dict() if self.throughput else None}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "WorkerJob":
         try:
+            tp = d.get("throughput")
             job = cls(str(d["model"]), Workload(**d["workload"]), RunSpec.from_dict(d["run"]),
                       int(d["warmup"]), int(d["warmup_steps"]), int(d["repeats"]), d.get("compile_cache_dir"),
-                      bool(d.get("unet_only", False)))
+                      bool(d.get("unet_only", False)), ThroughputSpec(**tp) if tp else None)
         except (KeyError, TypeError, ValueError) as exc:
             raise BadInput(f"not a worker job ({type(exc).__name__}: {exc})") from None
         if job.repeats < 0 or job.warmup < 0 or job.warmup_steps < 1:
@@ -106,60 +126,84 @@ def missing_preloads(expected: tuple[str, ...], mapped: list[str]) -> list[str]:
     return out
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
-    """The worker and whatever it started (numactl's child, inductor's compile workers)."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        proc.kill()
-    proc.wait()
+class WorkerProcess:
+    """One worker started under a launch (in its own process group), to be waited for later.
 
-
-def run_worker(launch: Launch, job: WorkerJob, *, timeout_s: float = 1800.0) -> WorkerResult:
-    """Run one worker process; a crash, a timeout or a preload that did not take is a failure with a reason.
-
-    The worker runs in its own process group, so a timeout, or this process being
-    interrupted, ends it and its children, never leaving one to run on the cores.
+    Several can run at once (throughput: one per instance). The job and the result
+    live in a private directory (0700) that nobody else can read or replace.
     """
-    work = tempfile.mkdtemp(prefix="sdagent-measure-")  # 0700: private to this user
-    job_file, result = os.path.join(work, "job.json"), os.path.join(work, "result.json")
-    argv = list(launch.argv) + ["--job", job_file, "--result", result]
-    t0 = time.perf_counter()
-    try:
-        Path(job_file).write_text(json.dumps(job.to_dict()))
+
+    def __init__(self, launch: Launch, job: WorkerJob) -> None:
+        self.launch, self.job = launch, job
+        self.work = tempfile.mkdtemp(prefix="sdagent-measure-")
+        self.job_file, self.result = os.path.join(self.work, "job.json"), os.path.join(self.work, "result.json")
+        self.argv = list(launch.argv) + ["--job", self.job_file, "--result", self.result]
+        self.proc: subprocess.Popen | None = None
+        self.t0 = time.perf_counter()
+        self.start_error: str | None = None
+        Path(self.job_file).write_text(json.dumps(job.to_dict()))
         try:
-            proc = subprocess.Popen(argv, env=dict(launch.env), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, text=True, start_new_session=True)
+            self.proc = subprocess.Popen(self.argv, env=dict(launch.env), stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                         start_new_session=True)
         except OSError as exc:
-            return WorkerResult(False, f"cannot start {argv[0]}: {exc.strerror}", time.perf_counter() - t0, None,
-                                argv)
+            self.start_error = f"cannot start {self.argv[0]}: {exc.strerror}"
+
+    def kill(self) -> None:
+        """The worker and whatever it started (numactl's child, inductor's compile workers)."""
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                self.proc.kill()
+            self.proc.wait()
+
+    def wait(self, timeout_s: float) -> WorkerResult:
+        """The result; a crash, a timeout or a preload that did not take is a failure with a reason."""
         try:
-            _, stderr = proc.communicate(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            return WorkerResult(False, f"timed out after {timeout_s:.0f} s", time.perf_counter() - t0, None, argv)
-        except BaseException:
-            _kill_group(proc)
-            raise
-        wall = time.perf_counter() - t0
-        try:
-            data = json.loads(Path(result).read_text())
-        except (OSError, ValueError):
-            data = None
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+            if self.proc is None:
+                return WorkerResult(False, self.start_error or "not started", 0.0, None, self.argv)
+            try:
+                _, stderr = self.proc.communicate(timeout=max(0.0, timeout_s - (time.perf_counter() - self.t0)))
+            except subprocess.TimeoutExpired:
+                self.kill()
+                return WorkerResult(False, f"timed out after {timeout_s:.0f} s", time.perf_counter() - self.t0,
+                                    None, self.argv)
+            except BaseException:
+                self.kill()
+                raise
+            wall = time.perf_counter() - self.t0
+            try:
+                data = json.loads(Path(self.result).read_text())
+            except (OSError, ValueError):
+                data = None
+        finally:
+            self.close()
+        return _result(self.proc.returncode, stderr, data, wall, self.launch, self.argv)
+
+    def close(self) -> None:
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+def _result(returncode: int, stderr: str, data: dict[str, Any] | None, wall: float, launch: Launch,
+            argv: list[str]) -> WorkerResult:
     if data is None:
         why = _tail(stderr) or "no output"
-        if proc.returncode < 0:
+        if returncode < 0:
             try:
-                name = signal.Signals(-proc.returncode).name
+                name = signal.Signals(-returncode).name
             except ValueError:
                 name = "?"
-            why = f"killed by signal {-proc.returncode} ({name}); {why}"
-        return WorkerResult(False, f"exit {proc.returncode}, no result: {why}", wall, None, argv)
+            why = f"killed by signal {-returncode} ({name}); {why}"
+        return WorkerResult(False, f"exit {returncode}, no result: {why}", wall, None, argv)
     if not data.get("ok"):
         return WorkerResult(False, str(data.get("error", "failed")), wall, data, argv)
     missing = missing_preloads(launch.expect_libraries, data.get("process", {}).get("libraries", []))
     if missing:
         return WorkerResult(False, f"preload did not take: {', '.join(missing)} not mapped", wall, data, argv)
     return WorkerResult(True, "ok", wall, data, argv)
+
+
+def run_worker(launch: Launch, job: WorkerJob, *, timeout_s: float = 1800.0) -> WorkerResult:
+    """Run one worker process to its end (see WorkerProcess)."""
+    return WorkerProcess(launch, job).wait(timeout_s)

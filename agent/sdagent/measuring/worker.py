@@ -65,6 +65,8 @@ def measure(job: WorkerJob) -> dict[str, Any]:
     load_s = time.perf_counter() - t0 - prepared.prepare_s
     if job.unet_only:
         return measure_unet(prepared, job, load_s)
+    if job.throughput is not None:
+        return measure_throughput(prepared, job, load_s)
     t1 = time.perf_counter()
     warm = w.with_steps(min(job.warmup_steps, w.steps))
     for i in range(job.warmup):
@@ -120,6 +122,35 @@ def measure_unet(prepared: Any, job: WorkerJob, load_s: float) -> dict[str, Any]
         "latency_s": [round(x, 6) for x in calls],
         "latency_median_s": round(statistics.median(calls), 6) if calls else None,
         "runs": [{"unet_steps_s": [round(x, 6) for x in calls]}], "unet_evals": 1,
+        "process": _process_record(), "load_average": _load_average(),
+    }
+
+
+def measure_throughput(prepared: Any, job: WorkerJob, load_s: float) -> dict[str, Any]:
+    """Warm up with one whole image, say so at the barrier, wait for the start, then generate back to back."""
+    from sdagent.measuring.throughput import await_start, write_ready
+
+    tp = job.throughput
+    assert tp is not None
+    t1 = time.perf_counter()
+    for i in range(max(1, job.warmup)):
+        warm = prepared.generate(job.workload, seed=1000 + i)
+    warmup_s = time.perf_counter() - t1
+    write_ready(tp, warm.total_s)
+    start, deadline = await_start(tp)
+    images = []
+    i = 0
+    while (tp.images is not None and i < tp.images) or (deadline is not None and time.time() < deadline):
+        t_start = time.time()
+        g = prepared.generate(job.workload, seed=i)
+        images.append({"start": t_start, "end": time.time(), "total_s": round(g.total_s, 6)})
+        i += 1
+    lat = [x["total_s"] for x in images]
+    return {
+        "ok": True, "mode": "throughput", "workload": job.workload.to_dict(), "describe": prepared.describe(),
+        "load_s": round(load_s, 4), "prepare_s": round(prepared.prepare_s, 4), "warmup_s": round(warmup_s, 4),
+        "window": {"start": start, "deadline": deadline}, "images": images,
+        "latency_s": lat, "latency_median_s": round(statistics.median(lat), 6) if lat else None,
         "process": _process_record(), "load_average": _load_average(),
     }
 

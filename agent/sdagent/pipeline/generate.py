@@ -86,6 +86,7 @@ class _Timer:
 
         handles = [pipe.text_encoder.register_forward_pre_hook(pre),
                    pipe.text_encoder.register_forward_hook(post)]
+        installed = vars(pipe.vae).get("decode")  # a compiled decoder installed on the instance, if any
         orig_decode = pipe.vae.decode
 
         def timed_decode(*a, **k):
@@ -101,7 +102,10 @@ class _Timer:
         finally:
             for h in handles:
                 h.remove()
-            del pipe.vae.decode
+            if installed is not None:
+                pipe.vae.decode = installed
+            else:
+                del pipe.vae.decode
 
 
 @dataclass

@@ -60,8 +60,15 @@ def stock_launch(cmd: Sequence[str], environ: Mapping[str, str], name: str = "st
 
 def plan_launch(plan: Plan, cmd: Sequence[str], environ: Mapping[str, str], name: str = "plan",
                 instance: int = 0) -> Launch:
-    """`cmd` under the plan, built exactly as `sdagent exec` builds it."""
+    """`cmd` under the plan, built exactly as `sdagent exec` builds it.
+
+    numactl refuses CPUs outside its caller's own affinity, so a measurement started from a
+    process pinned to one instance (verify's throughput check runs inside instance 0) goes
+    through taskset first, which may widen it to the instance's CPUs.
+    """
     argv, env = build_exec(plan, instance, cmd, stock_env(environ))
+    if plan.settings["binding"] == "numactl" and plan.taskset:
+        argv = [plan.taskset, "-c", plan.instance(instance).cpulist] + argv
     return Launch(name, tuple(argv), env, tuple(plan.preload))
 
 

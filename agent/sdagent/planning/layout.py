@@ -140,3 +140,19 @@ def instance_physical_cores(topo: Topology, cpus: tuple[int, ...]) -> int:
         except KeyError:  # a CPU the topology does not describe counts as its own core
             cores.add((-1, c))
     return len(cores)
+
+
+def throughput_layouts(topo: Topology) -> list[dict[str, Any]]:
+    """The instance splits worth measuring for throughput: every even split of the largest NUMA node's
+    usable cores into instances that stay on their node, with SMT siblings as extra threads where the
+    CPU has them (PlanRequest fields, largest instances first)."""
+    per_node: dict[int, int] = {}
+    for node, _ in usable_cores(topo):
+        per_node[node] = per_node.get(node, 0) + 1
+    biggest = max(per_node.values())
+    out: list[dict[str, Any]] = []
+    for smt in ((False, True) if topo.threads_per_core > 1 else (False,)):
+        for c in sorted((d for d in range(1, biggest + 1) if biggest % d == 0), reverse=True):
+            n = sum(v // c for v in per_node.values())
+            out.append(PlanRequest(n, c, False, smt).to_dict())
+    return out

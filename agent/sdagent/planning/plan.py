@@ -58,6 +58,7 @@ class Plan:
     plan_file: str | None = None
     tuning: dict[str, Any] | None = None  # what `sdagent tune` measured, when tuned
     facts: dict[str, Any] | None = None  # HostFacts.to_dict() of the host it was made on
+    objective: str = "latency"  # what the layout serves: latency (one image fast) or throughput (images/min)
     #: preload paths a plan file named that this host cannot preload: (path, why)
     dropped_libraries: tuple[tuple[str, str], ...] = ()
     #: settings a plan file asked for that this host cannot honour: (key, asked, used, why)
@@ -130,6 +131,7 @@ class Plan:
         return {
             "format": "sdagent-plan/1",
             "source": self.source,
+            "objective": self.objective,
             "plan_file": self.plan_file,
             "topology_summary": self.topology_summary,
             "isa_flags": list(self.isa_flags),
@@ -248,6 +250,7 @@ def make_plan(
     instances: tuple[Instance, ...] = (),
     dropped_libraries: tuple[tuple[str, str], ...] = (),
     fallbacks: tuple[tuple[str, Any, Any, str], ...] = (),
+    objective: str = "latency",
 ) -> Plan:
     """Derive the plan. Pure: everything it knows comes in through its arguments.
 
@@ -426,4 +429,5 @@ def make_plan(
         facts=facts.to_dict(),
         dropped_libraries=tuple(dropped_libraries),
         fallbacks=tuple(dict.fromkeys(tuple(fallbacks) + tuple(r.fallbacks))),
+        objective=objective,
     )

@@ -23,6 +23,7 @@ from sdagent.planning.plan import Plan, make_plan
 from sdagent.planning.settings import LIBRARY_KNOBS, parse_settings
 
 PLAN_SOURCES = ("derived", "tuned", "file")
+OBJECTIVES = ("latency", "throughput")
 
 
 @dataclass(frozen=True)
@@ -37,13 +38,14 @@ class LoadedPlan:
     dropped_libraries: tuple[tuple[str, str], ...] = ()
     #: what the plan this record was made from could not honour (exec hands them on to its child)
     fallbacks: tuple[tuple[str, Any, Any, str], ...] = ()
+    objective: str = "latency"
 
 
 def plan_env_value(plan: Plan) -> str:
     """What `sdagent exec` hands its child: the plan's reproducible part, as compact JSON."""
     d = plan.to_dict()
-    keep = ("format", "source", "plan_file", "request", "settings", "instances", "tuning", "fallbacks",
-            "dropped_libraries")
+    keep = ("format", "source", "objective", "plan_file", "request", "settings", "instances", "tuning",
+            "fallbacks", "dropped_libraries")
     d = {k: d[k] for k in keep}
     d["instances"] = [{"index": i["index"], "cpu_ids": i["cpu_ids"], "mem_node": i["mem_node"]}
                       for i in d["instances"]]
@@ -98,8 +100,11 @@ def parse_plan_data(data: Any, origin: str, plan_file: str | None = None) -> Loa
         fallbacks = tuple((str(f["key"]), f["asked"], f["used"], str(f["why"])) for f in data.get("fallbacks") or ())
     except (KeyError, TypeError) as exc:
         raise BadInput(f"{origin}: bad 'fallbacks' or 'dropped_libraries' entry ({exc})") from None
+    objective = str(data.get("objective") or "latency")
+    if objective not in OBJECTIVES:
+        raise BadInput(f"{origin}: unknown objective {objective!r} (valid: {', '.join(OBJECTIVES)})")
     return LoadedPlan(settings, source, request, tuning if isinstance(tuning, dict) else None, instances,
-                      plan_file or data.get("plan_file"), tuple(dict.fromkeys(dropped)), fallbacks)
+                      plan_file or data.get("plan_file"), tuple(dict.fromkeys(dropped)), fallbacks, objective)
 
 
 def inherited_plan(environ: Mapping[str, str], plan_file: str | None) -> LoadedPlan | None:
@@ -135,5 +140,5 @@ def plan_in_force(topo: Topology, facts: HostFacts, *, plan_file: str | None, en
         file_settings=loaded.settings, overrides=overrides or {}, source=loaded.source,
         plan_file=plan_file or loaded.plan_file, tuning=loaded.tuning,
         instances=loaded.instances if keep_layout else (),
-        dropped_libraries=loaded.dropped_libraries, fallbacks=loaded.fallbacks,
+        dropped_libraries=loaded.dropped_libraries, fallbacks=loaded.fallbacks, objective=loaded.objective,
     )

@@ -1,9 +1,9 @@
 """The candidates `sdagent tune` measures: stock, the topology plan, and variants along each axis.
 
-Pure: what the host can try (HostChoices) and a `resolve(overrides) -> settings`
-function in, candidates out. Each candidate carries the overrides that
-reproduce it through the planner, so the plan written for a winner is exactly
-what was measured.
+Pure: what the host can try (HostChoices) and a `resolve(overrides, layout) ->
+settings` function in, candidates out. Each candidate carries the overrides (and,
+for throughput, the layout) that reproduce it through the planner, so the plan
+written for a winner is exactly what was measured.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from sdagent.planning.settings import KMP_AFFINITY_COMPACT
 from sdagent.tuning.search import Axis, Candidate
 
 
-Resolve = Callable[[Mapping[str, Any]], Mapping[str, Any]]
+#: (overrides, layout or None) -> the planner's resolved settings
+Resolve = Callable[..., Mapping[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -31,12 +32,20 @@ class HostChoices:
     iomp: bool
     pin: str | None  # "numactl" | "taskset" | None
     compile: bool = True  # torch.compile candidates allowed (native backend)
+    layouts: tuple[Mapping[str, Any], ...] = ()  # throughput: the instance splits to try (PlanRequest fields)
 
 
 def _variant(best: Candidate, name: str, axis: str, change: Mapping[str, Any], resolve: Resolve,
-             warmup: bool = False) -> Candidate:
+             warmup: bool = False, layout: Mapping[str, Any] | None = None) -> Candidate:
     overrides = {**best.overrides, **change}
-    return Candidate(name, overrides, resolve(overrides), axis, warmup=warmup or bool(overrides.get("compile")))
+    lay = layout if layout is not None else best.layout
+    return Candidate(name, overrides, resolve(overrides, lay), axis,
+                     warmup=warmup or bool(overrides.get("compile")), layout=lay)
+
+
+def layout_name(layout: Mapping[str, Any]) -> str:
+    smt = " +SMT" if layout.get("use_smt") else ""
+    return f"{layout.get('instances')} x {layout.get('cores_per_instance')} cores{smt}"
 
 
 def make_axes(host: HostChoices, resolve: Resolve) -> list[Axis]:
@@ -59,6 +68,13 @@ def make_axes(host: HostChoices, resolve: Resolve) -> list[Axis]:
                     chg["compile"] = False
                 out.append(_variant(best, f"{be} {pr}", "precision/backend", chg, resolve))
         return out
+
+    def layout(best: Candidate) -> list[Candidate]:
+        # the threads, binding and KMP_* of a layout are the planner's: drop what the best pinned for its own
+        keep = {k: v for k, v in best.overrides.items()
+                if k not in ("omp_num_threads", "binding", "membind", "kmp_affinity", "kmp_blocktime")}
+        return [Candidate(layout_name(lay), keep, resolve(keep, lay), "layout",
+                          warmup=bool(keep.get("compile")), layout=lay) for lay in host.layouts]
 
     def preloads(best: Candidate) -> list[Candidate]:
         if best.settings.get("allocator") == "default" and best.settings.get("omp_runtime") == "default":
@@ -113,16 +129,17 @@ def make_axes(host: HostChoices, resolve: Resolve) -> list[Axis]:
         opts = sorted({n, max(1, n - 1), max(1, n // 2)}, reverse=True)
         return [_variant(best, f"threads={t}", "threads", {"omp_num_threads": t}, resolve) for t in opts]
 
-    return [Axis("precision/backend", precision), Axis("preloads", preloads), Axis("torch.compile", compile_),
+    return [Axis("precision/backend", precision), Axis("layout", layout), Axis("preloads", preloads),
+            Axis("torch.compile", compile_),
             Axis("memory format", channels), Axis("allocator", allocator), Axis("OpenMP runtime", omp),
             Axis("KMP_BLOCKTIME", blocktime), Axis("pinning", pinning), Axis("threads", threads)]
 
 
 def stock_candidate(resolve: Resolve) -> Candidate:
-    return Candidate("stock", dict(STOCK_SETTINGS), resolve(STOCK_SETTINGS), "stock", stock=True)
+    return Candidate("stock", dict(STOCK_SETTINGS), resolve(STOCK_SETTINGS, None), "stock", stock=True)
 
 
 def plan_candidate(resolve: Resolve) -> Candidate:
     """The topology plan, as derived (no overrides)."""
-    settings = resolve({})
+    settings = resolve({}, None)
     return Candidate("topology plan", {}, settings, "plan", warmup=bool(settings.get("compile")))

@@ -51,11 +51,12 @@ class Candidate:
     axis: str = ""
     stock: bool = False  # the baseline: stock's settings on the plan's CPUs
     warmup: bool = False  # needs one untimed run first (torch.compile's cache)
+    layout: Mapping[str, Any] | None = None  # PlanRequest fields; None: the session's own layout
 
     @property
     def key(self) -> tuple[str, ...]:
-        """Identity for de-duplication: two names for the same settings are measured once."""
-        return tuple(f"{k}={v!r}" for k, v in sorted(self.settings.items()))
+        """Identity for de-duplication: two names for the same settings and layout are measured once."""
+        return tuple(f"{k}={v!r}" for k, v in sorted({**self.settings, **(self.layout or {})}.items()))
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,7 @@ class TuneResult:
             "spent_s": round(self.spent_s, 1),
             "candidates": [
                 {"name": c.name, "axis": c.axis, "stock": c.stock, "overrides": dict(c.overrides),
+                 "layout": dict(c.layout) if c.layout else None,
                  "measured_s": [round(x, 4) for x in samples.get(c.name, [])],
                  "median_s": round(statistics.median(samples[c.name]), 4) if samples.get(c.name) else None}
                 for c in self.candidates.values()

@@ -20,7 +20,7 @@ from sdagent.measuring.runner import WorkerJob, WorkerResult, run_worker, worker
 from sdagent.pipeline.modeldir import ModelDir
 from sdagent.pipeline.workload import Workload
 from sdagent.planning.launch import Launch, plan_launch
-from sdagent.planning.layout import PlanRequest
+from sdagent.planning.layout import PlanRequest, throughput_layouts
 from sdagent.planning.plan import Plan, make_plan, summary_line
 from sdagent.planning.runspec import RunSpec
 from sdagent.planning.settings import LIBRARY_KNOBS
@@ -46,6 +46,7 @@ class TuneRequest:
     plan_file: str | None = None  # where the plan will be written (recorded in it)
     command: str = "sdagent tune"
     start: Plan | None = None  # the plan in force (--plan-file): measured as the first candidate
+    objective: str = "latency"  # latency: one image's time on instance 0; throughput: the host's images/min
 
 
 @dataclass(frozen=True)
@@ -55,13 +56,15 @@ class TuneOutcome:
     plan: Plan  # the winner as the tuned plan
 
 
-def host_choices(plan: Plan, facts: HostFacts, allow_compile: bool) -> HostChoices:
+def host_choices(plan: Plan, facts: HostFacts, allow_compile: bool,
+                 layouts: tuple[dict[str, Any], ...] = ()) -> HostChoices:
     """What this host can try, from the derived plan and the host's facts."""
     return HostChoices(
         physical_cores=plan.settings["omp_num_threads"], bf16=native_bf16_flag(plan.isa_flags) is not None,
         ipex=facts.ipex.usable, jemalloc=bool(facts.libraries.get("jemalloc")),
         tcmalloc=bool(facts.libraries.get("tcmalloc")), iomp=bool(facts.libraries.get("iomp")),
-        pin=("numactl" if facts.numactl else "taskset" if facts.taskset else None), compile=allow_compile)
+        pin=("numactl" if facts.numactl else "taskset" if facts.taskset else None), compile=allow_compile,
+        layouts=layouts)
 
 
 def _step_median(d: Mapping[str, Any]) -> float | None:
@@ -74,13 +77,16 @@ def tune(topo: Topology, facts: HostFacts, req: TuneRequest, *, environ: Mapping
          clock: Callable[[], float] = time.monotonic) -> TuneOutcome:
     """Measure stock, the topology plan and each axis's variants; return the winner as a tuned plan."""
     run_one = runner or (lambda launch, job: run_worker(launch, job, timeout_s=req.timeout_s))
-    request = req.start.request if req.start is not None else PlanRequest()
+    throughput = req.objective == "throughput"
+    request = req.start.request if req.start is not None and req.start.request != PlanRequest() else (
+        PlanRequest(instances=len(topo.nodes)) if throughput else PlanRequest())
 
-    def plan_for(overrides: Mapping[str, Any]) -> Plan:
-        return make_plan(topo, facts, request, overrides=dict(overrides))
+    def plan_for(overrides: Mapping[str, Any], layout: Mapping[str, Any] | None = None) -> Plan:
+        lay = PlanRequest.from_dict(layout) if layout else request
+        return make_plan(topo, facts, lay, overrides=dict(overrides), objective=req.objective)
 
-    def resolve(overrides: Mapping[str, Any]) -> dict[str, Any]:
-        return dict(plan_for(overrides).settings)
+    def resolve(overrides: Mapping[str, Any], layout: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        return dict(plan_for(overrides, layout).settings)
 
     derived = plan_for({})
     stock = stock_candidate(resolve)
@@ -93,18 +99,33 @@ def tune(topo: Topology, facts: HostFacts, req: TuneRequest, *, environ: Mapping
     if not req.allow_compile and first[0].settings.get("compile"):
         off = {**first[0].overrides, "compile": False}
         first = [Candidate(first[0].name, off, resolve(off), "plan")]
-    axes = make_axes(host_choices(derived, facts, req.allow_compile), resolve)
+    layouts = tuple(lay for lay in throughput_layouts(topo) if lay != request.to_dict()) if throughput else ()
+    axes = make_axes(host_choices(derived, facts, req.allow_compile, layouts), resolve)
     details: dict[str, list[dict[str, Any]]] = {}
     cmd = worker_cmd()
 
     def launch_for(c: Candidate) -> Launch:
         # stock too: its settings on the plan's CPUs and thread count, launched like any plan
-        return plan_launch(plan_for(c.overrides), cmd, environ, name=c.name)
+        return plan_launch(plan_for(c.overrides, c.layout), cmd, environ, name=c.name)
+
+    def job_for(c: Candidate, repeats: int) -> WorkerJob:
+        return WorkerJob(str(req.model.path), req.workload, RunSpec.from_settings(c.settings, topo.flags),
+                         repeats=repeats, warmup=1, warmup_steps=req.warmup_steps)
+
+    def host_seconds_per_image(c: Candidate) -> float:
+        """Throughput: every instance of the candidate's layout at once; the host's seconds per image."""
+        from sdagent.measuring import throughput as T
+
+        figs = T.run(plan_for(c.overrides, c.layout),
+                     T.ThroughputRequest(str(req.model.path), job_for(c, req.repeats), req.repeats, None,
+                                         req.timeout_s), environ=environ)
+        details.setdefault(c.name, []).append({"throughput": figs.to_dict()})
+        if figs.failed or not figs.images_per_min:
+            raise MeasureFailed("; ".join(i.reason for i in figs.failed) or "no image completed")
+        return 60.0 / figs.images_per_min
 
     def run(c: Candidate, repeats: int) -> WorkerResult:
-        job = WorkerJob(str(req.model.path), req.workload, RunSpec.from_settings(c.settings, topo.flags),
-                        repeats=repeats, warmup=1, warmup_steps=req.warmup_steps)
-        res = run_one(launch_for(c), job)
+        res = run_one(launch_for(c), job_for(c, repeats))
         if res.data and res.data.get("ok"):
             d = res.data
             details.setdefault(c.name, []).append({
@@ -118,8 +139,9 @@ def tune(topo: Topology, facts: HostFacts, req: TuneRequest, *, environ: Mapping
 
     load_before = list(read_load_average())
     started = time.time()
-    result = search(stock, first, axes, lambda c: run(c, req.repeats).latency_s, budget_s=req.budget_s,
-                    clock=clock, warm=lambda c: run(c, 0), rule=req.rule, on_event=on_event)
+    measure = host_seconds_per_image if throughput else (lambda c: run(c, req.repeats).latency_s)
+    result = search(stock, first, axes, measure, budget_s=req.budget_s, clock=clock,
+                    warm=lambda c: run(c, 0), rule=req.rule, on_event=on_event)
     state = machine_state().to_dict()
     record = result.to_dict()
     record.update({
@@ -127,7 +149,9 @@ def tune(topo: Topology, facts: HostFacts, req: TuneRequest, *, environ: Mapping
         "command": req.command,
         "model": str(req.model.path), "model_preset": req.model.sdagent_preset,
         "workload": req.workload.to_dict(), "repeats": req.repeats, "warmup_steps": req.warmup_steps,
-        "layout": request.to_dict(),
+        "objective": req.objective, "measure": "the host's seconds per image, every instance at once"
+        if throughput else "one image's median latency on instance 0",
+        "layout": (dict(result.chosen.layout) if result.chosen.layout else request.to_dict()),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "chosen_settings": summary_line(result.chosen.settings),
         "machine": {"cpu_model": state["cpu_model"], "topology": topo.summary(),
@@ -139,6 +163,8 @@ def tune(topo: Topology, facts: HostFacts, req: TuneRequest, *, environ: Mapping
     for c in record["candidates"]:
         c["description"] = summary_line(result.candidates[c["name"]].settings)
     # The winner is the tuned plan itself, not overrides on top of one.
-    plan = make_plan(topo, facts, request, file_settings=dict(result.chosen.overrides), source="tuned",
-                     tuning=record, plan_file=os.path.abspath(req.plan_file) if req.plan_file else None)
+    chosen_layout = PlanRequest.from_dict(result.chosen.layout) if result.chosen.layout else request
+    plan = make_plan(topo, facts, chosen_layout, file_settings=dict(result.chosen.overrides), source="tuned",
+                     tuning=record, plan_file=os.path.abspath(req.plan_file) if req.plan_file else None,
+                     objective=req.objective)
     return TuneOutcome(result, record, plan)

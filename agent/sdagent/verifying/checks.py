@@ -41,6 +41,7 @@ CATEGORY_EXIT: dict[str, Exit] = {
     "tuning": Exit.TUNING_NOT_IN_EFFECT,
     "target": Exit.NO_TARGET,
     "latency": Exit.TARGET_MISSED,
+    "throughput": Exit.TARGET_MISSED,
     "quality": Exit.TARGET_MISSED,
     "stock": Exit.SLOWER_THAN_STOCK,
     "validity": Exit.INCONCLUSIVE,
@@ -99,7 +100,7 @@ def skipped(name: str, category: str, why: str) -> Check:
 MEASURED_CHECKS: tuple[tuple[str, str], ...] = (
     ("backend", "tuning"), ("precision", "tuning"), ("latency_p50", "latency"), ("latency_p90", "latency"),
     ("runs", "validity"), ("spread", "validity"), ("image_finite", "quality"), ("image_not_blank", "quality"),
-    ("bf16_vs_fp32", "quality"), ("stock_measured", "stock"),
+    ("bf16_vs_fp32", "quality"), ("stock_measured", "stock"), ("images_per_min", "throughput"),
 )
 
 
@@ -275,6 +276,28 @@ def latency_checks(latencies: Sequence[float], target: Target) -> list[Check]:
     return out
 
 
+def throughput_check(figs: Any, target: Target) -> Check:
+    """The host's images/min (every instance at once) against the target's floor, by the same rule as
+    latency: pass when the rate's lower bound is at or above it, miss when the upper bound is below it."""
+    floor = target.min_images_per_min
+    d = figs.to_dict()
+    rate, (lo, hi) = d["images_per_min"], d["images_per_min_bounds"]
+    pct = f"{100 * d['confidence']:g}%"
+    where = f"{d['instances']} instance(s), latency under load p50 {d['latency_p50_s']} s"
+    if figs.failed:
+        return Check("images_per_min", "throughput", FAIL, f"instance(s) {d['failed']} failed: "
+                     + "; ".join(i.reason for i in figs.failed), rate, floor)
+    if lo is None or hi is None:
+        return Check("images_per_min", "throughput", INCONCLUSIVE, f"{rate:.4g} images/min from {where}, but too "
+                     f"few images per instance to bound it at {pct}", rate, floor)
+    desc = f"{rate:.4g} images/min from {where}; {pct} bounds [{lo:.4g}, {hi:.4g}], floor {floor:g}"
+    if lo >= floor:
+        return Check("images_per_min", "throughput", PASS, desc, round(rate, 4), floor)
+    if hi < floor:
+        return Check("images_per_min", "throughput", FAIL, desc, round(rate, 4), floor)
+    return Check("images_per_min", "throughput", INCONCLUSIVE, desc + ": more images decide", round(rate, 4), floor)
+
+
 # ---------------------------------------------------------------------------
 # Output quality (exit 1)
 # ---------------------------------------------------------------------------
@@ -414,6 +437,7 @@ class VerifyResult:
     instance: int
     model: str
     bench: Any = None  # bench.BenchResult
+    throughput: Any = None  # measuring.throughput.ThroughputFigures, when the target sets a floor
     reference: dict[str, Any] | None = None  # the fp32 reference image's run, where bf16 was checked
     stock: dict[str, Any] | None = None  # figures of the stock comparison
     started_at: float = 0.0
@@ -442,6 +466,7 @@ class VerifyResult:
             "host_key": self.host_key.to_dict() if self.host_key is not None else None,
             "checks": [c.to_dict() for c in self.checks],
             "bench": self.bench.to_dict() if self.bench is not None else None,
+            "throughput": self.throughput.to_dict() if self.throughput is not None else None,
             "reference": self.reference,
             "stock": self.stock,
             "plan": self.plan,

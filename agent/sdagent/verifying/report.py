@@ -43,6 +43,10 @@ def verify_table(result: VerifyResult) -> str:
         out.append(f"latency: median {fmt(lat.median)} s, min {fmt(lat.min)}, max {fmt(lat.max)}, "
                    f"spread {fmt(lat.spread, 3)}, {lat.n} run(s) after {result.bench.warmup} warm-up; "
                    f"{fmt(result.bench.images_per_s)} images/s")
+    if result.throughput is not None:
+        t = result.throughput.to_dict()
+        out.append(f"throughput: {fmt(t['images_per_min'])} images/min from {t['instances']} instance(s) at once, "
+                   f"latency under load p50 {fmt(t['latency_p50_s'])} s")
     if result.selection and result.target is None:
         out.append(f"entries tried: {result.selection}")
     return "\n".join(out) + "\n"
@@ -126,6 +130,9 @@ def prometheus_text(result: VerifyResult) -> str:
         if b.step is not None:
             p.metric("sdagent_unet_step_seconds", "gauge", "Median UNet step over the timed runs.",
                      [("", {"quantile": "0.5"}, b.step.median)])
+    if result.throughput is not None and result.throughput.images_per_min is not None:
+        p.metric("sdagent_images_per_minute", "gauge", "The host's images per minute, every instance of the plan "
+                 "at once (the last verify with a throughput target).", [("", {}, result.throughput.images_per_min)])
     if result.target is not None:
         t = result.target
         tq = [("", {"quantile": "0.5"}, t.p50_s)] + ([("", {"quantile": "0.9"}, t.p90_s)] if t.p90_s else [])

@@ -32,7 +32,7 @@ from sdagent.planning.runspec import FP32_REFERENCE, STOCK_RUN, RunSpec
 from sdagent.verifying.checks import (
     FAIL, INCONCLUSIVE, Check, StockFigures, VerifyResult, check_bf16_diff, check_observed, check_stock,
     check_target, decide_exit, image_checks, latency_checks, mean_abs_diff, process_checks, skip_measured,
-    skipped, stock_figures_from_tuning,
+    skipped, stock_figures_from_tuning, throughput_check,
 )
 from sdagent.verifying.targets import HostKey, Target, select_target
 
@@ -60,6 +60,8 @@ class Measurer(Protocol):
     def reference(self, spec: RunSpec) -> tuple[Any, dict[str, Any]]: ...
 
     def stock(self, spec: RunSpec, runs: int, warmup: int) -> tuple[list[float] | str, dict[str, Any] | None]: ...
+
+    def throughput(self, plan: Plan, spec: RunSpec, images: int, confidence: float) -> Any: ...
 
 
 class LocalMeasurer:
@@ -96,6 +98,15 @@ class LocalMeasurer:
             return f"the stock process failed: {res.reason}", res.data
         return [float(x) for x in (res.data or {}).get("latency_s", [])], res.data
 
+    def throughput(self, plan: Plan, spec: RunSpec, images: int, confidence: float) -> Any:
+        """Every instance of the plan at once, each in a fresh process under its instance plan."""
+        from sdagent.measuring import throughput as T
+        from sdagent.measuring.runner import WorkerJob
+
+        job = WorkerJob(str(self.model.path), self.w, spec, warmup_steps=self.w.steps, compile_cache_dir=self.cache)
+        return T.run(plan, T.ThroughputRequest(str(self.model.path), job, images, None, self.timeout_s, confidence),
+                     environ=self.environ)
+
 
 def host_key(req: VerifyRequest) -> HostKey:
     """What target entries are matched against: this instance's host facts and the workload."""
@@ -123,6 +134,7 @@ def verify(req: VerifyRequest, measurer: Measurer, state: ProcessState, *,
             exit_code=decide_exit(checks), checks=tuple(checks), target=target, host_key=key,
             selection=selection, plan=plan.to_dict(), instance=req.instance, model=req.model.name,
             bench=figures.get("bench"), reference=figures.get("reference"), stock=figures.get("stock"),
+            throughput=figures.get("throughput"),
             started_at=started, duration_s=clock() - t0, version=__version__)
 
     checks += process_checks(plan, state, plan.expected_affinity(req.instance, req.topology.allowed_cpus))
@@ -165,6 +177,7 @@ def _measured(req: VerifyRequest, target: Target, measurer: Measurer, figures: d
     if not tuned:
         checks.append(skipped("bf16_vs_fp32", "quality", "skipped: the tuning is not in effect"))
         checks.append(skipped("stock_measured", "stock", "skipped: the tuning is not in effect"))
+        checks.append(skipped("images_per_min", "throughput", "skipped: the tuning is not in effect"))
         return checks
     flags = plan.isa_flags
     if plan.precision == "bf16":
@@ -186,4 +199,10 @@ def _measured(req: VerifyRequest, target: Target, measurer: Measurer, figures: d
             checks.append(check_stock("stock_measured", fig, confidence=target.confidence))
     else:
         checks.append(skipped("stock_measured", "stock", "not asked (--against-stock or stock_check: true)"))
+    if target.min_images_per_min is not None:
+        figs = measurer.throughput(plan, RunSpec.from_plan(plan), n, target.confidence)
+        figures["throughput"] = figs
+        checks.append(throughput_check(figs, target))
+    else:
+        checks.append(skipped("images_per_min", "throughput", "the target sets no min_images_per_min"))
     return checks

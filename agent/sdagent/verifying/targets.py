@@ -25,6 +25,7 @@ Format (a top-level list, or a mapping with the single key `targets`)::
         backend: ipex           # (ipex|native)
       p50_s: 6.0                # required: median latency ceiling, seconds per image
       p90_s: 7.0                # optional: p90 ceiling (nearest rank; the slowest run below 10 runs)
+      min_images_per_min: 20    # optional: the host's throughput floor, every instance of the plan at once
       min_runs: 10              # timed runs needed for a valid result (>= 5; default 5)
       confidence: 0.95          # of each bound of the median (default 0.95; in (0.5, 1))
       max_spread: 0.2           # optional: IQR/median above this -> inconclusive (the host is too noisy)
@@ -49,7 +50,8 @@ DEFAULT_MIN_RUNS = 5
 DEFAULT_CONFIDENCE = 0.95
 DEFAULT_BF16_MAX_DIFF = 0.1
 
-ENTRY_KEYS = ("name", "description", "match", "p50_s", "p90_s", "min_runs", "confidence", "max_spread",
+ENTRY_KEYS = ("name", "description", "match", "p50_s", "p90_s", "min_images_per_min", "min_runs", "confidence",
+              "max_spread",
               "bf16_max_diff", "stock_check")
 MATCH_KEYS = ("isa", "cpu_model", "min_physical_cores", "max_physical_cores", "model", "height",
               "width", "steps", "precision", "backend")
@@ -81,6 +83,7 @@ class Target:
     match: Match
     p50_s: float
     p90_s: float | None = None
+    min_images_per_min: float | None = None
     min_runs: int = DEFAULT_MIN_RUNS
     confidence: float = DEFAULT_CONFIDENCE
     max_spread: float | None = None  # IQR/median bound; None: no bound
@@ -231,6 +234,8 @@ def parse_targets(data: Any, path: str = "<targets>") -> tuple[Target, ...]:
         p90 = _positive(raw["p90_s"], k("p90_s")) if raw.get("p90_s") is not None else None
         if p90 is not None and p90 < p50:
             raise fail("p90_s", f"{p90:g} is below p50_s {p50:g}: a p90 ceiling cannot be under the median's")
+        ipm = (_positive(raw["min_images_per_min"], k("min_images_per_min"))
+               if raw.get("min_images_per_min") is not None else None)
         min_runs = _int(raw.get("min_runs", DEFAULT_MIN_RUNS), k("min_runs"), minimum=5)  # see DEFAULT_MIN_RUNS
         conf = raw.get("confidence", DEFAULT_CONFIDENCE)
         if not _is_number(conf) or not 0.5 < float(conf) < 1:
@@ -246,7 +251,8 @@ def parse_targets(data: Any, path: str = "<targets>") -> tuple[Target, ...]:
         if not isinstance(desc, str):
             raise fail("description", f"must be a string, got {desc!r}")
         out.append(Target(
-            name=name, match=_parse_match(raw["match"], fail), p50_s=p50, p90_s=p90, min_runs=min_runs,
+            name=name, match=_parse_match(raw["match"], fail), p50_s=p50, p90_s=p90, min_images_per_min=ipm,
+            min_runs=min_runs,
             confidence=float(conf), max_spread=max_spread, bf16_max_diff=diff, stock_check=stock, description=desc,
             source=f"{path}#{i}",
         ))
