@@ -61,6 +61,13 @@ class LadderProgress:
         elif kind == "warmup":
             self.bar.label = f"warming the compile cache ({data['rung']})"
             self.bar.render_progress()
+        elif kind == "throughput":
+            self.bar.label = f"throughput {data['layout']}"
+            self.bar.render_progress()
+        elif kind == "throughput_done":
+            self.bar.update(1)
+            if not self.interactive:
+                click.echo(f"ladder: throughput {data['layout']}: {data['images_per_min']} images/min", err=True)
         elif kind == "done":
             self.bar.update(1)
             if data["ok"] and not self.interactive:
@@ -73,7 +80,7 @@ class LadderProgress:
 
 
 @cli.command("ladder")
-@measure_options(steps=4, size=256)
+@measure_options(steps=20, size=512, warmup_steps=None)
 @click.option("--quick", is_flag=True,
               help="Smoke profile for the tiny model: 64x64, 2 steps, 1 round, no compile rung (seconds).")
 @click.option("--rounds", type=int, default=3, show_default=True, help="Interleaved rounds (each rung once per round).")
@@ -85,12 +92,15 @@ class LadderProgress:
                    "(0 = off; off under --quick).")
 @click.option("--step-calls", type=int, default=3, show_default=True,
               help="Timed UNet calls per process for --step-size.")
+@click.option("--throughput", "throughput_images", type=click.IntRange(min=0), default=0, metavar="IMAGES",
+              help="Also the throughput table: every instance split of this host (1 x all cores, 2 x half, ...), "
+                   "eager and compiled, IMAGES images per instance (0 = off).")
 @click.option("--out-dir", type=click.Path(file_okay=False), default=".", show_default=True,
               help="Where ladder.md, ladder.json and ladder.png are written (atomically, at the end).")
 @click.option("--json", "as_json", is_flag=True, help="Print ladder.json's content instead of the table.")
 @click.pass_context
 def ladder(ctx: click.Context, m: MeasureArgs, quick: bool, rounds: int, with_compile: bool, step_size: int,
-           step_calls: int, out_dir: str, as_json: bool) -> None:
+           step_calls: int, throughput_images: int, out_dir: str, as_json: bool) -> None:
     """Measure the latency ladder: each tuning step against stock, run_cpu and this CPU's peak.
 
     \b
@@ -114,6 +124,7 @@ def ladder(ctx: click.Context, m: MeasureArgs, quick: bool, rounds: int, with_co
     from sdagent.measuring.ladder import markdown
     from sdagent.measuring.ladder_plot import plot_png
     from sdagent.measuring.ladder_run import LadderRequest, run as run_ladder
+    from sdagent.planning.layout import PlanRequest, throughput_layouts
 
     if quick:
         given = {p.name for p in ctx.command.params
@@ -134,7 +145,7 @@ def ladder(ctx: click.Context, m: MeasureArgs, quick: bool, rounds: int, with_co
                         with_compile=with_compile and not quick,
                         compile_why="skipped: --quick (a cold compile takes minutes)" if quick else "skipped: --no-compile",
                         step_size=step_size, step_calls=step_calls, gemm_n=QUICK["gemm_n"] if quick else 2048,
-                        quick=quick, command=command_line())
+                        quick=quick, command=command_line(), throughput_images=throughput_images)
     plan = ctx.obj.plan()
     progress = LadderProgress()
     try:
@@ -142,7 +153,9 @@ def ladder(ctx: click.Context, m: MeasureArgs, quick: bool, rounds: int, with_co
             plan_file = ctx.obj.plan_file or os.path.join(td, "plan.json")
             if not ctx.obj.plan_file:
                 atomicio.write_json(plan_file, plan.to_dict())
-            report, rows = run_ladder(plan, plan_file, req, environ=dict(os.environ), on_event=progress.event)
+            report, rows = run_ladder(plan, plan_file, req, environ=dict(os.environ), on_event=progress.event,
+                                      plan_for=lambda lay: ctx.obj.plan(PlanRequest.from_dict(lay)),
+                                      layouts=throughput_layouts(ctx.obj.topology()) if throughput_images else ())
     finally:
         progress.close()
     md_text = markdown(report, rows)

@@ -235,7 +235,8 @@ class MeasureArgs:
             raise BadInput(f"invalid --warmup-steps {self.warmup_steps}: must be >= 1")
 
 
-def measure_options(steps: int, size: int, repeats: int = 1) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def measure_options(steps: int, size: int, repeats: int = 1,
+                    warmup_steps: int | None = 2) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """--model, the workload and the per-process measurement knobs; the command gets `m` (MeasureArgs)."""
 
     def deco(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -249,15 +250,17 @@ def measure_options(steps: int, size: int, repeats: int = 1) -> Callable[[Callab
         @click.option("--prompt", default=DEMO_PROMPT, show_default=True)
         @click.option("--repeats", type=int, default=repeats, show_default=True,
                       help="Timed calls per process (the process's median counts).")
-        @click.option("--warmup-steps", type=int, default=2, show_default=True,
-                      help="Steps of the one untimed warm-up call in each process.")
+        @click.option("--warmup-steps", type=int, default=warmup_steps, show_default=warmup_steps is not None,
+                      help="Steps of the one untimed warm-up call in each process"
+                           + (" (default: --steps: a whole first image)." if warmup_steps is None else "."))
         @click.option("--timeout", "timeout_s", type=FiniteFloat(above=0), default=1800, show_default=True,
                       help="Seconds before one measurement process is killed and counted as failed.")
         @functools.wraps(func)
         def wrapper(*args: Any, model_dir: str, steps: int, height: int, width: int, guidance: float,
                     prompt: str, repeats: int, warmup_steps: int, timeout_s: float, **kw: Any) -> Any:
             kw["m"] = MeasureArgs(model_dir, dict(prompt=prompt, steps=steps, height=height, width=width,
-                                                   guidance=guidance), repeats, warmup_steps, timeout_s)
+                                                   guidance=guidance), repeats,
+                                  steps if warmup_steps is None else warmup_steps, timeout_s)
             return func(*args, **kw)
 
         return wrapper

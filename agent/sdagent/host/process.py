@@ -152,6 +152,16 @@ def torch_threads() -> tuple[int | None, int | None]:
     return torch.get_num_threads(), torch.get_num_interop_threads()
 
 
+def process_start_time() -> float | None:
+    """When this process started (wall clock): the zero of "start to first image"."""
+    try:
+        import psutil
+
+        return float(psutil.Process().create_time())
+    except Exception:  # noqa: BLE001 - a missing figure, not a failure
+        return None
+
+
 def read_memory_available_kb() -> int | None:
     """Memory the kernel could give a new process now (psutil: MemAvailable, cgroup-unaware)."""
     try:

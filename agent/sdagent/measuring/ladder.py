@@ -59,9 +59,10 @@ class Sample:
     load_average: tuple[float, ...] = ()
     observed: Mapping[str, Any] | None = None
     steps: tuple[float, ...] = ()  # every timed UNet step of the process
+    first_image_s: float | None = None  # process start to the end of its first whole image
 
     def to_dict(self) -> dict[str, Any]:
-        return {"round": self.round, "latency_s": round(self.latency_s, 4),
+        return {"round": self.round, "latency_s": round(self.latency_s, 4), "first_image_s": self.first_image_s,
                 "step_s": None if self.step_s is None else round(self.step_s, 4),
                 "unet_evals": self.unet_evals, "wall_s": round(self.wall_s, 2),
                 "libraries": list(self.libraries), "torch_threads": self.torch_threads,
@@ -86,7 +87,8 @@ def sample_from(result: WorkerResult, round_no: int) -> Sample:
     return Sample(round_no, float(d["latency_median_s"]), statistics.median(steps) if steps else None,
                   d.get("unet_evals"), result.wall_s, tuple(proc.get("libraries", [])),
                   proc.get("torch_threads"), tuple(proc.get("affinity", [])),
-                  tuple(d.get("load_average", [])), d.get("observed"), tuple(steps))
+                  tuple(d.get("load_average", [])), d.get("observed"), tuple(steps),
+                  d.get("start_to_first_image_s"))
 
 
 def schedule(names: Sequence[str], rounds: int) -> list[list[str]]:
@@ -165,11 +167,12 @@ class RungRow:
     image_peak_fraction: float | None
     failed: str | None
     unet_evals: int | None
+    first_image: Summary | None = None  # process start to first whole image
 
     def to_dict(self) -> dict[str, Any]:
         sd = lambda s: s.to_dict() if s else None  # noqa: E731
         return {"rung": self.name, "description": self.description, "precision": self.precision,
-                "latency_s": sd(self.latency), "unet_step_s": sd(self.step),
+                "latency_s": sd(self.latency), "unet_step_s": sd(self.step), "first_image_s": sd(self.first_image),
                 "speedup_vs_vanilla": sd(self.vs_vanilla), "speedup_vs_run_cpu": sd(self.vs_run_cpu),
                 "achieved_flops_image": self.image_flops, "achieved_flops_unet_step": self.step_flops,
                 "fraction_of_gemm_peak_unet_step": self.step_peak_fraction,
@@ -200,7 +203,7 @@ def summarize(outcomes: Mapping[str, RungOutcome], flops: ModelFlops | None,
             step_f / peak if step_f and peak else None, img_f / peak if img_f and peak else None,
             o.failed if not o.samples else (f"{o.failed} (round {o.failed_round}; "
                                              f"{len(o.samples)} round(s) kept)" if o.failed else None),
-            evals))
+            evals, spread([s.first_image_s for s in o.samples if s.first_image_s is not None])))
     return rows
 
 
@@ -264,22 +267,24 @@ def markdown(report: Mapping[str, Any], rows: Sequence[RungRow]) -> str:
         f"{report['warmup_steps']} step(s)).",
         "",
         "Figures are median (min–max) over rounds. Speedups are paired within a round "
-        "(base time / rung time, > 1 = faster). GFLOP/s are FLOPs counted on the actual shapes "
+        "(base time / rung time, > 1 = faster). Start to first image: from the process's start to the end of "
+        "its first whole image (loading, compiling or loading artifacts, warm-up). GFLOP/s are FLOPs counted on "
+        "the actual shapes "
         "(torch.utils.flop_counter) over the measured time; % of peak is against this host's "
         "GEMM peak of the rung's precision, measured in the same run.",
         "",
-        "| Rung | s / image | s / UNet step | × vs vanilla | × vs run_cpu | UNet GFLOP/s (% peak) "
-        "| image GFLOP/s (% peak) |",
-        "|---|---|---|---|---|---|---|",
+        "| Rung | s / image | s / UNet step | × vs vanilla | × vs run_cpu | start to first image, s "
+        "| UNet GFLOP/s (% peak) | image GFLOP/s (% peak) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if r.latency is None:
-            lines.append(f"| {r.name} | {not_run(r.failed)} | | | | | |")
+            lines.append(f"| {r.name} | {not_run(r.failed)} | | | | | | |")
             continue
         lines.append(
             f"| {r.name} | {_s(r.latency)} | {_s(r.step)} | {_s(r.vs_vanilla, unit='×')} | "
-            f"{_s(r.vs_run_cpu, unit='×')} | {_g(r.step_flops)} ({_pct(r.step_peak_fraction)}) | "
-            f"{_g(r.image_flops)} ({_pct(r.image_peak_fraction)}) |")
+            f"{_s(r.vs_run_cpu, unit='×')} | {_s(r.first_image, '{:.1f}')} | {_g(r.step_flops)} "
+            f"({_pct(r.step_peak_fraction)}) | {_g(r.image_flops)} ({_pct(r.image_peak_fraction)}) |")
     lines += ["", "Rungs:", ""]
     for r in rows:
         note = f" **{not_run(r.failed) if r.latency is None else 'Failed: ' + str(r.failed)}**" if r.failed else ""
@@ -311,6 +316,22 @@ def markdown(report: Mapping[str, Any], rows: Sequence[RungRow]) -> str:
             sv = f"{r['speedup_vs_vanilla']:.2f}×" if r["speedup_vs_vanilla"] else "–"
             lines.append(f"| {r['rung']} | {st['median']:.2f}{rng} | {sv} | "
                          f"{_g(r['achieved_flops'])} ({_pct(r['fraction_of_gemm_peak'])}) |")
+    tp = report.get("throughput")
+    if tp:
+        lines += ["", "## Throughput: every instance at once", "",
+                  f"Each instance split of this host, eager and compiled: every instance a process of its own under "
+                  f"its instance plan, warmed with one image, then {tp['images_per_instance']} image(s) each after one "
+                  f"shared start. Images/min = all images / the slowest instance's time; x = against 1 instance "
+                  f"in the same mode.", "",
+                  "| layout | images/min | x vs 1 instance | latency each instance sees, p50 / p90 s |",
+                  "|---|---|---|---|"]
+        for r in tp["rows"]:
+            if r["failed"]:
+                lines.append(f"| {r['name']} | failed: instance(s) {r['failed']} | | |")
+                continue
+            x = f"{r['vs_one_instance']:.2f}×" if r["vs_one_instance"] else "–"
+            lines.append(f"| {r['name']} | {r['images_per_min']:.2f} | {x} | "
+                         f"{r['latency_p50_s']:.2f} / {r['latency_p90_s']:.2f} |")
     lines += ["", "## Machine state", ""]
     lines.append(f"- CPU: {m.get('cpu_model')} ({m.get('topology', '')})")
     la = lambda v: " ".join(f"{x:.2f}" for x in v) if v else "?"  # noqa: E731

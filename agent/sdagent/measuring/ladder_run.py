@@ -43,6 +43,7 @@ class LadderRequest:
     gemm_n: int = 2048
     quick: bool = False
     command: str = "sdagent ladder"
+    throughput_images: int = 0  # > 0: the throughput table, this many images per instance and layout
 
 
 def build_rungs(plan: Plan, plan_file: str, req: LadderRequest, environ: Mapping[str, str]) -> list[L.Rung]:
@@ -123,8 +124,39 @@ def planned_processes(rungs: Sequence[L.Rung], steps: Sequence[L.Rung], rounds: 
     return len(live) * rounds + sum(1 for r in live if r.warm_cache) + 1 + len(steps)
 
 
+def throughput_table(plan_for: Callable[[dict[str, Any]], Plan], layouts: Sequence[dict[str, Any]],
+                     req: LadderRequest, environ: Mapping[str, str], emit: L.Event) -> list[dict[str, Any]]:
+    """Each instance split, eager and compiled, every instance at once: images/min and the latency each sees."""
+    from sdagent.measuring import throughput as T
+
+    rows: list[dict[str, Any]] = []
+    base: dict[bool, float] = {}
+    for lay in layouts:
+        plan = plan_for(lay)
+        spec = RunSpec.from_plan(plan)
+        for compiled in ((False, True) if spec.backend == "native" and req.with_compile else (False,)):
+            job = WorkerJob(str(req.model.path), req.workload, replace(spec, compile=compiled),
+                            warmup_steps=req.workload.steps)
+            name = f"{len(plan.instances)} x {len(plan.instances[0].cpus)} CPUs, {'compiled' if compiled else 'eager'}"
+            emit("throughput", {"layout": name})
+            figs = T.run(plan, T.ThroughputRequest(str(req.model.path), job, req.throughput_images, None,
+                                                   max(req.timeout_s, 3600)), environ=environ)
+            d = figs.to_dict()
+            ipm = d["images_per_min"]
+            if ipm and len(plan.instances) == 1:
+                base.setdefault(compiled, ipm)
+            rows.append({"layout": lay, "name": name, "compiled": compiled, "images_per_min": ipm,
+                         "vs_one_instance": ipm / base[compiled] if ipm and compiled in base else None,
+                         "latency_p50_s": d["latency_p50_s"], "latency_p90_s": d["latency_p90_s"],
+                         "failed": d["failed"], "figures": d})
+            emit("throughput_done", {"layout": name, "images_per_min": ipm})
+    return rows
+
+
 def run(plan: Plan, plan_file: str, req: LadderRequest, *, environ: Mapping[str, str],
-        on_event: L.Event | None = None, runner: Runner | None = None) -> tuple[dict[str, Any], list[L.RungRow]]:
+        on_event: L.Event | None = None, runner: Runner | None = None,
+        plan_for: Callable[[dict[str, Any]], Plan] | None = None,
+        layouts: Sequence[dict[str, Any]] = ()) -> tuple[dict[str, Any], list[L.RungRow]]:
     """Measure the ladder; returns the report record (ladder.json) and the table's rows."""
     emit = on_event or (lambda kind, data: None)
     go = runner or (lambda launch, job, timeout: run_worker(launch, job, timeout_s=timeout))
@@ -132,7 +164,8 @@ def run(plan: Plan, plan_file: str, req: LadderRequest, *, environ: Mapping[str,
     load_before = list(read_load_average())
     rungs = build_rungs(plan, plan_file, req, environ)
     steps = step_rungs(rungs, req.step_size, req.step_calls)
-    emit("plan", {"processes": planned_processes(rungs, steps, req.rounds)})
+    tp_runs = len(layouts) * (2 if req.with_compile else 1) if req.throughput_images else 0
+    emit("plan", {"processes": planned_processes(rungs, steps, req.rounds) + tp_runs})
     bf16 = plan.settings["precision"] == "bf16"
     emit("flops", {})
     fl = count_flops(str(req.model.path), req.workload, environ, req.gemm_n, req.timeout_s, bf16_peak=bf16)
@@ -149,6 +182,7 @@ def run(plan: Plan, plan_file: str, req: LadderRequest, *, environ: Mapping[str,
         if steps else {}
     step_fl = count_flops(str(req.model.path), req.workload, environ, 0, req.timeout_s, size=req.step_size,
                           peak=False) if steps else {}
+    tp_rows = throughput_table(plan_for, layouts, req, environ, emit) if req.throughput_images and plan_for else []
     flops = ModelFlops(**fl["flops"]) if fl.get("flops") else None
     peaks = {k: v["peak_flops"] for k, v in (fl.get("gemm_peak") or {}).items()}
     rows = L.summarize(outcomes, flops, peaks)
@@ -178,6 +212,8 @@ def run(plan: Plan, plan_file: str, req: LadderRequest, *, environ: Mapping[str,
             "unet_step_flops": sflops or 0, "unet_batch": (step_fl.get("flops") or {}).get("unet_batch", 2),
             "flops_error": step_fl.get("error"), "rows": L.step_figure(step_out, sflops, peaks),
             "samples": {n: [s.to_dict() for s in o.samples] for n, o in step_out.items()}}
+    if tp_rows:
+        report["throughput"] = {"images_per_instance": req.throughput_images, "rows": tp_rows}
     # say what each process really ran with (run_cpu may not find jemalloc)
     rows = [replace(r, description=f"{r.description}; ran with {report['runtime'][r.name]}")
             if r.name in report["runtime"] else r for r in rows]

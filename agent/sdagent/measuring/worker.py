@@ -48,6 +48,14 @@ def _process_record() -> dict[str, Any]:
             "affinity": list(ps.affinity), "env": ps.env, "pid": os.getpid()}
 
 
+def _since_start(t: float | None) -> float | None:
+    """Seconds from this process's start to `t` (a whole image's end): what a restarted server waits."""
+    from sdagent.host.process import process_start_time
+
+    t0 = process_start_time()
+    return round(t - t0, 3) if t is not None and t0 is not None else None
+
+
 def _load_average() -> list[float]:
     from sdagent.host.process import read_load_average
 
@@ -69,8 +77,10 @@ def measure(job: WorkerJob) -> dict[str, Any]:
         return measure_throughput(prepared, job, load_s)
     t1 = time.perf_counter()
     warm = w.with_steps(min(job.warmup_steps, w.steps))
+    first_image_at = None
     for i in range(job.warmup):
         prepared.generate(warm, seed=1000 + i)
+        first_image_at = first_image_at or time.time()
     warmup_s = time.perf_counter() - t1
     get_observed, unhook = observe_unet(prepared.pipe)
     try:
@@ -79,8 +89,11 @@ def measure(job: WorkerJob) -> dict[str, Any]:
         unhook()
     observed = get_observed()
     lat = [g.total_s for g in runs]
+    if first_image_at is None and runs:
+        first_image_at = time.time() - sum(lat[1:])  # no warm-up: the first timed image was the first
     return {
         "ok": True,
+        "start_to_first_image_s": _since_start(first_image_at) if warm.steps == w.steps else None,
         "workload": w.to_dict(),
         "describe": prepared.describe(),
         "load_s": round(load_s, 4),
