@@ -199,8 +199,11 @@ def test_native_bf16_uses_autocast_and_stays_near_fp32(tiny_model):
     g = pp.generate(W)
     diff = float(abs(g.array - fp32.array).mean())
     assert 0 < diff < 0.02, diff  # bf16 really ran (not identical) and is close
-    with pp.autocast():
-        assert torch.get_autocast_dtype("cpu") == torch.bfloat16 and torch.is_autocast_enabled("cpu")
+    assert pp.pipe.unet.seen["out_dtype"] == "bfloat16" and pp.pipe.unet.seen["mode"] == "eager"
+    # the precision is inside the parts: a user's own call of the diffusers pipeline computes in bf16 too
+    pp.pipe.unet.seen = None
+    pp.pipe(prompt="a ship", num_inference_steps=1, height=64, width=64)
+    assert pp.pipe.unet.seen["out_dtype"] == "bfloat16" and not torch.is_autocast_enabled("cpu")
 
 
 def test_run_record_from_plan_and_validation():
@@ -235,15 +238,47 @@ def test_ipex_backend_without_ipex_is_bad_input_with_install_hint():
 
 
 @pytest.mark.slow
-def test_native_compile_matches_eager(tiny_model, tmp_path):
-    eager = prepare(load_pipeline(tiny_model, "dpm"), native("fp32"), W).generate(W)
-    cache = tmp_path / "inductor"
-    pp = prepare(load_pipeline(tiny_model, "dpm"), native("fp32", compile=True), W, compile_cache_dir=str(cache))
-    assert any("torch.compile" in n and str(cache) in n for n in pp.notes)
-    import os
-
-    assert os.environ["TORCHINDUCTOR_FREEZING"] == "1" and os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(cache)
+def test_compiled_packages_are_built_once_loaded_after_and_match_eager(tiny_model, tmp_path):
+    store = tmp_path / "artifacts"
+    eager = prepare(load_pipeline(tiny_model, "dpm"), native("bf16"), W).generate(W)
+    pp = prepare(load_pipeline(tiny_model, "dpm"), native("bf16", compile=True), W, store_dir=str(store))
+    assert set(pp.artifacts) == {"unet", "vae_decoder", "text_encoder"} and pp.compile_error is None
+    assert sum("built the package once" in n for n in pp.notes) == 3
     g = pp.generate(W)
-    assert type(pp.pipe.unet).__name__ == "OptimizedModule"
-    assert any(cache.iterdir())  # the compile cache was written where asked
-    assert float(abs(g.array - eager.array).max()) < 1e-3
+    assert pp.pipe.unet.seen["mode"] == "aot" and pp.pipe.unet.seen["artifact"] == pp.artifacts["unet"]
+    assert pp.pipe.unet.fallbacks == 0
+    assert float(abs(g.array - eager.array).mean()) < 0.02  # the same computation, in bf16
+    again = prepare(load_pipeline(tiny_model, "dpm"), native("bf16", compile=True), W, store_dir=str(store))
+    assert again.artifacts == pp.artifacts and not any("built" in n for n in again.notes)
+    # a request of another size takes the eager path, never an error
+    other = Workload(prompt=W.prompt, steps=1, height=32, width=32, scheduler="dpm")
+    again.generate(other)
+    assert again.pipe.unet.fallbacks > 0
+
+
+@pytest.mark.slow
+def test_a_stale_package_is_never_loaded_and_is_replaced(tiny_model, tmp_path):
+    import json
+    import shutil
+
+    store = tmp_path / "artifacts"
+    pp = prepare(load_pipeline(tiny_model, "dpm"), native("bf16", compile=True), W, store_dir=str(store))
+    old = store / pp.artifacts["unet"]
+    stale = store / "0000stale0000"
+    shutil.copytree(old, stale)
+    m = json.loads((stale / "manifest.json").read_text())
+    m["key"]["torch"] = "2.0.0"  # built by an older torch
+    (stale / "manifest.json").write_text(json.dumps(m))
+    shutil.rmtree(old)
+    again = prepare(load_pipeline(tiny_model, "dpm"), native("bf16", compile=True), W, store_dir=str(store))
+    note = next(n for n in again.notes if "stale" in n)
+    assert "torch '2.0.0' (here" in note and "rebuilt" in note
+    assert not stale.exists() and (store / again.artifacts["unet"]).is_dir()
+    assert again.pipe.unet.mode == "aot"
+
+
+def test_without_a_package_and_without_building_the_part_runs_eager_and_says_why(tiny_model, tmp_path):
+    pp = prepare(load_pipeline(tiny_model, "dpm"), native("bf16", compile=True), W, store_dir=str(tmp_path / "s"),
+                 build=False)
+    assert pp.artifacts == {} and "no package of the unet" in pp.compile_error
+    assert pp.pipe.unet.mode == "eager" and any("compile fell back to eager" in n for n in pp.notes)

@@ -100,6 +100,7 @@ class FakeBench:
         self.images_per_s = 1 / self.latency.median
         self.step = summarize([0.1, 0.2])
         self.warmup = 1
+        self.startup_s = 4.5
 
         class W:
             def to_dict(self_inner):

@@ -38,7 +38,7 @@ from sdagent.planning.runspec import RunSpec
               help="Also write the JSON result to this file (atomically).")
 @click.pass_context
 def bench(ctx: click.Context, model_dir: str, wl: dict[str, Any], runs: int, warmup: int, backend: str,
-          precision: str, compile_: bool | None, channels_last: bool | None, compile_cache: str | None,
+          precision: str, compile_: bool | None, channels_last: bool | None, artifacts: str | None,
           plan_args: dict, throughput: bool, images: int | None, window_s: float | None, as_json: bool,
           output: str | None) -> None:
     """Measure latency: WARMUP untimed runs, then RUNS timed ones, same seed each.
@@ -78,10 +78,10 @@ def bench(ctx: click.Context, model_dir: str, wl: dict[str, Any], runs: int, war
     plan = resolve_plan(ctx, plan_args, extra=run_overrides(backend, precision, compile_, channels_last))
     check_compile_flag(plan, compile_)
     if throughput or plan_args.get("instances") is not None or images is not None or window_s is not None:
-        return _throughput(ctx, md, w, plan, images, window_s, compile_cache, as_json, output)
+        return _throughput(ctx, md, w, plan, images, window_s, artifacts, as_json, output)
     with ctx.obj.bench_lock("bench"):
         result = bench_model(md, w, RunSpec.from_plan(plan), runs, warmup, plan=plan.to_dict(),
-                             compile_cache_dir=compile_cache, bar=progress_bar("bench"))
+                             artifacts_dir=artifacts, bar=progress_bar("bench"))
     d = result.to_dict()
     d["model_dir"] = str(md.path)
     if output:
@@ -95,14 +95,14 @@ def bench(ctx: click.Context, model_dir: str, wl: dict[str, Any], runs: int, war
 
 
 def _throughput(ctx: click.Context, md: Any, w: Any, plan: Any, images: int | None, window_s: float | None,
-                compile_cache: str | None, as_json: bool, output: str | None) -> None:
+                artifacts: str | None, as_json: bool, output: str | None) -> None:
     from sdagent.measuring import throughput as T
     from sdagent.measuring.runner import WorkerJob
 
     images = images if images is not None or window_s is not None else 3
     T.check_request(plan, images, window_s)
     job = WorkerJob(str(md.path), w, RunSpec.from_plan(plan), warmup_steps=w.steps,
-                    compile_cache_dir=compile_cache)
+                    artifacts_dir=artifacts)
     req = T.ThroughputRequest(str(md.path), job, images, window_s)
 
     def event(kind: str, data: dict[str, Any]) -> None:

@@ -59,7 +59,7 @@ class LadderProgress:
             self.bar.label = f"{data['rung']:<22} round {data['round']}/{data['rounds']}"
             self.bar.render_progress()
         elif kind == "warmup":
-            self.bar.label = f"warming the compile cache ({data['rung']})"
+            self.bar.label = f"building or loading the compiled packages ({data['rung']})"
             self.bar.render_progress()
         elif kind == "throughput":
             self.bar.label = f"throughput {data['layout']}"

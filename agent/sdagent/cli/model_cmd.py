@@ -8,7 +8,10 @@ from pathlib import Path
 import click
 
 from sdagent.cli import cli
+from sdagent.cli.options import FiniteFloat, model_and_workload, resolve_plan
+from sdagent.errors import BadInput
 from sdagent.pipeline.modelgen import PRESETS
+from sdagent.pipeline.workload import DEMO_PROMPT
 
 
 @cli.group()
@@ -56,3 +59,53 @@ def create(preset: str, seed: int, force: bool, as_json: bool, directory: str) -
     parts = ", ".join(f"{k} {v / 1e6:.2f}M" for k, v in made.params.items())
     click.echo(f"wrote {made.preset} pipeline to {made.path} in {made.seconds:.1f} s: "
                f"{total / 1e6:.2f}M parameters ({parts}), random weights, seed {made.seed}")
+
+
+@model.command("compile")
+@click.option("--model", "model_dir", required=True, type=click.Path(),
+              help="The diffusers pipeline directory to build the packages of.")
+@click.option("--height", type=int, default=None, help="Image height (default: the model's own).")
+@click.option("--width", type=int, default=None, help="Image width (default: the model's own).")
+@click.option("--guidance", type=FiniteFloat(at_least=0), default=7.5, show_default=True,
+              help="The guidance the server uses; above 1 the UNet's package is built for batch 2.")
+@click.option("--artifacts", type=click.Path(file_okay=False), default=None,
+              help="Where the packages are kept (default ~/.cache/sdagent/artifacts).")
+@click.option("--json", "as_json", is_flag=True, help="Print what was built or found as JSON.")
+@click.pass_context
+def compile_(ctx: click.Context, model_dir: str, height: int | None, width: int | None, guidance: float,
+             artifacts: str | None, as_json: bool) -> None:
+    """Build the compiled packages of the plan in force, ahead of time, once.
+
+    \b
+    The UNet, the VAE decoder and the text encoder become AOTInductor packages
+    (inductor with freezing: frozen, prepacked weights), one per model, image
+    size, guided batch, precision, memory format, torch version and CPU ISA. A
+    fresh process then loads them in seconds instead of compiling for minutes.
+    A package built for another torch or CPU is reported stale, never loaded,
+    and replaced. The Ansible role runs this as the agent's user at provision
+    time. Precision and memory format are the plan's (--plan-file, or derived).
+
+    \b
+    Example:
+      sdagent model compile --model /var/lib/sdagent/models/sd15 --height 512 --width 512
+    """
+    from sdagent.pipeline.backends import build_artifacts
+    from sdagent.planning.runspec import RunSpec
+
+    md, w = model_and_workload(model_dir, {"prompt": DEMO_PROMPT, "steps": 1, "height": height, "width": width,
+                                           "guidance": guidance, "seed": 0, "scheduler": "default"})
+    plan = resolve_plan(ctx)
+    if plan.backend != "native":
+        raise BadInput(f"the plan's backend is {plan.backend}: compiled packages are for the native backend")
+    prepared = build_artifacts(md.path, RunSpec.from_plan(plan), w, artifacts)
+    d = {"model": str(md.path), "height": w.height, "width": w.width, "batch": w.batch,
+         "precision": plan.precision, "artifacts": prepared.artifacts, "notes": prepared.notes,
+         "seconds": round(prepared.prepare_s, 1)}
+    if as_json:
+        click.echo(json.dumps(d, indent=2))
+        return
+    for n in prepared.notes:
+        if n.startswith(("unet", "vae_decoder", "text_encoder")):
+            click.echo(n)
+    click.echo(f"ready: {len(prepared.artifacts)} package(s) for {w.width}x{w.height}, batch {w.batch}, "
+               f"{plan.precision}, in {prepared.prepare_s:.0f} s")

@@ -134,7 +134,7 @@ def resolve_plan(ctx: click.Context, plan_args: dict[str, Any] | None = None,
 
 
 def backend_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """--backend/--precision/--compile/--compile-cache: 'auto' or unset means the plan's value."""
+    """--backend/--precision/--compile/--artifacts: 'auto' or unset means the plan's value."""
     for decorator in reversed((
         click.option("--backend", type=click.Choice(["auto", *BACKENDS]), default="auto",
                      show_default=True, help="auto = the plan's (ipex where IPEX imports and matches torch)."),
@@ -143,9 +143,9 @@ def backend_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="auto = the plan's (bf16 where the CPU has AMX-BF16 or AVX512-BF16)."),
         click.option("--compile/--no-compile", "compile_", default=None,
                      help="torch.compile the UNet (native backend; inductor with freezing). Default: the plan's."),
-        click.option("--compile-cache", type=click.Path(file_okay=False), default=None,
-                     help="Inductor cache directory (default ~/.cache/sdagent/inductor): "
-                          "a cold compile takes minutes."),
+        click.option("--artifacts", type=click.Path(file_okay=False), default=None,
+                     help="Where the compiled packages are kept (default ~/.cache/sdagent/artifacts); a "
+                          "missing one is built once (minutes for SD-1.5; `sdagent model compile` does it ahead)."),
     )):
         func = decorator(func)
     return func

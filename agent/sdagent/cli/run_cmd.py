@@ -50,7 +50,7 @@ def _progress(step: int, steps: int, seconds: float) -> None:
 @click.pass_context
 def run(ctx: click.Context, model_dir: str, prompt: str, negative_prompt: str | None, steps: int,
         height: int, width: int, guidance: float, seed: int, scheduler: str, backend: str,
-        precision: str, compile_: bool | None, compile_cache: str | None, output: str,
+        precision: str, compile_: bool | None, artifacts: str | None, output: str,
         as_json: bool) -> None:
     """Generate one image from PROMPT with the tuned backend and write it to OUTPUT.
 
@@ -85,7 +85,7 @@ def run(ctx: click.Context, model_dir: str, prompt: str, negative_prompt: str | 
 
     from sdagent.pipeline.backends import ready
 
-    prepared = ready(md.path, spec, w, compile_cache)
+    prepared = ready(md.path, spec, w, artifacts)
     show = _progress if sys.stderr.isatty() and not as_json else None
     result = prepared.generate(w, step_callback=show)
     write_bytes(out, png_bytes(result.image))

@@ -51,7 +51,7 @@ class BudgetBar:
             self.bar.label = (f"{comp.candidate[:28]:<28} vs {comp.best[:16]:<16} "
                               f"round {data['round']}/{data['rounds']}")
         elif kind == "warmup":
-            self.bar.label = f"warming {data['candidate'][:28]} (compile cache)"
+            self.bar.label = f"warming {data['candidate'][:28]} (compiled packages)"
         elapsed = int(min(time.monotonic() - self.t0, self.budget_s))
         if elapsed > self.shown:
             self.bar.update(elapsed - self.shown)

@@ -57,8 +57,8 @@ the answer.
               help="Which instance of the plan this process is (`sdagent exec --instance` sets SDAGENT_INSTANCE).")
 @click.option("--against-stock", is_flag=True,
               help="Also run the workload in a fresh stock process and fail (6) if the plan is slower beyond noise.")
-@click.option("--compile-cache", type=click.Path(file_okay=False), default=None,
-              help="Inductor cache directory (default ~/.cache/sdagent/inductor).")
+@click.option("--artifacts", type=click.Path(file_okay=False), default=None,
+              help="Where the compiled packages are kept (default ~/.cache/sdagent/artifacts).")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report instead of the table.")
 @click.option("--report", type=click.Path(dir_okay=False), default=None,
               help="Write the JSON report to this file (atomically).")
@@ -66,7 +66,7 @@ the answer.
               help="Write a node_exporter textfile-collector file (*.prom), atomically.")
 @click.pass_context
 def verify(ctx: click.Context, model_dir: str, wl: dict[str, Any], plan_args: dict, targets_file: str,
-           runs: int | None, warmup: int, instance: int, against_stock: bool, compile_cache: str | None,
+           runs: int | None, warmup: int, instance: int, against_stock: bool, artifacts: str | None,
            as_json: bool, report: str | None, prometheus: str | None) -> int:
     """Check that the tuning is in effect in this process, that the output is sane,
     and that latency meets the target entry matching this host.
@@ -103,7 +103,7 @@ def verify(ctx: click.Context, model_dir: str, wl: dict[str, Any], plan_args: di
         plan = resolve_plan(ctx, plan_args)
         plan.instance(instance)  # BadInput when out of range
         req = VerifyRequest(md, w, plan, instance, targets, ctx.obj.topology(), runs, warmup, against_stock)
-        measurer = LocalMeasurer(md, w, environ=os.environ, plan=plan.to_dict(), compile_cache_dir=compile_cache,
+        measurer = LocalMeasurer(md, w, environ=os.environ, plan=plan.to_dict(), artifacts_dir=artifacts,
                                  bar=progress_bar("verify"))
         with ctx.obj.bench_lock("verify"):
             res = run_verify(req, measurer, process_state(), started=started)

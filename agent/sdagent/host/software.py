@@ -174,6 +174,7 @@ class HostFacts:
     taskset: str | None = None
     numa_permitted: bool = False
     ipex: IpexStatus = IpexStatus(False, None, None, "not probed")
+    cxx: str | None = None  # the C++ compiler inductor would build compiled packages with
 
     def to_dict(self) -> dict:
         return {
@@ -181,6 +182,7 @@ class HostFacts:
             "numactl": self.numactl,
             "taskset": self.taskset,
             "numa_permitted": self.numa_permitted,
+            "cxx": self.cxx,
             "ipex": {
                 "usable": self.ipex.usable,
                 "version": self.ipex.version,
@@ -203,4 +205,15 @@ def gather_facts(library_paths: dict[str, str] | None = None) -> HostFacts:
         taskset=shutil.which("taskset"),
         numa_permitted=numa_binding_permitted(numactl) if numactl else False,
         ipex=ipex_status(),
+        cxx=find_cxx(),
     )
+
+
+def find_cxx() -> str | None:
+    """The C++ compiler inductor uses ($CXX, else g++, c++, clang++), or None."""
+    import os
+
+    for name in (os.environ.get("CXX"), "g++", "c++", "clang++"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None

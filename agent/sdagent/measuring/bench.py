@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, ContextManager
 
 from sdagent.errors import BadInput
-from sdagent.host.process import MachineState, machine_state, read_load_average
+from sdagent.host.process import MachineState, machine_state, process_start_time, read_load_average
 from sdagent.measuring.stats import Summary, images_per_second, summarize
 from sdagent.pipeline.modeldir import ModelDir
 from sdagent.pipeline.observe import Observed, observe_unet
@@ -63,6 +63,7 @@ class BenchResult:
     observed: Observed | None
     model: str
     duration_s: float
+    startup_s: float | None = None  # process start to the end of the first (warm-up) image
     last_image: Any = field(default=None, repr=False, compare=False)  # numpy HxWx3 of the last run
 
     @property
@@ -85,6 +86,7 @@ class BenchResult:
             "machine": self.machine.to_dict(),
             "load_average_after": list(self.load_after),
             "duration_s": round(self.duration_s, 3),
+            "startup_s": None if self.startup_s is None else round(self.startup_s, 3),
         }
 
 
@@ -111,6 +113,8 @@ def run_bench(prepared, workload: Workload, runs: int = 5, warmup: int = 1, *,
     try:
         for _ in range(warmup):
             warm.append(prepared.generate(workload, step_callback=tick).total_s)
+        started = process_start_time()
+        startup = time.time() - started if started is not None and warmup else None
         state = machine_state(plan)
         records: list[RunRecord] = []
         last = None
@@ -128,7 +132,7 @@ def run_bench(prepared, workload: Workload, runs: int = 5, warmup: int = 1, *,
         images_per_s=images_per_second(latency.median) if latency.median > 0 else 0.0,
         warmup_s=tuple(warm), setup=prepared.describe(), machine=state,
         load_after=tuple(read_load_average()),  # type: ignore[arg-type]
-        observed=get_observed(), model=model, duration_s=time.perf_counter() - t0,
+        observed=get_observed(), model=model, duration_s=time.perf_counter() - t0, startup_s=startup,
         last_image=None if last is None else last.array,
     )
 
@@ -151,13 +155,13 @@ def no_bar(total: int) -> ContextManager[Progress]:
 
 
 def bench_model(md: ModelDir, workload: Workload, spec: RunSpec, runs: int, warmup: int, *,
-                plan: dict[str, Any] | None = None, compile_cache_dir: str | None = None,
+                plan: dict[str, Any] | None = None, artifacts_dir: str | None = None,
                 bar: ProgressBar = no_bar) -> BenchResult:
     """Load the model, prepare it for `spec`, and benchmark it in this process (`sdagent bench`)."""
     from sdagent.pipeline.backends import ready
 
     check_counts(runs, warmup)
-    prepared = ready(md.path, spec, workload, compile_cache_dir)
+    prepared = ready(md.path, spec, workload, artifacts_dir)
     with bar((runs + warmup) * unet_calls(prepared.pipe, workload.steps)) as progress:
         result = run_bench(prepared, workload, runs, warmup, progress=progress, plan=plan, model=md.name)
     del prepared

@@ -57,14 +57,14 @@ class WorkerJob:
     warmup: int = 1
     warmup_steps: int = 2
     repeats: int = 1
-    compile_cache_dir: str | None = None
+    artifacts_dir: str | None = None
     unet_only: bool = False  # time single UNet calls instead of whole images
     throughput: ThroughputSpec | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": "sdagent-job/1", "model": str(self.model), "workload": self.workload.to_dict(),
                 "run": self.run.to_dict(), "warmup": self.warmup, "warmup_steps": self.warmup_steps,
-                "repeats": self.repeats, "compile_cache_dir": self.compile_cache_dir,
+                "repeats": self.repeats, "artifacts_dir": self.artifacts_dir,
                 "unet_only": self.unet_only,
                 "throughput": self.throughput.to_dict() if self.throughput else None}
 
@@ -73,7 +73,7 @@ class WorkerJob:
         try:
             tp = d.get("throughput")
             job = cls(str(d["model"]), Workload(**d["workload"]), RunSpec.from_dict(d["run"]),
-                      int(d["warmup"]), int(d["warmup_steps"]), int(d["repeats"]), d.get("compile_cache_dir"),
+                      int(d["warmup"]), int(d["warmup_steps"]), int(d["repeats"]), d.get("artifacts_dir"),
                       bool(d.get("unet_only", False)), ThroughputSpec(**tp) if tp else None)
         except (KeyError, TypeError, ValueError) as exc:
             raise BadInput(f"not a worker job ({type(exc).__name__}: {exc})") from None

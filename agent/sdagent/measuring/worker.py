@@ -69,7 +69,7 @@ def measure(job: WorkerJob) -> dict[str, Any]:
 
     w = validate_workload(job.workload)
     t0 = time.perf_counter()
-    prepared = ready(job.model, job.run, w, job.compile_cache_dir)
+    prepared = ready(job.model, job.run, w, job.artifacts_dir)
     load_s = time.perf_counter() - t0 - prepared.prepare_s
     if job.unet_only:
         return measure_unet(prepared, job, load_s)
@@ -120,7 +120,7 @@ def measure_unet(prepared: Any, job: WorkerJob, load_s: float) -> dict[str, Any]
 
     def call() -> float:
         t0 = time.perf_counter()
-        with torch.no_grad(), prepared.autocast():
+        with torch.no_grad():  # the runner applies the precision
             unet(latents, t, encoder_hidden_states=hidden)
         return time.perf_counter() - t0
 

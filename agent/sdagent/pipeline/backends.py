@@ -4,8 +4,9 @@ Backends:
   ipex    the published demo's recipe: channels_last on unet, vae and text
           encoder; ipex.optimize(m.eval(), dtype, inplace=True), the UNet with
           a sample input of the real shapes; inference under bf16 autocast.
-  native  upstream PyTorch: channels_last, bf16 autocast, optionally
-          torch.compile of the UNet (inductor, freezing, persistent cache).
+  native  upstream PyTorch: channels_last, bf16 autocast; compiled: the UNet,
+          the VAE decoder and the text encoder as AOTInductor packages
+          (pipeline.artifacts), built once per model, shape, torch and CPU.
 
 Loading, preparing and generating are separate so bench, verify and tune load
 once, prepare once (IPEX and torch.compile are expensive) and generate many times:
@@ -17,14 +18,15 @@ once, prepare once (IPEX and torch.compile are expensive) and generate many time
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 import warnings
-from pathlib import Path
 from typing import Any
 
 from sdagent.errors import BadInput
 from sdagent.host.software import ipex_status
+from sdagent.pipeline.artifacts import ArtifactKey, ArtifactStore, check_store, model_fingerprint
 from sdagent.pipeline.generate import PreparedPipeline
 from sdagent.pipeline.stack import import_torch
 from sdagent.pipeline.workload import Workload
@@ -32,12 +34,6 @@ from sdagent.planning.runspec import RunSpec
 
 IPEX_INSTALL_HINT = ("install it in a separate venv: pip install 'sdagent[ipex]' "
                      "(pins torch 2.8, IPEX 2.8, transformers<5, diffusers 0.39)")
-
-
-def default_compile_cache() -> Path:
-    """A cold inductor compile of the SD-1.5 UNet takes minutes: keep its cache across runs."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "sdagent" / "inductor"
 
 
 def ipex_unusable_message(st) -> str:
@@ -112,48 +108,134 @@ def _prepare_ipex(pipe, s: RunSpec, workload: Workload, notes: list[str]) -> Non
                  f"(sample input latents {shape}), vae and text encoder"
                  + ("" if kw else "; weights prepacked"))
     if bf16:
-        notes.append("inference under torch.autocast('cpu', dtype=torch.bfloat16)")
+        notes.append("inference under torch.autocast('cpu', dtype=torch.bfloat16), inside each part")
 
 
-def configure_inductor(cache_dir: Path) -> None:
-    """Freezing (weights become constants) and a persistent FX-graph cache, before compiling."""
-    os.environ["TORCHINDUCTOR_FREEZING"] = "1"
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_dir)
-    os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
-    import torch._inductor.config as icfg  # read its env vars at import: set the config too
-
-    icfg.freezing = True
-    if hasattr(icfg, "fx_graph_cache"):
-        icfg.fx_graph_cache = True
-
-
-def _prepare_native(pipe, s: RunSpec, cache_dir: str | None, notes: list[str]) -> None:
+def _prepare_native(pipe, s: RunSpec, notes: list[str]) -> None:
     torch = import_torch()
     notes.append(f"upstream PyTorch {torch.__version__}")
     if s.channels_last:
         _channels_last(pipe, ("unet", "vae"))
         notes.append("channels_last on unet and vae")
     if s.precision == "bf16":
-        notes.append("bf16 autocast at inference (weights stay fp32)")
-    if s.compile:
-        cache = Path(cache_dir) if cache_dir else default_compile_cache()
+        notes.append("bf16 autocast inside the UNet, the VAE decoder and the text encoder (weights stay fp32)")
+
+
+@functools.lru_cache(maxsize=None)
+def host_isa() -> tuple[str, ...]:
+    """The ISA of the CPU this process runs on (not an injected topology's): what compiled kernels target."""
+    from sdagent.host.topology import read_topology
+
+    return tuple(read_topology("/").flags)
+
+
+def artifact_keys(model_dir: str | os.PathLike[str], spec: RunSpec, workload: Workload,
+                  fingerprint: str | None = None) -> dict[str, ArtifactKey]:
+    """The package keys of a run: one per part, for this model, shape, precision, torch and CPU."""
+    torch = import_torch()
+    fp = fingerprint or model_fingerprint(model_dir)
+    opts = {"freezing": True, "max_autotune": spec.compile_autotune}
+
+    def key(part: str, batch: int) -> ArtifactKey:
+        return ArtifactKey(fp, part, workload.height, workload.width, batch, spec.precision, spec.channels_last,
+                           opts, torch.__version__, host_isa())
+
+    return {"unet": key("unet", workload.batch), "vae_decoder": key("vae_decoder", 1),
+            "text_encoder": key("text_encoder", 1)}
+
+
+def _examples(pipe, workload: Workload, channels_last: bool) -> dict[str, tuple]:
+    torch = import_torch()
+    lat, t, hid = unet_sample_input(pipe, workload)
+    t = torch.tensor(999.0)
+    f = getattr(pipe, "vae_scale_factor", 8)
+    z = torch.randn(1, pipe.vae.config.latent_channels, workload.height // f, workload.width // f)
+    if channels_last:
+        lat, z = lat.contiguous(memory_format=torch.channels_last), z.contiguous(memory_format=torch.channels_last)
+    ids = torch.zeros(1, getattr(pipe.tokenizer, "model_max_length", 77), dtype=torch.long)
+    return {"unet": (lat, t, hid), "vae_decoder": (z,), "text_encoder": (ids,)}
+
+
+def _load_or_build(store: ArtifactStore, keys: dict[str, ArtifactKey], calls: dict[str, Any],
+                   examples: dict[str, tuple], build: bool, notes: list[str]) -> dict[str, Any]:
+    """Each part's package: loaded when built for exactly this run, else built now (once), never a stale one."""
+    torch = import_torch()
+    loaded: dict[str, Any] = {}
+    for part, key in keys.items():
+        found = store.lookup(key)
+        art = found.artifact
+        if art is None:
+            if found.stale:
+                notes.append(f"{part}: stale package(s) not loaded ({'; '.join(found.stale)}): rebuilt")
+            if not build:
+                raise CompileUnavailable(f"no package of the {key.label()} in {store.root} "
+                                         f"(`sdagent model compile` builds it)")
+            art = store.build(key, calls[part], examples[part])
+            store.remove_stale(key)
+            notes.append(f"{part}: built the package once ({art.built_s:.0f} s) into {art.path.parent}")
+        t0 = time.perf_counter()
+        loaded[part] = (torch._inductor.aoti_load_package(str(art.path)), art)
+        notes.append(f"{part}: package {art.id} loaded in {time.perf_counter() - t0:.1f} s")
+    return loaded
+
+
+class CompileUnavailable(Exception):
+    """The planned compiled path cannot be had here (no package and no build, no compiler, an export
+    that fails): the part runs eager, and the reason is recorded."""
+
+
+def _install(pipe, spec: RunSpec, workload: Workload, notes: list[str], store_dir: str | None,
+             build: bool) -> tuple[dict[str, str], str | None]:
+    """Replace the UNet, the VAE's decode and the text encoder by runners (pipeline.components)."""
+    from sdagent.pipeline.components import (DecodeCall, DecoderRunner, TextCall, TextEncoderRunner, UNetCall,
+                                             UNetRunner)
+
+    calls = {"unet": UNetCall(pipe.unet, spec.precision), "vae_decoder": DecodeCall(pipe.vae, spec.precision),
+             "text_encoder": TextCall(pipe.text_encoder, spec.precision)}
+    examples = _examples(pipe, workload, spec.channels_last)
+    shapes = {p: tuple(tuple(x.shape) for x in ex if x.dim() > 0) for p, ex in examples.items()}
+    fast: dict[str, Any] = {}
+    ids: dict[str, str] = {}
+    error = None
+    mode = "ipex" if spec.backend == "ipex" else "eager"
+    if spec.compile and spec.backend == "native":
         try:
-            cache.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise BadInput(f"cannot create the compile cache directory {cache}: {exc.strerror}") from None
-        configure_inductor(cache)
-        pipe.unet = torch.compile(pipe.unet, backend="inductor")
-        notes.append(f"torch.compile(unet, inductor) with freezing; kernel cache {cache}; the first call "
-                     "compiles (minutes cold; freezing bypasses the FX-graph cache, so a warm cache "
-                     "saves the kernel builds only)")
+            store = ArtifactStore(check_store(store_dir) if store_dir else None)
+            loaded = _load_or_build(store, artifact_keys(pipe.name_or_path, spec, workload), calls, examples,
+                                    build, notes)
+            fast = {p: fn for p, (fn, _) in loaded.items()}
+            ids = {p: art.id for p, (_, art) in loaded.items()}
+            mode = "aot"
+            notes.append("the UNet, the VAE decoder and the text encoder run as AOTInductor packages "
+                         "(inductor, freezing, prepacked oneDNN weights)")
+        except (BadInput, CompileUnavailable) as exc:
+            error = str(exc)
+        except Exception as exc:  # noqa: BLE001 - no compiler, an unsupported op: eager, with the reason
+            error = f"{exc.__class__.__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
+        if error:
+            notes.append(f"compile fell back to eager: {error}")
+    unet_shapes = (shapes["unet"][0], shapes["unet"][1])  # (latents, text embeddings); the timestep is 0-d
+    u = UNetRunner(pipe.unet, fast.get("unet", calls["unet"]), pipe.unet, mode if "unet" in fast or mode == "ipex"
+                   else "eager", spec.precision, unet_shapes if "unet" in fast else None, ids.get("unet"))
+    u.channels_last = spec.channels_last and "unet" in fast
+    t = TextEncoderRunner(pipe.text_encoder, fast.get("text_encoder", calls["text_encoder"]), pipe.text_encoder,
+                          u.mode, spec.precision, shapes["text_encoder"] if "text_encoder" in fast else None,
+                          ids.get("text_encoder"))
+    d = DecoderRunner(pipe.vae, fast.get("vae_decoder", calls["vae_decoder"]), calls["vae_decoder"], u.mode,
+                      spec.precision, shapes["vae_decoder"] if "vae_decoder" in fast else None, ids.get("vae_decoder"))
+    d.channels_last = spec.channels_last and "vae_decoder" in fast
+    pipe.unet, pipe.text_encoder = u, t
+    pipe.vae.decode = d.__call__  # the VAE stays (diffusers reads its config); its decode is the runner
+    return ids, error
 
 
-def prepare(pipe, spec: RunSpec, workload: Workload | None = None,
-            compile_cache_dir: str | None = None) -> PreparedPipeline:
+def prepare(pipe, spec: RunSpec, workload: Workload | None = None, store_dir: str | None = None,
+            build: bool = True) -> PreparedPipeline:
     """Apply the run record's recipe to a loaded pipeline (in place) and say what was done.
 
-    `workload` gives IPEX the UNet's real input shapes (resolution, guidance batch);
-    `compile_cache_dir` is where inductor keeps its kernels (default: default_compile_cache()).
+    `workload` gives IPEX and the compiled packages the real input shapes (resolution, guided
+    batch); `store_dir` holds the packages (default: pipeline.artifacts.default_store()); with
+    `build` False a missing package is not built here: the part runs eager, and says why.
     """
     workload = workload or Workload()
     t0 = time.perf_counter()
@@ -165,15 +247,26 @@ def prepare(pipe, spec: RunSpec, workload: Workload | None = None,
     if spec.backend == "ipex":
         _prepare_ipex(pipe, spec, workload, notes)
     else:
-        _prepare_native(pipe, spec, compile_cache_dir, notes)
-    return PreparedPipeline(pipe, spec, notes, time.perf_counter() - t0)
-
-
+        _prepare_native(pipe, spec, notes)
+    ids, error = _install(pipe, spec, workload, notes, store_dir, build)
+    return PreparedPipeline(pipe, spec, notes, time.perf_counter() - t0, ids, error)
 
 
 def ready(model_dir: str | os.PathLike[str], spec: RunSpec, workload: Workload,
-          compile_cache_dir: str | None = None) -> PreparedPipeline:
+          store_dir: str | None = None, build: bool = True) -> PreparedPipeline:
     """Load the pipeline from `model_dir` and prepare it for `spec`: what every caller that runs it does."""
     from sdagent.pipeline.loader import load_pipeline
 
-    return prepare(load_pipeline(model_dir, workload.scheduler), spec, workload, compile_cache_dir)
+    return prepare(load_pipeline(model_dir, workload.scheduler), spec, workload, store_dir, build)
+
+
+def build_artifacts(model_dir: str | os.PathLike[str], spec: RunSpec, workload: Workload,
+                    store_dir: str | None = None) -> PreparedPipeline:
+    """Build (or find) every package a run of `spec` on `workload` needs, and load them once to prove it
+    (`sdagent model compile`: the role runs it at provision time, so the first verify starts warm)."""
+    from dataclasses import replace as _replace
+
+    prepared = ready(model_dir, _replace(spec, compile=True), workload, store_dir, build=True)
+    if prepared.compile_error:
+        raise CompileUnavailable(prepared.compile_error)
+    return prepared

@@ -116,12 +116,8 @@ class PreparedPipeline:
     spec: RunSpec
     notes: list[str] = field(default_factory=list)
     prepare_s: float = 0.0
-
-    def autocast(self):
-        torch = import_torch()
-        if self.spec.precision == "bf16":
-            return torch.autocast("cpu", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+    artifacts: dict[str, str] = field(default_factory=dict)  # part -> loaded package's key digest
+    compile_error: str | None = None  # why the planned compile fell back to eager
 
     def generate(self, workload: Workload, seed: int | None = None,
                  step_callback: StepCallback | None = None) -> Generation:
@@ -137,7 +133,7 @@ class PreparedPipeline:
         timer = _Timer(w.steps, step_callback)
         t0 = time.perf_counter()
         timer.mark = t0
-        with timer.hooks(self.pipe), torch.no_grad(), self.autocast():
+        with timer.hooks(self.pipe), torch.no_grad():  # the precision is applied inside each part
             out = self.pipe(
                 prompt=w.prompt, negative_prompt=w.negative_prompt, num_inference_steps=w.steps,
                 height=w.height, width=w.width, guidance_scale=w.guidance, generator=gen,
@@ -150,7 +146,8 @@ class PreparedPipeline:
                           timer.text_s if timer.text_seen else None, timer.vae_s)
 
     def describe(self) -> dict[str, Any]:
-        return {"run": self.spec.to_dict(), "notes": list(self.notes),
+        return {"run": self.spec.to_dict(), "notes": list(self.notes), "artifacts": dict(self.artifacts),
+                "compile_error": self.compile_error,
                 "prepare_s": round(self.prepare_s, 3),
                 "scheduler": type(self.pipe.scheduler).__name__}
 

@@ -1,8 +1,9 @@
-"""What the UNet actually ran with, seen from a hook on its first call (not what was asked).
+"""What the UNet actually ran with, seen on its first call (not what was asked).
 
-Why a hook: a plan says bf16 and IPEX; only the UNet's own call shows whether
-autocast was on, which dtype its weights had and whether IPEX touched it.
-verify's backend and precision checks compare these with the run record.
+Why: a plan says bf16, IPEX or a compiled artifact; only the call shows which
+path ran (the fast one or the eager fallback), which dtype it computed in and
+which package was loaded. The UNet's runner (pipeline.components) records that
+on its first call; verify's backend, precision and artifact checks read it here.
 """
 
 from __future__ import annotations
@@ -14,20 +15,22 @@ from typing import Any, Callable
 
 @dataclass(frozen=True)
 class Observed:
-    """What the UNet actually ran with, seen from a hook on its first call (not what was asked)."""
+    """The UNet's first call."""
 
-    autocast_dtype: str | None  # e.g. "bfloat16" when CPU autocast was on, else None
+    out_dtype: str | None  # the dtype it computed in: bfloat16 under bf16 autocast, IPEX bf16 or a bf16 package
     param_dtype: str | None  # dtype of the UNet's first parameter
     ipex_modules: int  # UNet submodules whose class comes from intel_extension_for_pytorch
     ipex_imported: bool
-    compiled: bool  # the UNet is a torch.compile wrapper
+    mode: str  # the path that ran: eager | ipex | jit | aot
+    artifact: str | None = None  # the loaded package's key digest (aot)
+
+    @property
+    def compiled(self) -> bool:
+        return self.mode in ("jit", "aot")
 
     @property
     def precision(self) -> str:
-        """bf16 when the UNet computed in bf16 (autocast or bf16 weights), else fp32."""
-        if self.autocast_dtype == "bfloat16" or self.param_dtype == "bfloat16":
-            return "bf16"
-        return "fp32"
+        return "bf16" if "bfloat16" in (self.out_dtype, self.param_dtype) else "fp32"
 
     @property
     def backend(self) -> str:
@@ -36,32 +39,24 @@ class Observed:
             else "native"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"autocast_dtype": self.autocast_dtype, "param_dtype": self.param_dtype,
-                "ipex_modules": self.ipex_modules, "ipex_imported": self.ipex_imported,
+        return {"out_dtype": self.out_dtype, "param_dtype": self.param_dtype, "ipex_modules": self.ipex_modules,
+                "ipex_imported": self.ipex_imported, "mode": self.mode, "artifact": self.artifact,
                 "compiled": self.compiled, "precision": self.precision, "backend": self.backend}
 
 
 def observe_unet(pipe) -> tuple[Callable[[], Observed | None], Callable[[], None]]:
-    """Hook the UNet's next call; returns (result getter, remover)."""
-    import torch
+    """Watch the UNet runner's next call; returns (result getter, remover)."""
+    got: list[Observed] = []
+    runner = pipe.unet
 
-    seen: list[Observed] = []
-    unet = pipe.unet
-
-    def pre(module, _args):
-        if seen:
+    def post(module, _args, _out):
+        if got or getattr(module, "seen", None) is None:
             return
-        autocast = None
-        if torch.is_autocast_enabled("cpu"):
-            autocast = str(torch.get_autocast_dtype("cpu")).replace("torch.", "")
-        inner = getattr(module, "_orig_mod", module)
-        p = next(iter(inner.parameters()), None)
-        ipex_mods = sum(1 for m in inner.modules() if type(m).__module__.startswith("intel_extension_for_pytorch"))
-        seen.append(Observed(autocast, str(p.dtype).replace("torch.", "") if p is not None else None,
-                             ipex_mods, "intel_extension_for_pytorch" in sys.modules,
-                             inner is not module))
+        s = module.seen
+        got.append(Observed(s["out_dtype"], s["param_dtype"], s["ipex_modules"],
+                            "intel_extension_for_pytorch" in sys.modules, s["mode"], s["artifact"]))
 
-    handle = unet.register_forward_pre_hook(pre)
-    return (lambda: seen[0] if seen else None), handle.remove
-
-
+    module = runner
+    module.seen = None  # observe this call, not an earlier one
+    handle = module.register_forward_hook(post)
+    return (lambda: got[0] if got else None), handle.remove

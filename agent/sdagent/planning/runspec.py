@@ -20,7 +20,8 @@ from sdagent.host.topology import native_bf16_flag
 from sdagent.planning.settings import BACKENDS, PRECISIONS
 
 #: The plan settings a RunSpec is made of (the rest of a plan is the process environment).
-RUN_KEYS: tuple[str, ...] = ("backend", "precision", "channels_last", "compile", "weights_prepack")
+RUN_KEYS: tuple[str, ...] = ("backend", "precision", "channels_last", "compile", "compile_autotune",
+                             "weights_prepack")
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class RunSpec:
     compile: bool
     weights_prepack: bool
     isa_flags: tuple[str, ...] = ()
+    compile_autotune: bool = False
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -45,7 +47,8 @@ class RunSpec:
         """The run part of a plan's resolved settings, for the host whose ISA flags are given."""
         return cls(backend=str(settings["backend"]), precision=str(settings["precision"]),
                    channels_last=bool(settings["channels_last"]), compile=bool(settings["compile"]),
-                   weights_prepack=bool(settings["weights_prepack"]), isa_flags=tuple(isa_flags))
+                   weights_prepack=bool(settings["weights_prepack"]), isa_flags=tuple(isa_flags),
+                   compile_autotune=bool(settings.get("compile_autotune", False)))
 
     @classmethod
     def from_plan(cls, plan: Any) -> "RunSpec":
@@ -75,13 +78,14 @@ class RunSpec:
             return cls(backend=str(d["backend"]), precision=str(d["precision"]),
                        channels_last=bool(d["channels_last"]), compile=bool(d["compile"]),
                        weights_prepack=bool(d["weights_prepack"]),
-                       isa_flags=tuple(str(f) for f in d.get("isa_flags") or ()))
+                       isa_flags=tuple(str(f) for f in d.get("isa_flags") or ()),
+                       compile_autotune=bool(d.get("compile_autotune", False)))
         except (KeyError, TypeError) as exc:
             raise BadInput(f"not a run record ({type(exc).__name__}: {exc})") from None
 
     def describe(self) -> str:
-        return (f"{self.backend} {self.precision}, {'channels_last' if self.channels_last else 'contiguous'}, "
-                f"{'compiled' if self.compile else 'eager'}")
+        comp = ("compiled (max-autotune)" if self.compile_autotune else "compiled") if self.compile else "eager"
+        return f"{self.backend} {self.precision}, {'channels_last' if self.channels_last else 'contiguous'}, {comp}"
 
 
 #: What a user gets with no tuning: upstream PyTorch, fp32, contiguous tensors, eager.

@@ -85,9 +85,12 @@ def make_axes(host: HostChoices, resolve: Resolve) -> list[Axis]:
     def compile_(best: Candidate) -> list[Candidate]:
         if not host.compile or best.settings.get("backend") != "native":
             return []
-        on = not best.settings.get("compile")
-        return [_variant(best, f"compile={'on' if on else 'off'}", "torch.compile", {"compile": on}, resolve,
-                         warmup=on)]
+        if not best.settings.get("compile"):
+            return [_variant(best, "compile=on", "torch.compile", {"compile": True}, resolve, warmup=True)]
+        return [_variant(best, "compile=off", "torch.compile", {"compile": False, "compile_autotune": False},
+                         resolve),
+                _variant(best, "compile max-autotune", "torch.compile", {"compile_autotune": True}, resolve,
+                         warmup=True)]
 
     def channels(best: Candidate) -> list[Candidate]:
         v = not best.settings.get("channels_last")

@@ -98,7 +98,7 @@ def skipped(name: str, category: str, why: str) -> Check:
 
 #: The checks that need the model run, in report order (name, category).
 MEASURED_CHECKS: tuple[tuple[str, str], ...] = (
-    ("backend", "tuning"), ("precision", "tuning"), ("latency_p50", "latency"), ("latency_p90", "latency"),
+    ("backend", "tuning"), ("precision", "tuning"), ("artifact", "tuning"), ("latency_p50", "latency"), ("latency_p90", "latency"),
     ("runs", "validity"), ("spread", "validity"), ("image_finite", "quality"), ("image_not_blank", "quality"),
     ("bf16_vs_fp32", "quality"), ("stock_measured", "stock"), ("images_per_min", "throughput"),
 )
@@ -207,6 +207,22 @@ def check_observed(key: str, planned: str, observed: str | None, how: str) -> Ch
         return Check(key, "tuning", PASS, f"{observed} as planned ({how})", observed, planned)
     return Check(key, "tuning", FAIL, f"the UNet ran {observed}, the plan says {planned} ({how})",
                  observed, planned)
+
+
+def check_artifacts(planned: bool, expected: Mapping[str, str], loaded: Mapping[str, str], mode: str | None,
+                    why: str | None) -> Check:
+    """The compiled packages the process loaded are the ones the plan and this workload call for."""
+    if not planned:
+        return skipped("artifact", "tuning", "the plan runs eager: no compiled package to check")
+    if mode != "aot" or not loaded:
+        return Check("artifact", "tuning", FAIL, f"the plan says compiled, the UNet ran {mode or 'not at all'}"
+                     + (f": {why}" if why else ""), mode, "aot")
+    wrong = [f"{p} {loaded.get(p)} (planned {d})" for p, d in expected.items() if loaded.get(p) != d]
+    if wrong:
+        return Check("artifact", "tuning", FAIL, f"loaded packages are not the planned ones: {'; '.join(wrong)}",
+                     len(wrong), 0)
+    return Check("artifact", "tuning", PASS, "the planned packages are loaded: "
+                 + ", ".join(f"{p} {d}" for p, d in expected.items()), "aot", "aot")
 
 
 # ---------------------------------------------------------------------------

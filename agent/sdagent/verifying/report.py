@@ -42,7 +42,8 @@ def verify_table(result: VerifyResult) -> str:
         out.append("")
         out.append(f"latency: median {fmt(lat.median)} s, min {fmt(lat.min)}, max {fmt(lat.max)}, "
                    f"spread {fmt(lat.spread, 3)}, {lat.n} run(s) after {result.bench.warmup} warm-up; "
-                   f"{fmt(result.bench.images_per_s)} images/s")
+                   f"{fmt(result.bench.images_per_s)} images/s; start-up (process start to the first image) "
+                   f"{fmt(result.bench.startup_s)} s")
     if result.throughput is not None:
         t = result.throughput.to_dict()
         out.append(f"throughput: {fmt(t['images_per_min'])} images/min from {t['instances']} instance(s) at once, "
@@ -127,6 +128,9 @@ def prometheus_text(result: VerifyResult) -> str:
                      [("", {}, lat.spread)])
         p.metric("sdagent_images_per_second", "gauge", "One instance's throughput, 1/median latency.",
                  [("", {}, b.images_per_s)])
+        if b.startup_s is not None:
+            p.metric("sdagent_startup_seconds", "gauge", "Process start to the end of its first image.",
+                     [("", {}, b.startup_s)])
         if b.step is not None:
             p.metric("sdagent_unet_step_seconds", "gauge", "Median UNet step over the timed runs.",
                      [("", {"quantile": "0.5"}, b.step.median)])

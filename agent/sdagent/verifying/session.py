@@ -31,7 +31,7 @@ from sdagent.planning.plan import Plan
 from sdagent.planning.runspec import FP32_REFERENCE, STOCK_RUN, RunSpec
 from sdagent.verifying.checks import (
     FAIL, INCONCLUSIVE, Check, StockFigures, VerifyResult, check_bf16_diff, check_observed, check_stock,
-    check_target, decide_exit, image_checks, latency_checks, mean_abs_diff, process_checks, skip_measured,
+    check_artifacts, check_target, decide_exit, image_checks, latency_checks, mean_abs_diff, process_checks, skip_measured,
     skipped, stock_figures_from_tuning, throughput_check,
 )
 from sdagent.verifying.targets import HostKey, Target, select_target
@@ -63,20 +63,22 @@ class Measurer(Protocol):
 
     def throughput(self, plan: Plan, spec: RunSpec, images: int, confidence: float) -> Any: ...
 
+    def artifact_ids(self, spec: RunSpec) -> dict[str, str]: ...
+
 
 class LocalMeasurer:
     """The real measurer: the plan's pipeline in this process, stock in a fresh stock-environment worker."""
 
     def __init__(self, model: ModelDir, workload: Workload, *, environ: Mapping[str, str],
-                 plan: Mapping[str, Any] | None = None, compile_cache_dir: str | None = None,
+                 plan: Mapping[str, Any] | None = None, artifacts_dir: str | None = None,
                  bar: ProgressBar = no_bar, timeout_s: float = 7200.0) -> None:
         self.model, self.w, self.environ, self.plan_dict = model, workload, environ, plan
-        self.cache, self.bar, self.timeout_s = compile_cache_dir, bar, timeout_s
+        self.cache, self.bar, self.timeout_s = artifacts_dir, bar, timeout_s
 
     def bench(self, spec: RunSpec, runs: int, warmup: int) -> BenchResult:
         result = bench_model(self.model, self.w, spec, runs, warmup,
                              plan=dict(self.plan_dict) if self.plan_dict else None,
-                             compile_cache_dir=self.cache, bar=self.bar)
+                             artifacts_dir=self.cache, bar=self.bar)
         gc.collect()  # the benchmarked pipeline is gone: free it before the reference loads another
         return result
 
@@ -98,12 +100,18 @@ class LocalMeasurer:
             return f"the stock process failed: {res.reason}", res.data
         return [float(x) for x in (res.data or {}).get("latency_s", [])], res.data
 
+    def artifact_ids(self, spec: RunSpec) -> dict[str, str]:
+        """The package digests this run calls for (model, shape, precision, torch, this CPU)."""
+        from sdagent.pipeline.backends import artifact_keys
+
+        return {p: k.digest for p, k in artifact_keys(self.model.path, spec, self.w).items()}
+
     def throughput(self, plan: Plan, spec: RunSpec, images: int, confidence: float) -> Any:
         """Every instance of the plan at once, each in a fresh process under its instance plan."""
         from sdagent.measuring import throughput as T
         from sdagent.measuring.runner import WorkerJob
 
-        job = WorkerJob(str(self.model.path), self.w, spec, warmup_steps=self.w.steps, compile_cache_dir=self.cache)
+        job = WorkerJob(str(self.model.path), self.w, spec, warmup_steps=self.w.steps, artifacts_dir=self.cache)
         return T.run(plan, T.ThroughputRequest(str(self.model.path), job, images, None, self.timeout_s, confidence),
                      environ=self.environ)
 
@@ -164,13 +172,17 @@ def _measured(req: VerifyRequest, target: Target, measurer: Measurer, figures: d
     plan = req.plan
     checks: list[Check] = []
     n = req.runs if req.runs is not None else target.min_runs
-    bench = measurer.bench(RunSpec.from_plan(plan), n, req.warmup)
+    spec = RunSpec.from_plan(plan)
+    bench = measurer.bench(spec, n, req.warmup)
     figures["bench"] = bench
     obs = bench.observed
-    how = "autocast {}, UNet weights {}".format(obs.autocast_dtype or "off", obs.param_dtype) if obs else ""
+    how = f"computed in {obs.out_dtype}, UNet weights {obs.param_dtype}, path {obs.mode}" if obs else ""
     checks.append(check_observed("backend", plan.backend, obs.backend if obs else None,
                                  f"{obs.ipex_modules} IPEX modules in the UNet" if obs else ""))
     checks.append(check_observed("precision", plan.precision, obs.precision if obs else None, how))
+    checks.append(check_artifacts(spec.compile, measurer.artifact_ids(spec) if spec.compile else {},
+                                  bench.setup.get("artifacts") or {}, obs.mode if obs else None,
+                                  bench.setup.get("compile_error")))
     tuned = not any(c.failed for c in checks)
     checks += latency_checks(bench.latencies, target)
     checks += image_checks(bench.last_image)

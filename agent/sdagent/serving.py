@@ -1,0 +1,49 @@
+"""The agent's pipeline for your own server: the plan in effect, applied whole.
+
+`sdagent-tuned python serve.py` (or `sdagent exec -- python serve.py`) gives a
+process the plan's preloads, threads and pinning; the precision, memory format
+and compiled packages are the pipeline's business. `load_pipeline` applies
+that half too, from the same plan, so a server gets the configuration
+`sdagent verify` proved, not half of it:
+
+    import sdagent
+    pipe = sdagent.load_pipeline("/var/lib/sdagent/models/sd15", height=512, width=512)
+    image = pipe("sailing ship in storm by Rembrandt", num_inference_steps=20).images[0]
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from sdagent.pipeline.workload import DEMO_PROMPT, Workload, validate_workload
+
+
+def load_pipeline(model_dir: str | os.PathLike[str], *, height: int | None = None, width: int | None = None,
+                  guidance: float = 7.5, scheduler: str = "default", plan_file: str | None = None,
+                  artifacts: str | None = None, topology_file: str | None = None) -> Any:
+    """A ready diffusers StableDiffusionPipeline run the way the plan in effect says.
+
+    The plan in effect is the one `sdagent exec` / `sdagent-tuned` started this process under, else
+    `plan_file` (or $SDAGENT_PLAN_FILE), else the plan derived for this host. `height`, `width` and
+    `guidance` are the requests the compiled packages are built for (default: the model's own size,
+    guided); other requests still work, on the eager path. `pipe.sdagent` describes what was applied.
+    """
+    from sdagent.host.software import gather_facts
+    from sdagent.host.topology import current_topology
+    from sdagent.pipeline.backends import ready
+    from sdagent.pipeline.modeldir import check_model_dir
+    from sdagent.planning.planfile import plan_in_force
+    from sdagent.planning.runspec import RunSpec
+
+    md = check_model_dir(model_dir)
+    size = md.default_size() if height is None or width is None else 0
+    w = validate_workload(Workload(prompt=DEMO_PROMPT, height=height or size, width=width or size,
+                                   guidance=guidance, scheduler=scheduler))
+    plan = plan_in_force(current_topology(topology_file=topology_file or os.environ.get("SDAGENT_TOPOLOGY_FILE")),
+                         gather_facts(), plan_file=plan_file or os.environ.get("SDAGENT_PLAN_FILE"),
+                         environ=os.environ)
+    prepared = ready(md.path, RunSpec.from_plan(plan), w, artifacts)
+    pipe = prepared.pipe
+    pipe.sdagent = {"plan_source": plan.source, "plan": plan.summary(), **prepared.describe()}
+    return pipe
