@@ -127,6 +127,36 @@ def test_a_generation_reports_the_torch_workers_timing_keys():
     ovworker.check_steps(g, Workload(steps=2))
 
 
+class _Dim:
+    def __init__(self, n):
+        self.is_static, self.n = n is not None, n
+
+    def get_length(self):
+        return self.n
+
+
+class _Input:
+    def __init__(self, name, dims):
+        self.name, self.dims = name, dims
+
+    def get_any_name(self):
+        return self.name
+
+    def get_partial_shape(self):
+        return [_Dim(d) for d in self.dims]
+
+
+class _Model:
+    inputs = [_Input("sample", [None, 4, None, None]), _Input("timestep", [None]),
+              _Input("encoder_hidden_states", [None, 77, 768]), _Input("added_cond", [None, None])]
+
+
+def test_the_probe_compiles_the_unet_at_the_pipelines_static_shapes():
+    assert ovworker.unet_shapes(_Model(), Workload(height=512, width=768, guidance=7.5)) == {
+        "sample": [2, 4, 64, 96], "timestep": [1], "encoder_hidden_states": [2, 77, 768]}
+    assert ovworker.unet_shapes(_Model(), Workload(height=64, width=64, guidance=1.0))["sample"] == [1, 4, 8, 8]
+
+
 def test_the_worker_writes_an_error_result_for_a_bad_job(tmp_path):
     jf, out = tmp_path / "job.json", tmp_path / "out.json"
     jf.write_text(json.dumps(job(scheduler="dpm")))

@@ -243,7 +243,8 @@ def process_record() -> dict[str, Any]:
     from sdagent.host import process
 
     mapped = process.read_mapped_libraries()
-    libs = [m for m in mapped if m in process.notable(mapped) or Path(m).name.startswith(OV_LIBRARIES)]
+    notable = set(process.notable(mapped))
+    libs = [m for m in mapped if m in notable or Path(m).name.startswith(OV_LIBRARIES)]
     return {"libraries": libs, "torch_threads": None, "affinity": list(process.read_process_affinity()),
             "env": tuning_vars(os.environ), "pid": os.getpid()}
 
