@@ -65,3 +65,32 @@ ensure_model() {
   log "sdagent model create --preset $preset $dir"
   "$SD" model create --preset "$preset" "$dir"
 }
+
+# venv_openvino DIR: the OpenVINO peer (agent/sdagent/peers/): OpenVINO, GenAI and tokenizers 2026.4.1,
+# optimum-intel 2.2.0 with torch 2.13 CPU and diffusers for the offline export (it traces the PyTorch
+# model). The agent is not installed: its worker runs with PYTHONPATH=<repo>/agent and imports only
+# torch-free sdagent modules. optimum-intel pins transformers<5.6 and huggingface-hub<1.22, so pip
+# picks those (and diffusers to match). It also pulls torchvision, whose PyPI wheel is a CUDA build
+# that fails to load beside the CPU torch and breaks `import transformers`; the SD export does not
+# use it, so it is removed.
+venv_openvino() {
+  local v=$1
+  local pins=(openvino==2026.4.1 openvino-genai==2026.4.1.0 openvino-tokenizers==2026.4.1.0 optimum-intel==2.2.0)
+  [ -x "$v/bin/python" ] || { log "creating $v"; "$PY" -m venv "$v"; }
+  if ! "$v/bin/python" - "${pins[@]}" "$TORCH_NATIVE" 2>/dev/null <<'PYCHECK'
+import importlib.metadata as md, importlib.util, sys
+for pin in sys.argv[1:]:
+    name, want = pin.split("==")
+    if md.version(name).split("+")[0] != want:
+        sys.exit(1)
+if importlib.util.find_spec("torchvision") is not None:
+    sys.exit(1)
+import openvino_genai, openvino_tokenizers  # noqa: F401  (the binary parts: they must load together)
+PYCHECK
+  then
+    log "installing the OpenVINO stack into $v (${pins[*]}, $TORCH_NATIVE, diffusers)"
+    pip_q "$v" "$TORCH_NATIVE"
+    pip_q "$v" "${pins[@]}" "$TORCH_NATIVE" diffusers
+    "$v/bin/pip" uninstall -y -q torchvision 2>/dev/null || true
+  fi
+}
