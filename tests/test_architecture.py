@@ -164,7 +164,7 @@ def test_the_run_record_crosses_to_a_worker_as_one_json_job(topologies):
 
 #: Lower rank = lower layer. A module may import its own layer and lower ones only.
 RANK = {"errors": 0, "atomicio": 0, "resources": 0, "envvars": 0, "host": 1, "planning": 2, "pipeline": 3,
-        "textfmt": 3, "measuring": 4, "tuning": 5, "verifying": 5, "serving": 6, "cli": 6, "__main__": 6}
+        "textfmt": 3, "measuring": 4, "peers": 4, "tuning": 5, "verifying": 5, "serving": 6, "cli": 6, "__main__": 6}
 
 
 def _modules() -> dict[str, set[str]]:

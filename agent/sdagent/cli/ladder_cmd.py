@@ -58,6 +58,9 @@ class LadderProgress:
         elif kind == "run":
             self.bar.label = f"{data['rung']:<22} round {data['round']}/{data['rounds']}"
             self.bar.render_progress()
+        elif kind == "export":
+            self.bar.label = "exporting the model for OpenVINO (once)"
+            self.bar.render_progress()
         elif kind == "warmup":
             self.bar.label = f"building or loading the compiled packages ({data['rung']})"
             self.bar.render_progress()
@@ -85,7 +88,9 @@ class LadderProgress:
               help="Smoke profile for the tiny model: 64x64, 2 steps, 1 round, no compile rung (seconds).")
 @click.option("--rounds", type=int, default=3, show_default=True, help="Interleaved rounds (each rung once per round).")
 @click.option("--compile/--no-compile", "with_compile", default=True, show_default=True,
-              help="Include the torch.compile rung (its cache is warmed once, untimed, before round 1).")
+              help="Include the compiled rung (its packages are built or loaded once, untimed, before round 1).")
+@click.option("--openvino/--no-openvino", "with_openvino", default=None,
+              help="Include the OpenVINO peer rung (default: on where its venv exists; off under --quick).")
 @click.option("--step-size", type=int, default=512, show_default=True, metavar="PX",
               help="Also time single guided UNet calls at PX x PX for the eager fp32/bf16 rungs: a "
                    "per-step figure at the published size, too slow for whole images on a small host "
@@ -99,7 +104,8 @@ class LadderProgress:
               help="Where ladder.md, ladder.json and ladder.png are written (atomically, at the end).")
 @click.option("--json", "as_json", is_flag=True, help="Print ladder.json's content instead of the table.")
 @click.pass_context
-def ladder(ctx: click.Context, m: MeasureArgs, quick: bool, rounds: int, with_compile: bool, step_size: int,
+def ladder(ctx: click.Context, m: MeasureArgs, quick: bool, rounds: int, with_compile: bool,
+           with_openvino: bool | None, step_size: int,
            step_calls: int, throughput_images: int, out_dir: str, as_json: bool) -> None:
     """Measure the latency ladder: each tuning step against stock, run_cpu and this CPU's peak.
 
@@ -108,17 +114,19 @@ def ladder(ctx: click.Context, m: MeasureArgs, quick: bool, rounds: int, with_co
       vanilla                stock environment, fp32 eager
       run_cpu                python -m torch.backends.xeon.run_cpu --enable-jemalloc
       tuned                  sdagent exec (the plan), fp32 eager
-      tuned+backend          the plan's backend/precision (bf16 where AMX/AVX512-BF16)
-      tuned+backend+compile  + torch.compile, warm cache (native backend)
+      tuned+backend          the plan's backend/precision (bf16 where AMX/AVX512-BF16), eager
+      tuned+backend+compile  + the compiled packages (UNet, VAE decoder, text encoder)
       tuned+backend+dpm      + DPM-Solver at the same step count
+      openvino               the peer: OpenVINO GenAI on the same model (its own venv)
     A rung that fails is reported with its reason; the others go on. The plan
     is the one in force (--plan-file, e.g. from `sdagent tune`, or derived).
+    Each row also says how long a fresh process takes to its first whole image.
     \b
-    Default workload: 256x256, 4 steps, 3 rounds (18 processes), then one
-    guided UNet step at 512x512 per eager rung (4 processes). On the sd15
-    preset it took 17 minutes on an idle 2-core AMX VM; 6 on a 16-core one
-    without the compile rung and the step figure. --quick proves the
-    machinery on the tiny model in about a minute:
+    Default workload: the published one, 512x512, 20 steps, whole images, 3
+    rounds, plus one guided UNet step per eager rung. The quick ladder:
+      sdagent ladder --model DIR --height 256 --width 256 --steps 4
+    --throughput N adds every instance split of this host, eager and compiled.
+    --quick proves the machinery on the tiny model in about a minute:
       sdagent ladder --model /tmp/sd-tiny --quick --out-dir /tmp/ladder
     """
     from sdagent.measuring.ladder import markdown
@@ -145,7 +153,8 @@ def ladder(ctx: click.Context, m: MeasureArgs, quick: bool, rounds: int, with_co
                         with_compile=with_compile and not quick,
                         compile_why="skipped: --quick (a cold compile takes minutes)" if quick else "skipped: --no-compile",
                         step_size=step_size, step_calls=step_calls, gemm_n=QUICK["gemm_n"] if quick else 2048,
-                        quick=quick, command=command_line(), throughput_images=throughput_images)
+                        quick=quick, command=command_line(), throughput_images=throughput_images,
+                        with_openvino=with_openvino if with_openvino is not None else not quick)
     plan = ctx.obj.plan()
     progress = LadderProgress()
     try:

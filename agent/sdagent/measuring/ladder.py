@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from sdagent.measuring.flops import ModelFlops
-from sdagent.measuring.runner import WorkerJob, WorkerResult
+from sdagent.measuring.runner import WorkerResult
 from sdagent.measuring.stats import Summary, rotated, summarize as summary_of
 from sdagent.planning.launch import Launch
 from sdagent.planning.runspec import STOCK_RUN
@@ -35,13 +35,13 @@ class Rung:
     name: str
     description: str
     launch: Launch | None
-    job: WorkerJob | None
+    job: Any  # a WorkerJob, or a peer's job (peers.ovjob.OvJob): anything run_worker can hand over
     unavailable: str | None = None  # why it cannot run here (reported as failed, others go on)
     warm_cache: bool = False  # one untimed run before round 1 (torch.compile's cache)
 
     @property
     def precision(self) -> str:
-        return (self.job.run if self.job else STOCK_RUN).precision
+        return getattr(self.job, "run", self.job or STOCK_RUN).precision  # a peer's job names its own
 
 
 @dataclass(frozen=True)

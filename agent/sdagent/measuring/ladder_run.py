@@ -44,6 +44,7 @@ class LadderRequest:
     quick: bool = False
     command: str = "sdagent ladder"
     throughput_images: int = 0  # > 0: the throughput table, this many images per instance and layout
+    with_openvino: bool = True  # the OpenVINO peer rung, where its venv exists
 
 
 def build_rungs(plan: Plan, plan_file: str, req: LadderRequest, environ: Mapping[str, str]) -> list[L.Rung]:
@@ -67,14 +68,39 @@ def build_rungs(plan: Plan, plan_file: str, req: LadderRequest, environ: Mapping
                replace(tuned, name="tuned+backend"), planned),
     ]
     if spec.backend == "native":
-        rungs.append(L.Rung("tuned+backend+compile", f"{be}, torch.compile (inductor, freezing) with a warm cache",
+        rungs.append(L.Rung("tuned+backend+compile", f"{be}, the UNet, VAE decoder and text encoder as "
+                            "AOTInductor packages (inductor, freezing), built or loaded before round 1",
                             replace(tuned, name="tuned+backend+compile"),
                             replace(planned, run=replace(planned.run, compile=True)),
                             unavailable=None if req.with_compile else req.compile_why, warm_cache=True))
     rungs.append(L.Rung("tuned+backend+dpm", f"{be}, eager, DPMSolverMultistepScheduler at the same step count",
                         replace(tuned, name="tuned+backend+dpm"),
                         replace(planned, workload=replace(w, scheduler="dpm"))))
+    if req.with_openvino:
+        rungs.append(openvino_rung(plan, req, environ))
     return rungs
+
+
+OPENVINO = "openvino"
+
+
+def openvino_rung(plan: Plan, req: LadderRequest, environ: Mapping[str, str]) -> L.Rung:
+    """The peer: OpenVINO GenAI's Text2ImagePipeline on the same model, exported offline by optimum-intel,
+    static shapes, the plan's precision as INFERENCE_PRECISION_HINT and its thread count, on the plan's
+    CPUs; in its own venv (the export is made once, outside the timed rounds, in `run`)."""
+    from sdagent.peers.ovexport import openvino_python
+    from sdagent.peers.ovjob import OvJob
+    from sdagent.peers.ovrun import openvino_launch
+
+    desc = (f"OpenVINO GenAI Text2ImagePipeline, the same model exported with optimum-cli, static shapes, "
+            f"{plan.precision} hint, {plan.settings['omp_num_threads']} threads")
+    py = openvino_python(environ)
+    if py is None:
+        return L.Rung(OPENVINO, desc, None, None, unavailable="skipped: no OpenVINO venv (bash -c 'source "
+                      "scripts/lib.sh; venv_openvino ~/.cache/sdagent/venv-openvino')")
+    job = OvJob("(exported in run)", req.workload, plan.precision, plan.settings["omp_num_threads"], warmup=1,
+                warmup_steps=req.warmup_steps, repeats=req.repeats)
+    return L.Rung(OPENVINO, desc, openvino_launch(py, environ, prefix=plan.launcher(0)), job)
 
 
 def step_rungs(rungs: Sequence[L.Rung], size: int, calls: int) -> list[L.Rung]:
@@ -84,7 +110,7 @@ def step_rungs(rungs: Sequence[L.Rung], size: int, calls: int) -> list[L.Rung]:
     return [replace(r, job=replace(r.job, workload=replace(r.job.workload, height=size, width=size,
                                                             scheduler="default"),
                                    unet_only=True, repeats=calls, warmup=1))
-            for r in rungs if not r.unavailable and r.job is not None and not r.job.run.compile
+            for r in rungs if not r.unavailable and isinstance(r.job, WorkerJob) and not r.job.run.compile
             and r.job.workload.scheduler == "default"]
 
 
@@ -116,6 +142,26 @@ def count_flops(model: str, w: Workload, environ: Mapping[str, str], gemm_n: int
         tail = [ln for ln in p.stderr.strip().splitlines() if ln.strip()][-1:] or ["no output"]
         return {"error": f"FLOP counting failed: {tail[0][:300]}"}
     return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def export_for_openvino(rungs: list[L.Rung], req: LadderRequest, environ: Mapping[str, str],
+                        emit: L.Event) -> list[L.Rung]:
+    """Export the model for the OpenVINO rung once (cached across runs), before any timed round."""
+    out = []
+    for r in rungs:
+        if r.name == OPENVINO and not r.unavailable:
+            from sdagent.peers.ovexport import export_model
+
+            emit("export", {"rung": r.name})
+            try:
+                res = export_model(req.model.path, environ=environ)
+                r = replace(r, job=replace(r.job, ov_model=res.path),
+                            description=r.description + ("" if res.reused else
+                                                         f"; exported in {res.export_s:.0f} s, once"))
+            except Exception as exc:  # noqa: BLE001 - the peer failing never stops the ladder
+                r = replace(r, unavailable=f"the OpenVINO export failed: {str(exc).splitlines()[0][:300]}")
+        out.append(r)
+    return out
 
 
 def planned_processes(rungs: Sequence[L.Rung], steps: Sequence[L.Rung], rounds: int) -> int:
@@ -162,7 +208,7 @@ def run(plan: Plan, plan_file: str, req: LadderRequest, *, environ: Mapping[str,
     go = runner or (lambda launch, job, timeout: run_worker(launch, job, timeout_s=timeout))
     started = time.time()
     load_before = list(read_load_average())
-    rungs = build_rungs(plan, plan_file, req, environ)
+    rungs = export_for_openvino(build_rungs(plan, plan_file, req, environ), req, environ, emit)
     steps = step_rungs(rungs, req.step_size, req.step_calls)
     tp_runs = len(layouts) * (2 if req.with_compile else 1) if req.throughput_images else 0
     emit("plan", {"processes": planned_processes(rungs, steps, req.rounds) + tp_runs})
