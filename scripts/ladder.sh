@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The latency ladder from a clean clone, in one command: set up the native venv, write the
-# sd15 preset (SD-1.5's architecture, random weights; ~4 GB, once), run `sdagent ladder`.
-#   bash scripts/ladder.sh                    256x256, 4 steps, 3 rounds + a 512x512 UNet step
-#   bash scripts/ladder.sh --step-size 0      without the 512x512 step figure
+# The ladder from a clean clone, in one command: set up the native venv and the OpenVINO peer's
+# venv, write the sd15 preset (SD-1.5's architecture, random weights; ~4 GB, once), run `sdagent ladder`.
+#   bash scripts/ladder.sh                    512x512, 20 steps, whole images, 3 rounds, with OpenVINO
+#   bash scripts/ladder.sh --height 256 --width 256 --steps 4     the quick ladder
+#   bash scripts/ladder.sh --throughput 2     + every instance split, eager and compiled
 #   bash scripts/ladder.sh --quick            smoke test on the tiny model (a minute)
 #   PLAN=plan.json bash scripts/ladder.sh     measure a plan from `sdagent tune -o`
 # Results (ladder.md, ladder.json, ladder.png) land in $OUT (default ./out/ladder).
@@ -10,6 +11,8 @@ source "$(dirname "$0")/lib.sh"
 cd "$REPO"
 
 agent_venv
+venv_openvino "$CACHE/venv-openvino"
+export SDAGENT_OPENVINO_PYTHON="$CACHE/venv-openvino/bin/python"
 OUT=${OUT:-$REPO/out/ladder}
 mkdir -p "$OUT"
 preset=sd15

@@ -9,6 +9,10 @@ cd "$REPO"
 
 system_packages
 venv_native "$CACHE/venv-native"
+# The OpenVINO peer's venv: its end-to-end tests (export + one worker run on the tiny model) run in the
+# native venv's pytest and start this venv's python.
+venv_openvino "$CACHE/venv-openvino"
+export SDAGENT_OPENVINO_PYTHON="$CACHE/venv-openvino/bin/python"
 log "tests (native venv: $("$CACHE/venv-native/bin/python" -c 'import torch; print("torch", torch.__version__)'))"
 "$CACHE/venv-native/bin/python" -m pytest -q -m "not ipex" tests
 

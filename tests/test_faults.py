@@ -170,3 +170,28 @@ def test_sizes_beyond_memory_are_refused_up_front_with_the_estimate(tiny_model):
     check_fits_in_memory(md, Workload(height=64, width=64), available=2**30)
     with pytest.raises(BadInput, match=r"invalid size 8192x8192: one image of it needs about [0-9.]+ GiB"):
         check_fits_in_memory(md, Workload(height=8192, width=8192), available=2**30)
+
+
+def test_compiled_packages_built_ahead_are_verified_and_a_fallback_is_exit_3(tiny_model, tmp_path, targets,
+                                                                            lock_env):
+    store = tmp_path / "artifacts"
+    plan = tmp_path / "plan.json"
+    r = sdagent("plan", "--set", "compile=true", "--set", "precision=bf16", "-o", str(plan), env=lock_env)
+    assert r.returncode == 0, r.stderr
+    r = sdagent("--plan-file", str(plan), "model", "compile", "--model", str(tiny_model), "--height", "64",
+                "--width", "64", "--artifacts", str(store), "--json", env=lock_env)
+    assert r.returncode == 0, r.stderr
+    built = json.loads(r.stdout)["artifacts"]
+    assert set(built) == {"unet", "vae_decoder", "text_encoder"}
+    under = ("--plan-file", str(plan), "exec", "--", PY, "-m", "sdagent", "verify", "--model", str(tiny_model),
+             "--targets", targets, *WL, "--json")
+    ok = sdagent(*under, "--artifacts", str(store), env=lock_env)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    d = json.loads(ok.stdout)
+    check = {c["name"]: c for c in d["checks"]}["artifact"]
+    assert check["status"] == "pass" and built["unet"] in check["detail"] and d["bench"]["startup_s"] > 0
+    # a store the agent cannot write, with no package in it: the plan's compiled path falls back to eager
+    bad = sdagent(*under, "--artifacts", "/proc/sdagent-no-store", env=lock_env)
+    assert bad.returncode == 3, bad.stdout + bad.stderr
+    check = {c["name"]: c for c in json.loads(bad.stdout)["checks"]}["artifact"]
+    assert check["status"] == "fail" and "the UNet ran eager" in check["detail"]

@@ -32,8 +32,9 @@ class FakeMeasurer:
     """Returns given latencies; records what it was asked to run."""
 
     def __init__(self, latencies=(1.0, 1.02, 0.98, 1.01, 0.99), stock=(2.0, 2.1, 1.9, 2.05, 1.95), precision="bf16",
-                 crash=None):
+                 crash=None, mode="eager", loaded=None):
         self.latencies, self.stock_s, self.precision, self.crash = latencies, stock, precision, crash
+        self.mode, self.loaded = mode, loaded or {}
         self.calls: list[tuple] = []
 
     def bench(self, spec, runs, warmup):
@@ -41,10 +42,15 @@ class FakeMeasurer:
         if self.crash:
             raise self.crash
         lat = list(self.latencies)[:runs]
-        obs = Observed("bfloat16" if self.precision == "bf16" else None, "float32", 0, False, False)
+        obs = Observed("bfloat16" if self.precision == "bf16" else "float32", "float32", 0, False, self.mode,
+                       self.loaded.get("unet"))
         runs_ = tuple(RunRecord(i, x, (x / 2,), 0.01, 0.02) for i, x in enumerate(lat))
-        return BenchResult(W, warmup, runs_, summarize(lat), summarize([x / 2 for x in lat]), 1.0, (), {}, None,
+        return BenchResult(W, warmup, runs_, summarize(lat), summarize([x / 2 for x in lat]), 1.0, (),
+                           {"artifacts": self.loaded, "compile_error": None if self.loaded else "no compiler"}, None,
                            (0.0, 0.0, 0.0), obs, "tiny", 1.0, last_image=IMAGE)
+
+    def artifact_ids(self, spec):
+        return {"unet": "u1", "vae_decoder": "v1", "text_encoder": "t1"}
 
     def reference(self, spec):
         self.calls.append(("reference", spec))
@@ -122,3 +128,21 @@ def test_a_miss_and_a_slower_than_stock(zen5):
                  state_for(plan, zen5))
     assert res.exit_code == Exit.TARGET_MISSED
     assert res.check("stock_measured").status == "fail"
+
+
+def test_a_compiled_plan_must_run_the_planned_packages(zen5):
+    from dataclasses import replace
+
+    facts = replace(FACTS, cxx="/usr/bin/g++")
+    plan = make_plan(zen5, facts)
+    assert plan.settings["compile"]  # bf16 native and a compiler: compiled by default
+    md = ModelDir(Path("/m/tiny"), "StableDiffusionPipeline", {}, "tiny")
+    req = VerifyRequest(md, W, plan, 0, parse_targets(TARGET), zen5)
+    ok = verify(req, FakeMeasurer(mode="aot", loaded={"unet": "u1", "vae_decoder": "v1", "text_encoder": "t1"}),
+                state_for(plan, zen5))
+    assert ok.check("artifact").status == "pass" and ok.exit_code == Exit.OK
+    wrong = verify(req, FakeMeasurer(mode="aot", loaded={"unet": "OLD", "vae_decoder": "v1", "text_encoder": "t1"}),
+                   state_for(plan, zen5))
+    assert wrong.exit_code == Exit.TUNING_NOT_IN_EFFECT and "unet OLD (planned u1)" in wrong.check("artifact").detail
+    eager = verify(req, FakeMeasurer(mode="eager"), state_for(plan, zen5))
+    assert eager.exit_code == Exit.TUNING_NOT_IN_EFFECT and "no compiler" in eager.check("artifact").detail
