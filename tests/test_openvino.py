@@ -168,7 +168,7 @@ def test_the_worker_writes_an_error_result_for_a_bad_job(tmp_path):
     assert "OpenVINO model directory does not exist" in json.loads(out.read_text())["error"]
     jf.write_text("{not json")
     assert ovworker.main(["--job", str(jf), "--result", str(out)]) == 2
-    assert "cannot read the job" in json.loads(out.read_text())["error"]
+    assert "is not valid JSON" in json.loads(out.read_text())["error"]
 
 
 def test_an_incomplete_export_is_not_an_ov_model(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -46,3 +47,41 @@ def write_text(path: str | os.PathLike[str], text: str, mode: int = 0o644) -> Pa
 
 def write_json(path: str | os.PathLike[str], obj: Any, mode: int = 0o644) -> Path:
     return write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n", mode)
+
+
+def replace_dir(tmp: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+    """Rename a finished temp directory over `target`; an old one is removed only afterwards, and put
+    back if the rename fails, so `target` is always whole: the old tree or the new one."""
+    tmp, target = Path(tmp), Path(target)
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        if old is not None:
+            os.replace(old, target)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def read_text(path: str | os.PathLike[str], what: str) -> str:
+    """A user-named file's text, or one line saying why not (`what` names it: "plan file", ...)."""
+    p = Path(path)
+    try:
+        return p.read_text()
+    except FileNotFoundError:
+        raise BadInput(f"{what} not found: {p}") from None
+    except IsADirectoryError:
+        raise BadInput(f"{what} {p} is a directory") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInput(f"{what} {p} cannot be read: {exc}") from None
+
+
+def read_json(path: str | os.PathLike[str], what: str) -> object:
+    try:
+        return json.loads(read_text(path, what))
+    except ValueError as exc:
+        raise BadInput(f"{what} {path} is not valid JSON: {exc}") from None

@@ -59,6 +59,12 @@ def exit_codes_markdown() -> str:
     return "\n".join(rows) + "\n"
 
 
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """`Class: the message's first line`, for a crash reported as a reason rather than a traceback."""
+    first = (str(exc).strip().splitlines() or [""])[0][:limit]
+    return f"{exc.__class__.__name__}: {first}"
+
+
 class SdagentError(Exception):
     """A failure with a one-line message and an exit code."""
 

@@ -14,7 +14,7 @@ from sdagent.atomicio import check_parent
 from sdagent.cli import cli
 from sdagent.cli.options import model_and_workload, plan_options, progress_bar, resolve_plan, workload_options
 from sdagent import __version__
-from sdagent.errors import Exit, SdagentError, Terminated, exit_codes_help
+from sdagent.errors import Exit, SdagentError, Terminated, exit_codes_help, one_line
 from sdagent.host.process import process_state
 from sdagent.measuring.bench import check_counts
 from sdagent.verifying.checks import VerifyResult, failed_run
@@ -118,7 +118,7 @@ def verify(ctx: click.Context, model_dir: str, wl: dict[str, Any], plan_args: di
         record(Exit.TERMINATED, "terminated by SIGTERM before a verdict (a unit's timeout?)")
         raise
     except Exception as exc:  # noqa: BLE001 - a crash is recorded as "no verdict" (7), never a stale pass
-        why = f"{exc.__class__.__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
+        why = one_line(exc)
         record(Exit.ERROR, why)
         raise SdagentError(f"verify did not complete: {why}", Exit.ERROR) from None
     if as_json:

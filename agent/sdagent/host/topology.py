@@ -8,13 +8,13 @@ how the Molecule fleet gives each container a different host shape.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from sdagent.atomicio import read_json
 from sdagent.errors import BadInput
 
 #: The ISA flags that decide precision and kernels (names as in /proc/cpuinfo).
@@ -225,12 +225,7 @@ class Topology:
 
 def load_topology_file(path: str | os.PathLike[str]) -> Topology:
     p = Path(path)
-    try:
-        data = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise BadInput(f"topology file not found: {p}") from None
-    except (OSError, ValueError) as exc:
-        raise BadInput(f"topology file {p} is not valid JSON: {exc}") from None
+    data = read_json(p, "topology file")
     if not isinstance(data, dict):
         raise BadInput(f"topology file {p} is not a JSON object")
     try:

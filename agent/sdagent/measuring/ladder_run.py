@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from sdagent.errors import one_line
 from sdagent.host.process import machine_state, read_load_average
 from sdagent.measuring import ladder as L
 from sdagent.measuring.flops import ModelFlops
@@ -159,7 +160,7 @@ def export_for_openvino(rungs: list[L.Rung], req: LadderRequest, environ: Mappin
                             description=r.description + ("" if res.reused else
                                                          f"; exported in {res.export_s:.0f} s, once"))
             except Exception as exc:  # noqa: BLE001 - the peer failing never stops the ladder
-                r = replace(r, unavailable=f"the OpenVINO export failed: {str(exc).splitlines()[0][:300]}")
+                r = replace(r, unavailable=f"the OpenVINO export failed: {one_line(exc)}")
         out.append(r)
     return out
 

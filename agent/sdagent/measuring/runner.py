@@ -20,9 +20,10 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
-from sdagent.errors import BadInput
+from sdagent import atomicio
+from sdagent.errors import BadInput, Exit, SdagentError, one_line
 from sdagent.pipeline.workload import Workload
 from sdagent.planning.launch import Launch
 from sdagent.planning.runspec import RunSpec
@@ -207,3 +208,26 @@ def _result(returncode: int, stderr: str, data: dict[str, Any] | None, wall: flo
 def run_worker(launch: Launch, job: WorkerJob, *, timeout_s: float = 1800.0) -> WorkerResult:
     """Run one worker process to its end (see WorkerProcess)."""
     return WorkerProcess(launch, job).wait(timeout_s)
+
+
+def worker_main(prog: str, job_path: str, result_path: str, measure: Callable[[Any], dict[str, Any]],
+                parse: Callable[[Any], Any], summary: Callable[[dict[str, Any]], dict[str, Any]]) -> int:
+    """A worker process's life, the same for every kind of worker: read the job, measure, write the result
+    (an error result on any failure, never a traceback), say one line, return the exit code."""
+    try:
+        data = measure(parse(atomicio.read_json(job_path, "job")))
+        code = 0
+    except SdagentError as exc:
+        data, code = {"ok": False, "error": str(exc)}, exc.exit_code
+    except Exception as exc:  # noqa: BLE001 - a crash is a failed measurement with its reason
+        data, code = {"ok": False, "error": one_line(exc, 400)}, int(Exit.ERROR)
+    try:
+        atomicio.write_json(result_path, data)
+    except SdagentError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    if not data["ok"]:
+        print(f"{prog}: error: {data['error']}", file=sys.stderr)
+    else:
+        print(json.dumps(summary(data)))
+    return code

@@ -28,15 +28,11 @@ if __package__ in (None, ""):  # run as a file: import the package, not its sibl
         sys.path.insert(0, _root)
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-from sdagent import atomicio  # noqa: E402
-from sdagent.errors import BadInput, SdagentError  # noqa: E402
-from sdagent.measuring.runner import WorkerJob  # noqa: E402
+from sdagent.measuring.runner import WorkerJob, worker_main  # noqa: E402
 from sdagent.pipeline.workload import validate_workload  # noqa: E402
 
 
@@ -173,29 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--job", required=True, help="the job: JSON written by measuring.runner")
     ap.add_argument("--result", required=True, help="write the JSON result here (atomically)")
     a = ap.parse_args(argv)
-    out = Path(a.result)
-    try:
-        try:
-            raw = json.loads(Path(a.job).read_text())
-        except (OSError, ValueError) as exc:
-            raise BadInput(f"cannot read the job {a.job}: {exc}") from None
-        data = measure(WorkerJob.from_dict(raw))
-        code = 0
-    except SdagentError as exc:
-        data, code = {"ok": False, "error": str(exc)}, exc.exit_code
-    except Exception as exc:  # noqa: BLE001 - a crash is a failed measurement with its reason, not a traceback
-        first = (str(exc).strip().splitlines() or [""])[0][:400]
-        data, code = {"ok": False, "error": f"{exc.__class__.__name__}: {first}"}, 1
-    try:
-        atomicio.write_json(out, data)
-    except SdagentError as exc:
-        print(f"sdagent.measuring.worker: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    if not data["ok"]:
-        print(f"sdagent.measuring.worker: error: {data['error']}", file=sys.stderr)
-    else:
-        print(json.dumps({"latency_s": data["latency_s"]}))
-    return code
+    return worker_main("sdagent.measuring.worker", a.job, a.result, measure, WorkerJob.from_dict,
+                       lambda d: {"latency_s": d["latency_s"]})
 
 
 if __name__ == "__main__":

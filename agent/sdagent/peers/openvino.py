@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sdagent import atomicio
 from sdagent.errors import BadInput, Exit, SdagentError
+from sdagent.measuring.runner import worker_main
 from sdagent.peers.ovexport import MARKER, missing_files, read_marker
 from sdagent.peers.ovjob import DEVICE, OvJob, compile_config, genai_scheduler
 from sdagent.pipeline.workload import Workload
@@ -328,35 +328,10 @@ def measure(job: OvJob) -> dict[str, Any]:
 # ---------------------------------------------------------------------------
 
 
-def _one_line(exc: BaseException) -> str:
-    first = (str(exc).strip().splitlines() or [""])[0][:400]
-    return f"{exc.__class__.__name__}: {first}"
-
-
 def run_job(job_path: str, result_path: str) -> int:
     """The worker: a job file in, a result file out (an error result on any failure), the exit code."""
-    out = Path(result_path)
-    try:
-        try:
-            raw = json.loads(Path(job_path).read_text())
-        except (OSError, ValueError) as exc:
-            raise BadInput(f"cannot read the job {job_path}: {exc}") from None
-        data = measure(OvJob.from_dict(raw))
-        code = 0
-    except SdagentError as exc:
-        data, code = {"ok": False, "error": str(exc)}, exc.exit_code
-    except Exception as exc:  # noqa: BLE001 - a crash is a failed measurement with its reason, not a traceback
-        data, code = {"ok": False, "error": _one_line(exc)}, int(Exit.ERROR)
-    try:
-        atomicio.write_json(out, data)
-    except SdagentError as exc:
-        print(f"sdagent.peers.openvino: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    if not data["ok"]:
-        print(f"sdagent.peers.openvino: error: {data['error']}", file=sys.stderr)
-    else:
-        print(json.dumps({"latency_s": data["latency_s"], "start_to_first_image_s": data["start_to_first_image_s"]}))
-    return code
+    return worker_main("sdagent.peers.openvino", job_path, result_path, measure, OvJob.from_dict,
+                       lambda d: {"latency_s": d["latency_s"], "start_to_first_image_s": d["start_to_first_image_s"]})
 
 
 def _export(a: argparse.Namespace) -> int:

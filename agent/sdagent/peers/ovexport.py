@@ -248,22 +248,6 @@ def _locked(lock_path: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _swap_into_place(tmp: Path, target: Path) -> None:
-    """Rename the finished export over the target; an old one is removed only afterwards."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-    try:
-        os.replace(tmp, target)
-    except BaseException:
-        if old is not None:
-            os.replace(old, target)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def _remove_leftovers(parent: Path, name: str) -> None:
     """Temp and old dirs of exports killed midway (called with the lock held: none is in progress)."""
     for p in parent.glob(f".{name}.tmp-*"):
@@ -350,7 +334,7 @@ def _export_into_place(py: str, md: Path, target: Path, key: str, stamps: tuple[
         })
         for f in [tmp, *tmp.rglob("*")]:  # mkdtemp is 0700; other users' workers read the cache too
             os.chmod(f, 0o755 if f.is_dir() else 0o644)
-        _swap_into_place(tmp, target)
+        atomicio.replace_dir(tmp, target)
         return seconds
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from sdagent import atomicio
 from sdagent.errors import BadInput
 
 #: Bump when the way parts are wrapped or built changes: older packages become stale.
@@ -169,9 +170,7 @@ class ArtifactStore:
                                                     "file": f"{key.part}.pt2", "built_s": built,
                                                     "built_at": time.time()}, indent=2))
             final = self._dir(key)
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
+            atomicio.replace_dir(tmp, final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

@@ -10,7 +10,7 @@ import os
 import warnings
 from pathlib import Path
 
-from sdagent.errors import BadInput
+from sdagent.errors import BadInput, one_line
 from sdagent.pipeline.modeldir import check_model_dir, text_encoder_weight_files
 from sdagent.pipeline.stack import import_torch, quiet_libraries
 from sdagent.pipeline.workload import SCHEDULERS, check_scheduler
@@ -63,8 +63,7 @@ def load_pipeline(model_dir: str | os.PathLike[str], scheduler: str = "default")
                 str(md.path), local_files_only=True, safety_checker=None, feature_extractor=None,
                 requires_safety_checker=False)
     except Exception as exc:  # noqa: BLE001 - whatever diffusers raised, the directory is the cause
-        first = (str(exc).strip().splitlines() or [""])[0][:300]
-        raise BadInput(f"cannot load the pipeline in {md.path}: {exc.__class__.__name__}: {first}") from None
+        raise BadInput(f"cannot load the pipeline in {md.path}: {one_line(exc)}") from None
     check_text_encoder_loaded(pipe, md.path)
     pipe.set_progress_bar_config(disable=True)
     set_scheduler(pipe, scheduler)

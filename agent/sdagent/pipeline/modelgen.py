@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sdagent import atomicio
 from sdagent.errors import BadInput
 from sdagent.pipeline.modeldir import text_encoder_weight_files
 
@@ -315,22 +316,6 @@ def check_target(out_dir: Path, force: bool) -> None:
         raise BadInput(f"model directory is not empty: {out_dir} (use --force to replace it)")
 
 
-def _swap_into_place(tmp: Path, out_dir: Path) -> None:
-    """Rename the finished temp dir over the target; the old one is removed only afterwards."""
-    old = None
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-        os.replace(out_dir, old)
-    try:
-        os.replace(tmp, out_dir)
-    except BaseException:
-        if old is not None:
-            os.replace(old, out_dir)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def create_model(preset_name: str, out_dir: str | os.PathLike[str], *, force: bool = False,
                  seed: int = 0) -> CreatedModel:
     """Write a complete pipeline directory: built in a temp sibling, then renamed into place."""
@@ -354,7 +339,7 @@ def create_model(preset_name: str, out_dir: str | os.PathLike[str], *, force: bo
         }, indent=2) + "\n")
         for f in [tmp, *tmp.rglob("*")]:  # save_pretrained leaves some files 0600; services read them
             os.chmod(f, 0o755 if f.is_dir() else 0o644)
-        _swap_into_place(tmp, out)
+        atomicio.replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from sdagent.atomicio import read_json
 from sdagent.errors import BadInput
 from sdagent.host.software import HostFacts, unsafe_library
 from sdagent.host.topology import Topology
@@ -55,15 +56,7 @@ def plan_env_value(plan: Plan) -> str:
 def load_plan_file(path: str | os.PathLike[str]) -> LoadedPlan:
     """Read a plan file written by `sdagent plan -o` or `sdagent tune -o`; settings are re-validated."""
     p = Path(path)
-    try:
-        data = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise BadInput(f"plan file not found: {p}") from None
-    except IsADirectoryError:
-        raise BadInput(f"plan file {p} is a directory") from None
-    except (OSError, ValueError) as exc:
-        raise BadInput(f"plan file {p} is not valid JSON: {exc}") from None
-    return parse_plan_data(data, f"plan file {p}", plan_file=str(p))
+    return parse_plan_data(read_json(p, "plan file"), f"plan file {p}", plan_file=str(p))
 
 
 def parse_plan_data(data: Any, origin: str, plan_file: str | None = None) -> LoadedPlan:

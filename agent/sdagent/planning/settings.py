@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from sdagent.atomicio import read_text
 from sdagent.errors import BadInput
 from sdagent.host.software import unsafe_library
 
@@ -151,11 +152,10 @@ def load_overrides_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     import yaml
 
     p = Path(path)
+    text = read_text(p, "overrides file")
     try:
-        data = yaml.safe_load(p.read_text())
-    except FileNotFoundError:
-        raise BadInput(f"overrides file not found: {p}") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
         raise BadInput(f"overrides file {p} is not valid YAML/JSON: {str(exc).splitlines()[0]}") from None
     if data is None:
         return {}

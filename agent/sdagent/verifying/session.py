@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Protocol
 
 from sdagent import __version__
-from sdagent.errors import Exit, SdagentError
+from sdagent.errors import Exit, SdagentError, one_line
 from sdagent.host.process import ProcessState
 from sdagent.host.topology import Topology
 from sdagent.measuring.bench import BenchResult, ProgressBar, bench_model, no_bar
@@ -161,9 +161,7 @@ def verify(req: VerifyRequest, measurer: Measurer, state: ProcessState, *,
     except SdagentError:
         raise
     except Exception as exc:  # noqa: BLE001 - a crash is "no verdict" (exit 7), recorded, never a miss
-        first = (str(exc).strip().splitlines() or [""])[0][:300]
-        checks.append(Check("run", "error", FAIL, f"the measurement did not complete: "
-                                                  f"{exc.__class__.__name__}: {first}"))
+        checks.append(Check("run", "error", FAIL, f"the measurement did not complete: {one_line(exc)}"))
     return result()
 
 

@@ -42,6 +42,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from sdagent.atomicio import read_text
 from sdagent.errors import BadInput
 from sdagent.planning.settings import BACKENDS, PRECISIONS
 
@@ -264,14 +265,7 @@ def load_targets(path: str | os.PathLike[str]) -> tuple[Target, ...]:
     import yaml
 
     p = Path(path)
-    try:
-        text = p.read_text()
-    except FileNotFoundError:
-        raise BadInput(f"targets file not found: {p}") from None
-    except IsADirectoryError:
-        raise BadInput(f"targets file {p} is a directory") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadInput(f"targets file {p} cannot be read: {exc}") from None
+    text = read_text(p, "targets file")
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
