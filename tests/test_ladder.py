@@ -136,6 +136,25 @@ def test_markdown_has_a_row_per_rung_and_names_failures():
     assert "sdagent ladder --quick" in text
 
 
+def test_openvino_ratio_and_the_shipped_plan_line():
+    rungs = [rung("openvino"), rung("tuned+backend+compile", precision="bf16")]
+    out = {r.name: L.RungOutcome(r) for r in rungs}
+    out["openvino"].samples = [sample(1, 6.0, 1.0), sample(2, 9.0, 1.0)]
+    out["tuned+backend+compile"].samples = [sample(1, 4.0, 1.0), sample(2, 10.0, 1.0)]
+    rows = {r.name: r for r in L.summarize(out, None, {})}
+    v = rows["tuned+backend+compile"].vs_openvino  # per round: 6/4 and 9/10
+    assert (v.min, v.max) == (pytest.approx(0.9), pytest.approx(1.5))
+    assert rows["openvino"].vs_openvino is None
+    report = {"model": "/m", "model_preset": "tiny", "rounds": 2, "repeats": 1, "warmup": 1, "warmup_steps": 1,
+              "workload": {"height": 64, "width": 64, "steps": 2, "guidance": 7.5},
+              "machine": {"cpu_model": "cpu", "load_before": [1, 1, 1], "load_after": [1, 1, 1], "versions": {}},
+              "command": "sdagent ladder", "shipped_rung": "tuned+backend+compile"}
+    text = L.markdown(report, list(rows.values()))
+    assert "× vs OpenVINO" in text
+    assert "The plan as shipped (no tune) is the `tuned+backend+compile` rung: 7.00 s per image, 0.93x the best " \
+           "other rung's (`openvino`, 7.50 s" in text
+
+
 def test_missing_preloads_compares_real_paths():
     assert missing_preloads(("/usr/lib/libjemalloc.so.2",), ["/usr/lib/libjemalloc.so.2"]) == []
     assert missing_preloads(("/usr/lib/libjemalloc.so.2",), ["/x/libgomp.so.1"]) == ["/usr/lib/libjemalloc.so.2"]

@@ -25,7 +25,7 @@ from sdagent.measuring.stats import Summary, rotated, summarize as summary_of
 from sdagent.planning.launch import Launch
 from sdagent.planning.runspec import STOCK_RUN
 
-VANILLA, RUN_CPU = "vanilla", "run_cpu"
+VANILLA, RUN_CPU, OPENVINO = "vanilla", "run_cpu", "openvino"
 
 
 @dataclass(frozen=True)
@@ -168,12 +168,14 @@ class RungRow:
     failed: str | None
     unet_evals: int | None
     first_image: Summary | None = None  # process start to first whole image
+    vs_openvino: Summary | None = None  # the peer's time / this rung's, per round (> 1: faster than OpenVINO)
 
     def to_dict(self) -> dict[str, Any]:
         sd = lambda s: s.to_dict() if s else None  # noqa: E731
         return {"rung": self.name, "description": self.description, "precision": self.precision,
                 "latency_s": sd(self.latency), "unet_step_s": sd(self.step), "first_image_s": sd(self.first_image),
                 "speedup_vs_vanilla": sd(self.vs_vanilla), "speedup_vs_run_cpu": sd(self.vs_run_cpu),
+                "speedup_vs_openvino": sd(self.vs_openvino),
                 "achieved_flops_image": self.image_flops, "achieved_flops_unet_step": self.step_flops,
                 "fraction_of_gemm_peak_unet_step": self.step_peak_fraction,
                 "fraction_of_gemm_peak_image": self.image_peak_fraction,
@@ -185,6 +187,7 @@ def summarize(outcomes: Mapping[str, RungOutcome], flops: ModelFlops | None,
     """Rows of the ladder table; `peaks` maps precision -> peak GEMM FLOP/s."""
     van = outcomes.get(VANILLA)
     rc = outcomes.get(RUN_CPU)
+    ov = outcomes.get(OPENVINO)
     rows = []
     for name, o in outcomes.items():
         lat = spread([s.latency_s for s in o.samples])
@@ -203,7 +206,8 @@ def summarize(outcomes: Mapping[str, RungOutcome], flops: ModelFlops | None,
             step_f / peak if step_f and peak else None, img_f / peak if img_f and peak else None,
             o.failed if not o.samples else (f"{o.failed} (round {o.failed_round}; "
                                              f"{len(o.samples)} round(s) kept)" if o.failed else None),
-            evals, spread([s.first_image_s for s in o.samples if s.first_image_s is not None])))
+            evals, spread([s.first_image_s for s in o.samples if s.first_image_s is not None]),
+            spread(paired_speedups(ov.samples, o.samples)) if ov and name != OPENVINO else None))
     return rows
 
 
@@ -273,18 +277,28 @@ def markdown(report: Mapping[str, Any], rows: Sequence[RungRow]) -> str:
         "(torch.utils.flop_counter) over the measured time; % of peak is against this host's "
         "GEMM peak of the rung's precision, measured in the same run.",
         "",
-        "| Rung | s / image | s / UNet step | × vs vanilla | × vs run_cpu | start to first image, s "
+        "| Rung | s / image | s / UNet step | × vs vanilla | × vs run_cpu | × vs OpenVINO | start to first image, s "
         "| UNet GFLOP/s (% peak) | image GFLOP/s (% peak) |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if r.latency is None:
-            lines.append(f"| {r.name} | {not_run(r.failed)} | | | | | | |")
+            lines.append(f"| {r.name} | {not_run(r.failed)} | | | | | | | |")
             continue
         lines.append(
             f"| {r.name} | {_s(r.latency)} | {_s(r.step)} | {_s(r.vs_vanilla, unit='×')} | "
-            f"{_s(r.vs_run_cpu, unit='×')} | {_s(r.first_image, '{:.1f}')} | {_g(r.step_flops)} "
+            f"{_s(r.vs_run_cpu, unit='×')} | {_s(r.vs_openvino, unit='×')} | {_s(r.first_image, '{:.1f}')} | "
+            f"{_g(r.step_flops)} "
             f"({_pct(r.step_peak_fraction)}) | {_g(r.image_flops)} ({_pct(r.image_peak_fraction)}) |")
+    shipped = report.get("shipped_rung")
+    timed = [r for r in rows if r.latency is not None]
+    others = [r for r in timed if r.name != shipped]
+    if shipped and others and any(r.name == shipped for r in timed):
+        best = min(others, key=lambda r: r.latency.median)
+        mine = next(r for r in timed if r.name == shipped)
+        lines += ["", f"The plan as shipped (no tune) is the `{shipped}` rung: {mine.latency.median:.2f} s per image, "
+                  f"{mine.latency.median / best.latency.median:.2f}x the best other rung's (`{best.name}`, "
+                  f"{best.latency.median:.2f} s; below 1: the shipped plan is faster)."]
     lines += ["", "Rungs:", ""]
     for r in rows:
         note = f" **{not_run(r.failed) if r.latency is None else 'Failed: ' + str(r.failed)}**" if r.failed else ""

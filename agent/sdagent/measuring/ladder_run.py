@@ -82,7 +82,10 @@ def build_rungs(plan: Plan, plan_file: str, req: LadderRequest, environ: Mapping
     return rungs
 
 
-OPENVINO = "openvino"
+def shipped_rung(plan: Plan) -> str:
+    """The rung that runs the plan as it is (what a host gets with no tune)."""
+    spec = RunSpec.from_plan(plan)
+    return "tuned+backend+compile" if spec.compile else "tuned+backend"
 
 
 def openvino_rung(plan: Plan, req: LadderRequest, environ: Mapping[str, str]) -> L.Rung:
@@ -97,11 +100,11 @@ def openvino_rung(plan: Plan, req: LadderRequest, environ: Mapping[str, str]) ->
             f"{plan.precision} hint, {plan.settings['omp_num_threads']} threads")
     py = openvino_python(environ)
     if py is None:
-        return L.Rung(OPENVINO, desc, None, None, unavailable="skipped: no OpenVINO venv (bash -c 'source "
+        return L.Rung(L.OPENVINO, desc, None, None, unavailable="skipped: no OpenVINO venv (bash -c 'source "
                       "scripts/lib.sh; venv_openvino ~/.cache/sdagent/venv-openvino')")
     job = OvJob("(exported in run)", req.workload, plan.precision, plan.settings["omp_num_threads"], warmup=1,
                 warmup_steps=req.warmup_steps, repeats=req.repeats)
-    return L.Rung(OPENVINO, desc, openvino_launch(py, environ, prefix=plan.launcher(0)), job)
+    return L.Rung(L.OPENVINO, desc, openvino_launch(py, environ, prefix=plan.launcher(0)), job)
 
 
 def step_rungs(rungs: Sequence[L.Rung], size: int, calls: int) -> list[L.Rung]:
@@ -150,7 +153,7 @@ def export_for_openvino(rungs: list[L.Rung], req: LadderRequest, environ: Mappin
     """Export the model for the OpenVINO rung once (cached across runs), before any timed round."""
     out = []
     for r in rungs:
-        if r.name == OPENVINO and not r.unavailable:
+        if r.name == L.OPENVINO and not r.unavailable:
             from sdagent.peers.ovexport import export_model
 
             emit("export", {"rung": r.name})
@@ -251,6 +254,7 @@ def run(plan: Plan, plan_file: str, req: LadderRequest, *, environ: Mapping[str,
                     "governor": state["governor"], "hostname": state["hostname"],
                     "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))},
         "duration_s": round(time.time() - started, 1),
+        "shipped_rung": shipped_rung(plan),
     }
     if steps:
         sflops = (step_fl.get("flops") or {}).get("unet_step")
