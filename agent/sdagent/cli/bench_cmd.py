@@ -34,7 +34,7 @@ from sdagent.planning.runspec import RunSpec
 @click.option("--window", "window_s", type=FiniteFloat(above=0), default=None, metavar="SECONDS",
               help="Throughput: a measuring window instead of a number of images.")
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+@click.option("-o", "--output", type=click.Path(dir_okay=False, readable=False), default=None,
               help="Also write the JSON result to this file (atomically).")
 @click.pass_context
 def bench(ctx: click.Context, model_dir: str, wl: dict[str, Any], runs: int, warmup: int, backend: str,

@@ -26,7 +26,7 @@ def _echo_json(obj: object) -> None:
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the topology as JSON (what --topology-file reads).")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+@click.option("-o", "--output", type=click.Path(dir_okay=False, readable=False), default=None,
               help="Write the JSON topology to this file (atomically).")
 @click.pass_context
 def topology(ctx: click.Context, as_json: bool, output: str | None) -> None:
@@ -62,7 +62,7 @@ def topology(ctx: click.Context, as_json: bool, output: str | None) -> None:
 @cli.command()
 @plan_options
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+@click.option("-o", "--output", type=click.Path(dir_okay=False, readable=False), default=None,
               help="Write the plan file (JSON, atomically) for --plan-file, the roles and exec.")
 @click.option("--list-settings", "list_settings_", is_flag=True,
               help="List the settings that --set accepts, and exit.")
@@ -115,7 +115,7 @@ def plan(ctx: click.Context, plan_args: dict, as_json: bool, output: str | None,
 @click.option("--format", "fmt", type=click.Choice(list(FORMATS)), default="env", show_default=True,
               help="env: systemd EnvironmentFile; shell: sourceable snippet; systemd: unit drop-in.")
 @click.option("--instance", type=int, default=0, show_default=True, help="Which instance of the plan.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+@click.option("-o", "--output", type=click.Path(dir_okay=False, readable=False), default=None,
               help="Write to this file (atomically) instead of stdout.")
 @click.pass_context
 def env(ctx: click.Context, plan_args: dict, fmt: str, instance: int, output: str | None) -> None:

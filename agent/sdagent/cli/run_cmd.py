@@ -44,7 +44,7 @@ def _progress(step: int, steps: int, seconds: float) -> None:
               help=f"One of: {', '.join(SCHEDULERS)}. default = the model's own (PNDM for SD-1.5); "
                    "dpm = DPM-Solver++ (the demo's last step).")
 @backend_options
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, readable=False),
               help="Where to write the image (PNG), atomically.")
 @click.option("--json", "as_json", is_flag=True, help="Print settings, notes and timings as JSON.")
 @click.pass_context

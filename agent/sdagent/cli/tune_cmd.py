@@ -73,7 +73,7 @@ class BudgetBar:
                    "noise floor, up to this).")
 @click.option("--compile/--no-compile", "allow_compile", default=True, show_default=True,
               help="Try torch.compile (a cold cache costs minutes once; the warm-up is counted).")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+@click.option("-o", "--output", type=click.Path(dir_okay=False, readable=False), default=None,
               help="Write the chosen plan here (atomically; an interrupted tune leaves the old file).")
 @click.option("--json", "as_json", is_flag=True, help="Print the tuning record and the plan as JSON.")
 @click.pass_context

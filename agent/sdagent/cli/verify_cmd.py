@@ -60,9 +60,9 @@ the answer.
 @click.option("--artifacts", type=click.Path(file_okay=False), default=None,
               help="Where the compiled packages are kept (default ~/.cache/sdagent/artifacts).")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report instead of the table.")
-@click.option("--report", type=click.Path(dir_okay=False), default=None,
+@click.option("--report", type=click.Path(dir_okay=False, readable=False), default=None,
               help="Write the JSON report to this file (atomically).")
-@click.option("--prometheus", type=click.Path(dir_okay=False), default=None,
+@click.option("--prometheus", type=click.Path(dir_okay=False, readable=False), default=None,
               help="Write a node_exporter textfile-collector file (*.prom), atomically.")
 @click.pass_context
 def verify(ctx: click.Context, model_dir: str, wl: dict[str, Any], plan_args: dict, targets_file: str,

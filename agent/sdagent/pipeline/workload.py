@@ -99,15 +99,18 @@ def validate_workload(w: Workload, latent_factor: int = 8) -> Workload:
     return w
 
 
-#: Live activation tensors, per output pixel of the VAE decoder's widest stage and per latent
-#: pixel of the UNet's first stage (fp32): calibrated on the sd15 preset (docs/results/memory.md).
-VAE_LIVE_TENSORS = 12
-UNET_LIVE_TENSORS = 30
+#: Calibrated on the sd15 preset (docs/results/memory.md: peak RSS of `sdagent run`, one step, eager,
+#: fp32 and bf16 at 256, 512 and 768 px): the weights are held about twice (the loaded tensors and the
+#: safetensors file mapping; bf16 adds a cast copy), and activations grow with the image area: live
+#: tensors per output pixel of the VAE decoder's widest stage and per latent pixel of the UNet's
+#: first stage (4-byte elements). The estimate is an upper bound there by 3-15%.
+WEIGHT_COPIES = 2.15
+VAE_LIVE_TENSORS = 6
+UNET_LIVE_TENSORS = 10
 
 
 def memory_estimate_bytes(md, w: Workload) -> int:
-    """Peak memory of one generation: the weights as stored (fp32) plus activations that grow with the
-    image area (the VAE decoder at full resolution, the UNet at latent resolution, guided batch)."""
+    """Peak memory of one generation, eager (see the constants above for where the figures come from)."""
     weights = sum(f.stat().st_size for sub in ("unet", "vae", "text_encoder")
                   for f in (Path(md.path) / sub).glob("*.safetensors"))
 
@@ -119,7 +122,7 @@ def memory_estimate_bytes(md, w: Workload) -> int:
     pixels = w.height * w.width
     vae = pixels * first_width("vae") * 4 * VAE_LIVE_TENSORS
     unet = (pixels // 64) * w.batch * first_width("unet") * 4 * UNET_LIVE_TENSORS
-    return weights + vae + unet
+    return int(weights * WEIGHT_COPIES) + vae + unet
 
 
 def check_fits_in_memory(md, w: Workload, available: int | None = None) -> None:
