@@ -56,7 +56,8 @@ def main() -> int:
                     os.setuid(pw.pw_uid)
 
             proc = subprocess.run(argv, env=env, preexec_fn=drop, cwd="/", capture_output=True, text=True)
-            print(json.dumps({"key": key, "line": cmd, "as_root": as_root, "rc": proc.returncode}))
+            print(json.dumps({"key": key, "line": cmd, "as_root": as_root, "rc": proc.returncode,
+                              "stderr_tail": proc.stderr.strip().splitlines()[-3:]}))
             if proc.returncode != 0 and "-" not in prefixes:
                 rc_all = rc_all or proc.returncode
                 if key != "ExecStopPost":
