@@ -16,7 +16,7 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${SDAGENT_CI_CACHE:-$HOME/.cache/sdagent-ci}
 SCENARIOS=${SDAGENT_CI_SCENARIOS:-"jemalloc intel_openmp numactl sdagent tuned_env fleet"}
-MIRROR=${SDAGENT_CI_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+SUITE=bookworm
 PY=${SDAGENT_CI_PYTHON:-python3}
 START=$(date +%s)
 
@@ -61,24 +61,69 @@ export PATH="$VENV/bin:$PATH"
 export ANSIBLE_FORCE_COLOR=0 PY_COLORS=0 NO_COLOR=1 ANSIBLE_NOCOLOR=1
 
 # --- 3. base image: debootstrap rootfs -> podman import ------------------------
-ROOTFS_VERSION=v2   # bump when the recipe below changes
-ROOTFS="$CACHE/rootfs/bookworm-minbase-$ROOTFS_VERSION.tar.gz"
+# The Debian mirror (for debootstrap and the rootfs's own apt sources) is this
+# machine's: its apt sources (/etc/apt/sources.list, *.list, and the URIs: lines
+# of deb822 *.sources) for the suites bookworm, bookworm-updates and
+# bookworm-security. SDAGENT_CI_DEBIAN_MIRROR (and _SECURITY_MIRROR) name your
+# mirror where this machine has none for bookworm. No package host is named here.
+apt_sources() {  # "URI SUITE" for every enabled deb source of this machine
+    local f
+    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+        [ -f "$f" ] || continue
+        awk '$1 == "deb" { i = 2; if ($i ~ /^\[/) { while (i < NF && $i !~ /\]$/) i++; i++ }
+                           print $i, $(i + 1) }' "$f"
+    done
+    for f in /etc/apt/sources.list.d/*.sources; do
+        [ -f "$f" ] || continue
+        awk 'BEGIN { RS = ""; FS = "\n" }
+             { types = ""; uris = ""; suites = ""; enabled = "yes"
+               for (i = 1; i <= NF; i++) {
+                   if ($i ~ /^[ \t]*#/ || index($i, ":") == 0) continue
+                   key = tolower(substr($i, 1, index($i, ":") - 1)); val = substr($i, index($i, ":") + 1)
+                   gsub(/^[ \t]+|[ \t]+$/, "", val)
+                   if (key == "types") types = val; else if (key == "uris") uris = val
+                   else if (key == "suites") suites = val; else if (key == "enabled") enabled = tolower(val)
+               }
+               if (enabled == "no" || (" " types " ") !~ / deb /) next
+               nu = split(uris, u, /[ \t]+/); ns = split(suites, s, /[ \t]+/)
+               for (a = 1; a <= nu; a++) for (b = 1; b <= ns; b++) print u[a], s[b] }' "$f"
+    done
+}
+source_for() { apt_sources | awk -v s="$1" '$2 == s { print $1; exit }'; }
+if [ -n "${SDAGENT_CI_DEBIAN_MIRROR:-}" ]; then
+    MIRROR=$SDAGENT_CI_DEBIAN_MIRROR
+    ROOTFS_SOURCES="deb $MIRROR $SUITE main
+deb $MIRROR $SUITE-updates main"
+    SECURITY=${SDAGENT_CI_DEBIAN_SECURITY_MIRROR:-}
+    [ -z "$SECURITY" ] || ROOTFS_SOURCES="$ROOTFS_SOURCES
+deb $SECURITY $SUITE-security main"
+else
+    MIRROR=$(source_for "$SUITE")
+    [ -n "$MIRROR" ] || die "this machine has no apt source for $SUITE: set SDAGENT_CI_DEBIAN_MIRROR to your Debian mirror"
+    ROOTFS_SOURCES=$(for s in "$SUITE" "$SUITE-updates" "$SUITE-security"; do
+        u=$(source_for "$s"); [ -z "$u" ] || echo "deb $u $s main"; done)
+fi
+log "Debian sources (from this machine's apt sources): $(echo "$ROOTFS_SOURCES" | paste -sd';')"
+
+ROOTFS_VERSION=v3   # bump when the recipe below changes
+ROOTFS="$CACHE/rootfs/$SUITE-minbase-$ROOTFS_VERSION-$(echo "$ROOTFS_SOURCES" | sha256sum | cut -c1-8).tar.gz"
 if [ ! -s "$ROOTFS" ]; then
-    log "debootstrap bookworm rootfs (once; cached at $ROOTFS)"
+    log "debootstrap $SUITE rootfs (once; cached at $ROOTFS)"
     mkdir -p "$CACHE/rootfs"
     work=$(mktemp -d "$CACHE/rootfs/build.XXXXXX")
-    $SUDO debootstrap --variant=minbase --include=python3,python3-apt bookworm "$work/root" "$MIRROR" >"$work/debootstrap.log" 2>&1 \
+    $SUDO debootstrap --variant=minbase --include=python3,python3-apt "$SUITE" "$work/root" "$MIRROR" >"$work/debootstrap.log" 2>&1 \
         || { tail -20 "$work/debootstrap.log"; die "debootstrap failed"; }
     r="$work/root"
+    printf '%s\n' "$ROOTFS_SOURCES" >"$work/sources.list"
     $SUDO sh -c "rm -f '$r'/var/cache/apt/archives/*.deb '$r'/var/lib/apt/lists/*_* '$r'/etc/hostname
-        printf 'deb %s bookworm main\ndeb %s bookworm-updates main\ndeb http://deb.debian.org/debian-security bookworm-security main\n' '$MIRROR' '$MIRROR' >'$r'/etc/apt/sources.list
+        cp '$work/sources.list' '$r'/etc/apt/sources.list
         # an old mtime makes apt's cache_valid_time refresh the (empty) lists
         touch -d 2000-01-01 '$r'/var/lib/apt/lists
         tar --numeric-owner -C '$r' -czf '$ROOTFS.tmp' .
         mv '$ROOTFS.tmp' '$ROOTFS'
         rm -rf --one-file-system '$work'"
 fi
-IMAGE="localhost/sdagent-bookworm:$ROOTFS_VERSION-$(sha "$ROOTFS" | cut -c1-8)"
+IMAGE="localhost/sdagent-$SUITE:$ROOTFS_VERSION-$(sha "$ROOTFS" | cut -c1-8)"
 if ! $SUDO podman image exists "$IMAGE"; then
     log "podman import $IMAGE"
     $SUDO podman import --change 'CMD ["sleep","infinity"]' "$ROOTFS" "$IMAGE" >/dev/null
@@ -86,42 +131,26 @@ fi
 export SDAGENT_MOLECULE_IMAGE="$IMAGE"
 
 # --- 4. wheelhouse the target hosts install from (offline) ----------------------
-# The agent wheel itself is built by playbooks/build_wheel.yml on every run; the
-# wheelhouse holds its dependencies, the CPU torch wheel and intel-openmp.
+# Exactly the files of requirements/native.lock and requirements/iomp.lock,
+# checked against their hashes (the hosts install them with --require-hashes
+# from this directory; the agent wheel itself is built by playbooks/build_wheel.yml
+# on every run). Packages come from pip's own configuration (pip config list:
+# index, find-links) plus SDAGENT_TORCH_INDEX, your CPU-only torch index, if set:
+# the locks pin torch's +cpu build, which PyPI does not carry.
 WHEELHOUSE="$CACHE/wheelhouse"
-WHEELHOUSE_VERSION=v1   # bump when the recipe below changes
+LOCKS=("$REPO/requirements/native.lock" "$REPO/requirements/iomp.lock")
 mkdir -p "$WHEELHOUSE"
-if [ ! -f "$WHEELHOUSE/.base-$WHEELHOUSE_VERSION" ]; then
-    log "filling wheelhouse $WHEELHOUSE (torch CPU, intel-openmp)"
-    if ! ls "$WHEELHOUSE"/torch-*+cpu-*.whl >/dev/null 2>&1; then
-        # CPU-only torch: a local +cpu wheel if the machine has one, else the
-        # PyTorch CPU index, else PyPI (large CUDA build; still works).
-        local_torch=$(ls /opt/wheels/torch-*+cpu-cp311-*.whl 2>/dev/null | sort -V | tail -1 || true)
-        if [ -n "$local_torch" ]; then
-            cp "$local_torch" "$WHEELHOUSE/"
-        else
-            pip_ download -q --no-deps --only-binary=:all: -d "$WHEELHOUSE" \
-                --index-url https://download.pytorch.org/whl/cpu torch \
-              || pip_ download -q --no-deps --only-binary=:all: -d "$WHEELHOUSE" torch
-        fi
-    fi
-    pip_ download -q --only-binary=:all: -d "$WHEELHOUSE" intel-openmp packaging
-    touch "$WHEELHOUSE/.base-$WHEELHOUSE_VERSION"
-fi
-# The agent's dependencies, refreshed when pyproject.toml changes.
-if [ -f "$REPO/pyproject.toml" ]; then
-    WH_KEY=$(sha "$REPO/pyproject.toml")
-    if [ ! -f "$WHEELHOUSE/.deps-$WH_KEY" ]; then
-        log "adding the agent's dependencies to the wheelhouse"
-        torch_whl=$(ls "$WHEELHOUSE"/torch-*.whl | sort -V | tail -1)
-        printf 'torch==%s\n' "$(basename "$torch_whl" | cut -d- -f2)" >"$CACHE/torch-pin.txt"
-        pip_ wheel -q -w "$WHEELHOUSE" --find-links "$WHEELHOUSE" \
-            -c "$CACHE/torch-pin.txt" "$REPO[native,iomp]"
-        rm -f "$WHEELHOUSE"/sdagent-*.whl "$WHEELHOUSE"/.deps-*
-        touch "$WHEELHOUSE/.deps-$WH_KEY"
-    fi
-else
-    log "WARNING: no pyproject.toml; the agent scenarios will fail"
+for l in "${LOCKS[@]}"; do [ -f "$l" ] || die "missing $l (bash scripts/lock-requirements.sh)"; done
+WH_KEY=$(sha "${LOCKS[@]}")
+if [ ! -f "$WHEELHOUSE/.locks-$WH_KEY" ]; then
+    log "filling wheelhouse $WHEELHOUSE from ${LOCKS[*]##*/}"
+    torch_index=()
+    [ -z "${SDAGENT_TORCH_INDEX:-}" ] || torch_index=(--extra-index-url "$SDAGENT_TORCH_INDEX")
+    pip_ download -q --require-hashes --only-binary=:all: --no-deps -d "$WHEELHOUSE" "${torch_index[@]}" \
+        $(printf -- '-r %s ' "${LOCKS[@]}") \
+        || die "could not download the locked wheels; is your CPU-only torch index (SDAGENT_TORCH_INDEX or pip config) reachable?"
+    rm -f "$WHEELHOUSE"/.locks-* "$WHEELHOUSE"/.base-* "$WHEELHOUSE"/.deps-*
+    touch "$WHEELHOUSE/.locks-$WH_KEY"
 fi
 export SDAGENT_WHEELHOUSE="$WHEELHOUSE"
 # CA bundle of this machine, mounted into the targets for pip behind a
