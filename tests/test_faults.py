@@ -183,6 +183,12 @@ def test_compiled_packages_built_ahead_are_verified_and_a_fallback_is_exit_3(tin
     assert r.returncode == 0, r.stderr
     built = json.loads(r.stdout)["artifacts"]
     assert set(built) == {"unet", "vae_decoder", "text_encoder"}
+    assert set(json.loads(r.stdout)["built"]) == set(built)
+    # again, with verify's own workload options: every package is found, nothing built (the role's `changed`)
+    again = sdagent("--plan-file", str(plan), "model", "compile", "--model", str(tiny_model), *WL[:6],
+                    "--artifacts", str(store), "--json", env=lock_env)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["built"] == [] and json.loads(again.stdout)["artifacts"] == built
     under = ("--plan-file", str(plan), "exec", "--", PY, "-m", "sdagent", "verify", "--model", str(tiny_model),
              "--targets", targets, *WL, "--json")
     ok = sdagent(*under, "--artifacts", str(store), env=lock_env)

@@ -1,4 +1,4 @@
-"""`sdagent model create`: write a random-weights Stable Diffusion pipeline directory."""
+"""`sdagent model create` (a random-weights pipeline directory) and `sdagent model compile` (its packages)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,9 @@ from pathlib import Path
 import click
 
 from sdagent.cli import cli
-from sdagent.cli.options import FiniteFloat, model_and_workload, resolve_plan
+from sdagent.cli.options import model_and_workload, resolve_plan, workload_options
 from sdagent.errors import BadInput
 from sdagent.pipeline.modelgen import PRESETS
-from sdagent.pipeline.workload import DEMO_PROMPT
 
 
 @cli.group()
@@ -62,18 +61,13 @@ def create(preset: str, seed: int, force: bool, as_json: bool, directory: str) -
 
 
 @model.command("compile")
-@click.option("--model", "model_dir", required=True, type=click.Path(),
-              help="The diffusers pipeline directory to build the packages of.")
-@click.option("--height", type=int, default=None, help="Image height (default: the model's own).")
-@click.option("--width", type=int, default=None, help="Image width (default: the model's own).")
-@click.option("--guidance", type=FiniteFloat(at_least=0), default=7.5, show_default=True,
-              help="The guidance the server uses; above 1 the UNet's package is built for batch 2.")
+@workload_options
 @click.option("--artifacts", type=click.Path(file_okay=False), default=None,
               help="Where the packages are kept (default ~/.cache/sdagent/artifacts).")
-@click.option("--json", "as_json", is_flag=True, help="Print what was built or found as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was built or found as JSON (`built` lists the "
+                                                       "parts built now; empty when every package was there).")
 @click.pass_context
-def compile_(ctx: click.Context, model_dir: str, height: int | None, width: int | None, guidance: float,
-             artifacts: str | None, as_json: bool) -> None:
+def compile_(ctx: click.Context, model_dir: str, wl: dict, artifacts: str | None, as_json: bool) -> None:
     """Build the compiled packages of the plan in force, ahead of time, once.
 
     \b
@@ -82,8 +76,14 @@ def compile_(ctx: click.Context, model_dir: str, height: int | None, width: int 
     size, guided batch, precision, memory format, torch version and CPU ISA. A
     fresh process then loads them in seconds instead of compiling for minutes.
     A package built for another torch or CPU is reported stale, never loaded,
-    and replaced. The Ansible role runs this as the agent's user at provision
-    time. Precision and memory format are the plan's (--plan-file, or derived).
+    and replaced. Precision and memory format are the plan's (--plan-file, or
+    derived).
+
+    \b
+    It takes the same workload options as `verify` and `bench` (only the size
+    and the guidance shape a package), so the arguments a service verifies
+    with build exactly the packages it loads. The Ansible role runs this as the
+    agent's user at provision time, with the periodic verify's workload.
 
     \b
     Example:
@@ -92,14 +92,14 @@ def compile_(ctx: click.Context, model_dir: str, height: int | None, width: int 
     from sdagent.pipeline.backends import build_artifacts
     from sdagent.planning.runspec import RunSpec
 
-    md, w = model_and_workload(model_dir, {"prompt": DEMO_PROMPT, "steps": 1, "height": height, "width": width,
-                                           "guidance": guidance, "seed": 0, "scheduler": "default"})
+    md, w = model_and_workload(model_dir, wl)
     plan = resolve_plan(ctx)
     if plan.backend != "native":
         raise BadInput(f"the plan's backend is {plan.backend}: compiled packages are for the native backend")
     prepared = build_artifacts(md.path, RunSpec.from_plan(plan), w, artifacts)
+    built = [part for part in prepared.artifacts if any(n.startswith(f"{part}: built") for n in prepared.notes)]
     d = {"model": str(md.path), "height": w.height, "width": w.width, "batch": w.batch,
-         "precision": plan.precision, "artifacts": prepared.artifacts, "notes": prepared.notes,
+         "precision": plan.precision, "artifacts": prepared.artifacts, "built": built, "notes": prepared.notes,
          "seconds": round(prepared.prepare_s, 1)}
     if as_json:
         click.echo(json.dumps(d, indent=2))
@@ -108,4 +108,4 @@ def compile_(ctx: click.Context, model_dir: str, height: int | None, width: int 
         if n.startswith(("unet", "vae_decoder", "text_encoder")):
             click.echo(n)
     click.echo(f"ready: {len(prepared.artifacts)} package(s) for {w.width}x{w.height}, batch {w.batch}, "
-               f"{plan.precision}, in {prepared.prepare_s:.0f} s")
+               f"{plan.precision}, in {prepared.prepare_s:.0f} s ({len(built)} built now)")
