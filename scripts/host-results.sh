@@ -15,9 +15,7 @@
 source "$(dirname "$0")/lib.sh"
 cd "$REPO"
 
-agent_venv
-venv_openvino "$CACHE/venv-openvino"
-export SDAGENT_OPENVINO_PYTHON="$CACHE/venv-openvino/bin/python"
+bench_venvs
 OUT=${OUT:-$REPO/out/results}
 ROUNDS=${ROUNDS:-2}
 TUNES=${TUNES:-2}

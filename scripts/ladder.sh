@@ -10,9 +10,7 @@
 source "$(dirname "$0")/lib.sh"
 cd "$REPO"
 
-agent_venv
-venv_openvino "$CACHE/venv-openvino"
-export SDAGENT_OPENVINO_PYTHON="$CACHE/venv-openvino/bin/python"
+bench_venvs
 OUT=${OUT:-$REPO/out/ladder}
 mkdir -p "$OUT"
 preset=sd15

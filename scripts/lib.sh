@@ -94,3 +94,10 @@ PYCHECK
     "$v/bin/pip" uninstall -y -q torchvision 2>/dev/null || true
   fi
 }
+
+# bench_venvs: the agent's venv (agent_venv) and the OpenVINO peer's, exported for the ladder's rung.
+bench_venvs() {
+  agent_venv
+  venv_openvino "$CACHE/venv-openvino"
+  export SDAGENT_OPENVINO_PYTHON="$CACHE/venv-openvino/bin/python"
+}

@@ -7,12 +7,9 @@
 source "$(dirname "$0")/lib.sh"
 cd "$REPO"
 
-system_packages
-venv_native "$CACHE/venv-native"
-# The OpenVINO peer's venv: its end-to-end tests (export + one worker run on the tiny model) run in the
-# native venv's pytest and start this venv's python.
-venv_openvino "$CACHE/venv-openvino"
-export SDAGENT_OPENVINO_PYTHON="$CACHE/venv-openvino/bin/python"
+# The native venv, and the OpenVINO peer's: its end-to-end tests (export + one worker run on the tiny
+# model) run in the native venv's pytest and start this venv's python.
+bench_venvs
 log "tests (native venv: $("$CACHE/venv-native/bin/python" -c 'import torch; print("torch", torch.__version__)'))"
 "$CACHE/venv-native/bin/python" -m pytest -q -m "not ipex" tests
 
