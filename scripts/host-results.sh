@@ -23,7 +23,7 @@ TUNE_BUDGET=${TUNE_BUDGET:-15}
 STEPS=${STEPS:-20}
 SIZE=${SIZE:-512}
 MODEL=${MODEL:-$CACHE/models/sd15}
-mkdir -p "$OUT"
+mkdir -p "$OUT" "$OUT/ladder"
 ensure_model sd15 "$MODEL"
 
 # /usr/bin/time -v where installed (Debian: the `time` package), for wall time and peak RSS.

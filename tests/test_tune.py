@@ -247,6 +247,25 @@ def test_axes_offer_only_what_the_host_has():
     assert axes["layout"].variants(best) == []  # the latency objective tries no instance splits
 
 
+def test_a_host_without_a_compiler_gets_no_compiled_candidate(tmp_path):
+    from hosts import HOSTS, write_tree
+    from sdagent.host.software import HostFacts, IpexStatus
+    from sdagent.host.topology import read_topology
+    from sdagent.planning.plan import make_plan
+    from sdagent.tuning.session import host_choices
+
+    facts = HostFacts(libraries={"jemalloc": None, "tcmalloc": None, "iomp": None}, numactl=None,
+                      taskset="/usr/bin/taskset", numa_permitted=False,
+                      ipex=IpexStatus(False, None, "2.13.0", "not installed"), cxx=None)
+    plan = make_plan(read_topology(write_tree(tmp_path, HOSTS["xeon-vm-2core-amx"])), facts)
+    assert plan.settings["precision"] == "bf16" and plan.settings["compile"] is False  # no compiler
+    host = host_choices(plan, facts, allow_compile=True)
+    assert host.compile is False
+    axes = {a.name: a for a in A.make_axes(host, resolve)}
+    assert axes["torch.compile"].variants(cand("b", precision="bf16")) == []
+    assert host_choices(plan, replace(facts, cxx="/usr/bin/g++"), allow_compile=True).compile is True
+
+
 def test_the_throughput_objective_adds_instance_splits_that_keep_the_best_settings():
     lays = ({"instances": 2, "cores_per_instance": 2, "span_nodes": False, "use_smt": False},
             {"instances": 4, "cores_per_instance": 1, "span_nodes": False, "use_smt": False})

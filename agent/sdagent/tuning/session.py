@@ -63,8 +63,9 @@ def host_choices(plan: Plan, facts: HostFacts, allow_compile: bool,
         physical_cores=plan.settings["omp_num_threads"], bf16=native_bf16_flag(plan.isa_flags) is not None,
         ipex=facts.ipex.usable, jemalloc=bool(facts.libraries.get("jemalloc")),
         tcmalloc=bool(facts.libraries.get("tcmalloc")), iomp=bool(facts.libraries.get("iomp")),
-        pin=("numactl" if facts.numactl else "taskset" if facts.taskset else None), compile=allow_compile,
-        layouts=layouts)
+        pin=("numactl" if facts.numactl else "taskset" if facts.taskset else None),
+        # no compiler, no compiled candidate: the planner refuses compile=True there (exit 2)
+        compile=allow_compile and bool(facts.cxx), layouts=layouts)
 
 
 def _step_median(d: Mapping[str, Any]) -> float | None:
