@@ -204,6 +204,17 @@ def test_the_final_check_always_has_its_budget():
     assert r.comparisons[-1].kind == "final" and r.chosen.name == "plan"
 
 
+def test_the_reserve_is_sized_on_both_sides_so_a_fast_plan_beside_a_slow_stock_leaves_room_for_axes():
+    """Stock fp32 at 30 s beside a 6 s plan: the final check needs ~3 x (30 + 6) s, not 4 x 3 x 30 s. An
+    over-sized reserve skipped every axis of a 15-minute tune on a 2-core host (docs/results/zen5-2c)."""
+    host = FakeHost({"stock": [30.0], "plan": [6.0], "a": [3.0]}, overhead=0.0)
+    axis = T.Axis("x", lambda best: [cand("a", allocator="default")])
+    r = run_search(host, [cand("plan", allocator="tcmalloc")], [axis], budget=360.0)
+    assert not r.skipped and host.calls.count("a") >= 3
+    assert r.comparisons[-1].kind == "final" and r.chosen.name == "a"
+    assert r.spent_s <= 360.0
+
+
 def test_duplicate_settings_are_measured_once_and_compile_is_warmed_first():
     host = FakeHost({"stock": [1.0, 1.0, 1.0], "plan": [1.0, 1.01, 0.99], "c": [0.5, 0.5, 0.5]})
     compiled = T.Candidate("c", {"compile": True}, resolve({"compile": True}), "torch.compile", warmup=True)

@@ -296,8 +296,10 @@ def search(
         return out
 
     def reserve() -> float:
-        """Budget kept back for the final check against stock: twice its minimum rounds, both sides."""
-        return 2 * rule.min_rounds * 2 * max(st.est(stock), 1e-9)
+        """Budget kept back for the final check against stock: its minimum rounds of stock and the best
+        so far, and half as many again. Sized on both sides' own cost: a fast best (bf16, compiled) beside a
+        slow fp32 stock needs far less than twice stock's, and an over-sized reserve starves every axis."""
+        return 1.5 * rule.min_rounds * max(st.est(stock) + st.est(best), 1e-9)
 
     def left() -> float:
         return budget_s - st.spent() - reserve()
