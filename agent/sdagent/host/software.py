@@ -175,6 +175,9 @@ class HostFacts:
     numa_permitted: bool = False
     ipex: IpexStatus = IpexStatus(False, None, None, "not probed")
     cxx: str | None = None  # the C++ compiler inductor would build compiled packages with
+    #: why the compiler found cannot build inductor's code (its test build's first error line), or None
+    #: when it can (or none was found). The planner plans `compile false` with this reason when set.
+    cxx_error: str | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -183,6 +186,7 @@ class HostFacts:
             "taskset": self.taskset,
             "numa_permitted": self.numa_permitted,
             "cxx": self.cxx,
+            "cxx_error": self.cxx_error,
             "ipex": {
                 "usable": self.ipex.usable,
                 "version": self.ipex.version,
