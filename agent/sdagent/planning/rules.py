@@ -274,6 +274,8 @@ def compile_rule(ctx: PlanContext) -> tuple[bool, str]:
         return False, "IPEX optimizes the graph itself"
     if not facts.cxx:
         return False, "no C++ compiler (g++) to build compiled packages: eager"
+    if facts.cxx_error:
+        return False, f"compile unavailable: {facts.cxx_error}"
     flag = native_bf16_flag(ctx.topo.flags)
     if ctx.values["precision"] == "bf16" and flag:
         return True, (f"bf16 runs natively ({flag}) and {facts.cxx} can build: the UNet, VAE decoder "
@@ -283,8 +285,13 @@ def compile_rule(ctx: PlanContext) -> tuple[bool, str]:
 
 
 def compile_honour(ctx: PlanContext, value: Any) -> tuple[Any, str] | None:
-    if value and not ctx.facts.cxx and ctx.values["backend"] == "native":
+    """Compiled packages need a C++ compiler that can build inductor's code (facts.cxx_error says why not)."""
+    if not value or ctx.values["backend"] != "native":
+        return None
+    if not ctx.facts.cxx:
         return False, "no C++ compiler (g++) to build compiled packages"
+    if ctx.facts.cxx_error:
+        return False, f"compile unavailable: {ctx.facts.cxx_error}"
     return None
 
 
