@@ -88,9 +88,8 @@ def test_threads_and_affinity():
     assert a.status == FAIL and a.value == "0-7" and a.limit == "0-3"
 
 
-def plan_of(source="derived", fallbacks=(), dropped=(), **kw):
-    return SimpleNamespace(settings=settings(**kw), source=source, fallbacks=tuple(fallbacks),
-                           dropped_libraries=tuple(dropped))
+def plan_of(source="derived", fallbacks=(), **kw):
+    return SimpleNamespace(settings=settings(**kw), source=source, fallbacks=tuple(fallbacks))
 
 
 def test_process_checks_on_a_fake_stock_process():
@@ -111,8 +110,10 @@ def test_a_plan_files_preload_gone_missing_is_exit_3_not_a_silent_fallback():
     checks = process_checks(fell, ok_proc, (0, 1, 2, 3))
     assert checks[0].name == "plan_honoured" and checks[0].status == FAIL and "jemalloc" in checks[0].detail
     assert decide_exit(checks) == Exit.TUNING_NOT_IN_EFFECT
-    dropped = plan_of("tuned", dropped=[("/home/u/libjemalloc.so", "writable by group or others")])
-    assert process_checks(dropped, ok_proc, (0, 1, 2, 3))[0].status == FAIL
+    unsafe = plan_of("tuned", fallbacks=[("jemalloc_path", "/home/u/libjemalloc.so", None, "writable by others"),
+                                         ("allocator", "jemalloc", "default", "libjemalloc was not found")],
+                     allocator="default")
+    assert process_checks(unsafe, ok_proc, (0, 1, 2, 3))[0].status == FAIL
 
 
 def test_observed_backend_and_precision():

@@ -27,7 +27,12 @@ VERIFY_EPILOG = exit_codes_help() + """\b
 Checks, and the exit code each category gives when it fails:
   tuning    3  planned allocator and libiomp5 mapped (/proc/self/maps, realpaths),
                torch threads = plan, CPU affinity = plan, backend and precision
-               as seen inside the UNet's call = plan
+               as seen inside the UNet's call = plan; all against the plan in
+               force, after its recorded substitutions. plan_honoured: a tuned
+               plan's setting that fell back here (a library missing with no
+               host copy, numactl absent) fails (3); a tuned plan's library
+               replaced by the host's own copy is a warning (its figures were
+               measured with the other file); a derived plan passes
   target    4  an entry of --targets matches this host and workload
   latency   1  median <= p50_s; p90 <= p90_s (nearest rank; below 10 runs the
                slowest run, which bounds the p90)

@@ -106,9 +106,9 @@ def prometheus_text(result: VerifyResult) -> str:
              [("", {"target": result.target.name if result.target else "", "model": result.model,
                     "backend": s.get("backend", ""), "precision": s.get("precision", ""),
                     "plan_source": (result.plan or {}).get("source", ""), "version": result.version}, 1)])
-    p.metric("sdagent_check_ok", "gauge", "1 when the check passed, 0 when it failed or was inconclusive "
-             "(skipped checks are absent).",
-             [("", {"check": c.name, "category": c.category}, c.status == "pass")
+    p.metric("sdagent_check_ok", "gauge", "1 when the check passed (or passed with a warning), 0 when it "
+             "failed or was inconclusive (skipped checks are absent).",
+             [("", {"check": c.name, "category": c.category}, not c.failed)
               for c in result.checks if c.status != SKIP])
     b = result.bench
     if b is not None:
