@@ -20,7 +20,7 @@ from sdagent.measuring.runner import WorkerJob, WorkerResult, run_worker, worker
 from sdagent.pipeline.modeldir import ModelDir
 from sdagent.pipeline.workload import Workload
 from sdagent.planning.launch import Launch, plan_launch
-from sdagent.planning.layout import PlanRequest, throughput_layouts
+from sdagent.planning.layout import PlanRequest, latency_layouts, throughput_layouts
 from sdagent.planning.plan import Plan, make_plan, summary_line
 from sdagent.planning.runspec import RunSpec
 from sdagent.planning.settings import LIBRARY_KNOBS
@@ -100,7 +100,8 @@ def tune(topo: Topology, facts: HostFacts, req: TuneRequest, *, environ: Mapping
     if not req.allow_compile and first[0].settings.get("compile"):
         off = {**first[0].overrides, "compile": False}
         first = [Candidate(first[0].name, off, resolve(off), "plan")]
-    layouts = tuple(lay for lay in throughput_layouts(topo) if lay != request.to_dict()) if throughput else ()
+    layouts = tuple(lay for lay in (throughput_layouts(topo) if throughput else latency_layouts(topo))
+                    if lay != request.to_dict())
     axes = make_axes(host_choices(derived, facts, req.allow_compile, layouts), resolve)
     details: dict[str, list[dict[str, Any]]] = {}
     cmd = worker_cmd()
