@@ -95,7 +95,7 @@ class FakeHost:
     def clock(self) -> float:
         return self.now
 
-    def measure(self, c: T.Candidate) -> float:
+    def measure(self, c: T.Candidate, limit_s: float = float("inf")) -> float:
         self.now += self.overhead
         if c.name in self.fail:
             raise T.MeasureFailed(f"{c.name} crashed")
@@ -105,7 +105,7 @@ class FakeHost:
         self.now += x
         return x
 
-    def warm(self, c: T.Candidate) -> None:
+    def warm(self, c: T.Candidate, limit_s: float = float("inf")) -> None:
         self.warmed.append(c.name)
         self.now += 3 * self.overhead
 
@@ -178,7 +178,7 @@ def test_an_axis_winner_is_confirmed_in_fresh_rounds_before_it_becomes_the_best(
     host = FakeHost({"stock": [1.0, 1.0, 1.0], "plan": [0.9, 0.91, 0.9], "v1": [0.7, 0.71, 0.72],
                      "v2": [0.6, 0.61, 0.62]})
     r = run_search(host, [cand("plan", allocator="tcmalloc")], [T.Axis("blocktime", variants)])
-    assert seen_best == ["plan"]
+    assert set(seen_best) == {"plan"}  # the up-front budget plan asks too, from the same best
     assert r.chosen.name == "v2" and r.path == ["stock", "plan", "v2"]
     kinds = [(c.kind, c.candidate) for c in r.comparisons]
     assert ("screen", "v1") in kinds and ("screen", "v2") in kinds and ("confirm", "v2") in kinds

@@ -90,15 +90,17 @@ class LocalMeasurer:
 
     def stock(self, spec: RunSpec, runs: int, warmup: int) -> tuple[list[float] | str, dict[str, Any] | None]:
         """The same workload in a fresh stock process on this process's CPUs (it inherits the affinity)."""
-        from sdagent.measuring.runner import WorkerJob, run_worker, worker_cmd
+        from sdagent.measuring.runner import WorkerJob, worker_cmd
         from sdagent.planning.launch import stock_launch
+        from sdagent.workers.parent import run_worker
 
         job = WorkerJob(str(self.model.path), self.w, spec, warmup=warmup, warmup_steps=self.w.steps,
                         repeats=runs)
         res = run_worker(stock_launch(worker_cmd(), self.environ), job, timeout_s=self.timeout_s)
-        if not res.ok:
-            return f"the stock process failed: {res.reason}", res.data
-        return [float(x) for x in (res.data or {}).get("latency_s", [])], res.data
+        data = res.measurement.to_dict() if res.measurement is not None else None
+        if not res.ok or res.measurement is None:
+            return f"the stock process failed: {res.reason}", data
+        return list(res.measurement.latency_s), data
 
     def artifact_ids(self, spec: RunSpec) -> dict[str, str]:
         """The package digests this run calls for (model, shape, precision, torch, this CPU)."""
@@ -108,12 +110,10 @@ class LocalMeasurer:
 
     def throughput(self, plan: Plan, spec: RunSpec, images: int, confidence: float) -> Any:
         """Every instance of the plan at once, each in a fresh process under its instance plan."""
-        from sdagent.measuring import throughput as T
-        from sdagent.measuring.runner import WorkerJob
+        from sdagent.measuring.throughput import measure_plan
 
-        job = WorkerJob(str(self.model.path), self.w, spec, warmup_steps=self.w.steps, artifacts_dir=self.cache)
-        return T.run(plan, T.ThroughputRequest(str(self.model.path), job, images, None, self.timeout_s, confidence),
-                     environ=self.environ)
+        return measure_plan(plan, str(self.model.path), self.w, environ=self.environ, spec=spec, images=images,
+                            artifacts_dir=self.cache, timeout_s=self.timeout_s, confidence=confidence)
 
 
 def host_key(req: VerifyRequest) -> HostKey:
