@@ -246,7 +246,7 @@ def measure_plan(plan: Plan, model: str, workload: Workload, *, environ: Mapping
     record) on `workload`, `images` each or for `window_s` seconds. BadInput before any process starts
     for a bad count or window."""
     check_request(plan, images, window_s)
-    job = WorkerJob(str(model), workload, spec if spec is not None else RunSpec.from_plan(plan),
+    job = WorkerJob(str(model), workload, spec if spec is not None else plan.run_spec,
                     warmup_steps=workload.steps, artifacts_dir=artifacts_dir)
     return run(plan, ThroughputRequest(str(model), job, images, window_s, timeout_s, confidence),
                environ=environ, on_event=on_event)
