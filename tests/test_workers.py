@@ -158,3 +158,19 @@ def test_the_host_lock_stays_held_while_a_worker_of_a_killed_agent_lives(tmp_pat
     finally:
         if _alive(worker):
             os.kill(worker, signal.SIGKILL)
+
+
+def test_the_lock_says_how_long_it_waited(tmp_path):
+    import threading
+
+    from sdagent.host.lock import bench_lock
+
+    path = tmp_path / "l.lock"
+    path.touch()
+    other = os.open(path, os.O_RDONLY)
+    fcntl.flock(other, fcntl.LOCK_EX)
+    threading.Timer(0.6, lambda: os.close(other)).start()
+    with bench_lock("test", 10, path=path, poll_s=0.05) as held:
+        assert held.path == path and 0.5 <= held.waited_s < 5
+    with bench_lock("test", 10, path=path) as again:
+        assert again.waited_s < 0.5

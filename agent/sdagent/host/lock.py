@@ -25,6 +25,7 @@ import fcntl
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -91,11 +92,23 @@ def holder(fd: int, locks_text: str | None = None) -> str:
     return "another process"
 
 
+@dataclass(frozen=True)
+class HeldLock:
+    """The host lock as its holder got it: where, and how long it waited (seconds) for another holder."""
+
+    path: Path
+    waited_s: float
+
+
 @contextlib.contextmanager
 def bench_lock(what: str, timeout_s: float, *, path: Path | None = None, poll_s: float = 0.5,
                on_wait: Callable[[str], None] | None = None,
-               clock: Callable[[], float] = time.monotonic) -> Iterator[Path]:
-    """Hold the host's benchmark lock for `what`; wait up to `timeout_s`, then exit 5 naming the holder."""
+               clock: Callable[[], float] = time.monotonic) -> Iterator[HeldLock]:
+    """Hold the host's benchmark lock for `what`; wait up to `timeout_s`, then exit 5 naming the holder.
+
+    Yields the lock and the seconds waited for it: figures of the process's own start-up (verify's)
+    must not count another benchmark's time.
+    """
     p = path or lock_path()
     fd = _open(p)
     try:
@@ -116,7 +129,7 @@ def bench_lock(what: str, timeout_s: float, *, path: Path | None = None, poll_s:
                     told = True
                 time.sleep(poll_s)
         _HELD.add(fd)
-        yield p
+        yield HeldLock(p, clock() - start)
     finally:
         _HELD.discard(fd)
         os.close(fd)  # releases the lock (once no worker holds a copy)

@@ -74,11 +74,12 @@ class LocalMeasurer:
                  bar: ProgressBar = no_bar, timeout_s: float = 7200.0) -> None:
         self.model, self.w, self.environ, self.plan = model, workload, environ, plan
         self.cache, self.bar, self.timeout_s = artifacts_dir, bar, timeout_s
+        self.lock_wait_s: float | None = None  # set once the host lock is held: not part of the start-up
 
     def bench(self, spec: RunSpec, runs: int, warmup: int) -> BenchResult:
         result = bench_model(self.model, self.w, spec, runs, warmup,
                              plan=self.plan,
-                             artifacts_dir=self.cache, bar=self.bar)
+                             artifacts_dir=self.cache, bar=self.bar, lock_wait_s=self.lock_wait_s)
         gc.collect()  # the benchmarked pipeline is gone: free it before the reference loads another
         return result
 
@@ -126,8 +127,12 @@ def host_key(req: VerifyRequest) -> HostKey:
 
 
 def verify(req: VerifyRequest, measurer: Measurer, state: ProcessState, *,
-           clock: Callable[[], float] = time.perf_counter, started: float | None = None) -> VerifyResult:
-    """Run the checks in order and decide the exit code (BadInput met mid-way propagates)."""
+           clock: Callable[[], float] = time.perf_counter, started: float | None = None,
+           lock_wait_s: float | None = None) -> VerifyResult:
+    """Run the checks in order and decide the exit code (BadInput met mid-way propagates).
+
+    `lock_wait_s`: how long the process waited for the host lock before this, reported on its own.
+    """
     t0 = clock()
     started = time.time() if started is None else started
     plan = req.plan
@@ -143,7 +148,7 @@ def verify(req: VerifyRequest, measurer: Measurer, state: ProcessState, *,
             selection=selection, plan=plan.to_dict(), instance=req.instance, model=req.model.name,
             bench=figures.get("bench"), reference=figures.get("reference"), stock=figures.get("stock"),
             throughput=figures.get("throughput"),
-            started_at=started, duration_s=clock() - t0, version=__version__)
+            started_at=started, duration_s=clock() - t0, version=__version__, lock_wait_s=lock_wait_s)
 
     checks += process_checks(plan, state, plan.expected_affinity(req.instance, req.topology.allowed_cpus))
     sel = select_target(req.targets, key)
