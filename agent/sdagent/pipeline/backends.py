@@ -11,7 +11,7 @@ Backends:
 Loading, preparing and generating are separate so bench, verify and tune load
 once, prepare once (IPEX and torch.compile are expensive) and generate many times:
 
-    pipe = load_pipeline(model_dir, scheduler)
+    pipe = load_diffusers_pipeline(model_dir, scheduler)
     prepared = prepare(pipe, plan.run_spec, workload)
     result = prepared.generate(workload, seed=1)
 """
@@ -255,9 +255,9 @@ def prepare(pipe, spec: RunSpec, workload: Workload | None = None, store_dir: st
 def ready(model_dir: str | os.PathLike[str], spec: RunSpec, workload: Workload,
           store_dir: str | None = None, build: bool = True) -> PreparedPipeline:
     """Load the pipeline from `model_dir` and prepare it for `spec`: what every caller that runs it does."""
-    from sdagent.pipeline.loader import load_pipeline
+    from sdagent.pipeline.loader import load_diffusers_pipeline
 
-    return prepare(load_pipeline(model_dir, workload.scheduler), spec, workload, store_dir, build)
+    return prepare(load_diffusers_pipeline(model_dir, workload.scheduler), spec, workload, store_dir, build)
 
 
 def build_artifacts(model_dir: str | os.PathLike[str], spec: RunSpec, workload: Workload,

@@ -477,6 +477,7 @@ class VerifyResult:
     duration_s: float = 0.0
     version: str = ""
     error: dict[str, Any] | None = None  # {exit_code, reason, time}: the run ended without a verdict
+    lock_wait_s: float | None = None  # seconds waited for the host benchmark lock before measuring
 
     @property
     def verdict(self) -> str:
@@ -505,6 +506,7 @@ class VerifyResult:
             "plan": self.plan,
             "started_at": self.started_at,
             "duration_s": round(self.duration_s, 3),
+            "lock_wait_s": None if self.lock_wait_s is None else round(self.lock_wait_s, 3),
             "error": self.error,
         }
 
