@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from sdagent.pipeline.loader import set_scheduler
@@ -145,8 +145,25 @@ class PreparedPipeline:
         return Generation(img, arr, w, total, tuple(timer.step_s),
                           timer.text_s if timer.text_seen else None, timer.vae_s)
 
+    @property
+    def compiled(self) -> bool:
+        """Whether the compiled packages really run (the plan may have asked and fallen back)."""
+        return self.spec.compile and self.spec.backend == "native" and bool(self.artifacts) \
+            and not self.compile_error
+
+    def ran(self) -> str:
+        """What really runs, for every header: the spec's description, with "eager (compile unavailable:
+        why)" where the plan asked for compiled packages and the pipeline fell back."""
+        if not self.spec.compile or self.compiled:
+            return self.spec.describe()
+        eager = replace(self.spec, compile=False, compile_autotune=False).describe()
+        if self.spec.backend != "native":
+            return f"{eager} (compile ignored: IPEX optimizes the graph itself)"
+        return f"{eager} (compile unavailable: {self.compile_error or 'no package loaded'})"
+
     def describe(self) -> dict[str, Any]:
-        return {"run": self.spec.to_dict(), "notes": list(self.notes), "artifacts": dict(self.artifacts),
+        return {"run": self.spec.to_dict(), "ran": self.ran(), "compiled": self.compiled,
+                "notes": list(self.notes), "artifacts": dict(self.artifacts),
                 "compile_error": self.compile_error,
                 "prepare_s": round(self.prepare_s, 3),
                 "scheduler": type(self.pipe.scheduler).__name__}
