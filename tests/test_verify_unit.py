@@ -203,7 +203,7 @@ def test_image_checks():
     nan[0, 0, 0] = np.nan
     cs = image_checks(nan)
     assert cs[0].status == FAIL and "1 of 192" in cs[0].detail and cs[1].status == SKIP
-    assert decide_exit(cs) == Exit.TARGET_MISSED
+    assert decide_exit(cs) == Exit.ERROR  # a non-finite image is an error in every command (issue 19 item 11)
     blank = np.full((8, 8, 3), 0.5, dtype=np.float32)
     assert image_checks(blank)[1].status == FAIL
     black = np.zeros((8, 8, 3), dtype=np.float32)

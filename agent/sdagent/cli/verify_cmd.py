@@ -30,7 +30,8 @@ Checks, and the exit code each category gives when it fails:
   target    4  an entry of --targets matches this host and workload
   latency   1  median <= p50_s; p90 <= p90_s (nearest rank; below 10 runs the
                slowest run, which bounds the p90)
-  quality   1  image finite and not blank; bf16 plans: mean |bf16 - fp32| pixel
+  error     7  the run did not complete, or the image is not finite (NaN/Inf)
+  quality   1  image not blank; bf16 plans: mean |bf16 - fp32| pixel
                difference (same seed, [0,1] scale) <= bf16_max_diff
   stock     6  the plan is slower than stock beyond noise (its fastest run slower
                than stock's slowest): from the plan file's tune results, and with

@@ -99,7 +99,7 @@ def skipped(name: str, category: str, why: str) -> Check:
 #: The checks that need the model run, in report order (name, category).
 MEASURED_CHECKS: tuple[tuple[str, str], ...] = (
     ("backend", "tuning"), ("precision", "tuning"), ("artifact", "tuning"), ("latency_p50", "latency"), ("latency_p90", "latency"),
-    ("runs", "validity"), ("spread", "validity"), ("image_finite", "quality"), ("image_not_blank", "quality"),
+    ("runs", "validity"), ("spread", "validity"), ("image_finite", "error"), ("image_not_blank", "quality"),
     ("bf16_vs_fp32", "quality"), ("stock_measured", "stock"), ("images_per_min", "throughput"),
 )
 
@@ -320,12 +320,13 @@ def throughput_check(figs: Any, target: Target) -> Check:
 
 
 def image_checks(image: Any) -> list[Check]:
-    """The image is finite and not blank (a constant image: all black, all grey...)."""
+    """The image is finite (else exit 7, as in every command: generation.NonFiniteOutput) and not blank
+    (a constant image: all black, all grey...: a quality miss, exit 1)."""
     import numpy as np
 
     a = np.asarray(image, dtype=np.float64)
     finite = bool(np.isfinite(a).all()) and a.size > 0
-    out = [Check("image_finite", "quality", PASS if finite else FAIL,
+    out = [Check("image_finite", "error", PASS if finite else FAIL,
                  "every pixel finite" if finite else
                  f"{int((~np.isfinite(a)).sum())} of {a.size} values are NaN/Inf")]
     if not finite:
