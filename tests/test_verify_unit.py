@@ -96,7 +96,9 @@ def plan_of(source="derived", fallbacks=(), dropped=(), **kw):
 def test_process_checks_on_a_fake_stock_process():
     stock = ProcessState(mapped=(TORCH, GOMP), torch_threads=8, affinity=tuple(range(8)))
     checks = process_checks(plan_of(), stock, expected_affinity=(0, 1, 2, 3))
-    assert [c.status for c in checks] == [PASS, FAIL, FAIL, FAIL, FAIL]
+    assert [(c.name, c.status) for c in checks] == [
+        ("plan_honoured", PASS), ("allocator", FAIL), ("openmp", FAIL), ("openmp_runtimes", PASS), ("threads", FAIL),
+        ("affinity", FAIL), ("child_affinity", SKIP)]
     assert decide_exit(checks) == Exit.TUNING_NOT_IN_EFFECT
     tuned = ProcessState(mapped=(JE, TORCH, IOMP), torch_threads=4, affinity=(0, 1, 2, 3))
     assert decide_exit(process_checks(plan_of(), tuned, (0, 1, 2, 3))) == Exit.OK
