@@ -95,7 +95,6 @@ def compile_(ctx: click.Context, model_dir: str, wl: dict, artifacts: str | None
       sdagent model compile --model /var/lib/sdagent/models/sd15 --height 512 --width 512
     """
     from sdagent.pipeline.backends import CompileUnavailable, build_artifacts
-    from sdagent.planning.runspec import RunSpec
 
     md, w = model_and_workload(model_dir, wl)
     plan = resolve_plan(ctx)
@@ -104,7 +103,7 @@ def compile_(ctx: click.Context, model_dir: str, wl: dict, artifacts: str | None
     facts = ctx.obj.facts()
     check_compiler(facts.cxx, facts.cxx_error)
     try:
-        prepared = build_artifacts(md.path, RunSpec.from_plan(plan), w, artifacts)
+        prepared = build_artifacts(md.path, plan.run_spec, w, artifacts)
     except CompileUnavailable as exc:
         raise SdagentError(f"model compile: {exc}", Exit.ERROR) from None
     built = [part for part in prepared.artifacts if any(n.startswith(f"{part}: built") for n in prepared.notes)]
