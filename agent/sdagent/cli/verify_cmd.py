@@ -26,8 +26,9 @@ from sdagent.verifying.targets import load_targets
 VERIFY_EPILOG = exit_codes_help() + """\b
 Checks, and the exit code each category gives when it fails:
   tuning    3  planned allocator and libiomp5 mapped (/proc/self/maps, realpaths),
-               torch threads = plan, CPU affinity = plan, backend and precision
-               as seen inside the UNet's call = plan
+               one OpenMP runtime per family, torch threads = plan, CPU affinity
+               = plan (the process's, and a child's started after torch's first
+               op), backend and precision as seen inside the UNet's call = plan
   target    4  an entry of --targets matches this host and workload
   latency   1  median <= p50_s; p90 <= p90_s (nearest rank; below 10 runs the
                slowest run, which bounds the p90)
