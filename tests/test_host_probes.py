@@ -173,7 +173,7 @@ def test_model_compile_whose_package_build_fails_is_exit_7_naming_the_compiler(t
     assert str(flaky) in lines[0] and "No such file or directory" in lines[0], lines[0]
 
 
-def test_run_whose_compile_falls_back_says_eager_in_its_header(tiny_model, tmp_path):
+def test_run_and_bench_whose_compile_falls_back_say_eager_in_their_headers(tiny_model, tmp_path):
     """The plan asks compiled; no package can be built (an unwritable store): the header says what ran."""
     out = tmp_path / "x.png"
     args = ("run", "--model", str(tiny_model), "--prompt", "p", "--steps", "2", "--height", "64", "--width", "64",
@@ -185,6 +185,12 @@ def test_run_whose_compile_falls_back_says_eager_in_its_header(tiny_model, tmp_p
     assert ", eager (compile unavailable: " in header and "compiled" not in header.split("(")[0], header
     j = json.loads(sdagent(*args, "--json", env=env).stdout)
     assert j["compiled"] is False and j["ran"].startswith(j["run"]["backend"]) and "compile unavailable" in j["ran"]
+    b = sdagent("bench", "--model", str(tiny_model), "--steps", "2", "--height", "64", "--width", "64", "--runs", "1",
+                "--warmup", "0", "--backend", "native", "--compile", "--artifacts", "/proc/sdagent-no-store",
+                env=clean_env(SDAGENT_CACHE=str(tmp_path / "cache"), SDAGENT_LOCK_FILE=str(tmp_path / "lock")))
+    assert b.returncode == 0, b.stderr
+    setup = next(ln for ln in b.stdout.splitlines() if ln.startswith("setup: "))
+    assert ", eager (compile unavailable: " in setup, setup
 
 
 # ---------------------------------------------------------------------------

@@ -27,7 +27,8 @@ from sdagent.host.probecache import cached
 
 #: The flags inductor's CppBuilder passes on Linux with gcc (torch 2.13, cpp_builder.py:
 #: _get_optimization_cflags, _get_ffast_math_flags, _get_shared_cflag, _get_os_related_cpp_cflags,
-#: _get_openmp_args), minus include and link paths: the test needs none of torch's headers.
+#: _get_openmp_args), minus include and link paths (the test needs none of torch's headers) and the
+#: gcc-only `-pedantic`/`-fexcess-precision=fast` (the same test serves clang++).
 INDUCTOR_FLAGS: tuple[str, ...] = (
     "-O3", "-DNDEBUG", "-fno-omit-frame-pointer", "-fno-trapping-math", "-funsafe-math-optimizations",
     "-ffinite-math-only", "-fno-signed-zeros", "-fno-finite-math-only", "-fno-unsafe-math-optimizations",
