@@ -24,9 +24,9 @@ import time
 import warnings
 from typing import Any
 
-from sdagent.errors import BadInput, one_line
+from sdagent.errors import BadInput
 from sdagent.host.software import ipex_status
-from sdagent.pipeline.artifacts import ArtifactKey, ArtifactStore, check_store, model_fingerprint
+from sdagent.pipeline.artifacts import ArtifactKey, ArtifactStore, build_error, check_store, model_fingerprint
 from sdagent.pipeline.generate import PreparedPipeline
 from sdagent.pipeline.stack import import_torch
 from sdagent.pipeline.workload import Workload
@@ -211,7 +211,7 @@ def _install(pipe, spec: RunSpec, workload: Workload, notes: list[str], store_di
         except (BadInput, CompileUnavailable) as exc:
             error = str(exc)
         except Exception as exc:  # noqa: BLE001 - no compiler, an unsupported op: eager, with the reason
-            error = one_line(exc)
+            error = build_error(exc)
         if error:
             notes.append(f"compile fell back to eager: {error}")
     unet_shapes = (shapes["unet"][0], shapes["unet"][1])  # (latents, text embeddings); the timestep is 0-d
