@@ -251,3 +251,12 @@ def test_topology_json_roundtrips_the_new_fields(trees, tmp_path):
         from sdagent.host.topology import load_topology_file
         back = load_topology_file(f)
         assert (back.cpus, back.nodes, back.isolated_cpus) == (t.cpus, t.nodes, t.isolated_cpus)
+
+
+def test_sub_node_and_e_cores_on_the_command_line(trees):
+    r = CliRunner().invoke(cli, ["--sysroot", str(trees["spr-2s-snc"]), "plan", "--sub-node", "--json"],
+                           catch_exceptions=False)
+    assert r.exit_code == 0 and json.loads(r.output)["instances"][0]["cpus"] == "0-27"
+    r = CliRunner().invoke(cli, ["--sysroot", str(trees["alderlake-hybrid"]), "plan", "--e-cores", "--json"],
+                           catch_exceptions=False)
+    assert r.exit_code == 0 and json.loads(r.output)["instances"][0]["cpus"] == "0-7,16-23"

@@ -107,7 +107,9 @@ def plan(ctx: click.Context, plan_args: PlanArgs, as_json: bool, output: str | N
     click.echo("")
     for i in p.instances:
         launcher = " ".join(p.launcher(i.index)) or "(no binding)"
-        click.echo(f"instance {i.index}: CPUs {i.cpulist}, node {i.node}, "
+        where = f"node {i.node}" if i.node is not None else "several nodes"
+        mem = f", memory on node(s) {i.mem_nodelist}" if p.membind and i.mem_nodes else ""
+        click.echo(f"instance {i.index}: CPUs {i.cpulist}, {where}{mem}, "
                    f"{p.settings['omp_num_threads']} threads, {launcher}")
     if p.preload:
         click.echo(f"LD_PRELOAD: {':'.join(p.preload)}")
