@@ -446,25 +446,9 @@ def _core_kinds(tree: _Tree, online: tuple[int, ...]) -> dict[int, str]:
     return {}
 
 
-def read_topology(root: str | os.PathLike[str] = "/") -> Topology:
-    """Detect the topology of the host (root="/") or of a fixture tree."""
-    tree = _Tree(root)
-    live = Path(root).resolve() == Path("/")
-    cpuinfo_text = tree.read("proc/cpuinfo")
-    if cpuinfo_text is None:
-        raise BadInput(f"no proc/cpuinfo under {root}: not a host root")
-    blocks = _parse_cpuinfo(cpuinfo_text)
-    first = blocks[0] if blocks else {}
-    flags_present = set(first.get("flags", "").split())
-
-    online_text = tree.read("sys/devices/system/cpu/online")
-    if online_text:
-        online = parse_cpulist(online_text)
-    else:
-        online = tuple(int(b["processor"]) for b in blocks)
-    by_proc = {int(b["processor"]): b for b in blocks}
-
-    # NUMA nodes
+def _read_nodes(tree: _Tree, online: tuple[int, ...]) -> list[NumaNode]:
+    """NUMA nodes from sys/devices/system/node (cpulist, meminfo's MemTotal, distance); one node
+    holding every CPU and the host's memory where the kernel shows none."""
     nodes: list[NumaNode] = []
     node_dir = tree.path("sys/devices/system/node")
     if node_dir.is_dir():
@@ -472,20 +456,18 @@ def read_topology(root: str | os.PathLike[str] = "/") -> Topology:
             m = re.fullmatch(r"node(\d+)", entry.name)
             if not m:
                 continue
-            nid = int(m.group(1))
-            cpus = parse_cpulist(tree.read(f"sys/devices/system/node/{entry.name}/cpulist") or "")
-            mem = _meminfo_kb(
-                tree.read(f"sys/devices/system/node/{entry.name}/meminfo"), "MemTotal"
-            )
-            dist = tuple(int(x) for x in (tree.read(f"sys/devices/system/node/{entry.name}/distance") or "").split()
-                         if x.isdigit())
-            nodes.append(NumaNode(nid, tuple(c for c in cpus if c in online), mem, dist))
+            base = f"sys/devices/system/node/{entry.name}"
+            cpus = parse_cpulist(tree.read(f"{base}/cpulist") or "")
+            mem = _meminfo_kb(tree.read(f"{base}/meminfo"), "MemTotal")
+            dist = tuple(int(x) for x in (tree.read(f"{base}/distance") or "").split() if x.isdigit())
+            nodes.append(NumaNode(int(m.group(1)), tuple(c for c in cpus if c in online), mem, dist))
     nodes.sort(key=lambda n: n.id)
-    node_of = {c: n.id for n in nodes for c in n.cpus}
-    if not nodes:
-        nodes = [NumaNode(0, tuple(online), _meminfo_kb(tree.read("proc/meminfo")))]
-        node_of = {c: 0 for c in online}
+    return nodes or [NumaNode(0, tuple(online), _meminfo_kb(tree.read("proc/meminfo")))]
 
+
+def _read_cpus(tree: _Tree, online: tuple[int, ...], by_proc: dict[int, dict[str, str]],
+               node_of: dict[int, int]) -> list[Cpu]:
+    """Each online CPU's socket, core, node, SMT siblings and core type (sysfs, else /proc/cpuinfo)."""
     cpus: list[Cpu] = []
     for cid in online:
         base = f"sys/devices/system/cpu/cpu{cid}/topology"
@@ -504,21 +486,42 @@ def read_topology(root: str | os.PathLike[str] = "/") -> Topology:
     for c in cpus:
         groups.setdefault((c.socket, c.core), []).append(c.id)
     kinds = _core_kinds(tree, online)
-    cpus = [
-        Cpu(c.id, c.socket, c.core, c.node, c.siblings or tuple(groups[(c.socket, c.core)]), kinds.get(c.id, ""))
-        for c in cpus
-    ]
-    reserved = set(tree.read_cpulist("sys/devices/system/cpu/isolated")) | set(
-        tree.read_cpulist("sys/devices/system/cpu/nohz_full"))
-    isolated = tuple(sorted(reserved & set(online)))
+    return [Cpu(c.id, c.socket, c.core, c.node, c.siblings or tuple(groups[(c.socket, c.core)]),
+                kinds.get(c.id, "")) for c in cpus]
 
+
+def _read_allowed(tree: _Tree, live: bool, online: tuple[int, ...]) -> tuple[int, ...]:
+    """This process's affinity mask (sched_getaffinity live, Cpus_allowed_list in a fixture)."""
     if live and hasattr(os, "sched_getaffinity"):
         allowed = tuple(sorted(os.sched_getaffinity(0)))
     else:
         status = tree.read("proc/self/status") or ""
         m = re.search(r"^Cpus_allowed_list:\s*(\S+)", status, re.M)
         allowed = parse_cpulist(m.group(1)) if m else tuple(online)
-    allowed = tuple(c for c in allowed if c in set(online)) or tuple(online)
+    return tuple(c for c in allowed if c in set(online)) or tuple(online)
+
+
+def read_topology(root: str | os.PathLike[str] = "/") -> Topology:
+    """Detect the topology of the host (root="/") or of a fixture tree."""
+    tree = _Tree(root)
+    live = Path(root).resolve() == Path("/")
+    cpuinfo_text = tree.read("proc/cpuinfo")
+    if cpuinfo_text is None:
+        raise BadInput(f"no proc/cpuinfo under {root}: not a host root")
+    blocks = _parse_cpuinfo(cpuinfo_text)
+    first = blocks[0] if blocks else {}
+    flags_present = set(first.get("flags", "").split())
+
+    online_text = tree.read("sys/devices/system/cpu/online")
+    if online_text:
+        online = parse_cpulist(online_text)
+    else:
+        online = tuple(int(b["processor"]) for b in blocks)
+    by_proc = {int(b["processor"]): b for b in blocks}
+    nodes = _read_nodes(tree, online)
+    cpus = _read_cpus(tree, online, by_proc, {c: n.id for n in nodes for c in n.cpus})
+    reserved = set(tree.read_cpulist("sys/devices/system/cpu/isolated")) | set(
+        tree.read_cpulist("sys/devices/system/cpu/nohz_full"))
 
     hostname = (tree.read("proc/sys/kernel/hostname") or "").strip()
     if live and not hostname:
@@ -538,12 +541,12 @@ def read_topology(root: str | os.PathLike[str] = "/") -> Topology:
         flags=tuple(f for f in ISA_FLAGS if f in flags_present),
         cpus=tuple(cpus),
         nodes=tuple(nodes),
-        allowed_cpus=allowed,
+        allowed_cpus=_read_allowed(tree, live, online),
         cgroup=_read_cgroup(tree),
         mem_total_kb=_meminfo_kb(tree.read("proc/meminfo")),
         source="detected" if live else f"sysroot:{root}",
         hostname=hostname,
-        isolated_cpus=isolated,
+        isolated_cpus=tuple(sorted(reserved & set(online))),
     )
 
 
