@@ -260,3 +260,14 @@ def test_sub_node_and_e_cores_on_the_command_line(trees):
     r = CliRunner().invoke(cli, ["--sysroot", str(trees["alderlake-hybrid"]), "plan", "--e-cores", "--json"],
                            catch_exceptions=False)
     assert r.exit_code == 0 and json.loads(r.output)["instances"][0]["cpus"] == "0-7,16-23"
+
+
+def test_systemd_drop_in_binds_the_nodes_with_memory(topo):
+    """The unit drop-in's NUMAMask= follows the same rule as numactl: never a memoryless node."""
+    from sdagent.planning.render import render
+
+    two = make_plan(topo("2s-node0-memoryless"), FULL, PlanRequest(instances=2))
+    assert "NUMAMask=1\n" in render(two, "systemd", 0) and "NUMAMask=0" not in render(two, "systemd", 0)
+    snc = render(make_plan(topo("spr-2s-snc"), FULL), "systemd", 0)
+    assert "NUMAPolicy=bind\nNUMAMask=0 1\n" in snc
+    assert "NUMAMask" not in render(make_plan(topo("pod-quota-fullmask"), FULL), "systemd", 0)
