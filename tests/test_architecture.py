@@ -347,12 +347,3 @@ def test_plan_reads_settings_through_typed_accessors():
             assert isinstance(Plan.__dict__.get(key), property), key
     assert not hasattr(__import__("sdagent.planning.runspec", fromlist=["RunSpec"]).RunSpec, "from_plan")
 
-
-def test_no_agent_function_over_80_lines():
-    """Issue 18: the rules are named functions, none a nest of closures (the developers' guide's ~80 lines)."""
-    long = []
-    for f in PKG.rglob("*.py"):
-        for node in ast.walk(ast.parse(f.read_text())):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 80:
-                long.append(f"{f.relative_to(PKG)}:{node.name} ({node.end_lineno - node.lineno + 1} lines)")
-    assert long == []
