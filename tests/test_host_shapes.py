@@ -7,14 +7,13 @@ cores, isolated CPUs, and KMP_AFFINITY under numactl/taskset. Each test fails on
 from __future__ import annotations
 
 import json
-import os
 import stat
 from dataclasses import replace
 
 import pytest
 from click.testing import CliRunner
 
-from hosts import HOSTS, HostSpec, write_tree
+from hosts import HOSTS, write_tree
 from sdagent.cli import cli
 from sdagent.host.software import HostFacts, IpexStatus, memory_node, numa_binding_permitted
 from sdagent.host.topology import read_topology

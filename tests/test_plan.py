@@ -14,7 +14,7 @@ from sdagent.host.topology import read_topology
 from sdagent.planning.layout import PlanRequest
 from sdagent.planning.plan import make_plan
 from sdagent.planning.planfile import load_plan_file
-from sdagent.planning.settings import (KMP_AFFINITY_COMPACT, MALLOC_CONF_PROFILES, UNSET, parse_assignments,
+from sdagent.planning.settings import (MALLOC_CONF_PROFILES, UNSET, parse_assignments,
                                        parse_setting)
 
 JE = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"

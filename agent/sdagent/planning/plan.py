@@ -26,7 +26,7 @@ from sdagent.host.software import HostFacts
 from sdagent.host.topology import Topology
 from sdagent.planning.layout import Instance, PlanRequest, layout_instances
 from sdagent.planning.runspec import RunSpec
-from sdagent.planning.rules import RULES, PlanContext, Rule, ipex_prepack_supported  # noqa: F401 (re-export)
+from sdagent.planning.rules import RULES, PlanContext, Rule
 from sdagent.planning.settings import KNOBS, LIBRARY_KNOBS, MALLOC_CONF_PROFILES, UNSET
 
 #: Settings whose right value depends on the instance layout: re-derived whenever a
