@@ -486,3 +486,24 @@ def test_tune_table_shows_unmeasured_and_single_samples():
     assert "skipped (budget)" in row["a"]
     assert row["b"].split()[1:3] == ["1", "2.000"] and " -  " in row["b"]  # one sample: no spread
     assert row["c"].startswith("*") and "100.0%" in row["c"]  # (3-1)/2
+
+
+def test_a_tunes_record_reads_back_as_typed_fields_and_feeds_verifys_stock_check():
+    """The record tune writes, parsed by tuning.record: verify's stock figures are its fields."""
+    from sdagent.errors import BadInput
+    from sdagent.tuning.record import TuneRecord
+    from sdagent.verifying.checks import StockFigures, stock_figures_from_tuning
+
+    host = FakeHost({"stock": [1.0, 1.02, 0.99], "plan": [0.80, 0.82, 0.81]})
+    r = run_search(host, [cand("plan", allocator="tcmalloc")])
+    d = json.loads(json.dumps({**r.to_dict(), "format": "sdagent-tune/1"}))
+    rec = TuneRecord.from_dict(d)
+    assert rec.chosen == "plan" and rec.stock.name == "stock" and rec.stock.stock
+    final = rec.last_comparison("plan", "stock")
+    assert final.kind == "final" and final.series("plan") == tuple(r.comparisons[-1].best_s)
+    assert rec.sigma_pair_used == r.noise["sigma_pair_used"]
+    figs = stock_figures_from_tuning(d)
+    assert isinstance(figs, StockFigures) and figs.plan_s == final.series("plan")
+    with pytest.raises(BadInput, match="sdagent-tune/9"):
+        TuneRecord.from_dict({**d, "format": "sdagent-tune/9"})
+    assert "unreadable" in stock_figures_from_tuning({**d, "format": "sdagent-tune/9"})
