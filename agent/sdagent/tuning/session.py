@@ -30,7 +30,7 @@ from sdagent.planning.settings import LIBRARY_KNOBS
 from sdagent.tuning.axes import HostChoices, make_axes, plan_candidate, stock_candidate
 from sdagent.tuning.priority import order_axes
 from sdagent.tuning.rule import Rule
-from sdagent.tuning.search import Axis, Candidate, Event, MeasureFailed, TuneResult, search
+from sdagent.tuning.search import Axis, Candidate, Event, MeasureFailed, MeasureStopped, TuneResult, search
 from sdagent.workers.parent import run_worker
 from sdagent.workers.result import WorkerResult
 
@@ -154,7 +154,9 @@ class _Session:
                 "affinity": list(m.process.affinity), "observed": m.observed,
                 "load_average": list(m.load_average)})
         if not res.ok:
-            raise MeasureFailed(res.reason)
+            stopped = res.measurement is None and res.reason.startswith("timed out") and limit_s < self.req.timeout_s
+            raise (MeasureStopped if stopped else MeasureFailed)(
+                f"stopped at the budget after {limit_s:.0f} s" if stopped else res.reason)
         return res
 
     def latency(self, c: Candidate, limit_s: float) -> float:
@@ -171,7 +173,9 @@ class _Session:
                             timeout_s=self.timeout(limit_s))
         self.details.setdefault(c.name, []).append({"throughput": figs.to_dict()})
         if figs.failed or not figs.images_per_min:
-            raise MeasureFailed("; ".join(i.reason for i in figs.failed) or "no image completed")
+            why = "; ".join(i.reason for i in figs.failed) or "no image completed"
+            stopped = limit_s < self.req.timeout_s and ("timed out" in why or "not warm in" in why)
+            raise (MeasureStopped if stopped else MeasureFailed)(why)
         return 60.0 / figs.images_per_min
 
     def measure(self, c: Candidate, limit_s: float) -> float:
