@@ -315,6 +315,8 @@ def test_tune_cli_writes_a_plan_that_env_and_exec_accept(tiny_model, tmp_path):
     assert plan["source"] == "tuned"
     t = plan["tuning"]
     assert t["format"] == "sdagent-tune/1" and t["chosen"] and t["reason"] and t["rule"]
+    # the class it was measured on (its siblings install it; verify holds them to these figures)
+    assert len(t["host_class"]["id"]) == 12 and t["model_name"] == tiny_model.name
     names = [c["name"] for c in t["candidates"]]
     assert names[0] == "stock" and "topology plan" in names
     assert len(t["candidates"][0]["measured_s"]) >= 2  # stock always measured (a clear loser stops at 2 rounds)

@@ -33,6 +33,8 @@ from sdagent.tuning.rule import FASTER, decide
 from sdagent.verifying.targets import Target
 
 PASS, FAIL, INCONCLUSIVE, SKIP = "pass", "fail", "inconclusive", "skip"
+#: A finding that never changes the exit code (a host slower than its class: verifying.classcheck).
+WARN = "warn"
 
 #: What a failing check of each category makes the exit code.
 CATEGORY_EXIT: dict[str, Exit] = {
@@ -101,6 +103,7 @@ MEASURED_CHECKS: tuple[tuple[str, str], ...] = (
     ("backend", "tuning"), ("precision", "tuning"), ("artifact", "tuning"), ("latency_p50", "latency"), ("latency_p90", "latency"),
     ("runs", "validity"), ("spread", "validity"), ("image_finite", "quality"), ("image_not_blank", "quality"),
     ("bf16_vs_fp32", "quality"), ("stock_measured", "stock"), ("images_per_min", "throughput"),
+    ("class_figures", "class"),
 )
 
 
@@ -460,6 +463,8 @@ class VerifyResult:
     duration_s: float = 0.0
     version: str = ""
     error: dict[str, Any] | None = None  # {exit_code, reason, time}: the run ended without a verdict
+    #: this host's class and its ratios to stock and to the class's tuned figures (verifying.classcheck)
+    host_class: dict[str, Any] | None = None
 
     @property
     def verdict(self) -> str:
@@ -489,6 +494,7 @@ class VerifyResult:
             "started_at": self.started_at,
             "duration_s": round(self.duration_s, 3),
             "error": self.error,
+            "host_class": self.host_class,
         }
 
 
