@@ -59,16 +59,17 @@ def test_the_preloads_measured_slower_on_every_class_measured(cls, lever):
 
 
 def test_the_issue_example_reason():
-    """'measured 0.63-0.92x on amx hosts (2, 16 cores; torch 2.11.0, 2.13.0+cpu; evidence ...)'"""
+    """'measured 0.63-0.92x the speed without it on amx hosts (2, 16 cores; torch 2.11.0, 2.13.0+cpu; evidence ...)'"""
     text = lever_finding(default_evidence(), "jemalloc", "amx").evidence_text()
-    assert text.startswith("measured 0.63-0.92x on amx hosts (2, 16 cores; torch 2.11.0, 2.13.0+cpu; evidence ")
+    assert text.startswith("measured 0.63-0.92x the speed without it on amx hosts (2, 16 cores; "
+                           "torch 2.11.0, 2.13.0+cpu; evidence ")
     assert "amx-16c-ladder-preloads-fp32" in text
 
 
 def test_a_class_without_evidence_gets_the_conservative_answer():
     f = lever_finding(default_evidence(), "jemalloc", "avx512")
     assert not f.keep and not f.on_class and f.elsewhere
-    assert f.evidence_text().startswith("not measured on avx512 hosts, so the conservative plan; measured ")
+    assert f.evidence_text().startswith("not measured on avx512 hosts, so the conservative plan: 0.")
     t = lever_finding(default_evidence(), "tcmalloc", "amx")
     assert not t.keep and t.evidence_text() == "never measured, so the conservative plan"
 
@@ -80,6 +81,10 @@ def test_bf16_and_compile_measured_faster_wherever_measured(lever):
     for cls in ("amx", "avx512_bf16"):
         assert lever_finding(ev, lever, cls).keep
     assert not positive_everywhere(ev, "jemalloc") and not positive_everywhere(ev, "tcmalloc")
+    # a class nobody measured keeps what measured faster everywhere (the conservative plan)
+    other = lever_finding(ev, lever, "avx512")
+    assert other.keep and not other.on_class
+    assert other.evidence_text().startswith("not measured on avx512 hosts, kept, as it measured faster on every class")
 
 
 @pytest.mark.parametrize("ratio, verdict", [
@@ -103,7 +108,10 @@ def test_keep_needs_a_faster_measurement_and_no_slower_one():
     assert lever_finding(ev, "jemalloc", "amx").keep
     assert not lever_finding(ev, "jemalloc", "avx2").keep
     assert not lever_finding(ev, "jemalloc", "avx512").keep
-    assert lever_finding(ev, "jemalloc", "amx").evidence_text().startswith("measured 1.20x on amx hosts")
+    assert lever_finding(ev, "jemalloc", "amx").evidence_text().startswith("measured 1.20x the speed without it on amx hosts")
+    assert not lever_finding(ev, "jemalloc", "baseline").keep  # faster on amx, slower on avx2: not everywhere
+    only_fast = Evidence((_m("a", "amx", fast), _m("b", "avx2", fast)))
+    assert lever_finding(only_fast, "jemalloc", "baseline").keep
     with pytest.raises(KeyError):
         lever_finding(ev, "hugepages", "amx")
 

@@ -13,7 +13,8 @@ per round):
 - *within noise*: otherwise.
 
 A lever is kept on a class when at least one measurement there is *faster* and none is *slower*.
-A class with no measurement of a lever gets the conservative answer, off. Pure except
+A class with no measurement of a lever gets the conservative plan: only the levers kept on every
+class they were measured on (today native bf16 and compile). Pure except
 :func:`load_evidence` (one file read) and :func:`default_evidence` (the packaged file, read once).
 """
 
@@ -114,14 +115,17 @@ class Finding:
     elsewhere: tuple[Measurement, ...]
 
     def evidence_text(self) -> str:
-        """'measured 0.63-0.92x on amx hosts (2, 16 cores; torch 2.11.0, 2.13.0+cpu; ids)' or why none."""
+        """'measured 0.63-0.92x on amx hosts (2, 16 cores; torch ...; evidence ids)', or why there is none."""
         if self.on_class:
-            return f"measured {_span(self.on_class)} on {self.isa_class} hosts ({_where(self.on_class)})"
+            return (f"measured {_span(self.on_class)} the speed without it on {self.isa_class} hosts "
+                    f"({_where(self.on_class)})")
         if self.elsewhere:
             classes = ", ".join(sorted({m.isa_class for m in self.elsewhere}))
-            return (f"not measured on {self.isa_class} hosts, so the conservative plan; measured "
-                    f"{_span(self.elsewhere)} on {classes} hosts ({_where(self.elsewhere)})")
-        return f"never measured, so the conservative plan"
+            how = ("kept, as it measured faster on every class measured" if self.keep
+                   else "so the conservative plan")
+            return (f"not measured on {self.isa_class} hosts, {how}: {_span(self.elsewhere)} the speed without "
+                    f"it on {classes} hosts ({_where(self.elsewhere)})")
+        return "never measured, so the conservative plan"
 
 
 def _span(ms: tuple[Measurement, ...]) -> str:
@@ -138,20 +142,30 @@ def _where(ms: tuple[Measurement, ...]) -> str:
     return f"{cores} cores; torch {torches}; evidence {ids}"
 
 
-def lever_finding(evidence: Evidence, lever: str, isa_class: str) -> Finding:
-    """Whether `lever` stays in the untuned plan on `isa_class`: some measurement there faster, none slower."""
-    if lever not in LEVERS:
-        raise KeyError(lever)
-    on = evidence.of(lever, isa_class)
-    keep = any(m.verdict == FASTER for m in on) and not any(m.verdict == SLOWER for m in on)
-    elsewhere = tuple(m for m in evidence.of(lever) if m.isa_class != isa_class)
-    return Finding(lever, isa_class, keep, on, elsewhere)
+def _keep_on(measured: tuple[Measurement, ...]) -> bool:
+    """Some measurement faster and none slower."""
+    return any(m.verdict == FASTER for m in measured) and not any(m.verdict == SLOWER for m in measured)
 
 
 def positive_everywhere(evidence: Evidence, lever: str) -> bool:
-    """Measured faster on every class it was measured on, and measured at all (what the conservative plan keeps)."""
+    """Measured, and kept on every class it was measured on (what the conservative plan keeps)."""
     classes = {m.isa_class for m in evidence.of(lever)}
-    return bool(classes) and all(lever_finding(evidence, lever, c).keep for c in classes)
+    return bool(classes) and all(_keep_on(evidence.of(lever, c)) for c in classes)
+
+
+def lever_finding(evidence: Evidence, lever: str, isa_class: str) -> Finding:
+    """Whether `lever` stays in the untuned plan on `isa_class`.
+
+    Measured on the class: some measurement there faster, none slower. Not measured there: the
+    conservative plan, which keeps only a lever that measured faster on every class measured.
+    KeyError for a lever not in LEVERS.
+    """
+    if lever not in LEVERS:
+        raise KeyError(lever)
+    on = evidence.of(lever, isa_class)
+    keep = _keep_on(on) if on else positive_everywhere(evidence, lever)
+    elsewhere = tuple(m for m in evidence.of(lever) if m.isa_class != isa_class)
+    return Finding(lever, isa_class, keep, on, elsewhere)
 
 
 # ---------------------------------------------------------------------------

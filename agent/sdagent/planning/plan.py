@@ -25,6 +25,7 @@ from sdagent.errors import BadInput
 from sdagent.host.software import HostFacts
 from sdagent.host.topology import Topology
 from sdagent.planning.layout import Instance, PlanRequest, layout_instances
+from sdagent.planning.evidence import Evidence, default_evidence
 from sdagent.planning.rules import RULES, PlanContext, Rule, ipex_prepack_supported  # noqa: F401 (re-export)
 from sdagent.planning.settings import KNOBS, LIBRARY_KNOBS, MALLOC_CONF_PROFILES, UNSET
 
@@ -259,9 +260,11 @@ def make_plan(
     dropped_libraries: tuple[tuple[str, str], ...] = (),
     fallbacks: tuple[tuple[str, Any, Any, str], ...] = (),
     objective: str = "latency",
+    evidence: Evidence | None = None,
 ) -> Plan:
     """Derive the plan: a loop over :data:`sdagent.planning.rules.RULES`. Pure: everything it knows
-    comes in through its arguments.
+    comes in through its arguments (`evidence`, the measured effects of the levers per host class,
+    defaults to the agent's own planning/evidence.json).
 
     `overrides` (from the user) are strict: asking for something the host
     cannot honour is an error. `file_settings` (from a plan file made
@@ -274,7 +277,7 @@ def make_plan(
     overrides = dict(overrides or {})
     warnings = [f"the plan file's library {path} cannot be preloaded here: {why}" for path, why in dropped_libraries]
     instances, file_settings = _instances_for(topo, request, instances, dict(file_settings or {}), warnings)
-    ctx = PlanContext(topo, facts, request, instances)
+    ctx = PlanContext(topo, facts, request, instances, evidence=evidence or default_evidence())
     r = _Resolver(ctx, overrides, file_settings, source)
     r.warnings += warnings
     for kind, key in LIBRARY_KNOBS.items():  # library paths: facts, unless given
