@@ -26,6 +26,7 @@ from sdagent.host.software import HostFacts
 from sdagent.host.topology import Topology
 from sdagent.planning.layout import Instance, PlanRequest, layout_instances
 from sdagent.planning.evidence import Evidence, default_evidence
+from sdagent.planning.runspec import RunSpec
 from sdagent.planning.rules import RULES, PlanContext, Rule, ipex_prepack_supported  # noqa: F401 (re-export)
 from sdagent.planning.settings import KNOBS, LIBRARY_KNOBS, MALLOC_CONF_PROFILES, UNSET
 
@@ -62,12 +63,73 @@ class Plan:
     #: settings a plan file asked for that this host cannot honour: (key, asked, used, why)
     fallbacks: tuple[tuple[str, Any, Any, str], ...] = ()
 
-    def __getattr__(self, name: str) -> Any:
-        # plan.allocator, plan.backend, ... read the resolved settings.
-        settings = self.__dict__.get("settings", {})
-        if name in settings:
-            return settings[name]
-        raise AttributeError(name)
+    # Typed accessors of the resolved settings (settings.KNOBS names and documents each).
+    @property
+    def allocator(self) -> str:
+        return str(self.settings["allocator"])
+
+    @property
+    def malloc_conf(self) -> str:
+        return str(self.settings["malloc_conf"])
+
+    @property
+    def omp_runtime(self) -> str:
+        return str(self.settings["omp_runtime"])
+
+    @property
+    def omp_num_threads(self) -> int:
+        return int(self.settings["omp_num_threads"])
+
+    @property
+    def kmp_affinity(self) -> str:
+        return str(self.settings["kmp_affinity"])
+
+    @property
+    def kmp_blocktime(self) -> int | str:
+        """Milliseconds, or settings.UNSET."""
+        v = self.settings["kmp_blocktime"]
+        return v if isinstance(v, int) else str(v)
+
+    @property
+    def binding(self) -> str:
+        return str(self.settings["binding"])
+
+    @property
+    def membind(self) -> bool:
+        return bool(self.settings["membind"])
+
+    @property
+    def precision(self) -> str:
+        return str(self.settings["precision"])
+
+    @property
+    def backend(self) -> str:
+        return str(self.settings["backend"])
+
+    @property
+    def channels_last(self) -> bool:
+        return bool(self.settings["channels_last"])
+
+    @property
+    def compile(self) -> bool:
+        return bool(self.settings["compile"])
+
+    @property
+    def compile_autotune(self) -> bool:
+        return bool(self.settings["compile_autotune"])
+
+    @property
+    def weights_prepack(self) -> bool:
+        return bool(self.settings["weights_prepack"])
+
+    def library_path(self, kind: str) -> str | None:
+        """The path in effect of a preloadable library (jemalloc | tcmalloc | iomp), or None."""
+        return self.settings.get(LIBRARY_KNOBS[kind])
+
+    @property
+    def run_spec(self) -> RunSpec:
+        """What the pipeline computes with under this plan, for the ISA it was made for."""
+        return RunSpec.from_settings(self.settings, self.isa_flags)
 
     def instance(self, index: int = 0) -> Instance:
         if not 0 <= index < len(self.instances):
