@@ -66,7 +66,9 @@ def test_a_markedly_slower_sibling_is_a_warning_not_a_failure(zen5):
     assert c.status == WARN and "markedly slower than its class" in c.detail
     assert res.exit_code == Exit.OK and not c.failed
     assert res.host_class["ratio_to_class"] < res.host_class["class_floor"]
-    assert "WARN" in verify_table(res)
+    table = verify_table(res)
+    assert "WARN" in table and f"host class: {hc.id} (avx512_bf16, 1x2 cores" in table
+    assert "x its class's" in table
 
 
 def test_the_plan_of_another_class_is_flagged(zen5):
