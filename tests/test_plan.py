@@ -254,6 +254,7 @@ LEVER_ON = {
     "kmp_blocktime": lambda p: p.kmp_blocktime != UNSET,
     "native_bf16": lambda p: p.precision == "bf16",
     "compile": lambda p: bool(p.compile),
+    "channels_last": lambda p: bool(p.channels_last),
 }
 #: a fixture host per ISA class the shipped evidence measured
 CLASS_HOSTS = {"amx": "xeon-vm-2core-amx", "avx512_bf16": "epyc-2core-zen5", "avx2": "epyc-2core-avx2"}

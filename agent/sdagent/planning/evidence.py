@@ -34,7 +34,8 @@ EVIDENCE_FORMAT = "sdagent-evidence/1"
 EVIDENCE_FILE = Path(__file__).with_name("evidence.json")
 
 #: The levers the evidence speaks of (evidence.json's "levers" describes each).
-LEVERS: tuple[str, ...] = ("jemalloc", "tcmalloc", "libiomp5", "pinning", "kmp_blocktime", "native_bf16", "compile")
+LEVERS: tuple[str, ...] = ("jemalloc", "tcmalloc", "libiomp5", "pinning", "kmp_blocktime", "native_bf16", "compile",
+                          "channels_last")
 
 #: ISA classes, as host.hostclass.isa_class names them.
 ISA_CLASSES: tuple[str, ...] = ("amx", "avx512_bf16", "avx512", "avx2", "baseline")
