@@ -25,7 +25,7 @@ def row(host: str, cls: str | None, x_stock=None, x_class=None, status="pass", t
     r = {"host": host, "verdict": "pass", "exit_code": 0, "plan": {}, "plan_source": "tuned",
          "plan_summary": "default, omp=default, threads=2, bind=none, native bf16, channels_last, compiled"}
     if cls:
-        r["host_class"] = {"id": cls, "describe": f"amx, 1x2 cores (no SMT) [{cls}]", "plan_tuned_on": tuned_on,
+        r["host_class"] = {"id": cls, "description": f"amx, 1x2 cores (no SMT) [{cls}]", "plan_tuned_on": tuned_on,
                            "ratio_to_stock": x_stock, "ratio_to_class": x_class, "class_status": status}
     return r
 

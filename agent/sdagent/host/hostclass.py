@@ -106,11 +106,11 @@ class HostClass:
 
     def to_dict(self) -> dict[str, Any]:
         """The record plus its id and description (what `sdagent topology --json` prints)."""
-        return {"id": self.id, "describe": self.describe(), **asdict(self)}
+        return {"id": self.id, "description": self.describe(), **asdict(self)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "HostClass":
-        """Inverse of :meth:`to_dict`; `id` and `describe` are recomputed, not read. KeyError/TypeError
+        """Inverse of :meth:`to_dict`; `id` and `description` are recomputed, not read. KeyError/TypeError
         on a record that is not one."""
         return cls(
             vendor=str(d["vendor"]), model_name=str(d["model_name"]), family=d["family"], model=d["model"],

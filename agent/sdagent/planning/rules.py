@@ -1,7 +1,8 @@
 """The planner's rules: one named function per setting, its honour check beside it.
 
-Each setting of :data:`sdagent.planning.settings.KNOBS` (except the library
-paths, which are facts) has one :class:`Rule` in :data:`RULES`:
+Each setting of :data:`sdagent.planning.settings.KNOBS` has one :class:`Rule`
+in :data:`RULES` (the library paths too: the host's copy, or a plan file's,
+replaced by the host's when this host cannot preload it):
 
 * ``rule(ctx) -> (value, reason)``: what the topology and the host facts call
   for, and why (the reason names the source of any figure it quotes);
@@ -33,6 +34,7 @@ from sdagent.planning.settings import KMP_AFFINITY_COMPACT, LIBRARY_KNOBS, MALLO
 #: How to get each preloadable library (the hint a missing-library reason gives).
 INSTALL_HINTS: dict[str, str] = {"jemalloc": "install libjemalloc2", "tcmalloc": "install libgoogle-perftools4",
                                  "iomp": "pip install intel-openmp into the agent's venv"}
+_LIB_NAMES: dict[str, str] = {"jemalloc": "libjemalloc", "tcmalloc": "libtcmalloc", "iomp": "libiomp5"}
 
 
 @dataclass
@@ -42,7 +44,9 @@ class PlanContext:
     ``values`` maps setting -> value in effect (library paths first, then each
     decided setting in table order); ``missing`` collects the library kinds a
     rule or an honour check wanted and this host lacks (the plan's
-    ``missing_libraries``).
+    ``missing_libraries``); ``unusable_paths`` are the library paths a plan
+    file named that this host cannot preload (checked at the edge, by
+    :mod:`sdagent.planning.planfile`), path -> why.
     """
 
     topo: Topology
@@ -51,6 +55,8 @@ class PlanContext:
     instances: tuple[Instance, ...]
     values: dict[str, Any] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
+    #: library paths a plan file named that this host cannot preload: path -> why (planfile checks them)
+    unusable_paths: dict[str, str] = field(default_factory=dict)
     #: the measured effects the levers are kept or dropped by (planning.evidence; evidence.json)
     evidence: Evidence = field(default_factory=default_evidence)
 
@@ -100,6 +106,34 @@ class Rule:
 
 
 # --- libraries --------------------------------------------------------------------------------------
+
+def library_path_rule(kind: str) -> RuleFn:
+    """The host's own copy of the library (host.software.find_library), or None when it has none."""
+
+    def rule(ctx: PlanContext) -> tuple[str | None, str]:
+        path = ctx.facts.libraries.get(kind)
+        if path:
+            return path, f"{_LIB_NAMES[kind]} found on this host"
+        return None, f"{_LIB_NAMES[kind]} not found on this host ({INSTALL_HINTS[kind]})"
+    rule.__name__ = f"{kind}_path_rule"
+    return rule
+
+
+def library_path_honour(kind: str) -> HonourFn:
+    """A plan file's path this host cannot preload (another distribution's, a library removed since) is
+    replaced by the host's own copy, or by none: the decision and the plan's fallbacks record which."""
+
+    def honour(ctx: PlanContext, value: Any) -> tuple[Any, str] | None:
+        why = ctx.unusable_paths.get(value) if value else None
+        host = ctx.facts.libraries.get(kind)
+        if why is None or host == value:  # the host's facts are the authority on its own files
+            return None
+        if host:
+            return host, f"it cannot be preloaded on this host ({why}); the host's own copy is"
+        return None, f"it cannot be preloaded on this host ({why}) and this host has no {_LIB_NAMES[kind]}"
+    honour.__name__ = f"{kind}_path_honour"
+    return honour
+
 
 def _library_honour(fallback: str) -> HonourFn:
     """An honour check for a setting whose value names a library (allocator, omp_runtime)."""
@@ -363,6 +397,7 @@ def weights_prepack_rule(ctx: PlanContext) -> tuple[bool, str]:
 
 #: Every decided setting, in the order it is decided (later rules read earlier values).
 RULES: tuple[Rule, ...] = (
+    *(Rule(key, library_path_rule(kind), library_path_honour(kind)) for kind, key in LIBRARY_KNOBS.items()),
     Rule("allocator", allocator_rule, allocator_honour),
     Rule("malloc_conf", malloc_conf_rule, normalize=malloc_conf_normalize),
     Rule("omp_runtime", omp_runtime_rule, omp_runtime_honour),

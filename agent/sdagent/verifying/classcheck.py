@@ -134,7 +134,7 @@ def class_record(host_class: Mapping[str, Any], figures: ClassFigures | str, com
     """
     return {
         "id": host_class.get("id"),
-        "describe": host_class.get("describe"),
+        "description": host_class.get("description"),
         "plan_tuned_on": figures.class_id if isinstance(figures, ClassFigures) else None,
         "class_median_s": round(figures.median_s, 6) if isinstance(figures, ClassFigures) else None,
         "ratio_to_class": comparison.ratio,

@@ -77,11 +77,12 @@ class LocalMeasurer:
                  bar: ProgressBar = no_bar, timeout_s: float = 7200.0) -> None:
         self.model, self.w, self.environ, self.plan = model, workload, environ, plan
         self.cache, self.bar, self.timeout_s = artifacts_dir, bar, timeout_s
+        self.lock_wait_s: float | None = None  # set once the host lock is held: not part of the start-up
 
     def bench(self, spec: RunSpec, runs: int, warmup: int) -> BenchResult:
         result = bench_model(self.model, self.w, spec, runs, warmup,
                              plan=self.plan,
-                             artifacts_dir=self.cache, bar=self.bar)
+                             artifacts_dir=self.cache, bar=self.bar, lock_wait_s=self.lock_wait_s)
         gc.collect()  # the benchmarked pipeline is gone: free it before the reference loads another
         return result
 
@@ -93,15 +94,17 @@ class LocalMeasurer:
 
     def stock(self, spec: RunSpec, runs: int, warmup: int) -> tuple[list[float] | str, dict[str, Any] | None]:
         """The same workload in a fresh stock process on this process's CPUs (it inherits the affinity)."""
-        from sdagent.measuring.runner import WorkerJob, run_worker, worker_cmd
+        from sdagent.measuring.runner import WorkerJob, worker_cmd
         from sdagent.planning.launch import stock_launch
+        from sdagent.workers.parent import run_worker
 
         job = WorkerJob(str(self.model.path), self.w, spec, warmup=warmup, warmup_steps=self.w.steps,
                         repeats=runs)
         res = run_worker(stock_launch(worker_cmd(), self.environ), job, timeout_s=self.timeout_s)
-        if not res.ok:
-            return f"the stock process failed: {res.reason}", res.data
-        return [float(x) for x in (res.data or {}).get("latency_s", [])], res.data
+        data = res.measurement.to_dict() if res.measurement is not None else None
+        if not res.ok or res.measurement is None:
+            return f"the stock process failed: {res.reason}", data
+        return list(res.measurement.latency_s), data
 
     def artifact_ids(self, spec: RunSpec) -> dict[str, str]:
         """The package digests this run calls for (model, shape, precision, torch, this CPU)."""
@@ -111,12 +114,10 @@ class LocalMeasurer:
 
     def throughput(self, plan: Plan, spec: RunSpec, images: int, confidence: float) -> Any:
         """Every instance of the plan at once, each in a fresh process under its instance plan."""
-        from sdagent.measuring import throughput as T
-        from sdagent.measuring.runner import WorkerJob
+        from sdagent.measuring.throughput import measure_plan
 
-        job = WorkerJob(str(self.model.path), self.w, spec, warmup_steps=self.w.steps, artifacts_dir=self.cache)
-        return T.run(plan, T.ThroughputRequest(str(self.model.path), job, images, None, self.timeout_s, confidence),
-                     environ=self.environ)
+        return measure_plan(plan, str(self.model.path), self.w, environ=self.environ, spec=spec, images=images,
+                            artifacts_dir=self.cache, timeout_s=self.timeout_s, confidence=confidence)
 
 
 def host_key(req: VerifyRequest) -> HostKey:
@@ -129,8 +130,12 @@ def host_key(req: VerifyRequest) -> HostKey:
 
 
 def verify(req: VerifyRequest, measurer: Measurer, state: ProcessState, *,
-           clock: Callable[[], float] = time.perf_counter, started: float | None = None) -> VerifyResult:
-    """Run the checks in order and decide the exit code (BadInput met mid-way propagates)."""
+           clock: Callable[[], float] = time.perf_counter, started: float | None = None,
+           lock_wait_s: float | None = None) -> VerifyResult:
+    """Run the checks in order and decide the exit code (BadInput met mid-way propagates).
+
+    `lock_wait_s`: how long the process waited for the host lock before this, reported on its own.
+    """
     t0 = clock()
     started = time.time() if started is None else started
     plan = req.plan
@@ -146,7 +151,7 @@ def verify(req: VerifyRequest, measurer: Measurer, state: ProcessState, *,
             selection=selection, plan=plan.to_dict(), instance=req.instance, model=req.model.name,
             bench=figures.get("bench"), reference=figures.get("reference"), stock=figures.get("stock"),
             throughput=figures.get("throughput"), host_class=_class_record(req, checks),
-            started_at=started, duration_s=clock() - t0, version=__version__)
+            started_at=started, duration_s=clock() - t0, version=__version__, lock_wait_s=lock_wait_s)
 
     checks += process_checks(plan, state, plan.expected_affinity(req.instance, req.topology.allowed_cpus))
     sel = select_target(req.targets, key)
