@@ -66,6 +66,11 @@ def test_the_issue_example_reason():
     assert "amx-16c-ladder-preloads-fp32" in text
 
 
+def test_a_range_only_measurement_contributes_its_ends():
+    text = lever_finding(default_evidence(), "jemalloc", "avx2").evidence_text()
+    assert text.startswith("measured 0.33-0.85x the speed without it on avx2 hosts (2 cores; torch not recorded;")
+
+
 def test_a_class_without_evidence_gets_the_conservative_answer():
     f = lever_finding(default_evidence(), "jemalloc", "avx512")
     assert not f.keep and not f.on_class and f.elsewhere

@@ -60,11 +60,6 @@ class Ratio:
             return SLOWER
         return NOISE
 
-    @property
-    def central(self) -> float:
-        """The median, or the middle of the range where only a range is known (for summaries)."""
-        return self.median if self.median is not None else (self.min + self.max) / 2
-
     def text(self) -> str:
         if self.median is None:
             return f"{self.min:.2f}-{self.max:.2f}x"
@@ -130,17 +125,18 @@ class Finding:
 
 
 def _span(ms: tuple[Measurement, ...]) -> str:
-    """The range of the measurements' central ratios: '0.63-0.92x', or one '0.85x'."""
-    vals = sorted(m.ratio.central for m in ms)
-    lo, hi = vals[0], vals[-1]
+    """The range of the measurements' medians ('0.63-0.92x', or one '0.85x'); a measurement known only
+    as a range contributes its ends."""
+    lo = min(m.ratio.median if m.ratio.median is not None else m.ratio.min for m in ms)
+    hi = max(m.ratio.median if m.ratio.median is not None else m.ratio.max for m in ms)
     return f"{lo:.2f}x" if f"{lo:.2f}" == f"{hi:.2f}" else f"{lo:.2f}-{hi:.2f}x"
 
 
 def _where(ms: tuple[Measurement, ...]) -> str:
     cores = ", ".join(str(c) for c in sorted({m.cores for m in ms}))
-    torches = ", ".join(sorted({m.torch for m in ms if m.torch})) or "torch not recorded"
+    torches = ", ".join(sorted({m.torch for m in ms if m.torch}))
     ids = ", ".join(m.id for m in ms)
-    return f"{cores} cores; torch {torches}; evidence {ids}"
+    return f"{cores} cores; {'torch ' + torches if torches else 'torch not recorded'}; evidence {ids}"
 
 
 def _keep_on(measured: tuple[Measurement, ...]) -> bool:
