@@ -348,3 +348,4 @@ def test_plan_reads_settings_through_typed_accessors():
         if key not in LIBRARY_KNOBS.values():
             assert isinstance(Plan.__dict__.get(key), property), key
     assert not hasattr(__import__("sdagent.planning.runspec", fromlist=["RunSpec"]).RunSpec, "from_plan")
+

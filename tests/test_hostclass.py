@@ -36,8 +36,12 @@ def test_same_facts_same_id_and_a_pinned_value(topos):
 
 
 def test_every_fixture_host_is_a_class_of_its_own(topos):
+    """Each fixture host shape is its own class, except the one hybrid CPU read two ways (core types from
+    /sys/devices/cpu_core and cpu_atom, or from cpu_capacity): the same host, the same class."""
     ids = {name: host_class(t, SW).id for name, t in topos.items()}
+    assert ids.pop("hybrid-capacity") == ids["alderlake-hybrid"]
     assert len(set(ids.values())) == len(ids), ids
+    assert host_class(topos["alderlake-hybrid"], SW).e_cores > 0
 
 
 def _base() -> Topology:
@@ -86,6 +90,8 @@ CHANGES = {
     "memory per node": lambda t, s: (replace(t, nodes=(NumaNode(0, (0, 1, 2, 3), 64 * 1024 * 1024),)), s),
     "cpuset": lambda t, s: (replace(t, allowed_cpus=(0, 1)), s),
     "cgroup quota": lambda t, s: (replace(t, cgroup=CgroupLimit(2, 200000, 100000)), s),
+    "isolated cpus": lambda t, s: (replace(t, isolated_cpus=(3,)), s),
+    "hybrid e-cores": lambda t, s: (replace(t, cpus=t.cpus[:2] + tuple(replace(c, kind="E") for c in t.cpus[2:])), s),
     "torch": lambda t, s: (t, replace(s, torch="2.12.0+cpu")),
     "openvino": lambda t, s: (t, replace(s, openvino="2026.4.1")),
     "ipex": lambda t, s: (t, replace(s, ipex="2.8.0")),
@@ -122,7 +128,7 @@ def test_isa_class(flags, cls):
     assert isa_class(flags) == cls
 
 
-@pytest.mark.parametrize("kb, gib", [(None, None), (0, None), (24_000_000, 24), (131_000_000, 128),
+@pytest.mark.parametrize("kb, gib", [(None, None), (0, 0), (24_000_000, 24), (131_000_000, 128),
                                      (263_000_000, 256), (1_000_000, 8)])
 def test_memory_rounds_up_to_the_installed_size(kb, gib):
     assert memory_gib(kb) == gib

@@ -15,7 +15,7 @@ from sdagent.host.topology import read_topology
 from sdagent.planning.layout import PlanRequest
 from sdagent.planning.plan import make_plan
 from sdagent.planning.planfile import load_plan_file
-from sdagent.planning.settings import (KMP_AFFINITY_COMPACT, MALLOC_CONF_PROFILES, UNSET, parse_assignments,
+from sdagent.planning.settings import (MALLOC_CONF_PROFILES, UNSET, parse_assignments,
                                        parse_setting)
 
 JE = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
@@ -43,16 +43,27 @@ def topo(tmp_path_factory):
 
 
 # name -> (cpus of instance 0, threads, binding, launcher, precision, KMP_AFFINITY)
+NUMACTL = "/usr/bin/numactl"
 EXPECTED = {
     "epyc-2core-avx2": ("0-1", 2, "none", [], "fp32", None),
     "xeon-vm-2core-amx": ("0-1", 2, "none", [], "bf16", None),
-    "spr-2s-smt": ("0-55", 56, "numactl", ["/usr/bin/numactl", "--physcpubind=0-55", "--membind=0"], "bf16",
-                   KMP_AFFINITY_COMPACT),
-    "spr-2s-snc": ("0-27", 28, "numactl", ["/usr/bin/numactl", "--physcpubind=0-27", "--membind=0"], "bf16",
-                   KMP_AFFINITY_COMPACT),
+    # pinned by numactl: KMP_AFFINITY left unset (issue 19 item 8; tune measures compact pinning)
+    "spr-2s-smt": ("0-55", 56, "numactl", [NUMACTL, "--physcpubind=0-55", "--membind=0"], "bf16", None),
+    # SNC-2: the latency instance is the whole socket, its memory bound to both of its nodes (item 4)
+    "spr-2s-snc": ("0-55", 56, "numactl", [NUMACTL, "--physcpubind=0-55", "--membind=0,1"], "bf16", None),
+    "spr-1s-snc4": ("0-55", 56, "numactl", [NUMACTL, "--physcpubind=0-55", "--membind=0,1,2,3"], "bf16", None),
     "container-4cpu": ("8-11", 4, "none", [], "bf16", None),
-    "container-v1-quota": ("0-1", 2, "numactl", ["/usr/bin/numactl", "--physcpubind=0-1", "--membind=0"], "bf16",
-                           KMP_AFFINITY_COMPACT),
+    # a quota (2.5 CPUs) smaller than the mask: floor(quota) threads, no pinning (item 1)
+    "container-v1-quota": ("0-1", 2, "none", [], "bf16", None),
+    "pod-quota-fullmask": ("0-6", 7, "none", [], "bf16", None),
+    # node 0 has no memory: the latency instance goes to the socket whose node has (item 2)
+    "2s-node0-memoryless": ("8-15", 8, "numactl", [NUMACTL, "--physcpubind=8-15", "--membind=1"], "bf16", None),
+    "tr-4node-memoryless": ("0-31", 32, "numactl", [NUMACTL, "--physcpubind=0-31", "--membind=0,2"], "fp32", None),
+    # hybrid: P-cores only, one thread per core (item 5)
+    "alderlake-hybrid": ("0-7", 8, "numactl", [NUMACTL, "--physcpubind=0-7"], "fp32", None),
+    "hybrid-capacity": ("0-7", 8, "numactl", [NUMACTL, "--physcpubind=0-7"], "fp32", None),
+    # isolcpus=6-7: left out, and pinned so that OpenMP stays off them (item 6)
+    "isolcpus-8core": ("0-5", 6, "numactl", [NUMACTL, "--physcpubind=0-5"], "fp32", None),
 }
 
 

@@ -5,9 +5,10 @@ host per class and the others install its plan. The fingerprint holds only what 
 the same workload under the same plan:
 
 - the CPU: vendor, model name, family/model, the ISA flags the kernels dispatch on (``ISA_FLAGS``);
-- the layout the plan's threads see: sockets, physical cores per socket, SMT threads per core, the
-  NUMA nodes (physical cores and logical CPUs each, memory each rounded, see :func:`memory_gib`),
-  the CPUs this process may use (cpuset) and the cgroup CPU quota (CFS bandwidth) in CPUs;
+- the layout the plan's threads see: sockets, physical cores per socket, SMT threads per core,
+  E-cores of a hybrid CPU, the NUMA nodes (physical cores and logical CPUs each, memory each
+  rounded, see :func:`memory_gib`), the CPUs this process may use (cpuset), the isolated CPUs,
+  the cgroup CPU quota (CFS bandwidth) in CPUs and what bounds the CPUs (host, cpuset, quota);
 - the software: torch, OpenVINO and IPEX versions and the agent's own version.
 
 It leaves out what does not (hostname, CPU ids, how the topology was read, the exact kB of
@@ -81,9 +82,12 @@ class HostClass:
     sockets: int
     cores_per_socket: int
     threads_per_core: int  # SMT: 2 with Hyper-Threading/SMT on, 1 without
+    e_cores: int  # physical E-cores of a hybrid CPU (0: all cores alike)
     nodes: tuple[NodeClass, ...]
     allowed_cpus: int  # the cpuset: how many CPUs this process may run on
+    isolated_cpus: int  # CPUs the operator reserved (isolcpus=, nohz_full=)
     cgroup_cpus: float | None  # the CFS quota in CPUs, None when unlimited
+    cpu_budget: str  # host | cpuset | quota (host.topology.Topology.cpu_budget)
     software: Software
     format: str = HOSTCLASS_FORMAT
 
@@ -116,9 +120,11 @@ class HostClass:
             vendor=str(d["vendor"]), model_name=str(d["model_name"]), family=d["family"], model=d["model"],
             isa_flags=tuple(d["isa_flags"]), isa_class=str(d["isa_class"]), sockets=int(d["sockets"]),
             cores_per_socket=int(d["cores_per_socket"]), threads_per_core=int(d["threads_per_core"]),
+            e_cores=int(d["e_cores"]),
             nodes=tuple(NodeClass(int(n["physical_cores"]), int(n["logical_cpus"]), n["mem_gib"])
                         for n in d["nodes"]),
-            allowed_cpus=int(d["allowed_cpus"]), cgroup_cpus=d["cgroup_cpus"],
+            allowed_cpus=int(d["allowed_cpus"]), isolated_cpus=int(d["isolated_cpus"]),
+            cgroup_cpus=d["cgroup_cpus"], cpu_budget=str(d["cpu_budget"]),
             software=Software.from_dict(d["software"]), format=str(d.get("format", HOSTCLASS_FORMAT)),
         )
 
@@ -143,9 +149,12 @@ def isa_class(flags: tuple[str, ...] | set[str] | frozenset[str]) -> str:
 
 
 def memory_gib(kb: int | None) -> int | None:
-    """MemTotal in kB rounded up to a multiple of ``MEM_ROUND_GIB`` GiB; None when unknown."""
-    if not kb or kb <= 0:
+    """MemTotal in kB rounded up to a multiple of ``MEM_ROUND_GIB`` GiB; 0 for a memoryless node; None
+    when unknown."""
+    if kb is None or kb < 0:
         return None
+    if kb == 0:
+        return 0
     return int(math.ceil(kb / (1024 * 1024) / MEM_ROUND_GIB) * MEM_ROUND_GIB)
 
 
@@ -164,8 +173,10 @@ def host_class(topo: Topology, software: Software) -> HostClass:
     return HostClass(
         vendor=topo.vendor, model_name=" ".join(topo.model_name.split()), family=topo.family, model=topo.model,
         isa_flags=tuple(sorted(topo.flags)), isa_class=isa_class(topo.flags), sockets=topo.sockets,
-        cores_per_socket=cores_per_socket, threads_per_core=topo.threads_per_core, nodes=tuple(nodes),
-        allowed_cpus=len(topo.allowed_cpus), cgroup_cpus=quota, software=software,
+        cores_per_socket=cores_per_socket, threads_per_core=topo.threads_per_core,
+        e_cores=len({(c.socket, c.core) for c in topo.cpus if c.kind == "E"}), nodes=tuple(nodes),
+        allowed_cpus=len(topo.allowed_cpus), isolated_cpus=len(topo.isolated_cpus), cgroup_cpus=quota,
+        cpu_budget=topo.cpu_budget, software=software,
     )
 
 

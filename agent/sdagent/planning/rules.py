@@ -26,10 +26,10 @@ from typing import Any, Callable
 from sdagent.errors import BadInput
 from sdagent.host.software import HostFacts
 from sdagent.host.hostclass import isa_class
-from sdagent.host.topology import Topology, native_bf16_flag
+from sdagent.host.topology import Topology, format_cpulist, native_bf16_flag
 from sdagent.planning.evidence import Evidence, Finding, default_evidence, lever_finding
 from sdagent.planning.layout import Instance, PlanRequest
-from sdagent.planning.settings import KMP_AFFINITY_COMPACT, LIBRARY_KNOBS, MALLOC_CONF_PROFILES, UNSET
+from sdagent.planning.settings import LIBRARY_KNOBS, MALLOC_CONF_PROFILES, UNSET
 
 #: How to get each preloadable library (the hint a missing-library reason gives).
 INSTALL_HINTS: dict[str, str] = {"jemalloc": "install libjemalloc2", "tcmalloc": "install libgoogle-perftools4",
@@ -209,13 +209,25 @@ omp_runtime_honour = _library_honour("default")
 
 # --- threads and binding ----------------------------------------------------------------------------
 
+def _quota(ctx: PlanContext) -> str:
+    cg = ctx.topo.cgroup
+    return f"a CFS quota of {cg.cpus:g} CPUs (cgroup v{cg.version})" if cg else "no quota"
+
+
 def omp_num_threads_rule(ctx: PlanContext) -> tuple[int, str]:
-    """One OpenMP thread per CPU of the instance (the layout put one CPU per physical core unless use_smt)."""
+    """One OpenMP thread per CPU of the instance: one per physical core unless use_smt, P-cores only on
+    a hybrid CPU, the floor of a CFS quota (at least 1) where the budget is a quota."""
     inst, topo, smt = ctx.first, ctx.topo, ctx.request.use_smt
-    cores = len(inst.cpus) if not smt else len({topo.cpu(c).core for c in inst.cpus})
+    n = len(inst.cpus)
+    if topo.cpu_budget == "quota":
+        return n, (f"the CPU budget is {_quota(ctx)}, not CPUs of its own: floor of the quota, "
+                   f"{n} thread(s)")
+    cores = n if not smt else len({(topo.cpu(c).socket, topo.cpu(c).core) for c in inst.cpus})
+    unit = "CPU" if smt else "P-core" if topo.hybrid and not ctx.request.e_cores else "physical core"
     cg = f" (cgroup quota {topo.cgroup.cpus:g} CPUs)" if topo.cgroup else ""
-    return len(inst.cpus), (f"one thread per {'CPU' if smt else 'physical core'} of the instance: "
-                            f"{cores} core(s){cg}; SMT siblings would share a core's FPUs")
+    return n, (f"one thread per {unit} of the instance: {cores} core(s){cg}; SMT siblings would share "
+               "a core's FPUs" + ("; E-cores left out: every parallel region would wait for them"
+                                  if topo.hybrid and not ctx.request.e_cores else ""))
 
 
 def omp_num_threads_check(ctx: PlanContext, value: Any) -> None:
@@ -225,22 +237,41 @@ def omp_num_threads_check(ctx: PlanContext, value: Any) -> None:
                        f"this host has {ctx.topo.logical_cpus} logical CPUs")
 
 
-def binding_rule(ctx: PlanContext) -> tuple[str, str]:
-    """Pin (numactl, else taskset) where it is needed (several instances, or a subset of the allowed
-    CPUs); on a lone instance over every allowed CPU only where pinning measured faster on the class.
+def _subset_why(ctx: PlanContext) -> str:
+    """Why a single instance uses fewer CPUs than the process may run on."""
+    topo, why = ctx.topo, []
+    if topo.isolated_cpus and set(topo.isolated_cpus) & set(topo.allowed_cpus):
+        why.append(f"the isolated CPUs {format_cpulist(topo.isolated_cpus)} (isolcpus/nohz_full) left out")
+    if topo.hybrid and not ctx.request.e_cores:
+        why.append("P-cores only")
+    if ctx.request.sub_node:
+        why.append("one NUMA node")
+    elif topo.sockets > 1:
+        why.append("one socket")
+    why.append("one thread per core")
+    return f"the instance uses a subset of the allowed CPUs ({', '.join(why)})"
 
-    Source: planning/evidence.json (PyTorch's launcher, which pins threads, measured slower than stock).
+
+def binding_rule(ctx: PlanContext) -> tuple[str, str]:
+    """Pin (numactl, else taskset) when the instance uses a subset of CPUs this process owns; on a lone
+    instance over every allowed CPU only where pinning measured faster on the host's class; else nothing.
+
+    Never under a CFS quota: the mask is not the process's own, so every replica would pin to the same
+    CPUs (issue 19: two 1-CPU cgroups both ran on CPU 0). Source of "pinning off on all CPUs":
+    planning/evidence.json (PyTorch's launcher, which pins threads, measured slower than stock).
     """
-    insts, facts = ctx.instances, ctx.facts
-    f = ctx.finding("pinning")
-    if len(insts) == 1 and set(ctx.first.cpus) == set(ctx.topo.allowed_cpus):
+    insts, facts, topo = ctx.instances, ctx.facts, ctx.topo
+    if topo.cpu_budget == "quota":
+        return "none", (f"the CPU budget is {_quota(ctx)} over a CPU mask this process does not own "
+                        "(other replicas share it): pinning would put them all on the same CPUs")
+    if len(insts) == 1 and set(ctx.first.cpus) == set(topo.allowed_cpus):
+        f = ctx.finding("pinning")
         if not f.keep:
             return "none", (f"the instance uses every CPU this process may use, so nothing needs pinning; "
                             f"pinning off, {f.evidence_text()}")
         why = f"pinning kept, {f.evidence_text()}"
     else:
-        why = ("instances share the host" if len(insts) > 1 else
-               "the instance uses a subset of the allowed CPUs (one NUMA node, one thread per core)")
+        why = "instances share the host" if len(insts) > 1 else _subset_why(ctx)
     if facts.numactl and facts.numa_permitted:
         return "numactl", f"{why}: pin with numactl"
     if facts.taskset:
@@ -260,26 +291,60 @@ def binding_honour(ctx: PlanContext, value: Any) -> tuple[Any, str] | None:
 
 
 def membind_rule(ctx: PlanContext) -> tuple[bool, str]:
-    """Bind memory to the instance's node on a multi-node host pinned with numactl."""
-    multi_node = len(ctx.topo.nodes) > 1
-    value = (ctx.values["binding"] == "numactl" and multi_node and ctx.facts.numa_permitted
-             and ctx.first.node is not None)
-    return value, ("memory bound to the instance's node (several NUMA nodes, binding permitted)"
-                   if multi_node else "one NUMA node: nothing to bind memory to (the demo bound none)")
+    """Bind memory to the instance's node(s) with memory on a multi-node host pinned with numactl.
+
+    Each branch's reason describes its own value (the run-record rule). A memoryless node is never
+    bound (numactl refuses it): the nearest node with memory by the distance table stands in.
+    """
+    topo, inst, binding = ctx.topo, ctx.first, ctx.values["binding"]
+    if len(topo.nodes) == 1:
+        return False, "one NUMA node: nothing to bind memory to (the demo bound none)"
+    if binding != "numactl":
+        return False, f"binding is {binding}, not numactl: memory left to the kernel's first-touch placement"
+    if not ctx.facts.numa_permitted:
+        return False, "this host refuses NUMA memory binding (set_mempolicy)"
+    if not inst.mem_nodes:
+        return False, ("the instance spans NUMA nodes and no node of it is chosen: memory left to the "
+                       "kernel's first-touch placement")
+    nodes = inst.mem_nodelist
+    if inst.node is not None and inst.mem_nodes == (inst.node,):
+        return True, f"memory bound to the instance's node {nodes} (several NUMA nodes, binding permitted)"
+    if inst.node is not None:
+        return True, (f"memory bound to node {nodes}, the nearest with memory: the instance's node "
+                      f"{inst.node} has none (numactl refuses a memoryless node)")
+    return True, (f"memory bound to the socket's nodes {nodes} (sub-NUMA clustering): each allocation "
+                  "from the nearest of them")
 
 
 def membind_honour(ctx: PlanContext, value: Any) -> tuple[Any, str] | None:
-    """Containers often refuse set_mempolicy (facts.numa_permitted probes it)."""
-    if value and not ctx.facts.numa_permitted:
+    """Containers often refuse set_mempolicy (facts.numa_permitted probes it); memory binding goes with
+    numactl pinning; an instance with no node with memory has nothing to bind to."""
+    if not value:
+        return None
+    if not ctx.facts.numa_permitted:
         return False, "this host refuses NUMA memory binding (set_mempolicy)"
+    if ctx.values["binding"] != "numactl":
+        return False, f"memory binding needs numactl pinning and the binding is {ctx.values['binding']}"
+    if not ctx.first.mem_nodes:
+        return False, "the instance has no NUMA node with memory to bind to"
     return None
 
 
 def kmp_affinity_rule(ctx: PlanContext) -> tuple[str, str]:
-    """Compact pinning of Intel OpenMP's threads when the instance is pinned (PyTorch's launcher's value)."""
-    if ctx.intel_omp and ctx.pinned:
-        return KMP_AFFINITY_COMPACT, "threads pinned compactly to the instance's cores (PyTorch's launcher's value)"
-    return UNSET, "not pinned: leave thread placement to the OS" if ctx.intel_omp else "only Intel OpenMP reads KMP_*"
+    """Unset: where numactl/taskset confine the instance, its threads float inside its CPUs.
+
+    Why not PyTorch's launcher's compact pinning: under KMP_AFFINITY, Intel OpenMP pins the main
+    thread to one CPU at its first parallel region, and every subprocess and multiprocessing worker
+    it starts afterwards inherits that one CPU (issue 19 item 8). `sdagent tune` measures compact
+    pinning (an axis) and keeps it only where it is faster.
+    """
+    if not ctx.intel_omp:
+        return UNSET, "only Intel OpenMP reads KMP_*"
+    if ctx.pinned:
+        return UNSET, (f"{ctx.values['binding']} already confines the instance to its CPUs: threads float "
+                       "inside them (KMP_AFFINITY would pin the main thread, and every process it starts, "
+                       "to one CPU); `sdagent tune` measures compact pinning")
+    return UNSET, "not pinned: leave thread placement to the OS"
 
 
 def kmp_blocktime_rule(ctx: PlanContext) -> tuple[Any, str]:

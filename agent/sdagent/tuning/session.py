@@ -24,14 +24,14 @@ from sdagent.measuring.runner import WorkerJob, worker_cmd
 from sdagent.pipeline.modeldir import ModelDir
 from sdagent.pipeline.workload import Workload
 from sdagent.planning.launch import Launch, plan_launch
-from sdagent.planning.layout import PlanRequest, throughput_layouts
+from sdagent.planning.layout import PlanRequest, latency_layouts, throughput_layouts
 from sdagent.planning.plan import Plan, make_plan, summary_line
 from sdagent.planning.runspec import RunSpec
 from sdagent.planning.settings import LIBRARY_KNOBS
 from sdagent.tuning.axes import HostChoices, make_axes, plan_candidate, stock_candidate
 from sdagent.tuning.priority import order_axes
 from sdagent.tuning.rule import Rule
-from sdagent.tuning.search import Axis, Candidate, Event, MeasureFailed, TuneResult, search
+from sdagent.tuning.search import Axis, Candidate, Event, MeasureFailed, MeasureStopped, TuneResult, search
 from sdagent.workers.parent import run_worker
 from sdagent.workers.result import WorkerResult
 
@@ -123,8 +123,9 @@ class _Session:
 
     def axes(self) -> list[Axis]:
         """This host's axes, by expected effect (tuning.priority)."""
-        layouts = tuple(lay for lay in throughput_layouts(self.topo)
-                        if lay != self.request.to_dict()) if self.throughput else ()
+        layouts = tuple(lay for lay in (throughput_layouts(self.topo) if self.throughput
+                                        else latency_layouts(self.topo))
+                        if lay != self.request.to_dict())
         derived = self.plan_for({})
         return order_axes(make_axes(host_choices(derived, self.facts, self.req.allow_compile, layouts),
                                     self.resolve))
@@ -154,7 +155,9 @@ class _Session:
                 "affinity": list(m.process.affinity), "observed": m.observed,
                 "load_average": list(m.load_average)})
         if not res.ok:
-            raise MeasureFailed(res.reason)
+            stopped = res.measurement is None and res.reason.startswith("timed out") and limit_s < self.req.timeout_s
+            raise (MeasureStopped if stopped else MeasureFailed)(
+                f"stopped at the budget after {limit_s:.0f} s" if stopped else res.reason)
         return res
 
     def latency(self, c: Candidate, limit_s: float) -> float:
@@ -171,7 +174,9 @@ class _Session:
                             timeout_s=self.timeout(limit_s))
         self.details.setdefault(c.name, []).append({"throughput": figs.to_dict()})
         if figs.failed or not figs.images_per_min:
-            raise MeasureFailed("; ".join(i.reason for i in figs.failed) or "no image completed")
+            why = "; ".join(i.reason for i in figs.failed) or "no image completed"
+            stopped = limit_s < self.req.timeout_s and ("timed out" in why or "not warm in" in why)
+            raise (MeasureStopped if stopped else MeasureFailed)(why)
         return 60.0 / figs.images_per_min
 
     def measure(self, c: Candidate, limit_s: float) -> float:
