@@ -253,7 +253,14 @@ def test_axes_offer_only_what_the_host_has():
     # the preloads as one candidate (the demo's first rung), offered only while some are on
     off = axes["preloads"].variants(cand("p", allocator="jemalloc", omp_runtime="intel"))
     assert [c.overrides for c in off] == [{"allocator": "default", "omp_runtime": "default"}]
-    assert axes["preloads"].variants(cand("n", allocator="default", omp_runtime="default")) == []
+    assert axes["preloads"].variants(cand("n", allocator="default", omp_runtime="default")) == []  # no libiomp5
+    # the derived plan leaves them off (the evidence): where the host has both, tune tries them on
+    both = A.make_axes(A.HostChoices(physical_cores=4, bf16=False, ipex=False, jemalloc=True, tcmalloc=False,
+                                     iomp=True, pin=None), resolve)
+    on = next(a for a in both if a.name == "preloads").variants(cand("n", allocator="default", omp_runtime="default"))
+    assert [c.overrides for c in on] == [{"allocator": "jemalloc", "omp_runtime": "intel"}]
+    assert [c.name for c in next(a for a in both if a.name == "OpenMP runtime").variants(
+        cand("n", omp_runtime="default"))] == ["omp=torch's own", "omp=libiomp5"]
     assert list(axes)[:4] == ["precision/backend", "layout", "preloads", "torch.compile"]
     assert axes["layout"].variants(best) == []  # the latency objective tries no instance splits
 
@@ -442,6 +449,8 @@ def test_tune_cli_writes_a_plan_that_env_and_exec_accept(tiny_model, tmp_path):
     assert plan["source"] == "tuned"
     t = plan["tuning"]
     assert t["format"] == "sdagent-tune/1" and t["chosen"] and t["reason"] and t["rule"]
+    # the class it was measured on (its siblings install it; verify holds them to these figures)
+    assert len(t["host_class"]["id"]) == 12 and t["model_name"] == tiny_model.name
     names = [c["name"] for c in t["candidates"]]
     assert names[0] == "stock" and "topology plan" in names
     assert len(t["candidates"][0]["measured_s"]) >= 2  # stock always measured (a clear loser stops at 2 rounds)

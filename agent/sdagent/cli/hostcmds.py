@@ -13,6 +13,7 @@ from sdagent import atomicio
 from sdagent.cli import cli
 from sdagent.cli.options import PlanArgs, plan_options, resolve_plan
 from sdagent.errors import BadInput
+from sdagent.host.hostclass import host_class, installed_software
 from sdagent.host.topology import format_cpulist
 from sdagent.envvars import PLAN_ENV
 from sdagent.planning.launch import build_exec
@@ -35,9 +36,13 @@ def topology(ctx: click.Context, as_json: bool, output: str | None) -> None:
     \b
     Read from /proc and /sys (or --sysroot DIR, or --topology-file FILE).
     The JSON form can be saved and injected elsewhere with --topology-file.
+    Its `host_class` is the class fingerprint (what decides speed: CPU, ISA,
+    layout, cgroup budget, torch/OpenVINO/IPEX/agent versions) and its id:
+    hosts with the same id share one tuned plan.
     """
     t = ctx.obj.topology()
-    d = t.to_dict()
+    hc = host_class(t, installed_software())
+    d = {**t.to_dict(), "host_class": hc.to_dict()}
     if output:
         atomicio.write_json(output, d)
     if as_json:
@@ -62,6 +67,7 @@ def topology(ctx: click.Context, as_json: bool, output: str | None) -> None:
         click.echo(f"memory      {t.mem_total_kb // 1024} MiB")
     click.echo(f"ISA         {' '.join(t.flags) or '(none of interest)'}")
     click.echo(f"source      {t.source}")
+    click.echo(f"host class  {hc.id} ({hc.describe()})")
 
 
 @cli.command()

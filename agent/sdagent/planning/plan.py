@@ -25,6 +25,7 @@ from sdagent.errors import BadInput
 from sdagent.host.software import HostFacts
 from sdagent.host.topology import Topology
 from sdagent.planning.layout import Instance, PlanRequest, layout_instances
+from sdagent.planning.evidence import Evidence, default_evidence
 from sdagent.planning.runspec import RunSpec
 from sdagent.planning.rules import RULES, PlanContext, Rule
 from sdagent.planning.settings import KNOBS, LIBRARY_KNOBS, MALLOC_CONF_PROFILES, UNSET
@@ -321,9 +322,11 @@ def make_plan(
     unusable_libraries: tuple[tuple[str, str, str], ...] = (),
     fallbacks: tuple[tuple[str, Any, Any, str], ...] = (),
     objective: str = "latency",
+    evidence: Evidence | None = None,
 ) -> Plan:
     """Derive the plan: a loop over :data:`sdagent.planning.rules.RULES`. Pure: everything it knows
-    comes in through its arguments.
+    comes in through its arguments (`evidence`, the measured effects of the levers per host class,
+    defaults to the agent's own planning/evidence.json).
 
     `overrides` (from the user) are strict: asking for something the host
     cannot honour is an error. `file_settings` (from a plan file made
@@ -341,7 +344,8 @@ def make_plan(
     file_settings = {**dict(file_settings or {}), **{key: path for key, path, _ in unusable_libraries}}
     instances, file_settings = _instances_for(topo, request, instances, file_settings, warnings)
     ctx = PlanContext(topo, facts, request, instances,
-                      unusable_paths={path: why for _, path, why in unusable_libraries})
+                      unusable_paths={path: why for _, path, why in unusable_libraries},
+                      evidence=evidence or default_evidence())
     r = _Resolver(ctx, overrides, file_settings, source)
     r.warnings += warnings
     for rule in RULES:

@@ -78,9 +78,14 @@ def layout_axis(host: HostChoices, resolve: Resolve, best: Candidate) -> list[Ca
 
 
 def preloads_axis(host: HostChoices, resolve: Resolve, best: Candidate) -> list[Candidate]:
-    """No preloads at all: the demo's first rung, which the ladder measured slower than stock on two AMX VMs."""
+    """The demo's first rung as one candidate: its preloads off when the best has some, or on (jemalloc +
+    libiomp5, where the host has both) when the best has none, as the plan derived from the evidence
+    does (planning/evidence.json measured them slower on every class measured; this host may differ)."""
     if best.settings.get("allocator") == "default" and best.settings.get("omp_runtime") == "default":
-        return []
+        if not (host.jemalloc and host.iomp):
+            return []
+        return [_variant(best, "preloads (jemalloc + libiomp5)", "preloads",
+                         {"allocator": "jemalloc", "omp_runtime": "intel"}, resolve)]
     return [_variant(best, "no preloads (glibc malloc, torch's own OpenMP)", "preloads",
                      {"allocator": "default", "omp_runtime": "default"}, resolve)]
 

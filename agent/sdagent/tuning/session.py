@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+from sdagent.host.hostclass import host_class, installed_software
 from sdagent.host.process import machine_state, read_load_average
 from sdagent.host.software import HostFacts
 from sdagent.host.topology import Topology, native_bf16_flag
@@ -194,7 +195,9 @@ class _Session:
         record.update({
             "format": "sdagent-tune/1",
             "command": req.command,
-            "model": str(req.model.path), "model_preset": req.model.sdagent_preset,
+            "model": str(req.model.path), "model_preset": req.model.sdagent_preset, "model_name": req.model.name,
+            # the class this plan was measured on: its siblings install it, verify holds them to these figures
+            "host_class": host_class(self.topo, installed_software()).to_dict(),
             "workload": req.workload.to_dict(), "repeats": req.repeats, "warmup_steps": req.warmup_steps,
             "objective": req.objective, "measure": "the host's seconds per image, every instance at once"
             if self.throughput else "one image's median latency on instance 0",

@@ -34,7 +34,8 @@ from sdagent.tuning.rule import FASTER, decide
 from sdagent.verifying.targets import Target
 
 PASS, FAIL, INCONCLUSIVE, SKIP = "pass", "fail", "inconclusive", "skip"
-#: A check that holds but says something the reader must know (never changes the exit code).
+#: A check that holds but says something the reader must know (never changes the exit code): a
+#: plan's library replaced by the host's own copy, a host slower than its class (verifying.classcheck).
 WARN = "warn"
 
 #: What a failing check of each category makes the exit code.
@@ -104,6 +105,7 @@ MEASURED_CHECKS: tuple[tuple[str, str], ...] = (
     ("backend", "tuning"), ("precision", "tuning"), ("artifact", "tuning"), ("latency_p50", "latency"), ("latency_p90", "latency"),
     ("runs", "validity"), ("spread", "validity"), ("image_finite", "error"), ("image_not_blank", "quality"),
     ("bf16_vs_fp32", "quality"), ("stock_measured", "stock"), ("images_per_min", "throughput"),
+    ("class_figures", "class"),
 )
 
 
@@ -521,6 +523,8 @@ class VerifyResult:
     version: str = ""
     error: dict[str, Any] | None = None  # {exit_code, reason, time}: the run ended without a verdict
     lock_wait_s: float | None = None  # seconds waited for the host benchmark lock before measuring
+    #: this host's class and its ratios to stock and to the class's tuned figures (verifying.classcheck)
+    host_class: dict[str, Any] | None = None
 
     @property
     def verdict(self) -> str:
@@ -551,6 +555,7 @@ class VerifyResult:
             "duration_s": round(self.duration_s, 3),
             "lock_wait_s": None if self.lock_wait_s is None else round(self.lock_wait_s, 3),
             "error": self.error,
+            "host_class": self.host_class,
         }
 
 
