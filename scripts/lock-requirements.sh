@@ -5,7 +5,7 @@
 #   pip install --require-hashes --only-binary :all: -r <extra>.lock
 # and then the agent's own wheel (built from this checkout) with --no-deps.
 #
-#   bash scripts/lock-requirements.sh              # native, ipex and iomp
+#   bash scripts/lock-requirements.sh              # native, ipex, openvino and iomp
 #   bash scripts/lock-requirements.sh native       # one of them
 #
 # Re-run it whenever pyproject.toml's dependencies change: tests/test_ansible_lock.py
@@ -21,7 +21,7 @@
 #
 #   SDAGENT_LOCK_PYTHON   interpreter (default python3)
 #   SDAGENT_TORCH_INDEX   your CPU-only torch index, added as an extra index ("" = none)
-#   SDAGENT_TORCH_NATIVE  torch pin of native.lock (default torch==2.13.0+cpu: the CPU build;
+#   SDAGENT_TORCH_NATIVE  torch pin of native.lock and openvino.lock (default torch==2.13.0+cpu: the CPU build;
 #                         a bare torch from PyPI is a multi-GB CUDA build)
 #   SDAGENT_TORCH_IPEX    torch pin of ipex.lock (default torch==2.8.0+cpu; IPEX 2.8 needs 2.8.*).
 #                         Where no CPU-only torch index is reachable, set it to torch==2.8.0
@@ -37,7 +37,7 @@ PIP_TOOLS_VERSION=7.6.2
 TORCH_NATIVE=${SDAGENT_TORCH_NATIVE:-torch==2.13.0+cpu}
 TORCH_IPEX=${SDAGENT_TORCH_IPEX:-torch==2.8.0+cpu}
 EXTRAS=("$@")
-[ "${#EXTRAS[@]}" -gt 0 ] || EXTRAS=(native ipex iomp)
+[ "${#EXTRAS[@]}" -gt 0 ] || EXTRAS=(native ipex openvino iomp)
 
 log() { printf '[lock] %s\n' "$*" >&2; }
 
@@ -73,7 +73,7 @@ reqs = ([] if extra == "iomp" else list(project.get("dependencies", []))) + list
 print("\n".join(reqs))
 PYEOF
     case $extra in
-        native) echo "$TORCH_NATIVE" >>"$work/$extra.in" ;;
+        native|openvino) echo "$TORCH_NATIVE" >>"$work/$extra.in" ;;
         ipex) echo "$TORCH_IPEX" >>"$work/$extra.in" ;;
     esac
     args=(--quiet --generate-hashes --allow-unsafe --strip-extras --no-header

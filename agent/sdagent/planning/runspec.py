@@ -84,6 +84,8 @@ class RunSpec:
             raise BadInput(f"not a run record ({type(exc).__name__}: {exc})") from None
 
     def describe(self) -> str:
+        if self.backend == "openvino":
+            return f"openvino {self.precision}, the export compiled by OpenVINO's CPU plugin"
         comp = ("compiled (max-autotune)" if self.compile_autotune else "compiled") if self.compile else "eager"
         return f"{self.backend} {self.precision}, {'channels_last' if self.channels_last else 'contiguous'}, {comp}"
 

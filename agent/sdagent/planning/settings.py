@@ -26,7 +26,7 @@ from sdagent.host.software import unsafe_library
 
 #: Compute precisions, and backends, the pipeline knows.
 PRECISIONS: tuple[str, ...] = ("bf16", "fp32")
-BACKENDS: tuple[str, ...] = ("ipex", "native")
+BACKENDS: tuple[str, ...] = ("ipex", "native", "openvino")
 
 #: MALLOC_CONF profiles. "demo" is the published HF demo's string; "short" is
 #: PyTorch's launcher's; "long" is IPEX's tuning guide's (can OOM on long runs).
