@@ -159,8 +159,9 @@ def find_or_build(model_dir: Path, key: OvKey, store_dir: str | None, build: boo
     if found.stale:
         notes.append(f"openvino: stale export(s) not loaded ({'; '.join(found.stale)}): rebuilt")
     if not build:
+        stale = f"; stale, not loaded: {'; '.join(found.stale)}" if found.stale else ""
         raise SdagentError(f"no {key.label()} of {model_dir} in {store.root} "
-                           f"(`sdagent model compile` builds it)", Exit.ERROR)
+                           f"(`sdagent model compile` builds it){stale}", Exit.ERROR)
     art = store.build(key, model_dir, builder)
     store.remove_stale(key)
     notes.append(f"openvino: built the export once ({art.built_s:.0f} s) into {art.path}")
@@ -196,6 +197,7 @@ class OvPipeline:
         self.genai, self._ov, self.ir, self.key = genai, ov_genai, ir, key
         self.resolved_precision = resolved_precision
         self.scheduler_name = scheduler
+        self.exported_scheduler = scheduler  # the export's own (scheduler/scheduler_config.json)
         self.calls = 0
         self.sdagent: dict[str, Any] = {}
 
@@ -295,7 +297,7 @@ def set_scheduler(pipe: OvPipeline, name: str) -> None:
     from sdagent.peers.ovjob import genai_scheduler
 
     kind = genai_scheduler(name)
-    exported = pipe.sdagent.get("exported_scheduler", pipe.scheduler_name)
+    exported = pipe.exported_scheduler
     if (kind or exported) == pipe.scheduler_name:
         return
     config = str(pipe.ir / "scheduler" / "scheduler_config.json")
@@ -333,7 +335,6 @@ def ready_openvino(model_dir: str | os.PathLike[str], spec: RunSpec, workload: W
     load_s = time.perf_counter() - t1
     exported = scheduler_name(art.ir, None)
     pipe = OvPipeline(genai, ov_genai, art.ir, key, art.resolved_precision, exported)
-    pipe.sdagent["exported_scheduler"] = exported
     set_scheduler(pipe, workload.scheduler)
     _generator(ov_genai, 0)  # TorchGenerator imports torch (seconds): here, not in the first image
     cfg = compile_config(spec, art.blobs)

@@ -32,6 +32,7 @@ class HostChoices:
     iomp: bool
     pin: str | None  # "numactl" | "taskset" | None
     compile: bool = True  # torch.compile candidates allowed (native backend)
+    openvino: bool = False  # backend openvino usable in this Python (OpenVINO GenAI + optimum-intel)
     layouts: tuple[Mapping[str, Any], ...] = ()  # throughput: the instance splits to try (PlanRequest fields)
 
 
@@ -59,12 +60,12 @@ def make_axes(host: HostChoices, resolve: Resolve) -> list[Axis]:
 
     def precision(best: Candidate) -> list[Candidate]:
         out = []
-        backends = ["native"] + (["ipex"] if host.ipex else [])
+        backends = ["native"] + (["ipex"] if host.ipex else []) + (["openvino"] if host.openvino else [])
         precs = ["fp32"] + (["bf16"] if host.bf16 else [])
         for be in backends:
             for pr in precs:
                 chg: dict[str, Any] = {"backend": be, "precision": pr}
-                if be == "ipex":
+                if be in ("ipex", "openvino"):  # they compile the graph themselves
                     chg["compile"] = False
                 out.append(_variant(best, f"{be} {pr}", "precision/backend", chg, resolve))
         return out
@@ -93,6 +94,8 @@ def make_axes(host: HostChoices, resolve: Resolve) -> list[Axis]:
                          warmup=True)]
 
     def channels(best: Candidate) -> list[Candidate]:
+        if best.settings.get("backend") == "openvino":
+            return []  # the IR's layout is OpenVINO's choice
         v = not best.settings.get("channels_last")
         return [_variant(best, f"channels_last={'on' if v else 'off'}", "memory format",
                          {"channels_last": v}, resolve)]
