@@ -11,7 +11,7 @@ import click
 
 from sdagent import atomicio
 from sdagent.cli import cli
-from sdagent.cli.options import plan_options, resolve_plan
+from sdagent.cli.options import PlanArgs, plan_options, resolve_plan
 from sdagent.errors import BadInput
 from sdagent.host.topology import format_cpulist
 from sdagent.envvars import PLAN_ENV
@@ -67,7 +67,7 @@ def topology(ctx: click.Context, as_json: bool, output: str | None) -> None:
 @click.option("--list-settings", "list_settings_", is_flag=True,
               help="List the settings that --set accepts, and exit.")
 @click.pass_context
-def plan(ctx: click.Context, plan_args: dict, as_json: bool, output: str | None, list_settings_: bool) -> None:
+def plan(ctx: click.Context, plan_args: PlanArgs, as_json: bool, output: str | None, list_settings_: bool) -> None:
     """Derive the tuning plan for this host, every choice with its reason.
 
     \b
@@ -118,7 +118,7 @@ def plan(ctx: click.Context, plan_args: dict, as_json: bool, output: str | None,
 @click.option("-o", "--output", type=click.Path(dir_okay=False, readable=False), default=None,
               help="Write to this file (atomically) instead of stdout.")
 @click.pass_context
-def env(ctx: click.Context, plan_args: dict, fmt: str, instance: int, output: str | None) -> None:
+def env(ctx: click.Context, plan_args: PlanArgs, fmt: str, instance: int, output: str | None) -> None:
     """Render the plan's environment for one instance.
 
     \b
@@ -145,7 +145,7 @@ def env(ctx: click.Context, plan_args: dict, fmt: str, instance: int, output: st
 @click.option("--dry-run", is_flag=True, help="Print the environment and command instead of running it.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_context
-def exec_(ctx: click.Context, plan_args: dict, instance: int, dry_run: bool, command: tuple[str, ...]) -> None:
+def exec_(ctx: click.Context, plan_args: PlanArgs, instance: int, dry_run: bool, command: tuple[str, ...]) -> None:
     """Run COMMAND under the plan: preloads, threads, KMP_*, numactl/taskset binding.
 
     \b

@@ -97,7 +97,6 @@ def compile_(ctx: click.Context, model_dir: str, wl: dict, artifacts: str | None
       sdagent model compile --model /var/lib/sdagent/models/sd15 --height 512 --width 512
     """
     from sdagent.pipeline.backends import build_artifacts
-    from sdagent.planning.runspec import RunSpec
 
     md, w = model_and_workload(model_dir, wl)
     plan = resolve_plan(ctx)
@@ -105,7 +104,7 @@ def compile_(ctx: click.Context, model_dir: str, wl: dict, artifacts: str | None
         raise BadInput(f"the plan's backend is {plan.backend}: compiled packages are for the native and "
                        "openvino backends")
     check_backend_usable(plan.backend)
-    prepared = build_artifacts(md.path, RunSpec.from_plan(plan), w, artifacts)
+    prepared = build_artifacts(md.path, plan.run_spec, w, artifacts)
     built = [part for part in prepared.artifacts if any(n.startswith(f"{part}: built") for n in prepared.notes)]
     d = {"model": str(md.path), "backend": plan.backend, "height": w.height, "width": w.width, "batch": w.batch,
          "precision": plan.precision, "artifacts": prepared.artifacts, "built": built, "notes": prepared.notes,

@@ -16,7 +16,6 @@ from sdagent.errors import BadInput
 from sdagent.host.software import ipex_status, package_versions
 from sdagent.pipeline.backends import ipex_unusable_message
 from sdagent.pipeline.workload import SCHEDULERS, Workload, validate_workload
-from sdagent.planning.runspec import RunSpec
 
 
 def png_bytes(image) -> bytes:
@@ -87,7 +86,7 @@ def run(ctx: click.Context, model_dir: str, prompt: str, negative_prompt: str | 
     plan = resolve_plan(ctx, extra=run_overrides(backend, precision, compile_))
     check_compile_flag(plan, compile_)
     check_backend_usable(plan.backend)
-    spec = RunSpec.from_plan(plan)
+    spec = plan.run_spec
 
     from sdagent.pipeline.backends import ready
 

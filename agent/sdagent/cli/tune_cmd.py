@@ -14,7 +14,7 @@ import click
 
 from sdagent import atomicio
 from sdagent.cli import cli
-from sdagent.cli.options import (FiniteFloat, MeasureArgs, command_line, layout_options, measure_options,
+from sdagent.cli.options import (FiniteFloat, MeasureArgs, PlanArgs, command_line, layout_options, measure_options,
                                  model_and_workload, resolve_plan)
 from sdagent.tuning.rule import Rule
 
@@ -77,7 +77,7 @@ class BudgetBar:
               help="Write the chosen plan here (atomically; an interrupted tune leaves the old file).")
 @click.option("--json", "as_json", is_flag=True, help="Print the tuning record and the plan as JSON.")
 @click.pass_context
-def tune(ctx: click.Context, m: MeasureArgs, plan_args: dict, budget_min: float, objective: str,
+def tune(ctx: click.Context, m: MeasureArgs, plan_args: PlanArgs, budget_min: float, objective: str,
          max_rounds: int, allow_compile: bool, output: str | None, as_json: bool) -> None:
     """Measure candidate plans on this host and keep the fastest; stock is the fallback.
 

@@ -12,7 +12,8 @@ import click
 
 from sdagent.atomicio import check_parent
 from sdagent.cli import cli
-from sdagent.cli.options import model_and_workload, plan_options, progress_bar, resolve_plan, workload_options
+from sdagent.cli.options import (PlanArgs, model_and_workload, plan_options, progress_bar, resolve_plan,
+                                 workload_options)
 from sdagent import __version__
 from sdagent.errors import Exit, SdagentError, Terminated, exit_codes_help, one_line
 from sdagent.host.process import process_state
@@ -65,7 +66,7 @@ the answer.
 @click.option("--prometheus", type=click.Path(dir_okay=False, readable=False), default=None,
               help="Write a node_exporter textfile-collector file (*.prom), atomically.")
 @click.pass_context
-def verify(ctx: click.Context, model_dir: str, wl: dict[str, Any], plan_args: dict, targets_file: str,
+def verify(ctx: click.Context, model_dir: str, wl: dict[str, Any], plan_args: PlanArgs, targets_file: str,
            runs: int | None, warmup: int, instance: int, against_stock: bool, artifacts: str | None,
            as_json: bool, report: str | None, prometheus: str | None) -> int:
     """Check that the tuning is in effect in this process, that the output is sane,
@@ -103,7 +104,7 @@ def verify(ctx: click.Context, model_dir: str, wl: dict[str, Any], plan_args: di
         plan = resolve_plan(ctx, plan_args)
         plan.instance(instance)  # BadInput when out of range
         req = VerifyRequest(md, w, plan, instance, targets, ctx.obj.topology(), runs, warmup, against_stock)
-        measurer = LocalMeasurer(md, w, environ=os.environ, plan=plan.to_dict(), artifacts_dir=artifacts,
+        measurer = LocalMeasurer(md, w, environ=os.environ, plan=plan, artifacts_dir=artifacts,
                                  bar=progress_bar("verify"))
         with ctx.obj.bench_lock("verify"):
             res = run_verify(req, measurer, process_state(), started=started)
