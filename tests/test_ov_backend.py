@@ -250,6 +250,101 @@ def test_backend_openvino_without_openvino_is_one_line_exit_2(tiny_model, tmp_pa
 
 
 # ---------------------------------------------------------------------------
+# OpenVINO's knobs as plan settings, and how they meet the binding and the preloads
+# ---------------------------------------------------------------------------
+
+JE = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
+
+
+def _plan(tmp_path, host: str, request=None, **overrides):
+    from hosts import HOSTS, write_tree
+    from sdagent.host.software import HostFacts, IpexStatus
+    from sdagent.host.topology import read_topology
+    from sdagent.planning.layout import PlanRequest
+    from sdagent.planning.plan import make_plan
+
+    facts = HostFacts(libraries={"jemalloc": JE, "iomp": "/opt/venv/lib/libiomp5.so"}, numactl="/usr/bin/numactl",
+                      taskset="/usr/bin/taskset", numa_permitted=True,
+                      ipex=IpexStatus(False, None, "2.13.0", "not installed"))
+    topo = read_topology(write_tree(tmp_path / host, HOSTS[host]))
+    return make_plan(topo, facts, request or PlanRequest(), overrides=overrides)
+
+
+def test_a_plan_with_backend_openvino_takes_no_preload_no_kmp_and_sets_its_knobs(tmp_path):
+    from sdagent.planning.layout import PlanRequest
+
+    native = _plan(tmp_path, "spr-2s-smt")
+    assert native.settings["allocator"] == "jemalloc" and native.settings["omp_runtime"] == "intel"
+    assert native.settings["ov_num_threads"] == "unset" and native.settings["ov_cpu_pinning"] is False
+    p = _plan(tmp_path, "spr-2s-smt", backend="openvino")
+    s = p.settings
+    assert s["allocator"] == "default" and s["omp_runtime"] == "default" and s["kmp_affinity"] == "unset"
+    assert s["compile"] is False and not p.preload
+    assert s["ov_num_threads"] == s["omp_num_threads"] and s["ov_num_streams"] == 1
+    assert s["ov_performance_hint"] == "latency"
+    assert s["ov_cpu_pinning"] is (s["binding"] != "none") is True  # one node of two: pinned
+    env = p.env(0)
+    assert "LD_PRELOAD" not in env and "KMP_AFFINITY" not in env
+    why = {d.key: d.reason for d in p.decisions}
+    assert "free(): invalid pointer" in why["allocator"] and "one core" in why["kmp_affinity"]
+    spread = _plan(tmp_path, "epyc-2core-avx2", backend="openvino")
+    assert spread.settings["binding"] == "none" and spread.settings["ov_cpu_pinning"] is False
+    many = _plan(tmp_path, "spr-2s-smt", PlanRequest(instances=2), backend="openvino", ov_num_streams=2)
+    assert many.settings["ov_num_streams"] == 2
+
+
+def test_an_openvino_process_under_exec_never_inherits_kmp_affinity(tmp_path):
+    from sdagent.planning.launch import build_exec
+
+    p = _plan(tmp_path, "spr-2s-smt", backend="openvino")
+    argv, env = build_exec(p, 0, ["python", "serve.py"], {"KMP_AFFINITY": "granularity=fine,compact,1,0",
+                                                          "LD_PRELOAD": JE, "PATH": "/usr/bin"})
+    assert "KMP_AFFINITY" not in env and "LD_PRELOAD" not in env and argv[-2:] == ["python", "serve.py"]
+
+
+@pytest.mark.parametrize("override, word", [({"allocator": "jemalloc"}, "free(): invalid pointer"),
+                                            ({"kmp_affinity": "granularity=fine,compact,1,0"}, "one core")])
+def test_a_preload_or_kmp_affinity_asked_with_openvino_is_refused_in_one_line(tmp_path, override, word):
+    with pytest.raises(BadInput, match=word.replace("(", r"\(").replace(")", r"\)")):
+        _plan(tmp_path, "spr-2s-smt", backend="openvino", **override)
+
+
+def test_the_compile_config_is_the_plans_knobs():
+    from sdagent.pipeline.ov_backend import compile_config
+
+    spec = RunSpec.from_settings({"backend": "openvino", "precision": "bf16", "channels_last": False,
+                                  "compile": False, "weights_prepack": True, "ov_num_threads": 4,
+                                  "ov_num_streams": 1, "ov_performance_hint": "latency", "ov_cpu_pinning": False},
+                                 ())
+    assert compile_config(spec, "/c") == {
+        "INFERENCE_PRECISION_HINT": "bf16", "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": "NO",
+        "INFERENCE_NUM_THREADS": "4", "NUM_STREAMS": "1", "CACHE_DIR": "/c"}
+    old = RunSpec.from_dict({"backend": "openvino", "precision": "fp32", "channels_last": False, "compile": False,
+                             "weights_prepack": True})  # a record written before the OpenVINO knobs
+    assert compile_config(old, None) == {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
+                                         "ENABLE_CPU_PINNING": "YES"}
+    assert RunSpec.from_dict(spec.to_dict()) == spec
+
+
+def test_tune_tries_no_preload_for_openvino_and_toggles_its_pinning():
+    from sdagent.tuning import axes as X
+    from sdagent.tuning.search import Candidate
+
+    host = X.HostChoices(physical_cores=2, bf16=False, ipex=False, jemalloc=True, tcmalloc=True, iomp=True,
+                         pin="numactl", openvino=True)
+    settings = {"backend": "openvino", "precision": "fp32", "allocator": "default", "omp_runtime": "default",
+                "ov_cpu_pinning": True}
+    best = Candidate("openvino fp32", {"backend": "openvino"}, settings, "precision/backend")
+    resolve = lambda o, layout=None: {**settings, **o}  # noqa: E731
+    axes = {a.name: a for a in X.make_axes(host, resolve)}
+    for name in ("allocator", "OpenMP runtime", "preloads"):
+        assert axes[name].variants(best) == [], name
+    (pin,) = axes["OpenVINO"].variants(best)
+    assert pin.overrides == {"backend": "openvino", "ov_cpu_pinning": False}
+    assert axes["OpenVINO"].variants(Candidate("n", {}, {"backend": "native"}, "plan")) == []
+
+
+# ---------------------------------------------------------------------------
 # End to end on the tiny model, in the OpenVINO venv
 # ---------------------------------------------------------------------------
 

@@ -152,7 +152,9 @@ def exec_(ctx: click.Context, plan_args: PlanArgs, instance: int, dry_run: bool,
     The tuning is scoped to COMMAND and its children. Put `--` before COMMAND:
       sdagent exec -- python serve.py --port 8000
       sdagent --plan-file /etc/sdagent/plan.json exec --instance 1 -- sdagent verify ...
-    The exit status is COMMAND's.
+    The exit status is COMMAND's. When the plan preloads libiomp5, exec stays
+    COMMAND's parent: if COMMAND aborts (two OpenMP runtimes in one process,
+    "OMP: Error #15"), one line names both runtimes and the remedy.
     """
     p = resolve_plan(ctx, plan_args)
     argv, env = build_exec(p, instance, list(command), dict(os.environ))
@@ -164,4 +166,6 @@ def exec_(ctx: click.Context, plan_args: PlanArgs, instance: int, dry_run: bool,
         return
     if shutil.which(argv[0], path=env.get("PATH")) is None:
         raise BadInput(f"command not found: {argv[0]}")
-    os.execvpe(argv[0], argv, env)
+    from sdagent.host.supervise import exec_command
+
+    exec_command(argv, env, list(command))

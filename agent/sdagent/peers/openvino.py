@@ -5,7 +5,7 @@ this is OpenVINO as its own docs run SD-1.5 on a CPU (optimum-intel's IR,
 GenAI's C++ pipeline, static shapes, LATENCY hint), with the precision hint and
 threads pinned so the comparison is like for like. It runs in the OpenVINO venv
 (scripts/lib.sh `venv_openvino`) with PYTHONPATH=<repo>/agent and never imports
-torch; its result has the keys sdagent.measuring.worker writes, where they apply.
+torch; its result is the record sdagent.measuring.worker returns (workers.result, `sdagent-result/1`).
 
     python -m sdagent.peers.openvino --job JOB.json --result OUT.json
     python -m sdagent.peers.openvino export --model DIR [--out OVDIR]
@@ -26,17 +26,18 @@ from pathlib import Path
 from typing import Any
 
 from sdagent.errors import BadInput, Exit, SdagentError
-from sdagent.measuring.runner import worker_main
-from sdagent.peers.ovexport import MARKER, missing_files, read_marker
-from sdagent.peers.ovjob import DEVICE, OvJob, compile_config, genai_scheduler
+from sdagent.peers.ovjob import OvJob, compile_config
+from sdagent.pipeline.ov_export import (  # noqa: F401 - re-exported: the worker's names before the move
+    COMPUTE_LAYERS, DEVICE, MARKER, _type_name, genai_scheduler, missing_files, probe_precision, read_marker,
+    scheduler_name, unet_shapes)
 from sdagent.pipeline.workload import Workload
+from sdagent.workers.child import worker_main
+from sdagent.workers.result import Measurement, ProcessRecord, timed
 
 #: Libraries recorded beside a figure: OpenVINO's own and its threading runtime (TBB), besides sdagent's list.
 OV_LIBRARIES: tuple[str, ...] = ("libopenvino", "libtbb")
 VERSION_PACKAGES: tuple[str, ...] = ("openvino", "openvino-genai", "openvino-tokenizers", "numpy")
-#: Layers whose primitive tells which ISA runs the FLOPs (brgconv_avx512_bf16, ..._amx_..., jit_..._f32).
-COMPUTE_LAYERS: tuple[str, ...] = ("Convolution", "MatMul", "FullyConnected", "ScaledDotProductAttention",
-                                   "Deconvolution")
+
 
 
 # ---------------------------------------------------------------------------
@@ -146,72 +147,6 @@ def check_ov_model(path: str) -> Path:
     return p
 
 
-def scheduler_name(ov_model: Path, kind: str | None) -> str:
-    """What the pipeline denoises with: the exported scheduler's class, or the GenAI type set."""
-    if kind is not None:
-        return kind
-    try:
-        return str(json.loads((ov_model / "scheduler" / "scheduler_config.json").read_text())["_class_name"])
-    except (OSError, ValueError, KeyError):
-        return "unknown"
-
-
-def unet_shapes(model: Any, w: Workload, latent_factor: int = 8) -> dict[str, list[int]]:
-    """Static input shapes of the exported UNet for one image of `w` (what GenAI's reshape sets)."""
-    batch = 2 if w.guidance > 1.0 else 1
-    shapes = {}
-    for inp in model.inputs:
-        name = inp.get_any_name()
-        ps = inp.get_partial_shape()
-        dims = [d.get_length() if d.is_static else None for d in ps]
-        if name == "sample":
-            dims = [batch, dims[1], w.height // latent_factor, w.width // latent_factor]
-        elif name == "timestep":
-            dims = [1]
-        else:
-            dims = [batch if i == 0 and d is None else d for i, d in enumerate(dims)]
-        if any(d is None for d in dims):
-            continue  # leave an unknown input dynamic
-        shapes[name] = dims
-    return shapes
-
-
-def probe_precision(ov_model: Path, config: dict[str, str], w: Workload | None) -> dict[str, Any]:
-    """Compile the UNet alone with the pipeline's config; report what the plugin resolved and what
-    its compute layers really run in (runtime precision and oneDNN primitive, e.g. brgconv_avx512_bf16)."""
-    import openvino as ov
-
-    core = ov.Core()
-    model = core.read_model(str(ov_model / "unet" / "openvino_model.xml"))
-    if w is not None:
-        model.reshape(unet_shapes(model, w))
-    t0 = time.perf_counter()
-    cm = core.compile_model(model, DEVICE, config)
-    compile_s = time.perf_counter() - t0
-    precisions: Counter[str] = Counter()
-    primitives: Counter[str] = Counter()
-    for op in cm.get_runtime_model().get_ordered_ops():
-        info = op.get_rt_info()
-        prec = info["runtimePrecision"].astype(str) if "runtimePrecision" in info else "?"
-        precisions[prec] += 1
-        layer = info["layerType"].astype(str) if "layerType" in info else op.get_type_name()
-        if layer in COMPUTE_LAYERS:
-            prim = info["primitiveType"].astype(str) if "primitiveType" in info else "?"
-            primitives[f"{layer} {prim} {prec}"] += 1
-    return {"model": "unet", "static_shapes": w is not None, "config": dict(config),
-            "inference_precision_hint": _type_name(cm.get_property("INFERENCE_PRECISION_HINT")),
-            "execution_devices": list(cm.get_property("EXECUTION_DEVICES")),
-            "inference_num_threads": int(cm.get_property("INFERENCE_NUM_THREADS")),
-            "compile_s": round(compile_s, 3), "runtime_precisions": dict(precisions.most_common()),
-            "compute_primitives": dict(primitives.most_common())}
-
-
-def _type_name(v: Any) -> str:
-    """An OpenVINO element type as its short name (bf16, f32), anything else as str()."""
-    to_string = getattr(v, "to_string", None)
-    return str(to_string()) if callable(to_string) else str(v)
-
-
 def cpu_facts() -> dict[str, Any]:
     """What the CPU plugin says of this CPU before any model: bf16 support and its default hint."""
     import openvino as ov
@@ -237,19 +172,18 @@ def versions(ov_model: Path | None = None) -> dict[str, Any]:
     return out
 
 
-def process_record() -> dict[str, Any]:
-    """What the process got, as the torch worker records it (no torch here: torch_threads is null)."""
+def process_record() -> ProcessRecord:
+    """What the process got, as the torch worker records it (no torch here: torch_threads is None)."""
     from sdagent.envvars import tuning_vars
     from sdagent.host import process
 
     mapped = process.read_mapped_libraries()
     notable = set(process.notable(mapped))
-    libs = [m for m in mapped if m in notable or Path(m).name.startswith(OV_LIBRARIES)]
-    return {"libraries": libs, "torch_threads": None, "affinity": list(process.read_process_affinity()),
-            "env": tuning_vars(os.environ), "pid": os.getpid()}
+    libs = tuple(m for m in mapped if m in notable or Path(m).name.startswith(OV_LIBRARIES))
+    return ProcessRecord(libs, None, process.read_process_affinity(), tuning_vars(os.environ), os.getpid())
 
 
-def measure(job: OvJob) -> dict[str, Any]:
+def measure(job: OvJob) -> Measurement:
     """Load, compile and warm up once; then time `repeats` full images, as the torch worker does."""
     startup_s = process_age_s()
     ov_model = check_ov_model(job.ov_model)
@@ -304,23 +238,11 @@ def measure(job: OvJob) -> dict[str, Any]:
     }
     if job.probe_precision:
         describe["precision_probe"] = probe_precision(ov_model, config, w if job.static_shapes else None)
-    return {
-        "ok": True,
-        "workload": w.to_dict(),
-        "describe": describe,
-        "load_s": round(load_s, 4),
-        "prepare_s": round(prepare_s, 4),
-        "warmup_s": round(warmup_s, 4),
-        "latency_s": [round(x, 6) for x in lat],
-        "latency_median_s": round(statistics.median(lat), 6) if lat else None,
-        "runs": [g.timings() for g in runs],
-        "unet_evals": len(runs[0].steps_s) if runs else None,
-        "startup_s": None if startup_s is None else round(startup_s, 3),
-        "start_to_first_image_s": None if first_image_s is None else round(first_image_s, 3),
-        "process": process_record(),
-        "load_average": list(os.getloadavg()),
-        "versions": versions(ov_model),
-    }
+    describe["startup_s"] = startup_s  # process start to this call: the interpreter and imports
+    return timed("images", w, lat, process=process_record(), load_average=tuple(os.getloadavg()),
+                 describe=describe, load_s=load_s, prepare_s=prepare_s, warmup_s=warmup_s,
+                 runs=tuple(g.timings() for g in runs), unet_evals=len(runs[0].steps_s) if runs else None,
+                 start_to_first_image_s=first_image_s, versions=versions(ov_model))
 
 
 # ---------------------------------------------------------------------------
@@ -330,8 +252,7 @@ def measure(job: OvJob) -> dict[str, Any]:
 
 def run_job(job_path: str, result_path: str) -> int:
     """The worker: a job file in, a result file out (an error result on any failure), the exit code."""
-    return worker_main("sdagent.peers.openvino", job_path, result_path, measure, OvJob.from_dict,
-                       lambda d: {"latency_s": d["latency_s"], "start_to_first_image_s": d["start_to_first_image_s"]})
+    return worker_main("sdagent.peers.openvino", job_path, result_path, measure, OvJob.from_dict)
 
 
 def _export(a: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ Backends:
 Loading, preparing and generating are separate so bench, verify and tune load
 once, prepare once (IPEX and torch.compile are expensive) and generate many times:
 
-    pipe = load_pipeline(model_dir, scheduler)
+    pipe = load_diffusers_pipeline(model_dir, scheduler)
     prepared = prepare(pipe, plan.run_spec, workload)
     result = prepared.generate(workload, seed=1)
 """
@@ -26,9 +26,9 @@ import time
 import warnings
 from typing import Any
 
-from sdagent.errors import BadInput, one_line
+from sdagent.errors import BadInput
 from sdagent.host.software import ipex_status
-from sdagent.pipeline.artifacts import ArtifactKey, ArtifactStore, check_store, model_fingerprint
+from sdagent.pipeline.artifacts import ArtifactKey, ArtifactStore, build_error, check_store, model_fingerprint
 from sdagent.pipeline.generate import PreparedPipeline
 from sdagent.pipeline.stack import import_torch
 from sdagent.pipeline.workload import Workload
@@ -214,7 +214,7 @@ def _install(pipe, spec: RunSpec, workload: Workload, notes: list[str], store_di
         except (BadInput, CompileUnavailable) as exc:
             error = str(exc)
         except Exception as exc:  # noqa: BLE001 - no compiler, an unsupported op: eager, with the reason
-            error = one_line(exc)
+            error = build_error(exc)
         if error:
             notes.append(f"compile fell back to eager: {error}")
     unet_shapes = (shapes["unet"][0], shapes["unet"][1])  # (latents, text embeddings); the timestep is 0-d
@@ -267,9 +267,9 @@ def ready(model_dir: str | os.PathLike[str], spec: RunSpec, workload: Workload,
         from sdagent.pipeline.ov_backend import ready_openvino
 
         return ready_openvino(model_dir, spec, workload, store_dir, build)
-    from sdagent.pipeline.loader import load_pipeline
+    from sdagent.pipeline.loader import load_diffusers_pipeline
 
-    return prepare(load_pipeline(model_dir, workload.scheduler), spec, workload, store_dir, build)
+    return prepare(load_diffusers_pipeline(model_dir, workload.scheduler), spec, workload, store_dir, build)
 
 
 def build_artifacts(model_dir: str | os.PathLike[str], spec: RunSpec, workload: Workload,

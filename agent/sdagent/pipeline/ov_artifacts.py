@@ -1,7 +1,7 @@
 """The OpenVINO export, built ahead of time: one per model, toolchain, shape, precision hint and CPU.
 
 What an export is: optimum-intel's IR of the diffusers directory (`ir/`, written by
-`optimum-cli export openvino --task text-to-image`, sdagent.peers.ovexport) plus the
+`optimum-cli export openvino --task text-to-image`, sdagent.pipeline.ov_export) plus the
 CPU plugin's compiled blobs for one static shape and precision hint (`blobs/`,
 OpenVINO's CACHE_DIR), and `manifest.json` naming the key it was built for, the
 files it holds (size, and the sha256 of each .xml graph) and what the CPU plugin
@@ -43,7 +43,7 @@ MANIFEST_FORMAT = "sdagent-ov-artifact/1"
 SUBDIR = "openvino"  # under the artifact store (default ~/.cache/sdagent/artifacts/openvino)
 
 #: Versions that change the export: OpenVINO's runtime and GenAI (the blobs, the pipeline), and the
-#: exporter's toolchain (the IR; sdagent.peers.ovexport.KEY_PACKAGES).
+#: exporter's toolchain (the IR; sdagent.pipeline.ov_export.KEY_PACKAGES).
 VERSION_PACKAGES: tuple[str, ...] = ("openvino", "openvino-genai", "openvino-tokenizers", "optimum", "optimum-intel",
                                      "nncf", "transformers", "diffusers", "torch")
 #: Small files outside the weights whose content shapes the IR (the tokenizer is converted, the

@@ -34,6 +34,7 @@ from types import SimpleNamespace
 from typing import Any, Callable
 
 from sdagent.errors import BadInput, Exit, SdagentError, one_line
+from sdagent.pipeline.artifacts import host_cpu
 from sdagent.pipeline.generate import Generation, StepCallback, to_pil
 from sdagent.pipeline.observe import Observed
 from sdagent.pipeline.ov_artifacts import OvArtifact, OvKey, OvStore, ov_model_fingerprint, store_root, \
@@ -101,16 +102,21 @@ def require_openvino() -> Any:
 
 def ov_key(model_dir: str | os.PathLike[str], spec: RunSpec, workload: Workload) -> OvKey:
     """The export a run of `spec` on `workload` calls for, on this CPU with this toolchain."""
-    from sdagent.pipeline.backends import host_isa
-
     return OvKey(ov_model_fingerprint(model_dir), workload.height, workload.width, workload.batch, spec.precision,
-                 toolchain_versions(), host_isa())
+                 toolchain_versions(), host_cpu())
 
 
 def compile_config(spec: RunSpec, cache_dir: str | os.PathLike[str] | None) -> dict[str, str]:
-    """The CPU plugin's properties: the precision hint always (OpenVINO defaults to bf16 wherever the CPU
-    has bf16 instructions), the LATENCY hint, and the export's blob cache."""
-    cfg = {"INFERENCE_PRECISION_HINT": PRECISION_HINTS[spec.precision], "PERFORMANCE_HINT": "LATENCY"}
+    """The CPU plugin's properties, from the plan: the precision hint always (OpenVINO defaults to bf16
+    wherever the CPU has bf16 instructions), PERFORMANCE_HINT, ENABLE_CPU_PINNING, INFERENCE_NUM_THREADS and
+    NUM_STREAMS where set, and the export's blob cache. Values as strings: what the CPU plugin parses."""
+    cfg = {"INFERENCE_PRECISION_HINT": PRECISION_HINTS[spec.precision],
+           "PERFORMANCE_HINT": spec.ov_performance_hint.upper(),
+           "ENABLE_CPU_PINNING": "YES" if spec.ov_cpu_pinning else "NO"}
+    if spec.ov_num_threads != "unset":
+        cfg["INFERENCE_NUM_THREADS"] = str(spec.ov_num_threads)
+    if spec.ov_num_streams != "unset":
+        cfg["NUM_STREAMS"] = str(spec.ov_num_streams)
     if cache_dir is not None:
         cfg["CACHE_DIR"] = str(cache_dir)
     return cfg
@@ -127,10 +133,9 @@ def _guidance_for(batch: int) -> float:
 
 
 def build_export(model_dir: Path, tmp: Path, key: OvKey) -> tuple[str | None, dict[str, Any]]:
-    """optimum-cli's IR into tmp/ir (a subprocess of this Python: sdagent.peers.ovexport), then one compile
+    """optimum-cli's IR into tmp/ir (a subprocess of this Python: pipeline.ov_export), then one compile
     for the key's shape and hint into tmp/blobs; returns the hint the CPU plugin resolved for the UNet."""
-    from sdagent.peers.openvino import probe_precision
-    from sdagent.peers.ovexport import export_model
+    from sdagent.pipeline.ov_export import export_model, probe_precision
 
     ov_genai = require_openvino()
     exported = export_model(model_dir, tmp / "ir", python=sys.executable)
@@ -294,7 +299,7 @@ class OvPrepared:
 
 def set_scheduler(pipe: OvPipeline, name: str) -> None:
     """GenAI's scheduler for a workload's name ("default": the exported one); BadInput where GenAI has none."""
-    from sdagent.peers.ovjob import genai_scheduler
+    from sdagent.pipeline.ov_export import genai_scheduler
 
     kind = genai_scheduler(name)
     exported = pipe.exported_scheduler
@@ -311,9 +316,8 @@ def ready_openvino(model_dir: str | os.PathLike[str], spec: RunSpec, workload: W
                    store_dir: str | None = None, build: bool = True,
                    builder: Callable[..., Any] = build_export) -> OvPrepared:
     """Find (or build) the export for this run, load it, reshape to the workload, compile for the CPU."""
-    from sdagent.peers.openvino import scheduler_name
-    from sdagent.peers.ovexport import check_model_dir as check_exportable
-    from sdagent.peers.ovjob import genai_scheduler
+    from sdagent.pipeline.ov_export import check_model_dir as check_exportable
+    from sdagent.pipeline.ov_export import genai_scheduler, scheduler_name
     from sdagent.pipeline.modeldir import check_model_dir
 
     ov_genai = require_openvino()
@@ -321,6 +325,9 @@ def ready_openvino(model_dir: str | os.PathLike[str], spec: RunSpec, workload: W
     check_exportable(md.path)
     genai_scheduler(workload.scheduler)  # dpm/unipc: refused before minutes of export
     notes: list[str] = []
+    if os.environ.get("KMP_AFFINITY"):
+        notes.append(f"KMP_AFFINITY={os.environ['KMP_AFFINITY']} is set in this process: an OpenVINO process "
+                     "must not inherit it (it then runs on one core); plans with backend openvino never set it")
     if spec.compile:
         notes.append("compile ignored: the openvino backend runs the export compiled by OpenVINO's CPU plugin")
     t0 = time.perf_counter()
@@ -345,8 +352,9 @@ def ready_openvino(model_dir: str | os.PathLike[str], spec: RunSpec, workload: W
     notes += [f"OpenVINO GenAI Text2ImagePipeline on {DEVICE}: export {art.id} ({art.path})",
               f"static shapes {key.width}x{key.height}, UNet batch {key.batch}; INFERENCE_PRECISION_HINT "
               f"{cfg['INFERENCE_PRECISION_HINT']} (the CPU plugin resolved {art.resolved_precision}), "
-              f"PERFORMANCE_HINT {cfg['PERFORMANCE_HINT']}",
+              + ", ".join(f"{k} {v}" for k, v in cfg.items() if k not in ("INFERENCE_PRECISION_HINT", "CACHE_DIR")),
               f"loaded in {load_s:.2f} s, compiled in {compile_s:.2f} s (blobs cached in {art.blobs})"]
-    details = {"export": str(art.path), "key": key.to_dict(), "config": cfg, "load_s": round(load_s, 3),
-               "compile_s": round(compile_s, 3), "resolved_precision": art.resolved_precision}
+    startup = {"find_or_build": round(t1 - t0, 3), "ir_load": round(load_s, 3), "cpu_compile": round(compile_s, 3)}
+    details = {"export": str(art.path), "key": key.to_dict(), "config": cfg, "startup_s": startup,
+               "resolved_precision": art.resolved_precision}
     return OvPrepared(pipe, spec, notes, time.perf_counter() - t0, {"openvino": art.id}, None, details)

@@ -57,9 +57,8 @@ class Plan:
     tuning: dict[str, Any] | None = None  # what `sdagent tune` measured, when tuned
     facts: dict[str, Any] | None = None  # HostFacts.to_dict() of the host it was made on
     objective: str = "latency"  # what the layout serves: latency (one image fast) or throughput (images/min)
-    #: preload paths a plan file named that this host cannot preload: (path, why)
-    dropped_libraries: tuple[tuple[str, str], ...] = ()
-    #: settings a plan file asked for that this host cannot honour: (key, asked, used, why)
+    #: settings a plan file asked for that this host cannot honour: (key, asked, used, why); a library
+    #: path the host cannot preload is one (used: the host's own copy, or None)
     fallbacks: tuple[tuple[str, Any, Any, str], ...] = ()
 
     # Typed accessors of the resolved settings (settings.KNOBS names and documents each).
@@ -120,6 +119,26 @@ class Plan:
     @property
     def weights_prepack(self) -> bool:
         return bool(self.settings["weights_prepack"])
+
+    @property
+    def ov_num_threads(self) -> int | str:
+        """INFERENCE_NUM_THREADS (backend openvino), or settings.UNSET."""
+        v = self.settings["ov_num_threads"]
+        return v if isinstance(v, int) else str(v)
+
+    @property
+    def ov_num_streams(self) -> int | str:
+        """NUM_STREAMS (backend openvino), or settings.UNSET."""
+        v = self.settings["ov_num_streams"]
+        return v if isinstance(v, int) else str(v)
+
+    @property
+    def ov_performance_hint(self) -> str:
+        return str(self.settings["ov_performance_hint"])
+
+    @property
+    def ov_cpu_pinning(self) -> bool:
+        return bool(self.settings["ov_cpu_pinning"])
 
     def library_path(self, kind: str) -> str | None:
         """The path in effect of a preloadable library (jemalloc | tcmalloc | iomp), or None."""
@@ -209,7 +228,6 @@ class Plan:
             ],
             "decisions": [{"key": d.key, "value": d.value, "reason": d.reason} for d in self.decisions],
             "missing_libraries": list(self.missing_libraries),
-            "dropped_libraries": [{"path": p, "why": w} for p, w in self.dropped_libraries],
             "fallbacks": [{"key": k, "asked": a, "used": u, "why": w} for k, a, u, w in self.fallbacks],
             "warnings": list(self.warnings),
             "facts": self.facts,
@@ -280,7 +298,7 @@ class _Resolver:
             if origin != "rule":
                 self.warnings.append(f"{key}={value} asked by the {origin} plan file, but {why}: using {kept}")
                 self.fallbacks.append((key, value, kept, why))
-            reason = f"{reason}: {value} asked, but {why}, so {kept}"
+            reason = f"{reason}: {value} asked, but {why}, so {'none' if kept is None else kept}"
             value = kept
         if rule.check is not None:
             rule.check(ctx, value)
@@ -318,7 +336,7 @@ def make_plan(
     plan_file: str | None = None,
     tuning: dict[str, Any] | None = None,
     instances: tuple[Instance, ...] = (),
-    dropped_libraries: tuple[tuple[str, str], ...] = (),
+    unusable_libraries: tuple[tuple[str, str, str], ...] = (),
     fallbacks: tuple[tuple[str, Any, Any, str], ...] = (),
     objective: str = "latency",
 ) -> Plan:
@@ -330,24 +348,26 @@ def make_plan(
     elsewhere) are lenient: what this host cannot honour falls back, with a
     warning and a reason. `instances` (a saved layout) is kept when all its
     CPUs are online here; laid out anew, the layout's own settings are re-derived.
-    `dropped_libraries` and `fallbacks` are what the plan this one is made from could
-    not honour (a plan file's, handed on by `sdagent exec`): they stay on record.
+    `unusable_libraries` are (key, path, why) of the library paths a plan file named that
+    this host cannot preload (planfile checks them): each is decided like any plan-file value
+    this host cannot honour, the host's own copy (or none) in its place, with the reason.
+    `fallbacks` are what the plan this one is made from could not honour (a plan file's,
+    handed on by `sdagent exec`): they stay on record.
     """
     overrides = dict(overrides or {})
-    warnings = [f"the plan file's library {path} cannot be preloaded here: {why}" for path, why in dropped_libraries]
-    instances, file_settings = _instances_for(topo, request, instances, dict(file_settings or {}), warnings)
-    ctx = PlanContext(topo, facts, request, instances)
+    warnings: list[str] = []
+    file_settings = {**dict(file_settings or {}), **{key: path for key, path, _ in unusable_libraries}}
+    instances, file_settings = _instances_for(topo, request, instances, file_settings, warnings)
+    ctx = PlanContext(topo, facts, request, instances,
+                      unusable_paths={path: why for _, path, why in unusable_libraries})
     r = _Resolver(ctx, overrides, file_settings, source)
     r.warnings += warnings
-    for kind, key in LIBRARY_KNOBS.items():  # library paths: facts, unless given
-        g = r.given(key)
-        ctx.values[key] = g[0] if g else facts.libraries.get(kind)
     for rule in RULES:
         r.decide(rule)
 
     settings = {k: ctx.values.get(k) for k in KNOBS}
     for k, v in settings.items():
-        if v is None and k not in LIBRARY_KNOBS.values():
+        if v is None and k not in LIBRARY_KNOBS.values():  # a library path is None where the host has none
             raise AssertionError(f"plan setting {k} left unresolved")  # a bug, not bad input
     return Plan(
         settings=settings,
@@ -364,7 +384,6 @@ def make_plan(
         plan_file=plan_file,
         tuning=tuning,
         facts=facts.to_dict(),
-        dropped_libraries=tuple(dropped_libraries),
         fallbacks=tuple(dict.fromkeys(tuple(fallbacks) + tuple(r.fallbacks))),
         objective=objective,
     )

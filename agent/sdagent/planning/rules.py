@@ -1,7 +1,8 @@
 """The planner's rules: one named function per setting, its honour check beside it.
 
-Each setting of :data:`sdagent.planning.settings.KNOBS` (except the library
-paths, which are facts) has one :class:`Rule` in :data:`RULES`:
+Each setting of :data:`sdagent.planning.settings.KNOBS` has one :class:`Rule`
+in :data:`RULES` (the library paths too: the host's copy, or a plan file's,
+replaced by the host's when this host cannot preload it):
 
 * ``rule(ctx) -> (value, reason)``: what the topology and the host facts call
   for, and why (the reason names the source of any figure it quotes);
@@ -13,7 +14,7 @@ paths, which are facts) has one :class:`Rule` in :data:`RULES`:
 
 Rules run in table order and may read the values decided before them
 (``ctx.values``): the allocator before ``malloc_conf``, the OpenMP runtime before
-``KMP_*``, the binding before ``membind``, the backend before ``compile``.
+``KMP_*``, the binding before ``membind``, the backend before the preloads, ``KMP_*`` and ``compile``.
 Pure: facts in, decisions out; the only state is the context the loop fills.
 """
 
@@ -31,6 +32,7 @@ from sdagent.planning.settings import KMP_AFFINITY_COMPACT, LIBRARY_KNOBS, MALLO
 #: How to get each preloadable library (the hint a missing-library reason gives).
 INSTALL_HINTS: dict[str, str] = {"jemalloc": "install libjemalloc2", "tcmalloc": "install libgoogle-perftools4",
                                  "iomp": "pip install intel-openmp into the agent's venv"}
+_LIB_NAMES: dict[str, str] = {"jemalloc": "libjemalloc", "tcmalloc": "libtcmalloc", "iomp": "libiomp5"}
 
 
 @dataclass
@@ -40,7 +42,9 @@ class PlanContext:
     ``values`` maps setting -> value in effect (library paths first, then each
     decided setting in table order); ``missing`` collects the library kinds a
     rule or an honour check wanted and this host lacks (the plan's
-    ``missing_libraries``).
+    ``missing_libraries``); ``unusable_paths`` are the library paths a plan
+    file named that this host cannot preload (checked at the edge, by
+    :mod:`sdagent.planning.planfile`), path -> why.
     """
 
     topo: Topology
@@ -49,6 +53,8 @@ class PlanContext:
     instances: tuple[Instance, ...]
     values: dict[str, Any] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
+    #: library paths a plan file named that this host cannot preload: path -> why (planfile checks them)
+    unusable_paths: dict[str, str] = field(default_factory=dict)
 
     @property
     def first(self) -> Instance:
@@ -62,6 +68,11 @@ class PlanContext:
     @property
     def intel_omp(self) -> bool:
         return self.values.get("omp_runtime") == "intel"
+
+    @property
+    def openvino(self) -> bool:
+        """Backend openvino (decided before the preloads and threads: they depend on it)."""
+        return self.values.get("backend") == "openvino"
 
     @property
     def pinned(self) -> bool:
@@ -88,6 +99,34 @@ class Rule:
 
 # --- libraries --------------------------------------------------------------------------------------
 
+def library_path_rule(kind: str) -> RuleFn:
+    """The host's own copy of the library (host.software.find_library), or None when it has none."""
+
+    def rule(ctx: PlanContext) -> tuple[str | None, str]:
+        path = ctx.facts.libraries.get(kind)
+        if path:
+            return path, f"{_LIB_NAMES[kind]} found on this host"
+        return None, f"{_LIB_NAMES[kind]} not found on this host ({INSTALL_HINTS[kind]})"
+    rule.__name__ = f"{kind}_path_rule"
+    return rule
+
+
+def library_path_honour(kind: str) -> HonourFn:
+    """A plan file's path this host cannot preload (another distribution's, a library removed since) is
+    replaced by the host's own copy, or by none: the decision and the plan's fallbacks record which."""
+
+    def honour(ctx: PlanContext, value: Any) -> tuple[Any, str] | None:
+        why = ctx.unusable_paths.get(value) if value else None
+        host = ctx.facts.libraries.get(kind)
+        if why is None or host == value:  # the host's facts are the authority on its own files
+            return None
+        if host:
+            return host, f"it cannot be preloaded on this host ({why}); the host's own copy is"
+        return None, f"it cannot be preloaded on this host ({why}) and this host has no {_LIB_NAMES[kind]}"
+    honour.__name__ = f"{kind}_path_honour"
+    return honour
+
+
 def _library_honour(fallback: str) -> HonourFn:
     """An honour check for a setting whose value names a library (allocator, omp_runtime)."""
 
@@ -107,6 +146,8 @@ def allocator_rule(ctx: PlanContext) -> tuple[str, str]:
     Source: the published HF demo's first step (jemalloc + libiomp5 + pinning,
     32.3 s -> 11.8 s on a 32-core Sapphire Rapids).
     """
+    if ctx.openvino:
+        return "default", OV_PRELOAD_WHY
     if ctx.has_lib("jemalloc"):
         return "jemalloc", ("jemalloc found; the demo's first step (with libiomp5 and pinning: "
                             "32.3 s -> 11.8 s on a 32-core Sapphire Rapids)")
@@ -116,7 +157,18 @@ def allocator_rule(ctx: PlanContext) -> tuple[str, str]:
     return "default", "neither jemalloc nor tcmalloc found (install libjemalloc2): glibc malloc"
 
 
-allocator_honour = _library_honour("default")
+_allocator_library_honour = _library_honour("default")
+
+#: Measured: GenAI 2026.4.1's Text2ImagePipeline aborts at load under an LD_PRELOADed allocator.
+OV_PRELOAD_WHY = ("backend openvino: OpenVINO GenAI 2026.4's Text2ImagePipeline aborts (free(): invalid pointer) "
+                  "under a preloaded jemalloc or tcmalloc (measured on the project's 2-core Zen VM): glibc malloc")
+
+
+def allocator_honour(ctx: PlanContext, value: Any) -> tuple[Any, str] | None:
+    """The library must be on this host; and backend openvino cannot run under a preloaded allocator."""
+    if ctx.openvino and value != "default":
+        return "default", OV_PRELOAD_WHY
+    return _allocator_library_honour(ctx, value)
 
 
 def malloc_conf_rule(ctx: PlanContext) -> tuple[str, str]:
@@ -134,7 +186,10 @@ def malloc_conf_normalize(value: Any) -> tuple[Any, str]:
 
 
 def omp_runtime_rule(ctx: PlanContext) -> tuple[str, str]:
-    """Intel OpenMP (libiomp5) when found: the demo's recipe; else torch's own libgomp."""
+    """Intel OpenMP (libiomp5) when found: the demo's recipe; else torch's own libgomp. Backend openvino
+    threads with TBB, not OpenMP: nothing to preload."""
+    if ctx.openvino:
+        return "default", "backend openvino threads with oneTBB, not OpenMP: no libiomp5 preloaded"
     if ctx.has_lib("iomp"):
         return "intel", "libiomp5 found: Intel OpenMP, as in the demo's recipe"
     ctx.missing.append("iomp")
@@ -208,11 +263,24 @@ def membind_honour(ctx: PlanContext, value: Any) -> tuple[Any, str] | None:
     return None
 
 
+#: Source: the issue's report (an OpenVINO process that inherits KMP_AFFINITY runs on one core).
+OV_KMP_WHY = "an OpenVINO process must not inherit KMP_AFFINITY (with it OpenVINO runs on one core)"
+
+
 def kmp_affinity_rule(ctx: PlanContext) -> tuple[str, str]:
     """Compact pinning of Intel OpenMP's threads when the instance is pinned (PyTorch's launcher's value)."""
+    if ctx.openvino:
+        return UNSET, OV_KMP_WHY
     if ctx.intel_omp and ctx.pinned:
         return KMP_AFFINITY_COMPACT, "threads pinned compactly to the instance's cores (PyTorch's launcher's value)"
     return UNSET, "not pinned: leave thread placement to the OS" if ctx.intel_omp else "only Intel OpenMP reads KMP_*"
+
+
+def kmp_affinity_honour(ctx: PlanContext, value: Any) -> tuple[Any, str] | None:
+    """Backend openvino: KMP_AFFINITY is never set, whatever asked for it."""
+    if ctx.openvino and value != UNSET:
+        return UNSET, OV_KMP_WHY
+    return None
 
 
 def kmp_blocktime_rule(ctx: PlanContext) -> tuple[Any, str]:
@@ -271,7 +339,8 @@ def compile_rule(ctx: PlanContext) -> tuple[bool, str]:
     """
     facts = ctx.facts
     if ctx.values["backend"] != "native":
-        return False, "IPEX optimizes the graph itself"
+        return False, ("OpenVINO's CPU plugin compiles the export itself" if ctx.openvino
+                       else "IPEX optimizes the graph itself")
     if not facts.cxx:
         return False, "no C++ compiler (g++) to build compiled packages: eager"
     if facts.cxx_error:
@@ -310,20 +379,66 @@ def weights_prepack_rule(ctx: PlanContext) -> tuple[bool, str]:
     return False, "IPEX 2.8's bf16 weight prepack asserts without AVX512-BW/VL/DQ or AVX-NE-CONVERT"
 
 
+# --- OpenVINO (backend openvino; pipeline.ov_backend.compile_config sends them) ----------------------
+
+def ov_num_threads_rule(ctx: PlanContext) -> tuple[Any, str]:
+    """INFERENCE_NUM_THREADS: the instance's thread count, as OMP_NUM_THREADS is for torch."""
+    if not ctx.openvino:
+        return UNSET, "only backend openvino reads it"
+    n = ctx.values["omp_num_threads"]
+    return n, f"one OpenVINO thread per thread of the instance ({n}, as OMP_NUM_THREADS for torch)"
+
+
+def ov_num_threads_check(ctx: PlanContext, value: Any) -> None:
+    if value != UNSET and value > ctx.topo.logical_cpus:
+        raise BadInput(f"invalid value {value} for plan setting 'ov_num_threads': "
+                       f"this host has {ctx.topo.logical_cpus} logical CPUs")
+
+
+def ov_num_streams_rule(ctx: PlanContext) -> tuple[Any, str]:
+    """One stream: an instance generates one image at a time; throughput comes from the plan's instances."""
+    if not ctx.openvino:
+        return UNSET, "only backend openvino reads it"
+    return 1, ("one image at a time per instance: one stream, all its threads on it (throughput comes from "
+               "the plan's instances, each its own process)")
+
+
+def ov_performance_hint_rule(ctx: PlanContext) -> tuple[str, str]:
+    """LATENCY: how OpenVINO's docs run SD on a CPU, and what the peer measures."""
+    return "latency", ("each instance serves one image at a time: LATENCY, as OpenVINO's docs run SD-1.5 on "
+                       "a CPU" if ctx.openvino else "only backend openvino reads it")
+
+
+def ov_cpu_pinning_rule(ctx: PlanContext) -> tuple[bool, str]:
+    """Pin OpenVINO's threads when the plan binds the instance to its own cores; else leave them to the OS."""
+    if not ctx.openvino:
+        return False, "only backend openvino reads it"
+    if ctx.pinned:
+        return True, "the instance is bound to its own cores: OpenVINO pins its threads to them"
+    return False, ("the instance is not bound (binding none): threads left to the OS, as for the native "
+                   "backend's unpinned OpenMP")
+
+
 #: Every decided setting, in the order it is decided (later rules read earlier values).
 RULES: tuple[Rule, ...] = (
+    *(Rule(key, library_path_rule(kind), library_path_honour(kind)) for kind, key in LIBRARY_KNOBS.items()),
+    # precision and backend first: the preloads and KMP_* depend on the backend (openvino takes none)
+    Rule("precision", precision_rule, warn=precision_warn),
+    Rule("backend", backend_rule, backend_honour),
     Rule("allocator", allocator_rule, allocator_honour),
     Rule("malloc_conf", malloc_conf_rule, normalize=malloc_conf_normalize),
     Rule("omp_runtime", omp_runtime_rule, omp_runtime_honour),
     Rule("omp_num_threads", omp_num_threads_rule, check=omp_num_threads_check),
     Rule("binding", binding_rule, binding_honour),
     Rule("membind", membind_rule, membind_honour),
-    Rule("kmp_affinity", kmp_affinity_rule),
+    Rule("kmp_affinity", kmp_affinity_rule, kmp_affinity_honour),
     Rule("kmp_blocktime", kmp_blocktime_rule),
-    Rule("precision", precision_rule, warn=precision_warn),
-    Rule("backend", backend_rule, backend_honour),
     Rule("channels_last", channels_last_rule),
     Rule("compile", compile_rule, compile_honour),
     Rule("compile_autotune", compile_autotune_rule),
     Rule("weights_prepack", weights_prepack_rule),
+    Rule("ov_num_threads", ov_num_threads_rule, check=ov_num_threads_check),
+    Rule("ov_num_streams", ov_num_streams_rule),
+    Rule("ov_performance_hint", ov_performance_hint_rule),
+    Rule("ov_cpu_pinning", ov_cpu_pinning_rule),
 )

@@ -75,6 +75,8 @@ def layout_axis(host: HostChoices, resolve: Resolve, best: Candidate) -> list[Ca
 
 def preloads_axis(host: HostChoices, resolve: Resolve, best: Candidate) -> list[Candidate]:
     """No preloads at all: the demo's first rung, which the ladder measured slower than stock on two AMX VMs."""
+    if _openvino(best):
+        return []  # backend openvino takes no preload (planning.rules.OV_PRELOAD_WHY)
     if best.settings.get("allocator") == "default" and best.settings.get("omp_runtime") == "default":
         return []
     return [_variant(best, "no preloads (glibc malloc, torch's own OpenMP)", "preloads",
@@ -103,7 +105,9 @@ def channels_axis(host: HostChoices, resolve: Resolve, best: Candidate) -> list[
 
 
 def allocator_axis(host: HostChoices, resolve: Resolve, best: Candidate) -> list[Candidate]:
-    """glibc malloc, each jemalloc MALLOC_CONF profile, tcmalloc (those present)."""
+    """glibc malloc, each jemalloc MALLOC_CONF profile, tcmalloc (those present); none for openvino."""
+    if _openvino(best):
+        return []
     out = [_variant(best, "allocator=default", "allocator", {"allocator": "default"}, resolve)]
     if host.jemalloc:
         for prof in ("short", "long", "demo"):
@@ -115,7 +119,9 @@ def allocator_axis(host: HostChoices, resolve: Resolve, best: Candidate) -> list
 
 
 def omp_axis(host: HostChoices, resolve: Resolve, best: Candidate) -> list[Candidate]:
-    """torch's own OpenMP, and libiomp5 when present."""
+    """torch's own OpenMP, and libiomp5 when present (not for openvino: it threads with oneTBB)."""
+    if _openvino(best):
+        return []
     out = [_variant(best, "omp=torch's own", "OpenMP runtime", {"omp_runtime": "default"}, resolve)]
     if host.iomp:
         out.append(_variant(best, "omp=libiomp5", "OpenMP runtime", {"omp_runtime": "intel"}, resolve))
@@ -147,6 +153,19 @@ def threads_axis(host: HostChoices, resolve: Resolve, best: Candidate) -> list[C
     return [_variant(best, f"threads={t}", "threads", {"omp_num_threads": t}, resolve) for t in opts]
 
 
+def _openvino(best: Candidate) -> bool:
+    return best.settings.get("backend") == "openvino"
+
+
+def openvino_axis(host: HostChoices, resolve: Resolve, best: Candidate) -> list[Candidate]:
+    """Backend openvino's own knobs: its thread pinning the other way (threads follow the threads axis)."""
+    if not _openvino(best):
+        return []
+    v = not best.settings.get("ov_cpu_pinning")
+    return [_variant(best, f"OpenVINO CPU pinning={'on' if v else 'off'}", "OpenVINO", {"ov_cpu_pinning": v},
+                     resolve)]
+
+
 #: The search directions, in the order expected to pay most first: precision and backend (bf16 on
 #: AMX halves a step); the layout (throughput); the preloads as a whole (one cheap candidate); compile;
 #: then the system knobs one at a time, which move both ways.
@@ -154,7 +173,7 @@ AXES: tuple[tuple[str, Callable[[HostChoices, Resolve, Candidate], list[Candidat
     ("precision/backend", precision_axis), ("layout", layout_axis), ("preloads", preloads_axis),
     ("torch.compile", compile_axis), ("memory format", channels_axis), ("allocator", allocator_axis),
     ("OpenMP runtime", omp_axis), ("KMP_BLOCKTIME", blocktime_axis), ("pinning", pinning_axis),
-    ("threads", threads_axis),
+    ("threads", threads_axis), ("OpenVINO", openvino_axis),
 )
 
 

@@ -74,11 +74,12 @@ class LocalMeasurer:
                  bar: ProgressBar = no_bar, timeout_s: float = 7200.0) -> None:
         self.model, self.w, self.environ, self.plan = model, workload, environ, plan
         self.cache, self.bar, self.timeout_s = artifacts_dir, bar, timeout_s
+        self.lock_wait_s: float | None = None  # set once the host lock is held: not part of the start-up
 
     def bench(self, spec: RunSpec, runs: int, warmup: int) -> BenchResult:
         result = bench_model(self.model, self.w, spec, runs, warmup,
                              plan=self.plan,
-                             artifacts_dir=self.cache, bar=self.bar)
+                             artifacts_dir=self.cache, bar=self.bar, lock_wait_s=self.lock_wait_s)
         gc.collect()  # the benchmarked pipeline is gone: free it before the reference loads another
         return result
 
@@ -90,15 +91,17 @@ class LocalMeasurer:
 
     def stock(self, spec: RunSpec, runs: int, warmup: int) -> tuple[list[float] | str, dict[str, Any] | None]:
         """The same workload in a fresh stock process on this process's CPUs (it inherits the affinity)."""
-        from sdagent.measuring.runner import WorkerJob, run_worker, worker_cmd
+        from sdagent.measuring.runner import WorkerJob, worker_cmd
         from sdagent.planning.launch import stock_launch
+        from sdagent.workers.parent import run_worker
 
         job = WorkerJob(str(self.model.path), self.w, spec, warmup=warmup, warmup_steps=self.w.steps,
                         repeats=runs)
         res = run_worker(stock_launch(worker_cmd(), self.environ), job, timeout_s=self.timeout_s)
-        if not res.ok:
-            return f"the stock process failed: {res.reason}", res.data
-        return [float(x) for x in (res.data or {}).get("latency_s", [])], res.data
+        data = res.measurement.to_dict() if res.measurement is not None else None
+        if not res.ok or res.measurement is None:
+            return f"the stock process failed: {res.reason}", data
+        return list(res.measurement.latency_s), data
 
     def artifact_ids(self, spec: RunSpec) -> dict[str, str]:
         """The package digests this run calls for (model, shape, precision, torch, this CPU); backend
@@ -114,20 +117,18 @@ class LocalMeasurer:
 
     def throughput(self, plan: Plan, spec: RunSpec, images: int, confidence: float) -> Any:
         """Every instance of the plan at once, each in a fresh process under its instance plan."""
-        from sdagent.measuring import throughput as T
-        from sdagent.measuring.runner import WorkerJob
+        from sdagent.measuring.throughput import measure_plan
 
-        job = WorkerJob(str(self.model.path), self.w, spec, warmup_steps=self.w.steps, artifacts_dir=self.cache)
-        return T.run(plan, T.ThroughputRequest(str(self.model.path), job, images, None, self.timeout_s, confidence),
-                     environ=self.environ)
+        return measure_plan(plan, str(self.model.path), self.w, environ=self.environ, spec=spec, images=images,
+                            artifacts_dir=self.cache, timeout_s=self.timeout_s, confidence=confidence)
 
 
 def check_startup(bench: BenchResult) -> Check:
     """Start-up of the OpenVINO pipeline, reported (never a verdict): finding the export, loading the IR,
     compiling it for the CPU, and process start to the end of the first image."""
-    ov = bench.setup.get("openvino") or {}
-    parts = [f"prepare {bench.setup.get('prepare_s', 0):.2f} s (load {ov.get('load_s', 0):.2f} s, "
-             f"compile {ov.get('compile_s', 0):.2f} s)"]
+    st = (bench.setup.get("openvino") or {}).get("startup_s") or {}
+    parts = [f"export found or built in {st.get('find_or_build', 0):.2f} s, IR loaded in {st.get('ir_load', 0):.2f} s, "
+             f"compiled for the CPU in {st.get('cpu_compile', 0):.2f} s"]
     if bench.startup_s is not None:
         parts.append(f"process start to the first image {bench.startup_s:.2f} s")
     return Check("startup", "tuning", "pass", "; ".join(parts), bench.startup_s)
@@ -143,8 +144,12 @@ def host_key(req: VerifyRequest) -> HostKey:
 
 
 def verify(req: VerifyRequest, measurer: Measurer, state: ProcessState, *,
-           clock: Callable[[], float] = time.perf_counter, started: float | None = None) -> VerifyResult:
-    """Run the checks in order and decide the exit code (BadInput met mid-way propagates)."""
+           clock: Callable[[], float] = time.perf_counter, started: float | None = None,
+           lock_wait_s: float | None = None) -> VerifyResult:
+    """Run the checks in order and decide the exit code (BadInput met mid-way propagates).
+
+    `lock_wait_s`: how long the process waited for the host lock before this, reported on its own.
+    """
     t0 = clock()
     started = time.time() if started is None else started
     plan = req.plan
@@ -160,7 +165,7 @@ def verify(req: VerifyRequest, measurer: Measurer, state: ProcessState, *,
             selection=selection, plan=plan.to_dict(), instance=req.instance, model=req.model.name,
             bench=figures.get("bench"), reference=figures.get("reference"), stock=figures.get("stock"),
             throughput=figures.get("throughput"),
-            started_at=started, duration_s=clock() - t0, version=__version__)
+            started_at=started, duration_s=clock() - t0, version=__version__, lock_wait_s=lock_wait_s)
 
     checks += process_checks(plan, state, plan.expected_affinity(req.instance, req.topology.allowed_cpus))
     sel = select_target(req.targets, key)
