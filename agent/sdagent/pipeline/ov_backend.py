@@ -268,31 +268,45 @@ class OvPrepared:
 
     def generate(self, workload: Workload, seed: int | None = None,
                  step_callback: StepCallback | None = None) -> Generation:
+        """One image; the step times are GenAI's own per-iteration durations (UNet + scheduler step, as
+        the peer records them); `step_callback` gets each step as it ends (a progress bar)."""
         w = workload if seed is None else workload.with_seed(seed)
         set_scheduler(self.pipe, w.scheduler)
-        steps: list[float] = []
         t0 = time.perf_counter()
         mark = [t0]
 
         def on_step(i: int, n: int) -> bool:
             now = time.perf_counter()
-            steps.append(now - mark[0])
-            mark[0] = now
             if step_callback:
-                step_callback(i, n, steps[-1])
+                step_callback(i, n, now - mark[0])
+            mark[0] = now
             return False  # False: go on
 
-        t = self.pipe.run(w.prompt, w.negative_prompt, w.steps, w.guidance, w.height, w.width, w.seed, on_step)
+        t = self.pipe.run(w.prompt, w.negative_prompt, w.steps, w.guidance, w.height, w.width, w.seed,
+                          on_step if step_callback else None)
         total = time.perf_counter() - t0
         m = self.pipe.genai.get_performance_metrics()
+        steps = [us / 1e6 for us in m.raw_metrics.iteration_durations]
+        if len(steps) < w.steps:
+            raise SdagentError(f"OpenVINO ran {len(steps)} denoising steps for a request of {w.steps}", Exit.ERROR)
         text_ms = m.get_text_encoder_infer_duration()
         arr = t.data[0].astype("float32") / 255.0
         return Generation(to_pil(arr), arr, w, total, tuple(steps),
                           sum(text_ms.values()) / 1e3 if text_ms else None,
                           m.get_vae_decoder_infer_duration() / 1e3)
 
+    @property
+    def compiled(self) -> bool:
+        """The export is always compiled (by OpenVINO's CPU plugin): there is no eager fallback."""
+        return bool(self.artifacts)
+
+    def ran(self) -> str:
+        """What really runs, for every header (PreparedPipeline.ran's contract)."""
+        return f"{self.spec.describe()}, export {self.artifacts.get('openvino', '?')}"
+
     def describe(self) -> dict[str, Any]:
-        return {"run": self.spec.to_dict(), "notes": list(self.notes), "artifacts": dict(self.artifacts),
+        return {"run": self.spec.to_dict(), "ran": self.ran(), "compiled": self.compiled,
+                "notes": list(self.notes), "artifacts": dict(self.artifacts),
                 "compile_error": self.compile_error, "prepare_s": round(self.prepare_s, 3),
                 "scheduler": self.pipe.scheduler_name, "openvino": dict(self.details)}
 
