@@ -89,7 +89,9 @@ def test_a_new_layout_re_derives_the_layouts_settings(topologies, tmp_path):
 
     topo = topologies["spr-2s-smt"]
     f = tmp_path / "plan.json"
-    f.write_text(json.dumps(make_plan(topo, FULL, PlanRequest(cores_per_instance=8, instances=1)).to_dict()))
+    # a tuned plan with Intel OpenMP (only it reads KMP_BLOCKTIME; the shipped evidence leaves it off)
+    f.write_text(json.dumps(make_plan(topo, FULL, PlanRequest(cores_per_instance=8, instances=1),
+                                      overrides={"omp_runtime": "intel"}).to_dict()))
     same = plan_in_force(topo, FULL, plan_file=str(f), environ={})
     assert same.settings["omp_num_threads"] == 8 and same.settings["kmp_blocktime"] == "unset"
     two = plan_in_force(topo, FULL, plan_file=str(f), environ={}, request=PlanRequest(instances=2, cores_per_instance=4))
@@ -346,3 +348,4 @@ def test_plan_reads_settings_through_typed_accessors():
         if key not in LIBRARY_KNOBS.values():
             assert isinstance(Plan.__dict__.get(key), property), key
     assert not hasattr(__import__("sdagent.planning.runspec", fromlist=["RunSpec"]).RunSpec, "from_plan")
+

@@ -273,7 +273,7 @@ def _plan(tmp_path, host: str, request=None, **overrides):
 def test_a_plan_with_backend_openvino_takes_no_preload_no_kmp_and_sets_its_knobs(tmp_path):
     from sdagent.planning.layout import PlanRequest
 
-    native = _plan(tmp_path, "spr-2s-smt")
+    native = _plan(tmp_path, "spr-2s-smt", allocator="jemalloc", omp_runtime="intel")
     assert native.settings["allocator"] == "jemalloc" and native.settings["omp_runtime"] == "intel"
     assert native.settings["ov_num_threads"] == "unset" and native.settings["ov_cpu_pinning"] is False
     p = _plan(tmp_path, "spr-2s-smt", backend="openvino")

@@ -253,7 +253,14 @@ def test_axes_offer_only_what_the_host_has():
     # the preloads as one candidate (the demo's first rung), offered only while some are on
     off = axes["preloads"].variants(cand("p", allocator="jemalloc", omp_runtime="intel"))
     assert [c.overrides for c in off] == [{"allocator": "default", "omp_runtime": "default"}]
-    assert axes["preloads"].variants(cand("n", allocator="default", omp_runtime="default")) == []
+    assert axes["preloads"].variants(cand("n", allocator="default", omp_runtime="default")) == []  # no libiomp5
+    # the derived plan leaves them off (the evidence): where the host has both, tune tries them on
+    both = A.make_axes(A.HostChoices(physical_cores=4, bf16=False, ipex=False, jemalloc=True, tcmalloc=False,
+                                     iomp=True, pin=None), resolve)
+    on = next(a for a in both if a.name == "preloads").variants(cand("n", allocator="default", omp_runtime="default"))
+    assert [c.overrides for c in on] == [{"allocator": "jemalloc", "omp_runtime": "intel"}]
+    assert [c.name for c in next(a for a in both if a.name == "OpenMP runtime").variants(
+        cand("n", omp_runtime="default"))] == ["omp=torch's own", "omp=libiomp5"]
     assert list(axes)[:4] == ["precision/backend", "layout", "preloads", "torch.compile"]
     assert axes["layout"].variants(best) == []  # the latency objective tries no instance splits
 
@@ -303,7 +310,7 @@ class CeilingHost(FakeHost):
         x = seq[sum(1 for n in self.calls if n == c.name) % len(seq)]
         if self.overhead + x > limit_s:
             self.now += limit_s
-            raise T.MeasureFailed(f"timed out after {limit_s:.0f} s")
+            raise T.MeasureStopped(f"timed out after {limit_s:.0f} s")
         return super().measure(c, limit_s)
 
 
@@ -380,6 +387,13 @@ def test_the_session_hands_each_worker_the_time_left_and_reads_its_record(tmp_pa
     assert out.record["budget_plan"] and out.result.spent_s <= 300.0
 
 
+def test_a_first_round_that_does_not_finish_within_the_budget_is_refused():
+    host = CeilingHost({"stock": [300.0], "plan": [200.0]}, overhead=5.0)
+    with pytest.raises(T.BudgetTooSmall, match="not even the first round of stock and plan finished"):
+        run_search(host, [cand("plan", allocator="tcmalloc")], [], budget=60.0)
+    assert host.now == pytest.approx(60.0)  # stopped at the ceiling, not after 305 s
+
+
 def test_the_axes_that_fit_are_said_up_front_in_order():
     host = FakeHost({"stock": [10.0, 10.1, 9.9], "plan": [8.0, 8.1, 7.9], "a": [9.0], "b": [9.0], "c": [9.0]},
                     overhead=0.0)
@@ -427,19 +441,21 @@ TINY_WORKLOAD = ("--steps", "2", "--height", "64", "--width", "64", "--warmup-st
 @pytest.mark.slow
 def test_tune_cli_writes_a_plan_that_env_and_exec_accept(tiny_model, tmp_path):
     out = tmp_path / "tuned.json"
-    r = sdagent("tune", "--model", str(tiny_model), *TINY_WORKLOAD, "--budget", "0.3", "--no-compile",
-                "-o", str(out), timeout=600)
+    r = sdagent("tune", "--model", str(tiny_model), *TINY_WORKLOAD, "--budget", "5", "--repeats", "1",
+                "--no-compile", "-o", str(out), timeout=600)
     assert r.returncode == 0, r.stderr
     assert "chosen:" in r.stdout and "stock" in r.stdout
     plan = json.loads(out.read_text())
     assert plan["source"] == "tuned"
     t = plan["tuning"]
     assert t["format"] == "sdagent-tune/1" and t["chosen"] and t["reason"] and t["rule"]
+    # the class it was measured on (its siblings install it; verify holds them to these figures)
+    assert len(t["host_class"]["id"]) == 12 and t["model_name"] == tiny_model.name
     names = [c["name"] for c in t["candidates"]]
     assert names[0] == "stock" and "topology plan" in names
     assert len(t["candidates"][0]["measured_s"]) >= 2  # stock always measured (a clear loser stops at 2 rounds)
-    assert 0 < t["spent_s"] and t["budget_s"] == pytest.approx(18.0)  # the budget is recorded; its
-    # enforcement is tested with a fake clock above, not with wall time on a shared machine
+    assert 0 < t["spent_s"] <= t["budget_s"] == pytest.approx(300.0)  # a hard ceiling
+    assert "tune: axes by expected effect; fit the budget, in this order:" in r.stderr
     env = sdagent("--plan-file", str(out), "env", "--format", "shell")
     assert env.returncode == 0, env.stderr
     assert "OMP_NUM_THREADS=" in env.stdout
@@ -461,6 +477,17 @@ def test_interrupted_tune_leaves_the_previous_plan_file(tiny_model, tmp_path):
     assert p.returncode != 0
     assert out.read_bytes() == before
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".tuned.json")]  # no temp file left
+
+
+def test_a_budget_too_small_for_one_round_is_exit_2_with_nothing_written(tiny_model, tmp_path):
+    """tune --budget 1 used to measure for 351 s: now a budget that cannot hold even the first round of stock
+    and the plan stops at its ceiling and says so, exit 2, the plan file untouched."""
+    out = tmp_path / "tuned.json"
+    t0 = time.monotonic()
+    r = sdagent("tune", "--model", str(tiny_model), *TINY_WORKLOAD, "--budget", "0.05", "-o", str(out), timeout=300)
+    assert r.returncode == 2, r.stderr
+    assert "invalid --budget 0.05 min: not even the first round" in r.stderr and "Traceback" not in r.stderr
+    assert not out.exists() and time.monotonic() - t0 < 120
 
 
 def test_tune_rejects_bad_input_in_one_line(tmp_path):
@@ -486,3 +513,24 @@ def test_tune_table_shows_unmeasured_and_single_samples():
     assert "skipped (budget)" in row["a"]
     assert row["b"].split()[1:3] == ["1", "2.000"] and " -  " in row["b"]  # one sample: no spread
     assert row["c"].startswith("*") and "100.0%" in row["c"]  # (3-1)/2
+
+
+def test_a_tunes_record_reads_back_as_typed_fields_and_feeds_verifys_stock_check():
+    """The record tune writes, parsed by tuning.record: verify's stock figures are its fields."""
+    from sdagent.errors import BadInput
+    from sdagent.tuning.record import TuneRecord
+    from sdagent.verifying.checks import StockFigures, stock_figures_from_tuning
+
+    host = FakeHost({"stock": [1.0, 1.02, 0.99], "plan": [0.80, 0.82, 0.81]})
+    r = run_search(host, [cand("plan", allocator="tcmalloc")])
+    d = json.loads(json.dumps({**r.to_dict(), "format": "sdagent-tune/1"}))
+    rec = TuneRecord.from_dict(d)
+    assert rec.chosen == "plan" and rec.stock.name == "stock" and rec.stock.stock
+    final = rec.last_comparison("plan", "stock")
+    assert final.kind == "final" and final.series("plan") == tuple(r.comparisons[-1].best_s)
+    assert rec.sigma_pair_used == r.noise["sigma_pair_used"]
+    figs = stock_figures_from_tuning(d)
+    assert isinstance(figs, StockFigures) and figs.plan_s == final.series("plan")
+    with pytest.raises(BadInput, match="sdagent-tune/9"):
+        TuneRecord.from_dict({**d, "format": "sdagent-tune/9"})
+    assert "unreadable" in stock_figures_from_tuning({**d, "format": "sdagent-tune/9"})

@@ -174,3 +174,39 @@ def test_the_lock_says_how_long_it_waited(tmp_path):
         assert held.path == path and 0.5 <= held.waited_s < 5
     with bench_lock("test", 10, path=path) as again:
         assert again.waited_s < 0.5
+
+
+def test_sigkill_of_a_throughput_bench_takes_its_workers_and_frees_the_lock_only_after(tiny_model, tmp_path):
+    """The real command: `sdagent bench --throughput` SIGKILLed while its workers run. Before, they went on
+    in their own sessions beside the next benchmark, and the lock was free at once."""
+    import psutil
+
+    from clirun import sdagent_popen
+
+    lock = tmp_path / "bench.lock"
+    env = clean_env(SDAGENT_LOCK_FILE=str(lock))
+    p = sdagent_popen("bench", "--model", str(tiny_model), "--steps", "2", "--height", "64", "--width", "64",
+                      "--throughput", "--window", "600", env=env)
+    workers: list[psutil.Process] = []
+
+    def started() -> bool:
+        try:
+            kids = psutil.Process(p.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return False
+        workers[:] = [k for k in kids if "sdagent.measuring.worker" in " ".join(k.cmdline())]
+        return bool(workers)
+
+    try:
+        assert _wait(started, 120), p.stderr.read() if p.poll() is not None else "no worker started"
+        assert not _lock_free(lock)
+        p.kill()
+        p.wait()
+        assert _wait(lambda: not any(_alive(w.pid) for w in workers), 15), "a worker outlived the agent"
+        assert _wait(lambda: _lock_free(lock))
+    finally:
+        if p.poll() is None:
+            p.kill()
+        for w in workers:
+            if _alive(w.pid):
+                os.kill(w.pid, signal.SIGKILL)

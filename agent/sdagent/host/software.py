@@ -108,12 +108,28 @@ def find_library(kind: str, dirs: list[Path] | None = None) -> str | None:
     return None
 
 
+def memory_node(root: str = "/") -> int:
+    """The first NUMA node with memory (/sys/devices/system/node/has_memory), 0 where unknown.
+
+    Why: numactl refuses --membind for a memoryless node ("<N> is invalid"), so a probe on node 0
+    of a host whose node 0 has no memory (NPS4, CXL, HBM-less layouts) would report that binding is
+    refused everywhere.
+    """
+    try:
+        text = (Path(root) / "sys/devices/system/node/has_memory").read_text().strip()
+    except OSError:
+        return 0
+    first = text.split(",")[0].split("-")[0]
+    return int(first) if first.isdigit() else 0
+
+
 @functools.lru_cache(maxsize=None)
-def numa_binding_permitted(numactl: str) -> bool:
-    """Whether `numactl -m` works here: containers often refuse set_mempolicy."""
+def numa_binding_permitted(numactl: str, node: int = 0) -> bool:
+    """Whether `numactl -m NODE` works here (containers often refuse set_mempolicy); NODE must have
+    memory (memory_node)."""
     try:
         r = subprocess.run(
-            [numactl, "--cpunodebind=0", "--membind=0", "true"],
+            [numactl, f"--membind={node}", "true"],
             capture_output=True, timeout=10,
         )
     except (OSError, subprocess.SubprocessError):
@@ -275,7 +291,7 @@ def gather_facts(library_paths: dict[str, str] | None = None) -> HostFacts:
         libraries=libs,
         numactl=numactl,
         taskset=shutil.which("taskset"),
-        numa_permitted=numa_binding_permitted(numactl) if numactl else False,
+        numa_permitted=numa_binding_permitted(numactl, memory_node()) if numactl else False,
         ipex=ipex_status(),
         cxx=cxx,
         cxx_error=cxx_problem(cxx),

@@ -25,8 +25,9 @@ from sdagent.errors import BadInput
 from sdagent.host.software import HostFacts
 from sdagent.host.topology import Topology
 from sdagent.planning.layout import Instance, PlanRequest, layout_instances
+from sdagent.planning.evidence import Evidence, default_evidence
 from sdagent.planning.runspec import RunSpec
-from sdagent.planning.rules import RULES, PlanContext, Rule, ipex_prepack_supported  # noqa: F401 (re-export)
+from sdagent.planning.rules import RULES, PlanContext, Rule
 from sdagent.planning.settings import KNOBS, LIBRARY_KNOBS, MALLOC_CONF_PROFILES, UNSET
 
 #: Settings whose right value depends on the instance layout: re-derived whenever a
@@ -189,8 +190,8 @@ class Plan:
         b = self.settings["binding"]
         if b == "numactl":
             argv = [self.numactl or "numactl", f"--physcpubind={inst.cpulist}"]
-            if self.settings["membind"] and inst.node is not None:
-                argv.append(f"--membind={inst.node}")
+            if self.settings["membind"] and inst.mem_nodes:
+                argv.append(f"--membind={inst.mem_nodelist}")
             return argv
         if b == "taskset":
             return [self.taskset or "taskset", "-c", inst.cpulist]
@@ -221,7 +222,8 @@ class Plan:
             "env": self.env(0),
             "preload": list(self.preload),
             "instances": [
-                {"index": i.index, "cpus": i.cpulist, "cpu_ids": list(i.cpus), "mem_node": i.node,
+                {"index": i.index, "cpus": i.cpulist, "cpu_ids": list(i.cpus), "node": i.node,
+                 "mem_nodes": list(i.mem_nodes), "mem_node": i.mem_nodes[0] if i.mem_nodes else None,
                  "threads": self.settings["omp_num_threads"], "binding": self.settings["binding"],
                  "launcher": self.launcher(i.index), "env": self.env(i.index)}
                 for i in self.instances
@@ -314,10 +316,11 @@ def _instances_for(topo: Topology, request: PlanRequest, instances: tuple[Instan
     """The saved layout when all its CPUs are online here, else laid out anew (dropping the file's
     layout-dependent settings when the layout changed)."""
     online = {c.id for c in topo.cpus}
-    if instances and all(set(i.cpus) <= online for i in instances):
+    memory = {n.id for n in topo.nodes if n.has_memory}
+    if instances and all(set(i.cpus) <= online and set(i.mem_nodes) <= memory for i in instances):
         return instances, file_settings
     if instances:
-        warnings.append("the plan file's instance layout names CPUs this host lacks: laid out anew")
+        warnings.append("the plan file's instance layout names CPUs or memory nodes this host lacks: laid out anew")
     if file_settings and any(k in file_settings for k in LAYOUT_KEYS) and (
             instances or request.instances is not None or request.cores_per_instance is not None):
         # The file's threads, binding and KMP_* were measured for another layout.
@@ -339,9 +342,11 @@ def make_plan(
     unusable_libraries: tuple[tuple[str, str, str], ...] = (),
     fallbacks: tuple[tuple[str, Any, Any, str], ...] = (),
     objective: str = "latency",
+    evidence: Evidence | None = None,
 ) -> Plan:
     """Derive the plan: a loop over :data:`sdagent.planning.rules.RULES`. Pure: everything it knows
-    comes in through its arguments.
+    comes in through its arguments (`evidence`, the measured effects of the levers per host class,
+    defaults to the agent's own planning/evidence.json).
 
     `overrides` (from the user) are strict: asking for something the host
     cannot honour is an error. `file_settings` (from a plan file made
@@ -359,7 +364,8 @@ def make_plan(
     file_settings = {**dict(file_settings or {}), **{key: path for key, path, _ in unusable_libraries}}
     instances, file_settings = _instances_for(topo, request, instances, file_settings, warnings)
     ctx = PlanContext(topo, facts, request, instances,
-                      unusable_paths={path: why for _, path, why in unusable_libraries})
+                      unusable_paths={path: why for _, path, why in unusable_libraries},
+                      evidence=evidence or default_evidence())
     r = _Resolver(ctx, overrides, file_settings, source)
     r.warnings += warnings
     for rule in RULES:

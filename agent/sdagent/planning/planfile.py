@@ -48,7 +48,7 @@ def plan_env_value(plan: Plan) -> str:
     keep = ("format", "source", "objective", "plan_file", "request", "settings", "instances", "tuning",
             "fallbacks")
     d = {k: d[k] for k in keep}
-    d["instances"] = [{"index": i["index"], "cpu_ids": i["cpu_ids"], "mem_node": i["mem_node"]}
+    d["instances"] = [{"index": i["index"], "cpu_ids": i["cpu_ids"], "node": i["node"], "mem_nodes": i["mem_nodes"]}
                       for i in d["instances"]]
     return json.dumps(d, separators=(",", ":"))
 
@@ -75,11 +75,7 @@ def parse_plan_data(data: Any, origin: str, plan_file: str | None = None) -> Loa
                 unusable.append((key, str(settings.pop(key)), why))
     try:
         settings = parse_settings({k: v for k, v in settings.items() if v is not None})
-        instances = tuple(
-            Instance(int(i["index"]), tuple(int(c) for c in i["cpu_ids"]),
-                     None if i.get("mem_node") is None else int(i["mem_node"]))
-            for i in data.get("instances") or ()
-        )
+        instances = tuple(_instance(i) for i in data.get("instances") or ())
         request = PlanRequest.from_dict(data.get("request"), origin)
     except BadInput as exc:
         raise BadInput(f"{origin}: {exc}") from None
@@ -98,6 +94,15 @@ def parse_plan_data(data: Any, origin: str, plan_file: str | None = None) -> Loa
         raise BadInput(f"{origin}: unknown objective {objective!r} (valid: {', '.join(OBJECTIVES)})")
     return LoadedPlan(settings, source, request, tuning if isinstance(tuning, dict) else None, instances,
                       plan_file or data.get("plan_file"), tuple(unusable), fallbacks, objective)
+
+
+def _instance(i: Mapping[str, Any]) -> Instance:
+    """One saved instance; a record from before "node"/"mem_nodes" has only "mem_node" (both at once)."""
+    mem_node = i.get("mem_node")
+    node = i["node"] if "node" in i else mem_node
+    mem_nodes = i["mem_nodes"] if "mem_nodes" in i else ([] if mem_node is None else [mem_node])
+    return Instance(int(i["index"]), tuple(int(c) for c in i["cpu_ids"]), None if node is None else int(node),
+                    tuple(int(n) for n in mem_nodes))
 
 
 def inherited_plan(environ: Mapping[str, str], plan_file: str | None) -> LoadedPlan | None:

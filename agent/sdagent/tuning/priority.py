@@ -23,11 +23,13 @@ from sdagent.tuning.search import Axis
 EXPECTED_EFFECT: tuple[tuple[str, str], ...] = (
     ("precision/backend", "bf16 (AMX, AVX512-BF16) or IPEX: other kernels under every FLOP"),
     ("torch.compile", "AOTInductor packages: fused kernels, no eager per-op overhead"),
-    ("layout", "throughput: how many instances share the host's cores"),
+    ("layout", "throughput: how many instances share the host's cores; latency: one sub-NUMA node or the "
+               "socket (SNC/NPS), P-cores alone or with the E-cores (hybrid)"),
     ("preloads", "jemalloc and libiomp5 together: measured faster and slower than stock by host"),
     ("memory format", "channels_last: the convolutions' memory layout"),
     ("threads", "intra-op threads: the OpenMP team's size"),
     ("pinning", "numactl/taskset binding: where the threads run"),
+    ("KMP_AFFINITY", "compact thread pinning inside the binding (off by default: it confines children)"),
     ("OpenVINO", "backend openvino's own thread pinning (ENABLE_CPU_PINNING)"),
     ("OpenMP runtime", "libiomp5 or libgomp alone"),
     ("KMP_BLOCKTIME", "how long idle OpenMP threads spin"),

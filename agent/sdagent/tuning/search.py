@@ -167,6 +167,10 @@ class MeasureFailed(Exception):
     """A candidate's measurement failed (its process crashed, a library refused, the budget stopped it)."""
 
 
+class MeasureStopped(MeasureFailed):
+    """A measurement stopped at the limit the search gave it (the budget), not failed on its own."""
+
+
 class BudgetTooSmall(BadInput):
     """Not even the minimum (the noise floor and the final check) fits the budget: exit 2, with the estimate."""
 
@@ -410,6 +414,13 @@ class _Search:
                     self.st.emit("measure", {"candidate": name, "round": i + 1, "rounds": self.rule.min_rounds,
                                              "vs": comp})
                     got[name] = self.st.timed(self.stock if name == self.stock.name else p, self.limit("plan"))
+            except MeasureStopped as exc:
+                if i == 0:  # not even one round fits: the minimum cannot
+                    raise BudgetTooSmall(
+                        f"invalid --budget {self.budget_s / 60:g} min: not even the first round of stock and "
+                        f"{p.name} finished within it ({exc}); give a larger --budget") from None
+                comp.verdict = Decision(FAILED, f"{exc}")
+                return comp
             except MeasureFailed as exc:
                 comp.verdict = Decision(FAILED, f"{exc}")
                 return comp

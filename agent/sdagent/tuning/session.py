@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+from sdagent.host.hostclass import host_class, installed_software
 from sdagent.host.process import machine_state, read_load_average
 from sdagent.host.software import HostFacts
 from sdagent.host.topology import Topology, native_bf16_flag
@@ -23,14 +24,14 @@ from sdagent.measuring.runner import WorkerJob, worker_cmd
 from sdagent.pipeline.modeldir import ModelDir
 from sdagent.pipeline.workload import Workload
 from sdagent.planning.launch import Launch, plan_launch
-from sdagent.planning.layout import PlanRequest, throughput_layouts
+from sdagent.planning.layout import PlanRequest, latency_layouts, throughput_layouts
 from sdagent.planning.plan import Plan, make_plan, summary_line
 from sdagent.planning.runspec import RunSpec
 from sdagent.planning.settings import LIBRARY_KNOBS
 from sdagent.tuning.axes import HostChoices, make_axes, plan_candidate, stock_candidate
 from sdagent.tuning.priority import order_axes
 from sdagent.tuning.rule import Rule
-from sdagent.tuning.search import Axis, Candidate, Event, MeasureFailed, TuneResult, search
+from sdagent.tuning.search import Axis, Candidate, Event, MeasureFailed, MeasureStopped, TuneResult, search
 from sdagent.workers.parent import run_worker
 from sdagent.workers.result import WorkerResult
 
@@ -129,8 +130,9 @@ class _Session:
 
     def axes(self) -> list[Axis]:
         """This host's axes, by expected effect (tuning.priority)."""
-        layouts = tuple(lay for lay in throughput_layouts(self.topo)
-                        if lay != self.request.to_dict()) if self.throughput else ()
+        layouts = tuple(lay for lay in (throughput_layouts(self.topo) if self.throughput
+                                        else latency_layouts(self.topo))
+                        if lay != self.request.to_dict())
         derived = self.plan_for({})
         return order_axes(make_axes(host_choices(derived, self.facts, self.req.allow_compile, layouts),
                                     self.resolve))
@@ -160,7 +162,9 @@ class _Session:
                 "affinity": list(m.process.affinity), "observed": m.observed,
                 "load_average": list(m.load_average)})
         if not res.ok:
-            raise MeasureFailed(res.reason)
+            stopped = res.measurement is None and res.reason.startswith("timed out") and limit_s < self.req.timeout_s
+            raise (MeasureStopped if stopped else MeasureFailed)(
+                f"stopped at the budget after {limit_s:.0f} s" if stopped else res.reason)
         return res
 
     def latency(self, c: Candidate, limit_s: float) -> float:
@@ -177,7 +181,9 @@ class _Session:
                             timeout_s=self.timeout(limit_s))
         self.details.setdefault(c.name, []).append({"throughput": figs.to_dict()})
         if figs.failed or not figs.images_per_min:
-            raise MeasureFailed("; ".join(i.reason for i in figs.failed) or "no image completed")
+            why = "; ".join(i.reason for i in figs.failed) or "no image completed"
+            stopped = limit_s < self.req.timeout_s and ("timed out" in why or "not warm in" in why)
+            raise (MeasureStopped if stopped else MeasureFailed)(why)
         return 60.0 / figs.images_per_min
 
     def measure(self, c: Candidate, limit_s: float) -> float:
@@ -196,7 +202,9 @@ class _Session:
         record.update({
             "format": "sdagent-tune/1",
             "command": req.command,
-            "model": str(req.model.path), "model_preset": req.model.sdagent_preset,
+            "model": str(req.model.path), "model_preset": req.model.sdagent_preset, "model_name": req.model.name,
+            # the class this plan was measured on: its siblings install it, verify holds them to these figures
+            "host_class": host_class(self.topo, installed_software()).to_dict(),
             "workload": req.workload.to_dict(), "repeats": req.repeats, "warmup_steps": req.warmup_steps,
             "objective": req.objective, "measure": "the host's seconds per image, every instance at once"
             if self.throughput else "one image's median latency on instance 0",

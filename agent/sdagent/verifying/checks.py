@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from sdagent.errors import Exit, verdict
+from sdagent.errors import BadInput, Exit, verdict
 from sdagent.host.process import ProcessState, is_mapped
 from sdagent.host.topology import format_cpulist
 from sdagent.measuring.stats import median_bounds, min_runs_for_bounds, nearest_rank, summarize
@@ -34,7 +34,8 @@ from sdagent.tuning.rule import FASTER, decide
 from sdagent.verifying.targets import Target
 
 PASS, FAIL, INCONCLUSIVE, SKIP = "pass", "fail", "inconclusive", "skip"
-#: A check that holds but says something the reader must know (never changes the exit code).
+#: A check that holds but says something the reader must know (never changes the exit code): a
+#: plan's library replaced by the host's own copy, a host slower than its class (verifying.classcheck).
 WARN = "warn"
 
 #: What a failing check of each category makes the exit code.
@@ -104,6 +105,7 @@ MEASURED_CHECKS: tuple[tuple[str, str], ...] = (
     ("backend", "tuning"), ("precision", "tuning"), ("artifact", "tuning"), ("latency_p50", "latency"), ("latency_p90", "latency"),
     ("runs", "validity"), ("spread", "validity"), ("image_finite", "error"), ("image_not_blank", "quality"),
     ("bf16_vs_fp32", "quality"), ("stock_measured", "stock"), ("images_per_min", "throughput"),
+    ("class_figures", "class"),
 )
 
 
@@ -439,29 +441,28 @@ class StockFigures:
 def stock_figures_from_tuning(tuning: Mapping[str, Any] | None) -> StockFigures | str:
     """The chosen plan's and stock's paired rounds from a plan file's `tuning` record, or why there are none.
 
-    Reads what `sdagent tune` writes (tuning.search.TuneResult.to_dict()): the last
-    comparison of the chosen candidate with stock (the final check: same rounds,
-    same drift) and the noise its rule used.
+    Reads the typed tune record (tuning.record.TuneRecord): the last comparison of the
+    chosen candidate with stock (the final check: same rounds, same drift) and the noise
+    its rule used.
     """
+    from sdagent.tuning.record import TuneRecord
+
     if not tuning:
         return "the plan in effect carries no tune results"
-    chosen = tuning.get("chosen")
-    cands = tuning.get("candidates") or []
-    stock = next((c for c in cands if isinstance(c, dict) and c.get("stock")), None)
+    try:
+        rec = TuneRecord.from_dict(tuning)
+    except BadInput as exc:
+        return f"the tune results are unreadable: {exc}"
+    stock = rec.stock
     if stock is None:
         return "the tune results have no stock measurement"
-    if chosen == stock.get("name"):
+    if rec.chosen == stock.name:
         return "stock"
-    sigma = (tuning.get("noise") or {}).get("sigma_pair_used")
-    for comp in reversed(tuning.get("comparisons") or []):
-        pair = {comp.get("best"), comp.get("candidate")}
-        if pair == {chosen, stock.get("name")} and comp.get("best_s") and comp.get("candidate_s"):
-            plan_s = comp["best_s"] if comp["best"] == chosen else comp["candidate_s"]
-            stock_s = comp["candidate_s"] if comp["best"] == chosen else comp["best_s"]
-            return StockFigures(tuple(map(float, plan_s)), tuple(map(float, stock_s)),
-                                f"tune's {comp.get('kind') or 'paired'} comparison of {chosen} with stock",
-                                float(sigma) if isinstance(sigma, (int, float)) else None)
-    return f"the tune results have no comparison of {chosen!r} with stock"
+    comp = rec.last_comparison(rec.chosen, stock.name)
+    if comp is None:
+        return f"the tune results have no comparison of {rec.chosen!r} with stock"
+    return StockFigures(comp.series(rec.chosen), comp.series(stock.name),
+                        f"tune's {comp.kind or 'paired'} comparison of {rec.chosen} with stock", rec.sigma_pair_used)
 
 
 def check_stock(name: str, figures: StockFigures | str | None, not_asked: str = "not asked",
@@ -523,6 +524,8 @@ class VerifyResult:
     version: str = ""
     error: dict[str, Any] | None = None  # {exit_code, reason, time}: the run ended without a verdict
     lock_wait_s: float | None = None  # seconds waited for the host benchmark lock before measuring
+    #: this host's class and its ratios to stock and to the class's tuned figures (verifying.classcheck)
+    host_class: dict[str, Any] | None = None
 
     @property
     def verdict(self) -> str:
@@ -553,6 +556,7 @@ class VerifyResult:
             "duration_s": round(self.duration_s, 3),
             "lock_wait_s": None if self.lock_wait_s is None else round(self.lock_wait_s, 3),
             "error": self.error,
+            "host_class": self.host_class,
         }
 
 

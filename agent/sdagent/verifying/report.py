@@ -30,6 +30,12 @@ def verify_table(result: VerifyResult) -> str:
     out = [f"sdagent verify: {word} (exit {code}: {result.verdict}), {tgt}, instance {result.instance}"]
     if result.plan:
         out.append(f"host: {result.plan.get('topology_summary', '')}")
+    hc = result.host_class
+    if hc:
+        ratios = ", ".join(f"{fmt(hc.get(k))}x {what}" for k, what in (("ratio_to_stock", "stock's speed"),
+                                                                     ("ratio_to_class", "its class's"))
+                           if hc.get(k) is not None)
+        out.append(f"host class: {hc.get('id')} ({hc.get('description')})" + (f"; {ratios}" if ratios else ""))
     out.append(plan_line(result.plan))
     if result.bench is not None:
         out.append(workload_line(result.model, result.bench.workload.to_dict()))

@@ -34,6 +34,8 @@ from sdagent.verifying.checks import (
     check_artifacts, check_target, decide_exit, image_checks, latency_checks, mean_abs_diff, process_checks, skip_measured,
     skipped, stock_figures_from_tuning, throughput_check,
 )
+from sdagent.host.hostclass import host_class, installed_software
+from sdagent.verifying.classcheck import ClassComparison, class_figures_from_tuning, class_record, compare_with_class
 from sdagent.verifying.targets import HostKey, Target, select_target
 
 
@@ -50,6 +52,7 @@ class VerifyRequest:
     runs: int | None = None  # None: the matching target's min_runs
     warmup: int = 1
     against_stock: bool = False
+    host_class: Any = None  # host.hostclass.HostClass of this host; None: from the topology and installed versions
 
 
 class Measurer(Protocol):
@@ -164,7 +167,7 @@ def verify(req: VerifyRequest, measurer: Measurer, state: ProcessState, *,
             exit_code=decide_exit(checks), checks=tuple(checks), target=target, host_key=key,
             selection=selection, plan=plan.to_dict(), instance=req.instance, model=req.model.name,
             bench=figures.get("bench"), reference=figures.get("reference"), stock=figures.get("stock"),
-            throughput=figures.get("throughput"),
+            throughput=figures.get("throughput"), host_class=_class_record(req, checks),
             started_at=started, duration_s=clock() - t0, version=__version__, lock_wait_s=lock_wait_s)
 
     checks += process_checks(plan, state, plan.expected_affinity(req.instance, req.topology.allowed_cpus))
@@ -213,6 +216,7 @@ def _measured(req: VerifyRequest, target: Target, measurer: Measurer, figures: d
         checks.append(skipped("bf16_vs_fp32", "quality", "skipped: the tuning is not in effect"))
         checks.append(skipped("stock_measured", "stock", "skipped: the tuning is not in effect"))
         checks.append(skipped("images_per_min", "throughput", "skipped: the tuning is not in effect"))
+        checks.append(skipped("class_figures", "class", "skipped: the tuning is not in effect"))
         return checks
     flags = plan.isa_flags
     if plan.precision == "bf16":
@@ -240,4 +244,32 @@ def _measured(req: VerifyRequest, target: Target, measurer: Measurer, figures: d
         checks.append(throughput_check(figs, target))
     else:
         checks.append(skipped("images_per_min", "throughput", "the target sets no min_images_per_min"))
+    checks.append(_class_check(req, bench.latencies))
     return checks
+
+
+def _host_class(req: VerifyRequest) -> Any:
+    return req.host_class if req.host_class is not None else host_class(req.topology, installed_software())
+
+
+def _class_check(req: VerifyRequest, latencies: list[float]) -> Check:
+    """This host against the figures its class's tuned plan was measured at: a warning, never a failure."""
+    c = compare_with_class(class_figures_from_tuning(req.plan.tuning), _host_class(req).id, latencies,
+                           req.workload.to_dict(), req.model.name)
+    return Check("class_figures", "class", c.status, c.detail, c.ratio, c.floor)
+
+
+def _class_record(req: VerifyRequest, checks: list[Check]) -> dict[str, Any]:
+    """The report's `host_class`: this host's class, and its speed against stock and against its class."""
+    hc = _host_class(req)
+    by = {c.name: c for c in checks}
+    cc = by.get("class_figures")
+    comparison = ClassComparison(cc.status, cc.detail, cc.value, cc.limit) if cc else ClassComparison("skip", "")
+    stock = None
+    for name, source in (("stock_measured", "a fresh stock process on this host"),
+                         ("stock_tune", "tune's final check on the class's host")):
+        c = by.get(name)
+        if c is not None and isinstance(c.value, (int, float)) and isinstance(c.limit, (int, float)):
+            stock = (float(c.value), float(c.limit), source)
+            break
+    return class_record(hc.to_dict(), class_figures_from_tuning(req.plan.tuning), comparison, stock)

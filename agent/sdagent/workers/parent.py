@@ -72,6 +72,8 @@ class WorkerProcess:
 
     Several can run at once (throughput: one per instance). `death_signal`: what the worker gets
     when this process ends (SIGKILL; tests use a catchable one to watch the lock outlive the parent).
+    The kernel sends it when the *thread* that started the worker ends: start workers from a thread
+    that outlives them (the main thread, as every caller does).
     """
 
     def __init__(self, launch: Launch, job: Job, *, death_signal: int = signal.SIGKILL) -> None:
