@@ -221,3 +221,13 @@ def test_exec_as_a_parent_passes_a_group_sigterm_once_and_returns_the_commands_s
     p.wait(timeout=60)
     assert p.returncode == 41, p.stderr.read()
     assert sdagent("exec", "--set", "omp_runtime=intel", "--", PY, "-c", "raise SystemExit(7)").returncode == 7
+
+
+def test_two_libgomp_copies_fail_unless_a_preloaded_libiomp5_serves_both():
+    """Compiled packages link the system libgomp beside torch's bundled one: two GNU thread teams
+    (docs/results/amx-16c-defaults) unless the plan's preloaded libiomp5 interposes GOMP_* for both."""
+    system_gomp = "/usr/lib/x86_64-linux-gnu/libgomp.so.1"
+    bare = check_openmp_runtimes([TORCH_GOMP, system_gomp], {})
+    assert bare.status == FAIL and system_gomp in bare.detail
+    preloaded = {"LD_PRELOAD": "/venv/lib/libiomp5.so"}
+    assert check_openmp_runtimes(["/venv/lib/libiomp5.so", TORCH_GOMP, system_gomp], preloaded).status == PASS

@@ -236,10 +236,14 @@ def check_child_affinity(expected: Sequence[int], child: Sequence[int], env: Map
 
 def check_openmp_runtimes(mapped: Sequence[str], env: Mapping[str, str]) -> Check:
     """One OpenMP runtime per family in the process (host.openmp): two Intel/LLVM copies abort with
-    "OMP: Error #15", or run only because KMP_DUPLICATE_LIB_OK hides it until they crash at exit."""
-    from sdagent.host.openmp import REMEDY, duplicate_runtimes
+    "OMP: Error #15", or run only because KMP_DUPLICATE_LIB_OK hides it until they crash at exit; two
+    libgomp copies (torch's bundled one and the system's, which compiled packages link) each run a full
+    thread team, unless a preloaded libiomp5 serves both (docs/results/amx-16c-defaults)."""
+    from sdagent.host.openmp import REMEDY, duplicate_runtimes, preloaded_runtime
 
     dups = duplicate_runtimes(mapped)
+    if preloaded_runtime(env):  # a preloaded libiomp5 serves every libgomp copy's GOMP_* entry points
+        dups = [d for d in dups if d.family != "gnu"]
     if not dups:
         return Check("openmp_runtimes", "tuning", PASS, "one OpenMP runtime per family mapped", 0, 0)
     hidden = "; KMP_DUPLICATE_LIB_OK is set, which only hides it" if env.get("KMP_DUPLICATE_LIB_OK") else ""
