@@ -10,8 +10,8 @@ import click
 
 from sdagent.atomicio import check_parent, write_json
 from sdagent.cli import cli
-from sdagent.cli.options import (FiniteFloat, PlanArgs, backend_options, check_compile_flag, layout_options,
-                                 model_and_workload, progress_bar, resolve_plan, run_overrides, workload_options)
+from sdagent.cli.options import (FiniteFloat, PlanArgs, backend_options, check_backend_usable, check_compile_flag,
+                                 layout_options, model_and_workload, progress_bar, resolve_plan, run_overrides, workload_options)
 from sdagent.measuring.bench import bench_model, check_counts
 
 
@@ -76,6 +76,7 @@ def bench(ctx: click.Context, model_dir: str, wl: dict[str, Any], runs: int, war
     md, w = model_and_workload(model_dir, wl)
     plan = resolve_plan(ctx, plan_args, extra=run_overrides(backend, precision, compile_, channels_last))
     check_compile_flag(plan, compile_)
+    check_backend_usable(plan.backend)
     if throughput or plan_args.instances is not None or images is not None or window_s is not None:
         return _throughput(ctx, md, w, plan, images, window_s, artifacts, as_json, output)
     with ctx.obj.bench_lock("bench"):

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from sdagent.cli import cli
-from sdagent.cli.options import model_and_workload, resolve_plan, workload_options
+from sdagent.cli.options import check_backend_usable, model_and_workload, resolve_plan, workload_options
 from sdagent.errors import BadInput, Exit, SdagentError
 from sdagent.pipeline.modelgen import PRESETS
 
@@ -80,6 +80,13 @@ def compile_(ctx: click.Context, model_dir: str, wl: dict, artifacts: str | None
     derived).
 
     \b
+    For a plan with backend openvino it builds the OpenVINO export instead:
+    optimum-intel's IR and the CPU plugin's compiled blobs for the static
+    shape and precision hint, one per model content, OpenVINO toolchain,
+    shape, precision and CPU, in <artifacts>/openvino/<key digest> (built in a
+    temporary directory and renamed; a stale one is never loaded).
+
+    \b
     It takes the same workload options as `verify` and `bench` (only the size
     and the guidance shape a package), so the arguments a service verifies
     with build exactly the packages it loads. The Ansible role runs this as the
@@ -98,23 +105,26 @@ def compile_(ctx: click.Context, model_dir: str, wl: dict, artifacts: str | None
 
     md, w = model_and_workload(model_dir, wl)
     plan = resolve_plan(ctx)
-    if plan.backend != "native":
-        raise BadInput(f"the plan's backend is {plan.backend}: compiled packages are for the native backend")
-    facts = ctx.obj.facts()
-    check_compiler(facts.cxx, facts.cxx_error)
+    if plan.backend not in ("native", "openvino"):
+        raise BadInput(f"the plan's backend is {plan.backend}: compiled packages are for the native and "
+                       "openvino backends")
+    check_backend_usable(plan.backend)
+    if plan.backend == "native":
+        facts = ctx.obj.facts()
+        check_compiler(facts.cxx, facts.cxx_error)
     try:
         prepared = build_artifacts(md.path, plan.run_spec, w, artifacts)
     except CompileUnavailable as exc:
         raise SdagentError(f"model compile: {exc}", Exit.ERROR) from None
     built = [part for part in prepared.artifacts if any(n.startswith(f"{part}: built") for n in prepared.notes)]
-    d = {"model": str(md.path), "height": w.height, "width": w.width, "batch": w.batch,
+    d = {"model": str(md.path), "backend": plan.backend, "height": w.height, "width": w.width, "batch": w.batch,
          "precision": plan.precision, "artifacts": prepared.artifacts, "built": built, "notes": prepared.notes,
          "seconds": round(prepared.prepare_s, 1)}
     if as_json:
         click.echo(json.dumps(d, indent=2))
         return
     for n in prepared.notes:
-        if n.startswith(("unet", "vae_decoder", "text_encoder")):
+        if n.startswith(("unet", "vae_decoder", "text_encoder", "openvino")):
             click.echo(n)
     click.echo(f"ready: {len(prepared.artifacts)} package(s) for {w.width}x{w.height}, batch {w.batch}, "
                f"{plan.precision}, in {prepared.prepare_s:.0f} s ({len(built)} built now)")

@@ -162,7 +162,8 @@ def backend_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """--backend/--precision/--compile/--artifacts: 'auto' or unset means the plan's value."""
     for decorator in reversed((
         click.option("--backend", type=click.Choice(["auto", *BACKENDS]), default="auto",
-                     show_default=True, help="auto = the plan's (ipex where IPEX imports and matches torch)."),
+                     show_default=True, help="auto = the plan's (ipex where IPEX imports and matches torch). openvino: OpenVINO GenAI "
+                          "on an export built once (the `openvino` extra's venv)."),
         click.option("--precision", type=click.Choice(["auto", *PRECISIONS]), default="auto",
                      show_default=True,
                      help="auto = the plan's (bf16 where the CPU has AMX-BF16 or AVX512-BF16)."),
@@ -191,8 +192,21 @@ def run_overrides(backend: str, precision: str, compile_: bool | None,
     return o
 
 
+def check_backend_usable(backend: str) -> None:
+    """Backend openvino needs OpenVINO GenAI in this Python: refused in one line before any work."""
+    if backend == "openvino":
+        from sdagent.pipeline.ov_backend import openvino_status, openvino_unusable_message
+
+        st = openvino_status()
+        if not st.usable:
+            raise BadInput(openvino_unusable_message(st))
+
+
 def check_compile_flag(plan: Plan, compile_: bool | None) -> None:
-    """--compile asks for torch.compile, which the ipex backend does not use."""
+    """--compile asks for torch.compile, which the ipex and openvino backends do not use."""
+    if plan.backend == "openvino" and compile_:
+        raise BadInput("--compile is for the native backend (OpenVINO's CPU plugin compiles the export itself): "
+                       "add --backend native")
     if plan.backend == "ipex" and compile_:
         raise BadInput("--compile is for the native backend (IPEX optimizes the graph itself): "
                        "add --backend native")

@@ -10,8 +10,8 @@ import click
 
 from sdagent.atomicio import check_parent, write_bytes
 from sdagent.cli import cli
-from sdagent.cli.options import (FiniteFloat, backend_options, check_compile_flag, model_and_workload, resolve_plan,
-                                 run_overrides)
+from sdagent.cli.options import (FiniteFloat, backend_options, check_backend_usable, check_compile_flag,
+                                 model_and_workload, resolve_plan, run_overrides)
 from sdagent.errors import BadInput
 from sdagent.host.software import ipex_status, package_versions
 from sdagent.pipeline.backends import ipex_unusable_message
@@ -59,6 +59,10 @@ def run(ctx: click.Context, model_dir: str, prompt: str, negative_prompt: str | 
               encoder, ipex.optimize(bf16 or fp32) with the UNet's real input
               shapes, bf16 autocast. Needs the `ipex` extra (torch 2.8).
       native  upstream PyTorch: channels_last, bf16 autocast, --compile.
+      openvino  OpenVINO GenAI's Text2ImagePipeline on optimum-intel's IR,
+              static shapes, the precision as INFERENCE_PRECISION_HINT; the
+              export is built once per model, shape, precision, OpenVINO and
+              CPU (`sdagent model compile`). Needs the `openvino` extra's venv.
     Timings: total, text encoding, each UNet step, VAE decode. The first call in
     a process pays one-off costs (oneDNN kernel selection, compilation): use
     `sdagent bench` for latency figures.
@@ -78,8 +82,10 @@ def run(ctx: click.Context, model_dir: str, prompt: str, negative_prompt: str | 
         st = ipex_status()
         if not st.usable:
             raise BadInput(ipex_unusable_message(st))
+    check_backend_usable(backend)
     plan = resolve_plan(ctx, extra=run_overrides(backend, precision, compile_))
     check_compile_flag(plan, compile_)
+    check_backend_usable(plan.backend)
     spec = plan.run_spec
 
     from sdagent.pipeline.backends import ready

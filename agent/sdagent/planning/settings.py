@@ -26,7 +26,9 @@ from sdagent.host.software import unsafe_library
 
 #: Compute precisions, and backends, the pipeline knows.
 PRECISIONS: tuple[str, ...] = ("bf16", "fp32")
-BACKENDS: tuple[str, ...] = ("ipex", "native")
+BACKENDS: tuple[str, ...] = ("ipex", "native", "openvino")
+#: OpenVINO's PERFORMANCE_HINT values, lower-case as settings are (sent upper-case).
+OV_PERFORMANCE_HINTS: tuple[str, ...] = ("latency", "throughput")
 
 #: MALLOC_CONF profiles. "demo" is the published HF demo's string; "short" is
 #: PyTorch's launcher's; "long" is IPEX's tuning guide's (can OOM on long runs).
@@ -73,6 +75,14 @@ KNOBS: dict[str, Knob] = {k.name: k for k in (
     Knob("compile", "bool", "run the UNet, VAE decoder and text encoder as compiled AOTInductor packages (native)"),
     Knob("compile_autotune", "bool", "build the packages with inductor's max-autotune (longer builds; tune measures)"),
     Knob("weights_prepack", "bool", "IPEX bf16 weight prepacking"),
+    Knob("ov_num_threads", "int_or_unset", "OpenVINO INFERENCE_NUM_THREADS (backend openvino), or 'unset' "
+         "(OpenVINO's choice)", minimum=1),
+    Knob("ov_num_streams", "int_or_unset", "OpenVINO NUM_STREAMS (backend openvino; parallel inference "
+         "requests in one process), or 'unset' (the performance hint's choice)", minimum=1),
+    Knob("ov_performance_hint", "choice", "OpenVINO PERFORMANCE_HINT (backend openvino)",
+         OV_PERFORMANCE_HINTS),
+    Knob("ov_cpu_pinning", "bool", "OpenVINO ENABLE_CPU_PINNING: pin its threads to the process's CPUs "
+         "(backend openvino)"),
     Knob("jemalloc_path", "path", "path of libjemalloc to preload (absolute, root-owned, not writable by others)"),
     Knob("tcmalloc_path", "path", "path of libtcmalloc to preload (absolute, root-owned, not writable by others)"),
     Knob("iomp_path", "path", "path of libiomp5 to preload (absolute, root-owned, not writable by others)"),

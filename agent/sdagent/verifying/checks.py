@@ -285,19 +285,20 @@ def check_observed(key: str, planned: str, observed: str | None, how: str) -> Ch
 
 
 def check_artifacts(planned: bool, expected: Mapping[str, str], loaded: Mapping[str, str], mode: str | None,
-                    why: str | None) -> Check:
-    """The compiled packages the process loaded are the ones the plan and this workload call for."""
+                    why: str | None, compiled_mode: str = "aot") -> Check:
+    """The compiled packages (or, backend openvino, the export: compiled_mode "openvino") the process loaded
+    are the ones the plan and this workload call for."""
     if not planned:
         return skipped("artifact", "tuning", "the plan runs eager: no compiled package to check")
-    if mode != "aot" or not loaded:
+    if mode != compiled_mode or not loaded:
         return Check("artifact", "tuning", FAIL, f"the plan says compiled, the UNet ran {mode or 'not at all'}"
-                     + (f": {why}" if why else ""), mode, "aot")
+                     + (f": {why}" if why else ""), mode, compiled_mode)
     wrong = [f"{p} {loaded.get(p)} (planned {d})" for p, d in expected.items() if loaded.get(p) != d]
     if wrong:
         return Check("artifact", "tuning", FAIL, f"loaded packages are not the planned ones: {'; '.join(wrong)}",
                      len(wrong), 0)
     return Check("artifact", "tuning", PASS, "the planned packages are loaded: "
-                 + ", ".join(f"{p} {d}" for p, d in expected.items()), "aot", "aot")
+                 + ", ".join(f"{p} {d}" for p, d in expected.items()), compiled_mode, compiled_mode)
 
 
 # ---------------------------------------------------------------------------

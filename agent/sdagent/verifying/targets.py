@@ -22,7 +22,7 @@ Format (a top-level list, or a mapping with the single key `targets`)::
         width: 512
         steps: 20
         precision: bf16         # as planned for this instance (bf16|fp32)
-        backend: ipex           # (ipex|native)
+        backend: ipex           # (ipex|native|openvino)
       p50_s: 6.0                # required: median latency ceiling, seconds per image
       p90_s: 7.0                # optional: p90 ceiling (nearest rank; the slowest run below 10 runs)
       min_images_per_min: 20    # optional: the host's throughput floor, every instance of the plan at once
