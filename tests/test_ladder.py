@@ -163,9 +163,11 @@ def test_missing_preloads_compares_real_paths():
 @pytest.mark.slow
 def test_ladder_quick_smoke(tiny_model, tmp_path):
     # --step-size given explicitly survives --quick (which otherwise turns the step figure off)
+    out = tmp_path / "new" / "ladder"  # a folder that does not exist yet is created (`ladder --help`'s example)
     r = sdagent("ladder", "--model", str(tiny_model), "--quick", "--step-size", "64", "--step-calls", "1",
-                "--out-dir", str(tmp_path))
+                "--out-dir", str(out))
     assert r.returncode == 0, r.stderr
+    tmp_path = out
     d = json.loads((tmp_path / "ladder.json").read_text())
     by = {x["rung"]: x for x in d["rungs"]}
     assert set(by) >= {"vanilla", "run_cpu", "tuned", "tuned+backend", "tuned+backend+dpm"}
@@ -185,8 +187,10 @@ def test_ladder_quick_smoke(tiny_model, tmp_path):
 
 
 def test_ladder_bad_input_is_one_line(tmp_path):
+    # the model is checked first: a bad one leaves the (missing) --out-dir uncreated
     r = sdagent("ladder", "--model", str(tmp_path), "--out-dir", str(tmp_path / "missing"))
-    assert r.returncode == 2 and "output directory does not exist" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "not a diffusers pipeline directory" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "missing").exists()
     r = sdagent("ladder", "--model", str(tmp_path / "nope"), "--out-dir", str(tmp_path))
     assert r.returncode == 2 and "model directory not found" in r.stderr
 

@@ -11,7 +11,8 @@ import click
 
 from sdagent import atomicio
 from sdagent.cli import cli
-from sdagent.cli.options import plan_options, resolve_plan
+from sdagent.cli.context import AgentContext
+from sdagent.cli.options import OutputFile, pass_agent, plan_options, resolve_plan
 from sdagent.errors import BadInput
 from sdagent.host.topology import format_cpulist
 from sdagent.envvars import PLAN_ENV
@@ -26,17 +27,17 @@ def _echo_json(obj: object) -> None:
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the topology as JSON (what --topology-file reads).")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, readable=False), default=None,
+@click.option("-o", "--output", type=OutputFile(), default=None,
               help="Write the JSON topology to this file (atomically).")
-@click.pass_context
-def topology(ctx: click.Context, as_json: bool, output: str | None) -> None:
+@pass_agent
+def topology(agent: AgentContext, as_json: bool, output: str | None) -> None:
     """Show this host's CPU topology: sockets, cores, SMT siblings, NUMA, limits, ISA.
 
     \b
     Read from /proc and /sys (or --sysroot DIR, or --topology-file FILE).
     The JSON form can be saved and injected elsewhere with --topology-file.
     """
-    t = ctx.obj.topology()
+    t = agent.topology()
     d = t.to_dict()
     if output:
         atomicio.write_json(output, d)
@@ -62,12 +63,12 @@ def topology(ctx: click.Context, as_json: bool, output: str | None) -> None:
 @cli.command()
 @plan_options
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, readable=False), default=None,
+@click.option("-o", "--output", type=OutputFile(), default=None,
               help="Write the plan file (JSON, atomically) for --plan-file, the roles and exec.")
 @click.option("--list-settings", "list_settings_", is_flag=True,
               help="List the settings that --set accepts, and exit.")
-@click.pass_context
-def plan(ctx: click.Context, plan_args: dict, as_json: bool, output: str | None, list_settings_: bool) -> None:
+@pass_agent
+def plan(agent: AgentContext, plan_args: dict, as_json: bool, output: str | None, list_settings_: bool) -> None:
     """Derive the tuning plan for this host, every choice with its reason.
 
     \b
@@ -82,9 +83,7 @@ def plan(ctx: click.Context, plan_args: dict, as_json: bool, output: str | None,
     if list_settings_:
         click.echo("\n".join(list_settings()))
         return
-    if output:
-        atomicio.check_parent(output)
-    p = resolve_plan(ctx, plan_args)
+    p = resolve_plan(agent, plan_args)
     d = p.to_dict()
     if output:
         atomicio.write_json(output, d)
@@ -115,10 +114,10 @@ def plan(ctx: click.Context, plan_args: dict, as_json: bool, output: str | None,
 @click.option("--format", "fmt", type=click.Choice(list(FORMATS)), default="env", show_default=True,
               help="env: systemd EnvironmentFile; shell: sourceable snippet; systemd: unit drop-in.")
 @click.option("--instance", type=int, default=0, show_default=True, help="Which instance of the plan.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, readable=False), default=None,
+@click.option("-o", "--output", type=OutputFile(), default=None,
               help="Write to this file (atomically) instead of stdout.")
-@click.pass_context
-def env(ctx: click.Context, plan_args: dict, fmt: str, instance: int, output: str | None) -> None:
+@pass_agent
+def env(agent: AgentContext, plan_args: dict, fmt: str, instance: int, output: str | None) -> None:
     """Render the plan's environment for one instance.
 
     \b
@@ -129,9 +128,7 @@ def env(ctx: click.Context, plan_args: dict, fmt: str, instance: int, output: st
       sdagent env -o /etc/sdagent/tuned.env
       sdagent env --format systemd > /etc/systemd/system/sd.service.d/tuned.conf
     """
-    if output:
-        atomicio.check_parent(output)
-    p = resolve_plan(ctx, plan_args)
+    p = resolve_plan(agent, plan_args)
     text = render(p, fmt, instance)
     if output:
         atomicio.write_text(output, text)
@@ -144,8 +141,8 @@ def env(ctx: click.Context, plan_args: dict, fmt: str, instance: int, output: st
 @click.option("--instance", type=int, default=0, show_default=True, help="Which instance of the plan.")
 @click.option("--dry-run", is_flag=True, help="Print the environment and command instead of running it.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-@click.pass_context
-def exec_(ctx: click.Context, plan_args: dict, instance: int, dry_run: bool, command: tuple[str, ...]) -> None:
+@pass_agent
+def exec_(agent: AgentContext, plan_args: dict, instance: int, dry_run: bool, command: tuple[str, ...]) -> None:
     """Run COMMAND under the plan: preloads, threads, KMP_*, numactl/taskset binding.
 
     \b
@@ -154,7 +151,7 @@ def exec_(ctx: click.Context, plan_args: dict, instance: int, dry_run: bool, com
       sdagent --plan-file /etc/sdagent/plan.json exec --instance 1 -- sdagent verify ...
     The exit status is COMMAND's.
     """
-    p = resolve_plan(ctx, plan_args)
+    p = resolve_plan(agent, plan_args)
     argv, env = build_exec(p, instance, list(command), dict(os.environ))
     if dry_run:
         changed = {k: v for k, v in env.items() if os.environ.get(k) != v and k != PLAN_ENV}
