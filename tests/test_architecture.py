@@ -149,7 +149,7 @@ def test_the_run_record_crosses_to_a_worker_as_one_json_job(topologies):
 
     topo = topologies["epyc-2core-zen5"]
     plan = make_plan(topo, BARE)
-    spec = RunSpec.from_plan(plan)
+    spec = plan.run_spec
     assert spec.precision == "bf16" and spec.native_bf16 and spec.isa_flags == topo.flags
     job = WorkerJob("/m", Workload(steps=3), spec, warmup=2, repeats=4, unet_only=True)
     back = WorkerJob.from_dict(json.loads(json.dumps(job.to_dict())))
@@ -235,3 +235,33 @@ def test_no_import_cycle():
         if m not in state and visit(m, [m]):
             break
     assert cycle == []
+
+
+def test_the_host_layer_knows_no_plan():
+    """host/ reads the machine; a plan reaches it only as the plain values it needs (issue 18 item 3): no
+    parameter, field or attribute named plan, no import of planning."""
+    bad = []
+    for f in (PKG / "host").glob("*.py"):
+        for node in ast.walk(ast.parse(f.read_text())):
+            names = []
+            if isinstance(node, ast.arg):
+                names.append(node.arg)
+            elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                names.append(node.target.id)
+            elif isinstance(node, ast.Attribute):
+                names.append(node.attr)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names.append(node.module)
+            bad += [f"{f.name}: {n}" for n in names if n == "plan" or n.startswith(("plan_", "sdagent.planning"))]
+    assert bad == []
+
+
+def test_plan_reads_settings_through_typed_accessors():
+    """No Plan.__getattr__: each setting has a typed property, and the run spec is a property of the plan."""
+    from sdagent.planning.plan import Plan
+
+    assert "__getattr__" not in Plan.__dict__
+    for key in KNOBS:
+        if key not in LIBRARY_KNOBS.values():
+            assert isinstance(Plan.__dict__.get(key), property), key
+    assert not hasattr(__import__("sdagent.planning.runspec", fromlist=["RunSpec"]).RunSpec, "from_plan")

@@ -208,3 +208,19 @@ def test_bad_plan_files(tmp_path):
     f.write_text('{"settings": {"binding": "glue"}}')
     with pytest.raises(BadInput, match="invalid value 'glue'"):
         load_plan_file(f)
+
+
+def test_a_compiler_that_cannot_build_plans_eager(topo):
+    """HostFacts.cxx_error (the compiler's test build failed): compile false, the error as the reason; a plan
+    file's compile true falls back with the same reason, an override is refused."""
+    t = topo("spr-2s-smt")
+    ok = make_plan(t, replace(FULL, cxx="/usr/bin/g++"))
+    assert ok.settings["compile"] is True
+    broken = replace(FULL, cxx="/usr/bin/g++", cxx_error="g++ 8.5.0: error: unrecognized option '-std=c++17'")
+    p = make_plan(t, broken)
+    d = next(d for d in p.decisions if d.key == "compile")
+    assert d.value is False and d.reason == "compile unavailable: g++ 8.5.0: error: unrecognized option '-std=c++17'"
+    f = make_plan(t, broken, file_settings={"compile": True}, source="tuned")
+    assert f.settings["compile"] is False and any("compile unavailable" in w for w in f.warnings)
+    with pytest.raises(BadInput, match="compile=True but compile unavailable"):
+        make_plan(t, broken, overrides={"compile": True})

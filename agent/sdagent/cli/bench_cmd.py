@@ -11,11 +11,10 @@ import click
 from sdagent.atomicio import write_json
 from sdagent.cli import cli
 from sdagent.cli.context import AgentContext
-from sdagent.cli.options import (FiniteFloat, ModelArgs, OutputFile, backend_options, check_compile_flag,
+from sdagent.cli.options import (FiniteFloat, ModelArgs, OutputFile, PlanArgs, backend_options, check_compile_flag,
                                  layout_options, model_options, pass_agent, progress_bar, resolve_plan, run_overrides,
                                  spill_on_write_failure)
 from sdagent.measuring.bench import bench_model, check_counts
-from sdagent.planning.runspec import RunSpec
 from sdagent.textfmt import runs_with
 
 
@@ -42,7 +41,7 @@ from sdagent.textfmt import runs_with
 @pass_agent
 def bench(agent: AgentContext, model: ModelArgs, runs: int, warmup: int, backend: str,
           precision: str, compile_: bool | None, channels_last: bool | None, artifacts: str | None,
-          plan_args: dict, throughput: bool, images: int | None, window_s: float | None, as_json: bool,
+          plan_args: PlanArgs, throughput: bool, images: int | None, window_s: float | None, as_json: bool,
           output: str | None) -> None:
     """Measure latency: WARMUP untimed runs, then RUNS timed ones, same seed each.
 
@@ -78,10 +77,10 @@ def bench(agent: AgentContext, model: ModelArgs, runs: int, warmup: int, backend
     md, w = model.checked()
     plan = resolve_plan(agent, plan_args, extra=run_overrides(backend, precision, compile_, channels_last))
     check_compile_flag(plan, compile_)
-    if throughput or plan_args.get("instances") is not None or images is not None or window_s is not None:
+    if throughput or plan_args.instances is not None or images is not None or window_s is not None:
         return _throughput(agent, md, w, plan, images, window_s, artifacts, as_json, output)
     with agent.bench_lock("bench"):
-        result = bench_model(md, w, RunSpec.from_plan(plan), runs, warmup, plan=plan.to_dict(),
+        result = bench_model(md, w, plan.run_spec, runs, warmup, plan=plan,
                              artifacts_dir=artifacts, bar=progress_bar("bench"))
     d = result.to_dict()
     d["model_dir"] = str(md.path)
@@ -103,7 +102,7 @@ def _throughput(agent: AgentContext, md: Any, w: Any, plan: Any, images: int | N
 
     images = images if images is not None or window_s is not None else 3
     T.check_request(plan, images, window_s)
-    job = WorkerJob(str(md.path), w, RunSpec.from_plan(plan), warmup_steps=w.steps,
+    job = WorkerJob(str(md.path), w, plan.run_spec, warmup_steps=w.steps,
                     artifacts_dir=artifacts)
     req = T.ThroughputRequest(str(md.path), job, images, window_s)
 

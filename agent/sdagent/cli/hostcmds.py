@@ -12,7 +12,7 @@ import click
 from sdagent import atomicio
 from sdagent.cli import cli
 from sdagent.cli.context import AgentContext
-from sdagent.cli.options import OutputFile, pass_agent, plan_options, resolve_plan
+from sdagent.cli.options import OutputFile, PlanArgs, pass_agent, plan_options, resolve_plan
 from sdagent.errors import BadInput
 from sdagent.host.topology import format_cpulist
 from sdagent.envvars import PLAN_ENV
@@ -68,7 +68,7 @@ def topology(agent: AgentContext, as_json: bool, output: str | None) -> None:
 @click.option("--list-settings", "list_settings_", is_flag=True,
               help="List the settings that --set accepts, and exit.")
 @pass_agent
-def plan(agent: AgentContext, plan_args: dict, as_json: bool, output: str | None, list_settings_: bool) -> None:
+def plan(agent: AgentContext, plan_args: PlanArgs, as_json: bool, output: str | None, list_settings_: bool) -> None:
     """Derive the tuning plan for this host, every choice with its reason.
 
     \b
@@ -117,7 +117,7 @@ def plan(agent: AgentContext, plan_args: dict, as_json: bool, output: str | None
 @click.option("-o", "--output", type=OutputFile(), default=None,
               help="Write to this file (atomically) instead of stdout.")
 @pass_agent
-def env(agent: AgentContext, plan_args: dict, fmt: str, instance: int, output: str | None) -> None:
+def env(agent: AgentContext, plan_args: PlanArgs, fmt: str, instance: int, output: str | None) -> None:
     """Render the plan's environment for one instance.
 
     \b
@@ -142,7 +142,7 @@ def env(agent: AgentContext, plan_args: dict, fmt: str, instance: int, output: s
 @click.option("--dry-run", is_flag=True, help="Print the environment and command instead of running it.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @pass_agent
-def exec_(agent: AgentContext, plan_args: dict, instance: int, dry_run: bool, command: tuple[str, ...]) -> None:
+def exec_(agent: AgentContext, plan_args: PlanArgs, instance: int, dry_run: bool, command: tuple[str, ...]) -> None:
     """Run COMMAND under the plan: preloads, threads, KMP_*, numactl/taskset binding.
 
     \b

@@ -90,13 +90,12 @@ def compile_(agent: AgentContext, model: ModelArgs, artifacts: str | None, as_js
       sdagent model compile --model /var/lib/sdagent/models/sd15 --height 512 --width 512
     """
     from sdagent.pipeline.backends import build_artifacts
-    from sdagent.planning.runspec import RunSpec
 
     md, w = model.checked()
     plan = resolve_plan(agent)
     if plan.backend != "native":
         raise BadInput(f"the plan's backend is {plan.backend}: compiled packages are for the native backend")
-    prepared = build_artifacts(md, RunSpec.from_plan(plan), w, artifacts)
+    prepared = build_artifacts(md, plan.run_spec, w, artifacts)
     built = [part for part in prepared.artifacts if any(n.startswith(f"{part}: built") for n in prepared.notes)]
     d = {"model": str(md.path), "height": w.height, "width": w.width, "batch": w.batch,
          "precision": plan.precision, "artifacts": prepared.artifacts, "built": built, "notes": prepared.notes,

@@ -16,7 +16,6 @@ from sdagent.cli.options import (ModelArgs, OutputFile, backend_options, check_c
 from sdagent.errors import BadInput
 from sdagent.host.software import ipex_status, package_versions
 from sdagent.pipeline.backends import ipex_unusable_message
-from sdagent.planning.runspec import RunSpec
 
 
 def png_bytes(image) -> bytes:
@@ -63,7 +62,7 @@ def run(agent: AgentContext, model: ModelArgs, backend: str, precision: str, com
             raise BadInput(ipex_unusable_message(st))
     plan = resolve_plan(agent, extra=run_overrides(backend, precision, compile_))
     check_compile_flag(plan, compile_)
-    spec = RunSpec.from_plan(plan)
+    spec = plan.run_spec
 
     from sdagent.pipeline.backends import ready
 

@@ -15,8 +15,8 @@ import click
 from sdagent import atomicio
 from sdagent.cli import cli
 from sdagent.cli.context import AgentContext
-from sdagent.cli.options import (FiniteFloat, MeasureArgs, OutputFile, command_line, layout_options, measure_options,
-                                 pass_agent, resolve_plan, spill_on_write_failure)
+from sdagent.cli.options import (FiniteFloat, MeasureArgs, OutputFile, PlanArgs, command_line, layout_options,
+                                 measure_options, pass_agent, resolve_plan, spill_on_write_failure)
 from sdagent.tuning.rule import Rule
 
 
@@ -79,7 +79,7 @@ class BudgetBar:
                    "the old file; a write that fails prints the plan and the record on stdout).")
 @click.option("--json", "as_json", is_flag=True, help="Print the tuning record and the plan as JSON.")
 @pass_agent
-def tune(agent: AgentContext, m: MeasureArgs, plan_args: dict, budget_min: float, objective: str,
+def tune(agent: AgentContext, m: MeasureArgs, plan_args: PlanArgs, budget_min: float, objective: str,
          max_rounds: int, allow_compile: bool, output: str | None, as_json: bool) -> None:
     """Measure candidate plans on this host and keep the fastest; stock is the fallback.
 

@@ -14,8 +14,8 @@ import click
 from sdagent import __version__, atomicio
 from sdagent.cli import cli, last_words
 from sdagent.cli.context import AgentContext
-from sdagent.cli.options import (ModelArgs, OutputFile, model_options, pass_agent, plan_options, progress_bar,
-                                 resolve_plan)
+from sdagent.cli.options import (ModelArgs, OutputFile, PlanArgs, model_options, pass_agent, plan_options,
+                                 progress_bar, resolve_plan)
 from sdagent.errors import BadInput, Exit, SdagentError, Terminated, exit_codes_help, one_line
 from sdagent.host.process import process_state
 from sdagent.measuring.bench import check_counts
@@ -90,7 +90,7 @@ VERIFY_EPILOG = exit_codes_help() + "\n" + rules_help()
 @click.option("--prometheus", type=OutputFile(checked=False), default=None,
               help="Write a node_exporter textfile-collector file (*.prom), atomically.")
 @pass_agent
-def verify(agent: AgentContext, model: ModelArgs, plan_args: dict, targets_file: str,
+def verify(agent: AgentContext, model: ModelArgs, plan_args: PlanArgs, targets_file: str,
            runs: int | None, warmup: int, instance: int, against_stock: bool, artifacts: str | None,
            as_json: bool, report: str | None, prometheus: str | None) -> int:
     """Check that the tuning is in effect in this process, that the output is sane,
@@ -171,7 +171,7 @@ def check_report_paths(report: str | None, prometheus: str | None) -> None:
         atomicio.check_output(prometheus, "--prometheus")
 
 
-def _run(agent: AgentContext, model: ModelArgs, plan_args: dict, targets_file: str, runs: int | None,
+def _run(agent: AgentContext, model: ModelArgs, plan_args: PlanArgs, targets_file: str, runs: int | None,
          warmup: int, instance: int, against_stock: bool, artifacts: str | None, started: float) -> C.VerifyResult:
     """Every input checked (targets, counts, model, workload, plan, instance), then the measured verify."""
     targets = load_targets(targets_file)
@@ -180,7 +180,7 @@ def _run(agent: AgentContext, model: ModelArgs, plan_args: dict, targets_file: s
     plan = resolve_plan(agent, plan_args)
     plan.instance(instance)  # BadInput when out of range
     req = VerifyRequest(md, w, plan, instance, targets, agent.topology(), runs, warmup, against_stock)
-    measurer = LocalMeasurer(md, w, environ=os.environ, plan=plan.to_dict(), artifacts_dir=artifacts,
+    measurer = LocalMeasurer(md, w, environ=os.environ, plan=plan, artifacts_dir=artifacts,
                              bar=progress_bar("verify"))
     with agent.bench_lock("verify"):
         return run_verify(req, measurer, process_state(), started=started)

@@ -221,7 +221,6 @@ class MachineState:
     memory_available_kb: int | None
     versions: dict[str, str | None]
     python: str
-    plan: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -232,8 +231,8 @@ class MachineState:
         return d
 
 
-def machine_state(plan: dict[str, Any] | None = None) -> MachineState:
-    """Snapshot of this process and host now; `plan` is the plan in effect (Plan.to_dict())."""
+def machine_state() -> MachineState:
+    """Snapshot of this process and host now (a record that holds it attaches the plan in effect)."""
     mapped = read_mapped_libraries()
     intra, inter = torch_threads()
     return MachineState(
@@ -254,5 +253,4 @@ def machine_state(plan: dict[str, Any] | None = None) -> MachineState:
         memory_available_kb=read_memory_available_kb(),
         versions=package_versions(),
         python=sys.executable,
-        plan=plan,
     )

@@ -24,6 +24,7 @@ from sdagent.measuring.stats import Summary, images_per_second, summarize
 from sdagent.pipeline.modeldir import ModelDir
 from sdagent.pipeline.observe import Observed, observe_unet
 from sdagent.pipeline.workload import Workload
+from sdagent.planning.plan import Plan
 from sdagent.planning.runspec import RunSpec
 
 #: Called with the number of UNet steps just completed (for a progress bar).
@@ -65,6 +66,7 @@ class BenchResult:
     duration_s: float
     startup_s: float | None = None  # process start to the end of the first (warm-up) image
     last_image: Any = field(default=None, repr=False, compare=False)  # numpy HxWx3 of the last run
+    plan: Plan | None = None  # the plan in effect, recorded beside the machine state
 
     @property
     def latencies(self) -> list[float]:
@@ -83,7 +85,7 @@ class BenchResult:
             "images_per_s": round(self.images_per_s, 6),
             "setup": self.setup,
             "observed": self.observed.to_dict() if self.observed else None,
-            "machine": self.machine.to_dict(),
+            "machine": {**self.machine.to_dict(), "plan": self.plan.to_dict() if self.plan else None},
             "load_average_after": list(self.load_after),
             "duration_s": round(self.duration_s, 3),
             "startup_s": None if self.startup_s is None else round(self.startup_s, 3),
@@ -99,7 +101,7 @@ def check_counts(runs: int, warmup: int) -> None:
 
 
 def run_bench(prepared, workload: Workload, runs: int = 5, warmup: int = 1, *,
-              progress: Progress | None = None, plan: dict[str, Any] | None = None,
+              progress: Progress | None = None, plan: Plan | None = None,
               model: str = "") -> BenchResult:
     """`warmup` untimed then `runs` timed generations of `workload` (same seed each time).
 
@@ -115,7 +117,7 @@ def run_bench(prepared, workload: Workload, runs: int = 5, warmup: int = 1, *,
             warm.append(prepared.generate(workload, step_callback=tick).total_s)
         started = process_start_time()
         startup = time.time() - started if started is not None and warmup else None
-        state = machine_state(plan)
+        state = machine_state()
         records: list[RunRecord] = []
         last = None
         for i in range(runs):
@@ -133,7 +135,7 @@ def run_bench(prepared, workload: Workload, runs: int = 5, warmup: int = 1, *,
         warmup_s=tuple(warm), setup=prepared.describe(), machine=state,
         load_after=tuple(read_load_average()),  # type: ignore[arg-type]
         observed=get_observed(), model=model, duration_s=time.perf_counter() - t0, startup_s=startup,
-        last_image=None if last is None else last.array,
+        last_image=None if last is None else last.array, plan=plan,
     )
 
 
@@ -155,7 +157,7 @@ def no_bar(total: int) -> ContextManager[Progress]:
 
 
 def bench_model(md: ModelDir, workload: Workload, spec: RunSpec, runs: int, warmup: int, *,
-                plan: dict[str, Any] | None = None, artifacts_dir: str | None = None,
+                plan: Plan | None = None, artifacts_dir: str | None = None,
                 bar: ProgressBar = no_bar) -> BenchResult:
     """Load the model, prepare it for `spec`, and benchmark it in this process (`sdagent bench`)."""
     from sdagent.pipeline.backends import ready

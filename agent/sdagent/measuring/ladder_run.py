@@ -24,7 +24,7 @@ from sdagent.pipeline.workload import Workload
 from sdagent.envvars import stock_env
 from sdagent.planning.launch import Launch, exec_launch, run_cpu_launch, stock_launch
 from sdagent.planning.plan import Plan
-from sdagent.planning.runspec import STOCK_RUN, RunSpec
+from sdagent.planning.runspec import STOCK_RUN
 
 Runner = Callable[[Launch, WorkerJob, float], WorkerResult]
 
@@ -53,7 +53,7 @@ def build_rungs(plan: Plan, plan_file: str, req: LadderRequest, environ: Mapping
     model, w = str(req.model.path), req.workload
     stock_job = WorkerJob(model, w, STOCK_RUN.on_host(plan.isa_flags), repeats=req.repeats, warmup=1,
                           warmup_steps=req.warmup_steps)
-    spec = RunSpec.from_plan(plan)
+    spec = plan.run_spec
     planned = replace(stock_job, run=replace(spec, compile=False))
     cmd = worker_cmd()
     tuned = exec_launch(plan, plan_file, cmd, environ)
@@ -84,7 +84,7 @@ def build_rungs(plan: Plan, plan_file: str, req: LadderRequest, environ: Mapping
 
 def shipped_rung(plan: Plan) -> str:
     """The rung that runs the plan as it is (what a host gets with no tune)."""
-    spec = RunSpec.from_plan(plan)
+    spec = plan.run_spec
     return "tuned+backend+compile" if spec.compile else "tuned+backend"
 
 
@@ -183,7 +183,7 @@ def throughput_table(plan_for: Callable[[dict[str, Any]], Plan], layouts: Sequen
     base: dict[bool, float] = {}
     for lay in layouts:
         plan = plan_for(lay)
-        spec = RunSpec.from_plan(plan)
+        spec = plan.run_spec
         for compiled in ((False, True) if spec.backend == "native" and req.with_compile else (False,)):
             job = WorkerJob(str(req.model.path), req.workload, replace(spec, compile=compiled),
                             warmup_steps=req.workload.steps)

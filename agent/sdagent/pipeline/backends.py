@@ -12,7 +12,7 @@ Loading, preparing and generating are separate so bench, verify and tune load
 once, prepare once (IPEX and torch.compile are expensive) and generate many times:
 
     pipe = load_pipeline(model_dir, scheduler)
-    prepared = prepare(pipe, RunSpec.from_plan(plan), workload)
+    prepared = prepare(pipe, plan.run_spec, workload)
     result = prepared.generate(workload, seed=1)
 """
 

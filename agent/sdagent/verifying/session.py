@@ -70,14 +70,14 @@ class LocalMeasurer:
     """The real measurer: the plan's pipeline in this process, stock in a fresh stock-environment worker."""
 
     def __init__(self, model: ModelDir, workload: Workload, *, environ: Mapping[str, str],
-                 plan: Mapping[str, Any] | None = None, artifacts_dir: str | None = None,
+                 plan: Plan | None = None, artifacts_dir: str | None = None,
                  bar: ProgressBar = no_bar, timeout_s: float = 7200.0) -> None:
-        self.model, self.w, self.environ, self.plan_dict = model, workload, environ, plan
+        self.model, self.w, self.environ, self.plan = model, workload, environ, plan
         self.cache, self.bar, self.timeout_s = artifacts_dir, bar, timeout_s
 
     def bench(self, spec: RunSpec, runs: int, warmup: int) -> BenchResult:
         result = bench_model(self.model, self.w, spec, runs, warmup,
-                             plan=dict(self.plan_dict) if self.plan_dict else None,
+                             plan=self.plan,
                              artifacts_dir=self.cache, bar=self.bar)
         gc.collect()  # the benchmarked pipeline is gone: free it before the reference loads another
         return result
@@ -170,7 +170,7 @@ def _measured(req: VerifyRequest, target: Target, measurer: Measurer, figures: d
     plan = req.plan
     checks: list[Check] = []
     n = req.runs if req.runs is not None else target.min_runs
-    spec = RunSpec.from_plan(plan)
+    spec = plan.run_spec
     bench = measurer.bench(spec, n, req.warmup)
     figures["bench"] = bench
     obs = bench.observed
@@ -210,7 +210,7 @@ def _measured(req: VerifyRequest, target: Target, measurer: Measurer, figures: d
     else:
         checks.append(skipped("stock_measured", "stock", "not asked (--against-stock or stock_check: true)"))
     if target.min_images_per_min is not None:
-        figs = measurer.throughput(plan, RunSpec.from_plan(plan), n, target.confidence)
+        figs = measurer.throughput(plan, plan.run_spec, n, target.confidence)
         figures["throughput"] = figs
         checks.append(throughput_check(figs, target))
     else:
