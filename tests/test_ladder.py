@@ -210,9 +210,10 @@ def test_step_figure_uses_every_call_and_the_rung_precision_peak():
 
 def test_quick_profile_keeps_what_the_user_gave():
     from sdagent.cli.ladder_cmd import QUICK, apply_quick
-    from sdagent.cli.options import MeasureArgs
+    from sdagent.cli.options import MeasureArgs, ModelArgs
 
-    m = MeasureArgs("/m", {"prompt": "p", "steps": 4, "height": 256, "width": 256, "guidance": 7.5}, 1, 2, 60)
+    m = MeasureArgs(ModelArgs("/m", {"prompt": "p", "steps": 4, "height": 256, "width": 256, "guidance": 7.5}),
+                    1, 2, 60)
     q, rounds, step = apply_quick(m, 3, 512, set())
     assert (q.wl["steps"], q.wl["height"], rounds, q.warmup_steps, step) == (QUICK["steps"], 64, 1, 1, 0)
     q, rounds, step = apply_quick(m, 3, 128, {"steps", "rounds", "step_size"})

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from sdagent import atomicio
-from sdagent.errors import BadInput
+from sdagent.errors import BadInput, one_line
 from sdagent.pipeline.modeldir import text_encoder_weight_files
 
 MARKER = "sdagent-model.json"  # what made the directory (preset, seed, parameter counts)
@@ -366,8 +366,10 @@ def create_model(preset_name: str, out_dir: str | os.PathLike[str], *, force: bo
         atomicio.replace_dir(tmp, out)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(exc, OSError):  # a full disk, a filesystem gone read-only: nothing half-written stays
-            raise atomicio.OutputError(f"cannot write the model to {out}: {exc.strerror or exc}") from None
+        if isinstance(exc, Exception):  # this phase only writes: a full disk, a filesystem gone read-only
+            # (OSError, or safetensors' own SafetensorError wrapping one); nothing half-written stays
+            why = (exc.strerror or str(exc)) if isinstance(exc, OSError) else one_line(exc)
+            raise atomicio.OutputError(f"cannot write the model to {out}: {why}") from None
         raise
     return CreatedModel(str(out), preset.name, seed, params, round(time.perf_counter() - t0, 3),
                         files + [MARKER])
