@@ -16,7 +16,7 @@ pytest.importorskip("diffusers")
 
 from sdagent.pipeline.backends import import_ipex, prepare, unet_sample_input  # noqa: E402
 from sdagent.pipeline.generate import PreparedPipeline  # noqa: E402
-from sdagent.pipeline.loader import load_pipeline  # noqa: E402
+from sdagent.pipeline.loader import load_diffusers_pipeline as load_pipeline  # noqa: E402
 from sdagent.planning.runspec import RunSpec  # noqa: E402
 from sdagent.host.software import ipex_status  # noqa: E402
 

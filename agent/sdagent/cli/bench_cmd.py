@@ -98,13 +98,9 @@ def bench(agent: AgentContext, model: ModelArgs, runs: int, warmup: int, backend
 def _throughput(agent: AgentContext, md: Any, w: Any, plan: Any, images: int | None, window_s: float | None,
                 artifacts: str | None, as_json: bool, output: str | None) -> None:
     from sdagent.measuring import throughput as T
-    from sdagent.measuring.runner import WorkerJob
 
     images = images if images is not None or window_s is not None else 3
     T.check_request(plan, images, window_s)
-    job = WorkerJob(str(md.path), w, plan.run_spec, warmup_steps=w.steps,
-                    artifacts_dir=artifacts)
-    req = T.ThroughputRequest(str(md.path), job, images, window_s)
 
     def event(kind: str, data: dict[str, Any]) -> None:
         if kind == "ready":
@@ -115,7 +111,8 @@ def _throughput(agent: AgentContext, md: Any, w: Any, plan: Any, images: int | N
             click.echo(f"sdagent: warning: instance {data['instance']} failed: {data['reason']}", err=True)
 
     with agent.bench_lock("bench --throughput"):
-        figs = T.run(plan, req, environ=dict(os.environ), on_event=event)
+        figs = T.measure_plan(plan, str(md.path), w, environ=dict(os.environ), images=images, window_s=window_s,
+                              artifacts_dir=artifacts, on_event=event)
     from sdagent.host.process import machine_state
 
     d = {"format": "sdagent-throughput/1", "model": str(md.path), "workload": w.to_dict(), "plan": plan.to_dict(),

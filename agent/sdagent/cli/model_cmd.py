@@ -8,7 +8,7 @@ import click
 from sdagent.cli import cli
 from sdagent.cli.context import AgentContext
 from sdagent.cli.options import ModelArgs, model_options, pass_agent, resolve_plan
-from sdagent.errors import BadInput
+from sdagent.errors import BadInput, Exit, SdagentError
 from sdagent.pipeline.modelgen import PRESETS
 
 
@@ -86,16 +86,26 @@ def compile_(agent: AgentContext, model: ModelArgs, artifacts: str | None, as_js
     agent's user at provision time, with the periodic verify's workload.
 
     \b
+    Exit 7, one line naming the compiler, when the host's C++ compiler
+    cannot build inductor's code (a test build with inductor's flags, as
+    `sdagent plan` shows under cxx_error) or a package build fails.
+
+    \b
     Example:
       sdagent model compile --model /var/lib/sdagent/models/sd15 --height 512 --width 512
     """
-    from sdagent.pipeline.backends import build_artifacts
+    from sdagent.pipeline.backends import CompileUnavailable, build_artifacts
 
     md, w = model.checked()
     plan = resolve_plan(agent)
     if plan.backend != "native":
         raise BadInput(f"the plan's backend is {plan.backend}: compiled packages are for the native backend")
-    prepared = build_artifacts(md, plan.run_spec, w, artifacts)
+    facts = agent.facts()
+    check_compiler(facts.cxx, facts.cxx_error)
+    try:
+        prepared = build_artifacts(md, plan.run_spec, w, artifacts)
+    except CompileUnavailable as exc:
+        raise SdagentError(f"model compile: {exc}", Exit.ERROR) from None
     built = [part for part in prepared.artifacts if any(n.startswith(f"{part}: built") for n in prepared.notes)]
     d = {"model": str(md.path), "height": w.height, "width": w.width, "batch": w.batch,
          "precision": plan.precision, "artifacts": prepared.artifacts, "built": built, "notes": prepared.notes,
@@ -108,3 +118,13 @@ def compile_(agent: AgentContext, model: ModelArgs, artifacts: str | None, as_js
             click.echo(n)
     click.echo(f"ready: {len(prepared.artifacts)} package(s) for {w.width}x{w.height}, batch {w.batch}, "
                f"{plan.precision}, in {prepared.prepare_s:.0f} s ({len(built)} built now)")
+
+
+def check_compiler(cxx: str | None, cxx_error: str | None) -> None:
+    """Exit 7 before loading anything when the host's compiler cannot build inductor's code (host.cxx's
+    test build), naming the compiler: minutes of export would end in the same error."""
+    if cxx is None:
+        raise SdagentError("model compile: no C++ compiler ($CXX, g++, c++, clang++) to build the packages",
+                           Exit.ERROR)
+    if cxx_error:
+        raise SdagentError(f"model compile: {cxx_error}", Exit.ERROR)

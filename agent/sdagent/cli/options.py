@@ -124,15 +124,17 @@ class PlanArgs:
     cores_per_instance: int | None = None
     span_nodes: bool = False
     use_smt: bool = False
+    sub_node: bool = False
+    e_cores: bool = False
     assignments: tuple[str, ...] = ()  # --set KEY=VALUE, unparsed
     overrides_file: str | None = None  # --overrides FILE
 
     def request(self) -> PlanRequest | None:
         """The layout asked for, or None when no layout option was given (the plan in force's layout)."""
         asked = self.instances is not None or self.cores_per_instance is not None or self.span_nodes \
-            or self.use_smt
-        return PlanRequest(self.instances, self.cores_per_instance, self.span_nodes, self.use_smt) if asked \
-            else None
+            or self.use_smt or self.sub_node or self.e_cores
+        return PlanRequest(self.instances, self.cores_per_instance, self.span_nodes, self.use_smt, self.sub_node,
+                           self.e_cores) if asked else None
 
     def overrides(self) -> dict[str, Any]:
         """--overrides FILE, then each --set (later wins), validated (BadInput names the bad value)."""
@@ -154,12 +156,16 @@ def layout_options(func: Callable[..., Any]) -> Callable[..., Any]:
                   help="Allow an instance to cross NUMA nodes.")
     @click.option("--use-smt/--no-use-smt", default=False,
                   help="Give SMT siblings their own OpenMP threads (default: one thread per physical core).")
+    @click.option("--sub-node/--no-sub-node", default=False,
+                  help="Latency instance on one NUMA node (an SNC/NPS sub-node) instead of the whole socket.")
+    @click.option("--e-cores/--no-e-cores", default=False,
+                  help="Use a hybrid CPU's E-cores too (default: P-cores only).")
     @functools.wraps(func)
     def wrapper(*args: Any, instances: int | None, cores_per_instance: int | None, span_nodes: bool,
-                use_smt: bool, **kwargs: Any) -> Any:
+                use_smt: bool, sub_node: bool, e_cores: bool, **kwargs: Any) -> Any:
         kwargs["plan_args"] = replace(kwargs.get("plan_args") or PlanArgs(), instances=instances,
                                       cores_per_instance=cores_per_instance, span_nodes=span_nodes,
-                                      use_smt=use_smt)
+                                      use_smt=use_smt, sub_node=sub_node, e_cores=e_cores)
         return func(*args, **kwargs)
 
     return wrapper

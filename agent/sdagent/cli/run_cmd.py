@@ -85,6 +85,6 @@ def run(agent: AgentContext, model: ModelArgs, backend: str, precision: str, com
     if t["vae_decode_s"] is not None:
         split.append(f"VAE {t['vae_decode_s']:.3f} s")
     click.echo(f"wrote {out} ({w.width}x{w.height}) in {t['total_s']:.2f} s: {', '.join(split)}")
-    click.echo(f"{spec.describe()}, scheduler {prepared.describe()['scheduler']}")
+    click.echo(f"{prepared.ran()}, scheduler {prepared.describe()['scheduler']}")
     for n in prepared.notes:
         click.echo(f"  - {n}")

@@ -29,11 +29,12 @@ from sdagent.verifying.targets import load_targets, select_target
 #: Where each category's rule lives: the help below is made from these functions' own docstrings (and
 #: PRIORITY, CATEGORY_EXIT and tune's Rule), so it cannot describe a rule the code no longer applies.
 RULE_SOURCES: tuple[tuple[str, tuple[Callable[..., Any], ...]], ...] = (
-    ("tuning", (C.process_checks, C.check_honoured, C.check_allocator, C.check_openmp, C.check_observed,
-                C.check_artifacts)),
+    ("tuning", (C.process_checks, C.check_honoured, C.check_allocator, C.check_openmp, C.check_openmp_runtimes,
+                C.check_child_affinity, C.check_observed, C.check_artifacts)),
     ("target", (select_target,)),
     ("latency", (C.latency_checks,)),
     ("throughput", (C.throughput_check,)),
+    ("error", (C.image_checks, C.failed_run)),
     ("quality", (C.image_checks, C.check_bf16_diff)),
     ("stock", (C.check_stock,)),
     ("validity", (C.latency_checks,)),
@@ -49,10 +50,8 @@ def rules_help() -> str:
     """The decision rules for `verify --help`: each category's exit code and its rule functions' docstrings."""
     lines = ["Checks, the exit code each category gives when it fails, and the rule (from the code's own "
              "docstrings):"]
-    seen: set[str] = set()
     for category, fns in RULE_SOURCES:
-        text = " ".join(_doc(f) for f in fns if f.__name__ not in seen or category == "validity")
-        seen.update(f.__name__ for f in fns)
+        text = " ".join(_doc(f) for f in fns)
         if category == "stock":
             r = Rule()
             text += (f" Tune's rule there: a sequential probability ratio test on ln(candidate/best), alpha "
@@ -182,8 +181,9 @@ def _run(agent: AgentContext, model: ModelArgs, plan_args: PlanArgs, targets_fil
     req = VerifyRequest(md, w, plan, instance, targets, agent.topology(), runs, warmup, against_stock)
     measurer = LocalMeasurer(md, w, environ=os.environ, plan=plan, artifacts_dir=artifacts,
                              bar=progress_bar("verify"))
-    with agent.bench_lock("verify"):
-        return run_verify(req, measurer, process_state(), started=started)
+    with agent.bench_lock("verify") as held:
+        measurer.lock_wait_s = held.waited_s  # another benchmark's time is not this process's start-up
+        return run_verify(req, measurer, process_state(), started=started, lock_wait_s=held.waited_s)
 
 
 def _write_in_progress(report: str | None, prometheus: str | None, instance: int, model: str,

@@ -12,6 +12,12 @@ not be host-wide: it is refused (exit 2). Opened read-only and without following
 symlinks, so no user can make another's process write through it. The kernel
 drops the lock with its holder, crashed or not; the holder is named from
 /proc/locks when another process has to wait.
+
+A flock belongs to the open file, not the process: every process that holds a
+descriptor of it holds the lock. The measurement workers inherit the held
+descriptor (`held_fds`, workers.parent), so when the agent is SIGKILLed the
+lock stays held until its last worker has gone too, and the next benchmark
+never measures beside an orphan.
 """
 
 from __future__ import annotations
@@ -31,6 +37,14 @@ from sdagent.errors import BadInput, Exit, SdagentError
 
 LOCK_ENV = "SDAGENT_LOCK_FILE"
 LOCK_NAME = "sdagent-bench.lock"
+
+#: Descriptors of the locks this process holds now (bench_lock adds and removes them).
+_HELD: set[int] = set()
+
+
+def held_fds() -> tuple[int, ...]:
+    """The descriptors of the host locks this process holds: a child started now should inherit them."""
+    return tuple(sorted(_HELD))
 
 
 def lock_path(environ: dict[str, str] | None = None) -> Path:
@@ -157,14 +171,24 @@ def holder(fd: int, locks_text: str | None = None) -> str:
     return "another process"
 
 
+@dataclass(frozen=True)
+class HeldLock:
+    """The host lock as its holder got it: where, and how long it waited (seconds) for another holder."""
+
+    path: Path
+    waited_s: float
+
+
 @contextlib.contextmanager
 def bench_lock(what: str, timeout_s: float, *, path: Path | None = None, poll_s: float = 0.5,
                on_wait: Callable[[str], None] | None = None,
-               clock: Callable[[], float] = time.monotonic) -> Iterator[Path]:
+               clock: Callable[[], float] = time.monotonic) -> Iterator[HeldLock]:
     """Hold the host's benchmark lock for `what`; wait up to `timeout_s`, then exit 5 naming the holder.
 
-    A timeout that is not a finite number >= 0 (NaN would wait forever) and a lock path private to this
-    mount namespace are refused (exit 2) before anything is opened.
+    Yields the lock and the seconds waited for it: figures of the process's own start-up (verify's)
+    must not count another benchmark's time. A timeout that is not a finite number >= 0 (NaN would
+    wait forever) and a lock path private to this mount namespace are refused (exit 2) before
+    anything is opened.
     """
     if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not math.isfinite(timeout_s) \
             or timeout_s < 0:
@@ -189,6 +213,8 @@ def bench_lock(what: str, timeout_s: float, *, path: Path | None = None, poll_s:
                     on_wait(f"{what}: waiting for the host benchmark lock {p}, held by {who}")
                     told = True
                 time.sleep(poll_s)
-        yield p
+        _HELD.add(fd)
+        yield HeldLock(p, clock() - start)
     finally:
-        os.close(fd)  # releases the lock
+        _HELD.discard(fd)
+        os.close(fd)  # releases the lock (once no worker holds a copy)

@@ -25,8 +25,9 @@ from sdagent.errors import BadInput
 from sdagent.host.software import HostFacts
 from sdagent.host.topology import Topology
 from sdagent.planning.layout import Instance, PlanRequest, layout_instances
+from sdagent.planning.evidence import Evidence, default_evidence
 from sdagent.planning.runspec import RunSpec
-from sdagent.planning.rules import RULES, PlanContext, Rule, ipex_prepack_supported  # noqa: F401 (re-export)
+from sdagent.planning.rules import RULES, PlanContext, Rule
 from sdagent.planning.settings import KNOBS, LIBRARY_KNOBS, MALLOC_CONF_PROFILES, UNSET
 
 #: Settings whose right value depends on the instance layout: re-derived whenever a
@@ -57,9 +58,8 @@ class Plan:
     tuning: dict[str, Any] | None = None  # what `sdagent tune` measured, when tuned
     facts: dict[str, Any] | None = None  # HostFacts.to_dict() of the host it was made on
     objective: str = "latency"  # what the layout serves: latency (one image fast) or throughput (images/min)
-    #: preload paths a plan file named that this host cannot preload: (path, why)
-    dropped_libraries: tuple[tuple[str, str], ...] = ()
-    #: settings a plan file asked for that this host cannot honour: (key, asked, used, why)
+    #: settings a plan file asked for that this host cannot honour: (key, asked, used, why); a library
+    #: path the host cannot preload is one (used: the host's own copy, or None)
     fallbacks: tuple[tuple[str, Any, Any, str], ...] = ()
 
     # Typed accessors of the resolved settings (settings.KNOBS names and documents each).
@@ -170,8 +170,8 @@ class Plan:
         b = self.settings["binding"]
         if b == "numactl":
             argv = [self.numactl or "numactl", f"--physcpubind={inst.cpulist}"]
-            if self.settings["membind"] and inst.node is not None:
-                argv.append(f"--membind={inst.node}")
+            if self.settings["membind"] and inst.mem_nodes:
+                argv.append(f"--membind={inst.mem_nodelist}")
             return argv
         if b == "taskset":
             return [self.taskset or "taskset", "-c", inst.cpulist]
@@ -202,14 +202,14 @@ class Plan:
             "env": self.env(0),
             "preload": list(self.preload),
             "instances": [
-                {"index": i.index, "cpus": i.cpulist, "cpu_ids": list(i.cpus), "mem_node": i.node,
+                {"index": i.index, "cpus": i.cpulist, "cpu_ids": list(i.cpus), "node": i.node,
+                 "mem_nodes": list(i.mem_nodes), "mem_node": i.mem_nodes[0] if i.mem_nodes else None,
                  "threads": self.settings["omp_num_threads"], "binding": self.settings["binding"],
                  "launcher": self.launcher(i.index), "env": self.env(i.index)}
                 for i in self.instances
             ],
             "decisions": [{"key": d.key, "value": d.value, "reason": d.reason} for d in self.decisions],
             "missing_libraries": list(self.missing_libraries),
-            "dropped_libraries": [{"path": p, "why": w} for p, w in self.dropped_libraries],
             "fallbacks": [{"key": k, "asked": a, "used": u, "why": w} for k, a, u, w in self.fallbacks],
             "warnings": list(self.warnings),
             "facts": self.facts,
@@ -280,7 +280,7 @@ class _Resolver:
             if origin != "rule":
                 self.warnings.append(f"{key}={value} asked by the {origin} plan file, but {why}: using {kept}")
                 self.fallbacks.append((key, value, kept, why))
-            reason = f"{reason}: {value} asked, but {why}, so {kept}"
+            reason = f"{reason}: {value} asked, but {why}, so {'none' if kept is None else kept}"
             value = kept
         if rule.check is not None:
             rule.check(ctx, value)
@@ -296,10 +296,11 @@ def _instances_for(topo: Topology, request: PlanRequest, instances: tuple[Instan
     """The saved layout when all its CPUs are online here, else laid out anew (dropping the file's
     layout-dependent settings when the layout changed)."""
     online = {c.id for c in topo.cpus}
-    if instances and all(set(i.cpus) <= online for i in instances):
+    memory = {n.id for n in topo.nodes if n.has_memory}
+    if instances and all(set(i.cpus) <= online and set(i.mem_nodes) <= memory for i in instances):
         return instances, file_settings
     if instances:
-        warnings.append("the plan file's instance layout names CPUs this host lacks: laid out anew")
+        warnings.append("the plan file's instance layout names CPUs or memory nodes this host lacks: laid out anew")
     if file_settings and any(k in file_settings for k in LAYOUT_KEYS) and (
             instances or request.instances is not None or request.cores_per_instance is not None):
         # The file's threads, binding and KMP_* were measured for another layout.
@@ -318,36 +319,41 @@ def make_plan(
     plan_file: str | None = None,
     tuning: dict[str, Any] | None = None,
     instances: tuple[Instance, ...] = (),
-    dropped_libraries: tuple[tuple[str, str], ...] = (),
+    unusable_libraries: tuple[tuple[str, str, str], ...] = (),
     fallbacks: tuple[tuple[str, Any, Any, str], ...] = (),
     objective: str = "latency",
+    evidence: Evidence | None = None,
 ) -> Plan:
     """Derive the plan: a loop over :data:`sdagent.planning.rules.RULES`. Pure: everything it knows
-    comes in through its arguments.
+    comes in through its arguments (`evidence`, the measured effects of the levers per host class,
+    defaults to the agent's own planning/evidence.json).
 
     `overrides` (from the user) are strict: asking for something the host
     cannot honour is an error. `file_settings` (from a plan file made
     elsewhere) are lenient: what this host cannot honour falls back, with a
     warning and a reason. `instances` (a saved layout) is kept when all its
     CPUs are online here; laid out anew, the layout's own settings are re-derived.
-    `dropped_libraries` and `fallbacks` are what the plan this one is made from could
-    not honour (a plan file's, handed on by `sdagent exec`): they stay on record.
+    `unusable_libraries` are (key, path, why) of the library paths a plan file named that
+    this host cannot preload (planfile checks them): each is decided like any plan-file value
+    this host cannot honour, the host's own copy (or none) in its place, with the reason.
+    `fallbacks` are what the plan this one is made from could not honour (a plan file's,
+    handed on by `sdagent exec`): they stay on record.
     """
     overrides = dict(overrides or {})
-    warnings = [f"the plan file's library {path} cannot be preloaded here: {why}" for path, why in dropped_libraries]
-    instances, file_settings = _instances_for(topo, request, instances, dict(file_settings or {}), warnings)
-    ctx = PlanContext(topo, facts, request, instances)
+    warnings: list[str] = []
+    file_settings = {**dict(file_settings or {}), **{key: path for key, path, _ in unusable_libraries}}
+    instances, file_settings = _instances_for(topo, request, instances, file_settings, warnings)
+    ctx = PlanContext(topo, facts, request, instances,
+                      unusable_paths={path: why for _, path, why in unusable_libraries},
+                      evidence=evidence or default_evidence())
     r = _Resolver(ctx, overrides, file_settings, source)
     r.warnings += warnings
-    for kind, key in LIBRARY_KNOBS.items():  # library paths: facts, unless given
-        g = r.given(key)
-        ctx.values[key] = g[0] if g else facts.libraries.get(kind)
     for rule in RULES:
         r.decide(rule)
 
     settings = {k: ctx.values.get(k) for k in KNOBS}
     for k, v in settings.items():
-        if v is None and k not in LIBRARY_KNOBS.values():
+        if v is None and k not in LIBRARY_KNOBS.values():  # a library path is None where the host has none
             raise AssertionError(f"plan setting {k} left unresolved")  # a bug, not bad input
     return Plan(
         settings=settings,
@@ -364,7 +370,6 @@ def make_plan(
         plan_file=plan_file,
         tuning=tuning,
         facts=facts.to_dict(),
-        dropped_libraries=tuple(dropped_libraries),
         fallbacks=tuple(dict.fromkeys(tuple(fallbacks) + tuple(r.fallbacks))),
         objective=objective,
     )

@@ -1,7 +1,8 @@
 """The planner's rules: one named function per setting, its honour check beside it.
 
-Each setting of :data:`sdagent.planning.settings.KNOBS` (except the library
-paths, which are facts) has one :class:`Rule` in :data:`RULES`:
+Each setting of :data:`sdagent.planning.settings.KNOBS` has one :class:`Rule`
+in :data:`RULES` (the library paths too: the host's copy, or a plan file's,
+replaced by the host's when this host cannot preload it):
 
 * ``rule(ctx) -> (value, reason)``: what the topology and the host facts call
   for, and why (the reason names the source of any figure it quotes);
@@ -24,13 +25,16 @@ from typing import Any, Callable
 
 from sdagent.errors import BadInput
 from sdagent.host.software import HostFacts
-from sdagent.host.topology import Topology, native_bf16_flag
+from sdagent.host.hostclass import isa_class
+from sdagent.host.topology import Topology, format_cpulist, native_bf16_flag
+from sdagent.planning.evidence import Evidence, Finding, default_evidence, lever_finding
 from sdagent.planning.layout import Instance, PlanRequest
-from sdagent.planning.settings import KMP_AFFINITY_COMPACT, LIBRARY_KNOBS, MALLOC_CONF_PROFILES, UNSET
+from sdagent.planning.settings import LIBRARY_KNOBS, MALLOC_CONF_PROFILES, UNSET
 
 #: How to get each preloadable library (the hint a missing-library reason gives).
 INSTALL_HINTS: dict[str, str] = {"jemalloc": "install libjemalloc2", "tcmalloc": "install libgoogle-perftools4",
                                  "iomp": "pip install intel-openmp into the agent's venv"}
+_LIB_NAMES: dict[str, str] = {"jemalloc": "libjemalloc", "tcmalloc": "libtcmalloc", "iomp": "libiomp5"}
 
 
 @dataclass
@@ -40,7 +44,9 @@ class PlanContext:
     ``values`` maps setting -> value in effect (library paths first, then each
     decided setting in table order); ``missing`` collects the library kinds a
     rule or an honour check wanted and this host lacks (the plan's
-    ``missing_libraries``).
+    ``missing_libraries``); ``unusable_paths`` are the library paths a plan
+    file named that this host cannot preload (checked at the edge, by
+    :mod:`sdagent.planning.planfile`), path -> why.
     """
 
     topo: Topology
@@ -49,6 +55,19 @@ class PlanContext:
     instances: tuple[Instance, ...]
     values: dict[str, Any] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
+    #: library paths a plan file named that this host cannot preload: path -> why (planfile checks them)
+    unusable_paths: dict[str, str] = field(default_factory=dict)
+    #: the measured effects the levers are kept or dropped by (planning.evidence; evidence.json)
+    evidence: Evidence = field(default_factory=default_evidence)
+
+    @property
+    def isa_class(self) -> str:
+        """The host's ISA class (host.hostclass.isa_class), which the evidence is kept by."""
+        return isa_class(self.topo.flags)
+
+    def finding(self, lever: str) -> Finding:
+        """Whether `lever` measured faster on this host's class (planning.evidence.lever_finding)."""
+        return lever_finding(self.evidence, lever, self.isa_class)
 
     @property
     def first(self) -> Instance:
@@ -88,6 +107,34 @@ class Rule:
 
 # --- libraries --------------------------------------------------------------------------------------
 
+def library_path_rule(kind: str) -> RuleFn:
+    """The host's own copy of the library (host.software.find_library), or None when it has none."""
+
+    def rule(ctx: PlanContext) -> tuple[str | None, str]:
+        path = ctx.facts.libraries.get(kind)
+        if path:
+            return path, f"{_LIB_NAMES[kind]} found on this host"
+        return None, f"{_LIB_NAMES[kind]} not found on this host ({INSTALL_HINTS[kind]})"
+    rule.__name__ = f"{kind}_path_rule"
+    return rule
+
+
+def library_path_honour(kind: str) -> HonourFn:
+    """A plan file's path this host cannot preload (another distribution's, a library removed since) is
+    replaced by the host's own copy, or by none: the decision and the plan's fallbacks record which."""
+
+    def honour(ctx: PlanContext, value: Any) -> tuple[Any, str] | None:
+        why = ctx.unusable_paths.get(value) if value else None
+        host = ctx.facts.libraries.get(kind)
+        if why is None or host == value:  # the host's facts are the authority on its own files
+            return None
+        if host:
+            return host, f"it cannot be preloaded on this host ({why}); the host's own copy is"
+        return None, f"it cannot be preloaded on this host ({why}) and this host has no {_LIB_NAMES[kind]}"
+    honour.__name__ = f"{kind}_path_honour"
+    return honour
+
+
 def _library_honour(fallback: str) -> HonourFn:
     """An honour check for a setting whose value names a library (allocator, omp_runtime)."""
 
@@ -101,19 +148,28 @@ def _library_honour(fallback: str) -> HonourFn:
     return honour
 
 
-def allocator_rule(ctx: PlanContext) -> tuple[str, str]:
-    """jemalloc, else tcmalloc, else glibc malloc.
+def _tune_tries(ctx: PlanContext, kind: str, lever: str) -> str:
+    """The note an evidence-dropped preload ends with: tune measures it here, or it is not installed."""
+    if ctx.has_lib(kind):
+        return f"`sdagent tune` tries {lever} (found here)"
+    return f"{lever} is not installed here ({INSTALL_HINTS[kind]} for `sdagent tune` to try it)"
 
-    Source: the published HF demo's first step (jemalloc + libiomp5 + pinning,
-    32.3 s -> 11.8 s on a 32-core Sapphire Rapids).
+
+def allocator_rule(ctx: PlanContext) -> tuple[str, str]:
+    """jemalloc, else tcmalloc, each only where it measured faster on this host's class; else glibc malloc.
+
+    Source: planning/evidence.json (jemalloc + libiomp5 measured 0.63-0.92x of the speed without
+    them on the AMX, AVX512-BF16 and AVX2 hosts this project reached, torch 2.11-2.13). The HF demo's
+    32.3 s -> 11.8 s (torch 1.13, bare-metal Sapphire Rapids) does not hold on them.
     """
-    if ctx.has_lib("jemalloc"):
-        return "jemalloc", ("jemalloc found; the demo's first step (with libiomp5 and pinning: "
-                            "32.3 s -> 11.8 s on a 32-core Sapphire Rapids)")
-    ctx.missing.append("jemalloc")
-    if ctx.has_lib("tcmalloc"):
-        return "tcmalloc", "jemalloc not found (install libjemalloc2); tcmalloc found, the next best"
-    return "default", "neither jemalloc nor tcmalloc found (install libjemalloc2): glibc malloc"
+    je, tc = ctx.finding("jemalloc"), ctx.finding("tcmalloc")
+    for kind, f in (("jemalloc", je), ("tcmalloc", tc)):
+        if f.keep:
+            if ctx.has_lib(kind):
+                return kind, f"{kind} found and kept: {f.evidence_text()}"
+            ctx.missing.append(kind)
+    return "default", (f"glibc malloc, stock's: jemalloc off, {je.evidence_text()}; tcmalloc off, "
+                       f"{tc.evidence_text()}; {_tune_tries(ctx, 'jemalloc', 'jemalloc')}")
 
 
 allocator_honour = _library_honour("default")
@@ -134,11 +190,18 @@ def malloc_conf_normalize(value: Any) -> tuple[Any, str]:
 
 
 def omp_runtime_rule(ctx: PlanContext) -> tuple[str, str]:
-    """Intel OpenMP (libiomp5) when found: the demo's recipe; else torch's own libgomp."""
-    if ctx.has_lib("iomp"):
-        return "intel", "libiomp5 found: Intel OpenMP, as in the demo's recipe"
-    ctx.missing.append("iomp")
-    return "default", "libiomp5 not found (pip install intel-openmp into the agent's venv): torch's own OpenMP"
+    """Intel OpenMP (libiomp5) only where it measured faster on this host's class; else torch's own.
+
+    Source: planning/evidence.json (libiomp5 with jemalloc, or in PyTorch's launcher, measured slower
+    than stock on every class measured; spin-waiting costs most on loaded, shared vCPUs).
+    """
+    f = ctx.finding("libiomp5")
+    if f.keep:
+        if ctx.has_lib("iomp"):
+            return "intel", f"libiomp5 found and kept: {f.evidence_text()}"
+        ctx.missing.append("iomp")
+    return "default", (f"torch's own OpenMP, stock's: libiomp5 off, {f.evidence_text()}; "
+                       f"{_tune_tries(ctx, 'iomp', 'libiomp5')}")
 
 
 omp_runtime_honour = _library_honour("default")
@@ -146,13 +209,25 @@ omp_runtime_honour = _library_honour("default")
 
 # --- threads and binding ----------------------------------------------------------------------------
 
+def _quota(ctx: PlanContext) -> str:
+    cg = ctx.topo.cgroup
+    return f"a CFS quota of {cg.cpus:g} CPUs (cgroup v{cg.version})" if cg else "no quota"
+
+
 def omp_num_threads_rule(ctx: PlanContext) -> tuple[int, str]:
-    """One OpenMP thread per CPU of the instance (the layout put one CPU per physical core unless use_smt)."""
+    """One OpenMP thread per CPU of the instance: one per physical core unless use_smt, P-cores only on
+    a hybrid CPU, the floor of a CFS quota (at least 1) where the budget is a quota."""
     inst, topo, smt = ctx.first, ctx.topo, ctx.request.use_smt
-    cores = len(inst.cpus) if not smt else len({topo.cpu(c).core for c in inst.cpus})
+    n = len(inst.cpus)
+    if topo.cpu_budget == "quota":
+        return n, (f"the CPU budget is {_quota(ctx)}, not CPUs of its own: floor of the quota, "
+                   f"{n} thread(s)")
+    cores = n if not smt else len({(topo.cpu(c).socket, topo.cpu(c).core) for c in inst.cpus})
+    unit = "CPU" if smt else "P-core" if topo.hybrid and not ctx.request.e_cores else "physical core"
     cg = f" (cgroup quota {topo.cgroup.cpus:g} CPUs)" if topo.cgroup else ""
-    return len(inst.cpus), (f"one thread per {'CPU' if smt else 'physical core'} of the instance: "
-                            f"{cores} core(s){cg}; SMT siblings would share a core's FPUs")
+    return n, (f"one thread per {unit} of the instance: {cores} core(s){cg}; SMT siblings would share "
+               "a core's FPUs" + ("; E-cores left out: every parallel region would wait for them"
+                                  if topo.hybrid and not ctx.request.e_cores else ""))
 
 
 def omp_num_threads_check(ctx: PlanContext, value: Any) -> None:
@@ -162,18 +237,41 @@ def omp_num_threads_check(ctx: PlanContext, value: Any) -> None:
                        f"this host has {ctx.topo.logical_cpus} logical CPUs")
 
 
-def binding_rule(ctx: PlanContext) -> tuple[str, str]:
-    """Pin (numactl, else taskset) when the instance uses a subset of the allowed CPUs; else nothing.
+def _subset_why(ctx: PlanContext) -> str:
+    """Why a single instance uses fewer CPUs than the process may run on."""
+    topo, why = ctx.topo, []
+    if topo.isolated_cpus and set(topo.isolated_cpus) & set(topo.allowed_cpus):
+        why.append(f"the isolated CPUs {format_cpulist(topo.isolated_cpus)} (isolcpus/nohz_full) left out")
+    if topo.hybrid and not ctx.request.e_cores:
+        why.append("P-cores only")
+    if ctx.request.sub_node:
+        why.append("one NUMA node")
+    elif topo.sockets > 1:
+        why.append("one socket")
+    why.append("one thread per core")
+    return f"the instance uses a subset of the allowed CPUs ({', '.join(why)})"
 
-    Source of "pinning adds nothing on all CPUs": the ladder on the project's 2-core VM
-    (pinned measured slower than stock).
+
+def binding_rule(ctx: PlanContext) -> tuple[str, str]:
+    """Pin (numactl, else taskset) when the instance uses a subset of CPUs this process owns; on a lone
+    instance over every allowed CPU only where pinning measured faster on the host's class; else nothing.
+
+    Never under a CFS quota: the mask is not the process's own, so every replica would pin to the same
+    CPUs (issue 19: two 1-CPU cgroups both ran on CPU 0). Source of "pinning off on all CPUs":
+    planning/evidence.json (PyTorch's launcher, which pins threads, measured slower than stock).
     """
-    insts, facts = ctx.instances, ctx.facts
-    if len(insts) == 1 and set(ctx.first.cpus) == set(ctx.topo.allowed_cpus):
-        return "none", ("the instance uses every CPU this process may use, so pinning adds nothing "
-                        "(and pinning measured slower than stock on a 2-core VM)")
-    why = ("instances share the host" if len(insts) > 1 else
-           "the instance uses a subset of the allowed CPUs (one NUMA node, one thread per core)")
+    insts, facts, topo = ctx.instances, ctx.facts, ctx.topo
+    if topo.cpu_budget == "quota":
+        return "none", (f"the CPU budget is {_quota(ctx)} over a CPU mask this process does not own "
+                        "(other replicas share it): pinning would put them all on the same CPUs")
+    if len(insts) == 1 and set(ctx.first.cpus) == set(topo.allowed_cpus):
+        f = ctx.finding("pinning")
+        if not f.keep:
+            return "none", (f"the instance uses every CPU this process may use, so nothing needs pinning; "
+                            f"pinning off, {f.evidence_text()}")
+        why = f"pinning kept, {f.evidence_text()}"
+    else:
+        why = "instances share the host" if len(insts) > 1 else _subset_why(ctx)
     if facts.numactl and facts.numa_permitted:
         return "numactl", f"{why}: pin with numactl"
     if facts.taskset:
@@ -193,49 +291,92 @@ def binding_honour(ctx: PlanContext, value: Any) -> tuple[Any, str] | None:
 
 
 def membind_rule(ctx: PlanContext) -> tuple[bool, str]:
-    """Bind memory to the instance's node on a multi-node host pinned with numactl."""
-    multi_node = len(ctx.topo.nodes) > 1
-    value = (ctx.values["binding"] == "numactl" and multi_node and ctx.facts.numa_permitted
-             and ctx.first.node is not None)
-    return value, ("memory bound to the instance's node (several NUMA nodes, binding permitted)"
-                   if multi_node else "one NUMA node: nothing to bind memory to (the demo bound none)")
+    """Bind memory to the instance's node(s) with memory on a multi-node host pinned with numactl.
+
+    Each branch's reason describes its own value (the run-record rule). A memoryless node is never
+    bound (numactl refuses it): the nearest node with memory by the distance table stands in.
+    """
+    topo, inst, binding = ctx.topo, ctx.first, ctx.values["binding"]
+    if len(topo.nodes) == 1:
+        return False, "one NUMA node: nothing to bind memory to (the demo bound none)"
+    if binding != "numactl":
+        return False, f"binding is {binding}, not numactl: memory left to the kernel's first-touch placement"
+    if not ctx.facts.numa_permitted:
+        return False, "this host refuses NUMA memory binding (set_mempolicy)"
+    if not inst.mem_nodes:
+        return False, ("the instance spans NUMA nodes and no node of it is chosen: memory left to the "
+                       "kernel's first-touch placement")
+    nodes = inst.mem_nodelist
+    if inst.node is not None and inst.mem_nodes == (inst.node,):
+        return True, f"memory bound to the instance's node {nodes} (several NUMA nodes, binding permitted)"
+    if inst.node is not None:
+        return True, (f"memory bound to node {nodes}, the nearest with memory: the instance's node "
+                      f"{inst.node} has none (numactl refuses a memoryless node)")
+    return True, (f"memory bound to the socket's nodes {nodes} (sub-NUMA clustering): each allocation "
+                  "from the nearest of them")
 
 
 def membind_honour(ctx: PlanContext, value: Any) -> tuple[Any, str] | None:
-    """Containers often refuse set_mempolicy (facts.numa_permitted probes it)."""
-    if value and not ctx.facts.numa_permitted:
+    """Containers often refuse set_mempolicy (facts.numa_permitted probes it); memory binding goes with
+    numactl pinning; an instance with no node with memory has nothing to bind to."""
+    if not value:
+        return None
+    if not ctx.facts.numa_permitted:
         return False, "this host refuses NUMA memory binding (set_mempolicy)"
+    if ctx.values["binding"] != "numactl":
+        return False, f"memory binding needs numactl pinning and the binding is {ctx.values['binding']}"
+    if not ctx.first.mem_nodes:
+        return False, "the instance has no NUMA node with memory to bind to"
     return None
 
 
 def kmp_affinity_rule(ctx: PlanContext) -> tuple[str, str]:
-    """Compact pinning of Intel OpenMP's threads when the instance is pinned (PyTorch's launcher's value)."""
-    if ctx.intel_omp and ctx.pinned:
-        return KMP_AFFINITY_COMPACT, "threads pinned compactly to the instance's cores (PyTorch's launcher's value)"
-    return UNSET, "not pinned: leave thread placement to the OS" if ctx.intel_omp else "only Intel OpenMP reads KMP_*"
+    """Unset: where numactl/taskset confine the instance, its threads float inside its CPUs.
+
+    Why not PyTorch's launcher's compact pinning: under KMP_AFFINITY, Intel OpenMP pins the main
+    thread to one CPU at its first parallel region, and every subprocess and multiprocessing worker
+    it starts afterwards inherits that one CPU (issue 19 item 8). `sdagent tune` measures compact
+    pinning (an axis) and keeps it only where it is faster.
+    """
+    if not ctx.intel_omp:
+        return UNSET, "only Intel OpenMP reads KMP_*"
+    if ctx.pinned:
+        return UNSET, (f"{ctx.values['binding']} already confines the instance to its CPUs: threads float "
+                       "inside them (KMP_AFFINITY would pin the main thread, and every process it starts, "
+                       "to one CPU); `sdagent tune` measures compact pinning")
+    return UNSET, "not pinned: leave thread placement to the OS"
 
 
 def kmp_blocktime_rule(ctx: PlanContext) -> tuple[Any, str]:
-    """KMP_BLOCKTIME=1 when instances share the host; else Intel OpenMP's default 200 ms spin.
+    """KMP_BLOCKTIME=1 when instances share the host (needed) or where it measured faster on the class;
+    else Intel OpenMP's default 200 ms spin.
 
-    Source of "slower at 1 for one instance": tune on the project's 2-core VM.
+    Source: planning/evidence.json (PyTorch's launcher's KMP_BLOCKTIME=1 measured slower than stock).
     """
-    if ctx.intel_omp and len(ctx.instances) > 1:
+    if not ctx.intel_omp:
+        return UNSET, "only Intel OpenMP reads KMP_*"
+    if len(ctx.instances) > 1:
         return 1, "several instances share the host: idle threads must not spin on their neighbours' cores"
-    if ctx.intel_omp:
-        return UNSET, ("one latency instance: the default 200 ms spin keeps threads hot between ops "
-                       "(BLOCKTIME=1 measured slower on a 2-core VM)")
-    return UNSET, "only Intel OpenMP reads KMP_*"
+    f = ctx.finding("kmp_blocktime")
+    if f.keep:
+        return 1, f"KMP_BLOCKTIME=1 kept, {f.evidence_text()}"
+    return UNSET, f"one latency instance: Intel OpenMP's default 200 ms spin; KMP_BLOCKTIME=1 off, {f.evidence_text()}"
 
 
 # --- compute ----------------------------------------------------------------------------------------
 
 def precision_rule(ctx: PlanContext) -> tuple[str, str]:
-    """bf16 where the CPU runs it natively (AMX-BF16 / AVX512-BF16); the demo's 11.8 s -> 5.4 s step."""
+    """bf16 where the CPU runs it natively (AMX-BF16 / AVX512-BF16) and the evidence keeps it.
+
+    Source: planning/evidence.json (native bf16 1.5-2.4x fp32's speed on every class measured).
+    """
     flag = native_bf16_flag(ctx.topo.flags)
-    if flag:
-        return "bf16", f"the CPU has {flag}: bf16 runs natively (the demo's 11.8 s -> 5.4 s step)"
-    return "fp32", "no AMX-BF16 or AVX512-BF16: bf16 would be emulated and slower than fp32"
+    if not flag:
+        return "fp32", "no AMX-BF16 or AVX512-BF16: bf16 would be emulated and slower than fp32"
+    f = ctx.finding("native_bf16")
+    if f.keep:
+        return "bf16", f"the CPU has {flag}: bf16 runs natively, {f.evidence_text()}"
+    return "fp32", f"the CPU has {flag}, but native bf16 is off here: {f.evidence_text()}"
 
 
 def precision_warn(ctx: PlanContext, value: Any) -> str | None:
@@ -260,15 +401,20 @@ def backend_honour(ctx: PlanContext, value: Any) -> tuple[Any, str] | None:
 
 
 def channels_last_rule(ctx: PlanContext) -> tuple[bool, str]:
-    """channels_last always: oneDNN's convolutions prefer NHWC (the demo's recipe)."""
-    return True, "channels_last suits oneDNN's convolution kernels (the demo's recipe)"
+    """channels_last where the evidence keeps it: oneDNN's convolutions prefer NHWC (the demo's recipe).
+
+    Source: planning/evidence.json (channels_last 1.10x contiguous's speed, bf16, on the 2-core AMX VM).
+    """
+    f = ctx.finding("channels_last")
+    if f.keep:
+        return True, f"channels_last suits oneDNN's convolution kernels (the demo's recipe), {f.evidence_text()}"
+    return False, f"contiguous, stock's: channels_last off, {f.evidence_text()}; `sdagent tune` tries it"
 
 
 def compile_rule(ctx: PlanContext) -> tuple[bool, str]:
-    """AOTInductor packages where bf16 is native and a compiler can build; else eager.
+    """AOTInductor packages where bf16 is native, a compiler can build and the evidence keeps it; else eager.
 
-    Source of 1.43x: the whole-image ladder on a 2-core AVX512-BF16 VM (docs/results/zen5-2c/ladder),
-    compiled against eager bf16.
+    Source: planning/evidence.json (compiled 1.4-2.0x eager bf16's speed on every class measured).
     """
     facts = ctx.facts
     if ctx.values["backend"] != "native":
@@ -279,10 +425,12 @@ def compile_rule(ctx: PlanContext) -> tuple[bool, str]:
         return False, f"compile unavailable: {facts.cxx_error}"
     flag = native_bf16_flag(ctx.topo.flags)
     if ctx.values["precision"] == "bf16" and flag:
+        f = ctx.finding("compile")
+        if not f.keep:
+            return False, f"compile off: {f.evidence_text()}; `sdagent tune` tries it"
         return True, (f"bf16 runs natively ({flag}) and {facts.cxx} can build: the UNet, VAE decoder "
-                      "and text encoder run as AOTInductor packages, built once and loaded in seconds "
-                      "(the compiled image ran at 1.43x eager bf16's speed on a 2-core AVX512-BF16 VM: "
-                      "docs/results/zen5-2c/ladder)")
+                      f"and text encoder run as AOTInductor packages, built once and loaded in seconds; "
+                      f"{f.evidence_text()}")
     return False, "fp32 here: compiled only where `sdagent tune` measures it faster"
 
 
@@ -314,6 +462,7 @@ def weights_prepack_rule(ctx: PlanContext) -> tuple[bool, str]:
 
 #: Every decided setting, in the order it is decided (later rules read earlier values).
 RULES: tuple[Rule, ...] = (
+    *(Rule(key, library_path_rule(kind), library_path_honour(kind)) for kind, key in LIBRARY_KNOBS.items()),
     Rule("allocator", allocator_rule, allocator_honour),
     Rule("malloc_conf", malloc_conf_rule, normalize=malloc_conf_normalize),
     Rule("omp_runtime", omp_runtime_rule, omp_runtime_honour),

@@ -34,7 +34,9 @@ class HostChoices:
     iomp: bool
     pin: str | None  # "numactl" | "taskset" | None
     compile: bool = True  # torch.compile candidates allowed (native backend)
-    layouts: tuple[Mapping[str, Any], ...] = ()  # throughput: the instance splits to try (PlanRequest fields)
+    #: the instance layouts to try (PlanRequest fields): throughput's splits; latency's one sub-NUMA node
+    #: instead of the socket (SNC/NPS) and P+E-cores (hybrid), from planning.layout.latency_layouts
+    layouts: tuple[Mapping[str, Any], ...] = ()
 
 
 def _variant(best: Candidate, name: str, axis: str, change: Mapping[str, Any], resolve: Resolve,
@@ -46,6 +48,10 @@ def _variant(best: Candidate, name: str, axis: str, change: Mapping[str, Any], r
 
 
 def layout_name(layout: Mapping[str, Any]) -> str:
+    if layout.get("instances") is None and layout.get("cores_per_instance") is None:
+        parts = (["one NUMA node (not the socket)"] if layout.get("sub_node") else []) + \
+            (["P-cores + E-cores"] if layout.get("e_cores") else [])
+        return "latency instance: " + (", ".join(parts) or "default")
     smt = " +SMT" if layout.get("use_smt") else ""
     return f"{layout.get('instances')} x {layout.get('cores_per_instance')} cores{smt}"
 
@@ -72,9 +78,14 @@ def layout_axis(host: HostChoices, resolve: Resolve, best: Candidate) -> list[Ca
 
 
 def preloads_axis(host: HostChoices, resolve: Resolve, best: Candidate) -> list[Candidate]:
-    """No preloads at all: the demo's first rung, which the ladder measured slower than stock on two AMX VMs."""
+    """The demo's first rung as one candidate: its preloads off when the best has some, or on (jemalloc +
+    libiomp5, where the host has both) when the best has none, as the plan derived from the evidence
+    does (planning/evidence.json measured them slower on every class measured; this host may differ)."""
     if best.settings.get("allocator") == "default" and best.settings.get("omp_runtime") == "default":
-        return []
+        if not (host.jemalloc and host.iomp):
+            return []
+        return [_variant(best, "preloads (jemalloc + libiomp5)", "preloads",
+                         {"allocator": "jemalloc", "omp_runtime": "intel"}, resolve)]
     return [_variant(best, "no preloads (glibc malloc, torch's own OpenMP)", "preloads",
                      {"allocator": "default", "omp_runtime": "default"}, resolve)]
 
@@ -127,13 +138,27 @@ def blocktime_axis(host: HostChoices, resolve: Resolve, best: Candidate) -> list
 
 
 def pinning_axis(host: HostChoices, resolve: Resolve, best: Candidate) -> list[Candidate]:
-    """No pinning, and the host's pinning tool (with compact KMP_AFFINITY under Intel OpenMP)."""
-    out = [_variant(best, "pinning=none", "pinning", {"binding": "none", "kmp_affinity": "unset"}, resolve)]
+    """No pinning, and the host's pinning tool (KMP_AFFINITY unset: its own axis measures it)."""
+    out = [_variant(best, "pinning=none", "pinning", {"binding": "none", "membind": False, "kmp_affinity": "unset"},
+                    resolve)]
     if host.pin:
-        aff = KMP_AFFINITY_COMPACT if best.settings.get("omp_runtime") == "intel" else "unset"
-        out.append(_variant(best, f"pinning={host.pin}", "pinning",
-                            {"binding": host.pin, "kmp_affinity": aff}, resolve))
+        # numactl: memory binding as the planner derives it for this layout (a given value is dropped)
+        keep = Candidate(best.name, {k: v for k, v in best.overrides.items() if k != "membind"}, best.settings,
+                         best.axis, layout=best.layout)
+        change: dict[str, Any] = {"binding": host.pin, "kmp_affinity": "unset"}
+        if host.pin != "numactl":
+            change["membind"] = False
+        out.append(_variant(keep, f"pinning={host.pin}", "pinning", change, resolve))
     return out
+
+
+def kmp_affinity_axis(host: HostChoices, resolve: Resolve, best: Candidate) -> list[Candidate]:
+    """Compact KMP_AFFINITY (PyTorch's launcher's) where Intel OpenMP runs pinned; the plan leaves it unset,
+    since it confines every child process to one CPU (issue 19 item 8): kept only where measured faster."""
+    if best.settings.get("omp_runtime") != "intel" or best.settings.get("binding") == "none":
+        return []
+    v = "unset" if best.settings.get("kmp_affinity") not in (None, "unset") else KMP_AFFINITY_COMPACT
+    return [_variant(best, f"KMP_AFFINITY={v}", "KMP_AFFINITY", {"kmp_affinity": v}, resolve)]
 
 
 def threads_axis(host: HostChoices, resolve: Resolve, best: Candidate) -> list[Candidate]:
@@ -150,7 +175,7 @@ AXES: tuple[tuple[str, Callable[[HostChoices, Resolve, Candidate], list[Candidat
     ("precision/backend", precision_axis), ("layout", layout_axis), ("preloads", preloads_axis),
     ("torch.compile", compile_axis), ("memory format", channels_axis), ("allocator", allocator_axis),
     ("OpenMP runtime", omp_axis), ("KMP_BLOCKTIME", blocktime_axis), ("pinning", pinning_axis),
-    ("threads", threads_axis),
+    ("KMP_AFFINITY", kmp_affinity_axis), ("threads", threads_axis),
 )
 
 
