@@ -189,12 +189,28 @@ def malloc_conf_normalize(value: Any) -> tuple[Any, str]:
     return value, ""
 
 
+#: Why a compiled plan preloads libiomp5 whatever the eager evidence says. AOTInductor's packages are
+#: built with -fopenmp and link the system's libgomp.so.1, while torch's PyPI wheel bundles its own
+#: libgomp (libgomp-<hash>.so.1) and is loaded RTLD_LOCAL: without a preload the process runs two GNU
+#: OpenMP runtimes, each with a full team of threads. A preloaded libiomp5 serves the GOMP_* interface
+#: of both. Source: docs/results/amx-16c-defaults (16-core AMX, torch 2.11, sd15 256x256 4 steps): the
+#: compiled bf16 plan without preloads ran 5.2-5.3 s/image, slower than fp32 stock's 4.7 s, and 1.5 s
+#: with jemalloc + libiomp5; libiomp5 alone finished its bench, jemalloc alone did not within 75 s.
+COMPILED_ONE_RUNTIME = ("compiled packages link the system's libgomp beside torch's bundled one: libiomp5 "
+                        "preloaded serves both, so the process runs one OpenMP runtime (without it the "
+                        "compiled plan ran slower than stock on the 16-core AMX host, "
+                        "docs/results/amx-16c-defaults)")
+
+
 def omp_runtime_rule(ctx: PlanContext) -> tuple[str, str]:
-    """Intel OpenMP (libiomp5) only where it measured faster on this host's class; else torch's own.
+    """Intel OpenMP (libiomp5) for compiled packages (COMPILED_ONE_RUNTIME), or where it measured faster
+    on this host's class; else torch's own.
 
     Source: planning/evidence.json (libiomp5 with jemalloc, or in PyTorch's launcher, measured slower
     than stock on every class measured; spin-waiting costs most on loaded, shared vCPUs).
     """
+    if ctx.values.get("compile") and ctx.has_lib("iomp"):
+        return "intel", COMPILED_ONE_RUNTIME
     f = ctx.finding("libiomp5")
     if f.keep:
         if ctx.has_lib("iomp"):
@@ -465,16 +481,18 @@ RULES: tuple[Rule, ...] = (
     *(Rule(key, library_path_rule(kind), library_path_honour(kind)) for kind, key in LIBRARY_KNOBS.items()),
     Rule("allocator", allocator_rule, allocator_honour),
     Rule("malloc_conf", malloc_conf_rule, normalize=malloc_conf_normalize),
-    Rule("omp_runtime", omp_runtime_rule, omp_runtime_honour),
-    Rule("omp_num_threads", omp_num_threads_rule, check=omp_num_threads_check),
-    Rule("binding", binding_rule, binding_honour),
-    Rule("membind", membind_rule, membind_honour),
-    Rule("kmp_affinity", kmp_affinity_rule),
-    Rule("kmp_blocktime", kmp_blocktime_rule),
+    # What the pipeline runs comes before the OpenMP runtime: compiled packages decide it (see
+    # omp_runtime_rule).
     Rule("precision", precision_rule, warn=precision_warn),
     Rule("backend", backend_rule, backend_honour),
     Rule("channels_last", channels_last_rule),
     Rule("compile", compile_rule, compile_honour),
     Rule("compile_autotune", compile_autotune_rule),
     Rule("weights_prepack", weights_prepack_rule),
+    Rule("omp_runtime", omp_runtime_rule, omp_runtime_honour),
+    Rule("omp_num_threads", omp_num_threads_rule, check=omp_num_threads_check),
+    Rule("binding", binding_rule, binding_honour),
+    Rule("membind", membind_rule, membind_honour),
+    Rule("kmp_affinity", kmp_affinity_rule),
+    Rule("kmp_blocktime", kmp_blocktime_rule),
 )
