@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
-
 import click
 
 from sdagent.cli import cli
-from sdagent.cli.options import check_backend_usable, model_and_workload, resolve_plan, workload_options
+from sdagent.cli.context import AgentContext
+from sdagent.cli.options import ModelArgs, check_backend_usable, model_options, pass_agent, resolve_plan
 from sdagent.errors import BadInput, Exit, SdagentError
 from sdagent.pipeline.modelgen import PRESETS
 
@@ -29,7 +28,8 @@ def model() -> None:
                    "a minute to write), so its latency is the real model's.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of the random weights.")
-@click.option("--force", is_flag=True, help="Replace DIR if it exists and is not empty.")
+@click.option("--force", is_flag=True, help="Replace DIR if it is a model `sdagent model create` wrote (its "
+                                           "sdagent-model.json marker); any other non-empty directory is refused.")
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
 @click.argument("directory", type=click.Path(file_okay=False))
 def create(preset: str, seed: int, force: bool, as_json: bool, directory: str) -> None:
@@ -49,7 +49,7 @@ def create(preset: str, seed: int, force: bool, as_json: bool, directory: str) -
     """
     from sdagent.pipeline.modelgen import check_target, create_model
 
-    check_target(Path(directory).absolute(), force)  # before the slow imports
+    check_target(directory, force)  # before the slow imports
     made = create_model(preset, directory, force=force, seed=seed)
     if as_json:
         click.echo(json.dumps(made.to_dict(), indent=2))
@@ -61,13 +61,13 @@ def create(preset: str, seed: int, force: bool, as_json: bool, directory: str) -
 
 
 @model.command("compile")
-@workload_options
+@model_options()
 @click.option("--artifacts", type=click.Path(file_okay=False), default=None,
               help="Where the packages are kept (default ~/.cache/sdagent/artifacts).")
 @click.option("--json", "as_json", is_flag=True, help="Print what was built or found as JSON (`built` lists the "
                                                        "parts built now; empty when every package was there).")
-@click.pass_context
-def compile_(ctx: click.Context, model_dir: str, wl: dict, artifacts: str | None, as_json: bool) -> None:
+@pass_agent
+def compile_(agent: AgentContext, model: ModelArgs, artifacts: str | None, as_json: bool) -> None:
     """Build the compiled packages of the plan in force, ahead of time, once.
 
     \b
@@ -103,17 +103,17 @@ def compile_(ctx: click.Context, model_dir: str, wl: dict, artifacts: str | None
     """
     from sdagent.pipeline.backends import CompileUnavailable, build_artifacts
 
-    md, w = model_and_workload(model_dir, wl)
-    plan = resolve_plan(ctx)
+    md, w = model.checked()
+    plan = resolve_plan(agent)
     if plan.backend not in ("native", "openvino"):
         raise BadInput(f"the plan's backend is {plan.backend}: compiled packages are for the native and "
                        "openvino backends")
     check_backend_usable(plan.backend)
     if plan.backend == "native":
-        facts = ctx.obj.facts()
+        facts = agent.facts()
         check_compiler(facts.cxx, facts.cxx_error)
     try:
-        prepared = build_artifacts(md.path, plan.run_spec, w, artifacts)
+        prepared = build_artifacts(md, plan.run_spec, w, artifacts)
     except CompileUnavailable as exc:
         raise SdagentError(f"model compile: {exc}", Exit.ERROR) from None
     built = [part for part in prepared.artifacts if any(n.startswith(f"{part}: built") for n in prepared.notes)]

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from sdagent.atomicio import read_text
+from sdagent.atomicio import read_yaml
 from sdagent.errors import BadInput
 from sdagent.host.software import unsafe_library
 
@@ -159,14 +159,8 @@ def parse_assignments(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
 
 def load_overrides_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A YAML or JSON mapping of settings."""
-    import yaml
-
     p = Path(path)
-    text = read_text(p, "overrides file")
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise BadInput(f"overrides file {p} is not valid YAML/JSON: {str(exc).splitlines()[0]}") from None
+    data = read_yaml(p, "overrides file")  # a key given twice is refused, not silently the last
     if data is None:
         return {}
     if not isinstance(data, dict):

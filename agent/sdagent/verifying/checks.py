@@ -322,7 +322,9 @@ def latency_checks(latencies: Sequence[float], target: Target) -> list[Check]:
 
     The median passes when its upper bound is at or under the ceiling, misses when its lower bound
     is over it, and is inconclusive in between (exit 5): order-statistic bounds, distribution-free,
-    that narrow as runs are added, so more data makes a verdict more likely, never less.
+    that narrow as runs are added, so more data makes a verdict more likely, never less. The p90
+    is the nearest rank (below 10 runs the slowest run, which bounds it). Valid: at least
+    min_runs timed runs, and IQR/median at or under max_spread where the target sets one.
     """
     s = summarize(latencies)
     pct = f"{100 * target.confidence:g}%"
@@ -426,6 +428,7 @@ def mean_abs_diff(a: Any, b: Any) -> float:
 
 
 def check_bf16_diff(diff: float, limit: float) -> Check:
+    """bf16 plans: the mean |bf16 - fp32| pixel difference (same seed, [0,1] scale) at or under bf16_max_diff."""
     ok = math.isfinite(diff) and diff <= limit
     return Check("bf16_vs_fp32", "quality", PASS if ok else FAIL,
                  f"mean |bf16 - fp32| {diff:.4g} on the [0,1] pixel scale, same seed; limit {limit:g}",
