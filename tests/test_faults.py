@@ -74,7 +74,11 @@ def test_verify_terminated_mid_run_replaces_the_old_pass_with_an_error_record(ti
     assert "Traceback" not in err
 
 
-def test_a_planned_preload_gone_missing_is_exit_3(tiny_model, tmp_path, targets, lock_env):
+def test_a_tuned_plans_preload_gone_missing_is_a_recorded_swap_and_a_warning(tiny_model, tmp_path, targets,
+                                                                              lock_env):
+    """Issue 24's rule: the tuned plan's jemalloc is gone but the host has its own copy, so the plan in force
+    uses the host's (a recorded decision) and verify warns (the tuned figures were measured with the other
+    file). Gone with no host copy is exit 3: tests/test_library_decisions.py covers that row."""
     src = find_library("jemalloc")
     if src is None:
         pytest.skip("libjemalloc is not installed here (apt-get install libjemalloc2): nothing to remove")
@@ -96,9 +100,12 @@ def test_a_planned_preload_gone_missing_is_exit_3(tiny_model, tmp_path, targets,
         pre = ("--plan-file", str(plan), "exec", "--", PY, "-m", "sdagent") if how == "exec" else \
             ("--plan-file", str(plan))
         r = sdagent(*pre, "verify", "--model", str(tiny_model), "--targets", targets, *WL, "--json", env=lock_env)
-        assert r.returncode == 3, (how, r.stdout, r.stderr)
         checks = {c["name"]: c for c in json.loads(r.stdout)["checks"]}
-        assert checks["plan_honoured"]["status"] == "fail" and "libjemalloc.so.2" in checks["plan_honoured"]["detail"]
+        assert checks["plan_honoured"]["status"] == "warn" and str(lib) in checks["plan_honoured"]["detail"]
+        # under exec the host's copy is preloaded: a pass with the warning; read directly, nothing is
+        # preloaded at all, which is the allocator check's exit 3 as for any plan outside exec
+        assert r.returncode == (0 if how == "exec" else 3), (how, r.stdout, r.stderr)
+        assert checks["allocator"]["status"] == ("pass" if how == "exec" else "fail")
 
 
 def test_two_benchmarks_at_once_the_second_waits_then_exits_5_naming_the_first(tiny_model, tmp_path, targets,
