@@ -24,7 +24,7 @@ from sdagent import atomicio  # noqa: E402
 from sdagent.host.process import machine_state, read_load_average  # noqa: E402
 from sdagent.host.software import gather_facts  # noqa: E402
 from sdagent.host.topology import current_topology  # noqa: E402
-from sdagent.measuring.runner import WorkerJob, run_worker, worker_cmd  # noqa: E402
+from sdagent.measuring.runner import WorkerJob, worker_cmd  # noqa: E402
 from sdagent.measuring.stats import rotated  # noqa: E402
 from sdagent.pipeline.modeldir import check_model_dir  # noqa: E402
 from sdagent.pipeline.workload import Workload  # noqa: E402
@@ -33,6 +33,7 @@ from sdagent.planning.plan import make_plan  # noqa: E402
 from sdagent.planning.planfile import plan_in_force  # noqa: E402
 from sdagent.planning.runspec import STOCK_RUN, RunSpec  # noqa: E402
 from sdagent.tuning.rule import FASTER, Noise, decide  # noqa: E402
+from sdagent.workers.parent import run_worker  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     configs = {
         "stock": (stock_launch(cmd, env), STOCK_RUN.on_host(topo.flags)),
         "stock + bf16": (stock_launch(cmd, env, name="stock + bf16"), stock_bf16),
-        "topology plan": (plan_launch(derived, cmd, env, name="topology plan"), RunSpec.from_plan(derived)),
-        "tuned plan": (plan_launch(tuned, cmd, env, name="tuned plan"), RunSpec.from_plan(tuned)),
+        "topology plan": (plan_launch(derived, cmd, env, name="topology plan"), derived.run_spec),
+        "tuned plan": (plan_launch(tuned, cmd, env, name="tuned plan"), tuned.run_spec),
     }
     names = list(configs)
     got: dict[str, list[float | None]] = {n: [] for n in names}

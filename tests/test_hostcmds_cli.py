@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from clirun import clean_env
 from clirun import sdagent as run_sdagent
+from evidence_fixtures import POSITIVE
 from hosts import HOSTS, write_tree
 from sdagent.cli import cli
 from sdagent.planning.launch import build_exec
@@ -50,9 +51,19 @@ def test_topology_human(spr):
     assert "NUMA node 1 CPUs 56-111,168-223" in r.output and "amx_bf16" in r.output
 
 
+def fake_iomp(tmp_path):
+    """A preloadable-looking libiomp5 (a regular file of ours, not writable by others): only Intel OpenMP
+    reads KMP_*, and the shipped evidence leaves it off, so KMP tests ask for it explicitly."""
+    lib = tmp_path / "libiomp5.so"
+    lib.write_bytes(b"")
+    lib.chmod(0o644)
+    return str(lib)
+
+
 def test_plan_file_written_and_reused(spr, tmp_path):
     out = tmp_path / "plan.json"
-    r = run("--sysroot", spr, "plan", "--instances", "2", "--set", "kmp_blocktime=0", "-o", str(out))
+    r = run("--sysroot", spr, "plan", "--instances", "2", "--set", "kmp_blocktime=0", "--set", "omp_runtime=intel",
+            "--set", f"iomp_path={fake_iomp(tmp_path)}", "-o", str(out))
     assert r.exit_code == 0 and "instance 1: CPUs 56-111" in r.output
     r2 = run("--sysroot", spr, "--plan-file", str(out), "env", "--instance", "1")
     assert 'KMP_BLOCKTIME="0"' in r2.output and 'OMP_NUM_THREADS="56"' in r2.output
@@ -99,7 +110,7 @@ def test_bad_input_one_line_exit_2(spr, args, message):
 
 def test_overrides_file(spr, tmp_path):
     f = tmp_path / "o.yml"
-    f.write_text("binding: taskset\nkmp_blocktime: 1\n")
+    f.write_text(f"binding: taskset\nkmp_blocktime: 1\nomp_runtime: intel\niomp_path: {fake_iomp(tmp_path)}\n")
     d = json.loads(run("--sysroot", spr, "plan", "--overrides", str(f), "--json").output)
     assert d["settings"]["binding"] == "taskset" and d["env"]["KMP_BLOCKTIME"] == "1"
     f.write_text("bogus: 1\n")
@@ -111,7 +122,7 @@ def test_build_exec_scopes_env():
     facts = HostFacts({"jemalloc": "/je.so", "tcmalloc": None, "iomp": "/iomp.so"}, "/usr/bin/numactl",
                       "/usr/bin/taskset", True, IpexStatus(False, None, None, "absent"))
     topo = read_topology("/")
-    p = make_plan(topo, facts, PlanRequest())
+    p = make_plan(topo, facts, PlanRequest(), evidence=POSITIVE)  # evidence that keeps both preloads
     argv, env = build_exec(p, 0, ["python", "x.py"], {"LD_PRELOAD": "/asan.so", "KMP_BLOCKTIME": "7", "PATH": "/bin"})
     assert env["LD_PRELOAD"] == "/je.so:/iomp.so:/asan.so"
     assert "KMP_BLOCKTIME" not in env  # a stale caller value would silently change the plan

@@ -26,7 +26,7 @@ import torch  # noqa: E402
 
 from sdagent.cli import main  # noqa: E402
 from sdagent.pipeline.backends import prepare  # noqa: E402
-from sdagent.pipeline.loader import load_pipeline  # noqa: E402
+from sdagent.pipeline.loader import load_diffusers_pipeline as load_pipeline  # noqa: E402
 from sdagent.planning.runspec import RunSpec  # noqa: E402
 from sdagent.pipeline.workload import Workload  # noqa: E402
 

@@ -12,7 +12,10 @@ from dataclasses import replace
 from clirun import sdagent
 from sdagent.measuring import ladder as L
 from sdagent.planning.runspec import STOCK_RUN
-from sdagent.measuring.runner import WorkerJob, WorkerResult, missing_preloads
+from sdagent.measuring.ladder_report import markdown
+from sdagent.measuring.runner import WorkerJob
+from sdagent.workers.parent import missing_preloads
+from sdagent.workers.result import Measurement, ProcessRecord, WorkerResult
 from sdagent.planning.launch import Launch
 from sdagent.pipeline.workload import Workload
 
@@ -49,10 +52,10 @@ def rung(name, precision="fp32", unavailable=None):
 def result(latency, steps=(0.1, 0.1, 0.1), ok=True, reason="ok"):
     if not ok:
         return WorkerResult(False, reason, 1.0)
-    data = {"ok": True, "latency_median_s": latency, "runs": [{"unet_steps_s": list(steps)}],
-            "unet_evals": len(steps), "process": {"libraries": ["/x/libgomp.so.1"], "torch_threads": 2,
-                                                  "affinity": [0, 1]}, "load_average": [1.0, 1.0, 1.0]}
-    return WorkerResult(True, "ok", latency + 3, data)
+    m = Measurement("images", Workload(steps=2, height=64, width=64), (latency,),
+                    ProcessRecord(("/x/libgomp.so.1",), 2, (0, 1)), (1.0, 1.0, 1.0),
+                    runs=({"unet_steps_s": list(steps)},), unet_evals=len(steps))
+    return WorkerResult(True, "ok", latency + 3, m)
 
 
 def test_run_ladder_interleaves_and_a_failing_rung_does_not_stop_the_others():
@@ -131,7 +134,7 @@ def test_markdown_has_a_row_per_rung_and_names_failures():
               "workload": {"height": 64, "width": 64, "steps": 2, "guidance": 7.5},
               "machine": {"cpu_model": "cpu", "load_before": [1, 1, 1], "load_after": [1, 1, 1], "versions": {}},
               "command": "sdagent ladder --quick"}
-    text = L.markdown(report, rows)
+    text = markdown(report, rows)
     assert "| vanilla | 10.00 |" in text and "| run_cpu | failed: run_cpu missing |" in text
     assert "sdagent ladder --quick" in text
 
@@ -149,7 +152,7 @@ def test_openvino_ratio_and_the_shipped_plan_line():
               "workload": {"height": 64, "width": 64, "steps": 2, "guidance": 7.5},
               "machine": {"cpu_model": "cpu", "load_before": [1, 1, 1], "load_after": [1, 1, 1], "versions": {}},
               "command": "sdagent ladder", "shipped_rung": "tuned+backend+compile"}
-    text = L.markdown(report, list(rows.values()))
+    text = markdown(report, list(rows.values()))
     assert "× vs OpenVINO" in text
     assert "The plan as shipped (no tune) is the `tuned+backend+compile` rung: 7.00 s per image, 0.93x the best " \
            "other rung's (`openvino`, 7.50 s" in text

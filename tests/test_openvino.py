@@ -414,7 +414,7 @@ def test_openvino_generates_the_tiny_model_and_reports_like_the_torch_worker(tin
     job = OvJob(str(tiny_export), w, precision="bf16", threads=2, warmup=1, repeats=1, probe_precision=True)
     res = ovrun.measure_openvino(job, ovrun.openvino_launch(ov_python), timeout_s=300)
     assert res.ok, res.reason
-    d = res.data
+    d = res.measurement.to_dict()
     for key in ("ok", "workload", "describe", "load_s", "prepare_s", "warmup_s", "latency_s", "latency_median_s",
                 "runs", "unet_evals", "process", "load_average", "start_to_first_image_s", "versions"):
         assert key in d, key
@@ -443,9 +443,10 @@ def test_openvino_runs_fp32_with_another_scheduler(tiny_export, ov_python):
     res = ovrun.measure_openvino(OvJob(str(tiny_export), w, precision="fp32", warmup=0, repeats=1, probe_precision=True),
                                  ovrun.openvino_launch(ov_python), timeout_s=300)
     assert res.ok, res.reason
-    assert res.data["describe"]["scheduler"] == "EULER_DISCRETE" and res.data["unet_evals"] == 2
-    assert res.data["describe"]["precision_probe"]["runtime_precisions"].get("bf16", 0) == 0
-    assert res.data["start_to_first_image_s"] is not None
+    m = res.measurement
+    assert m.describe["scheduler"] == "EULER_DISCRETE" and m.unet_evals == 2
+    assert m.describe["precision_probe"]["runtime_precisions"].get("bf16", 0) == 0
+    assert m.start_to_first_image_s is not None
 
 
 @pytest.mark.slow
@@ -457,4 +458,5 @@ def test_the_worker_process_fails_with_a_reason_for_a_scheduler_genai_lacks(tiny
     p = subprocess.run([*launch.argv, "--job", str(jf), "--result", str(out)], env=dict(launch.env),
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and "scheduler 'dpm' is not available in OpenVINO GenAI" in p.stderr
-    assert json.loads(out.read_text()) == {"ok": False, "error": p.stderr.strip().split("error: ", 1)[1]}
+    assert json.loads(out.read_text()) == {"format": "sdagent-result/1", "ok": False,
+                                           "error": p.stderr.strip().split("error: ", 1)[1]}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from types import SimpleNamespace
 
 import pytest
 
@@ -17,7 +16,7 @@ pytest.importorskip("diffusers")
 
 from sdagent.pipeline.backends import import_ipex, prepare, unet_sample_input  # noqa: E402
 from sdagent.pipeline.generate import PreparedPipeline  # noqa: E402
-from sdagent.pipeline.loader import load_pipeline  # noqa: E402
+from sdagent.pipeline.loader import load_diffusers_pipeline as load_pipeline  # noqa: E402
 from sdagent.planning.runspec import RunSpec  # noqa: E402
 from sdagent.host.software import ipex_status  # noqa: E402
 
@@ -207,9 +206,8 @@ def test_native_bf16_uses_autocast_and_stays_near_fp32(tiny_model):
 
 
 def test_run_record_from_plan_and_validation():
-    plan = SimpleNamespace(settings={"backend": "ipex", "precision": "bf16", "channels_last": True,
-                                     "compile": False, "weights_prepack": False}, isa_flags=("amx_bf16",))
-    s = RunSpec.from_plan(plan)
+    s = RunSpec.from_settings({"backend": "ipex", "precision": "bf16", "channels_last": True, "compile": False,
+                               "weights_prepack": False}, ("amx_bf16",))
     assert (s.backend, s.precision, s.weights_prepack, s.native_bf16) == ("ipex", "bf16", False, True)
     assert RunSpec.from_dict(s.to_dict()) == s  # the one serialization a worker reads
     with pytest.raises(BadInput, match="unknown backend 'onnx'"):

@@ -11,7 +11,8 @@ import yaml
 from clirun import PY, clean_env, sdagent
 from hosts import HOSTS, write_tree
 from sdagent.host.topology import read_topology
-from sdagent.measuring.runner import WorkerResult
+from sdagent.pipeline.workload import Workload
+from sdagent.workers.result import ImageSpan, Measurement, Window, WorkerResult
 from sdagent.measuring.throughput import figures
 from sdagent.planning.layout import throughput_layouts
 
@@ -23,10 +24,11 @@ def result(start: float, durations: list[float], deadline: float | None = None, 
         return WorkerResult(False, "exit 1, no result: boom", 1.0)
     t, images = start, []
     for d in durations:
-        images.append({"start": t, "end": t + d, "total_s": d})
+        images.append(ImageSpan(t, t + d, d))
         t += d
-    return WorkerResult(True, "ok", 1.0, {"ok": True, "window": {"start": start, "deadline": deadline},
-                                          "images": images})
+    m = Measurement("throughput", Workload(), tuple(durations), window=Window(start, deadline),
+                    images=tuple(images))
+    return WorkerResult(True, "ok", 1.0, m)
 
 
 def test_host_rate_is_all_images_over_the_slowest_instance_and_bounds_add_up():

@@ -95,7 +95,7 @@ class FakeHost:
     def clock(self) -> float:
         return self.now
 
-    def measure(self, c: T.Candidate) -> float:
+    def measure(self, c: T.Candidate, limit_s: float = float("inf")) -> float:
         self.now += self.overhead
         if c.name in self.fail:
             raise T.MeasureFailed(f"{c.name} crashed")
@@ -105,7 +105,7 @@ class FakeHost:
         self.now += x
         return x
 
-    def warm(self, c: T.Candidate) -> None:
+    def warm(self, c: T.Candidate, limit_s: float = float("inf")) -> None:
         self.warmed.append(c.name)
         self.now += 3 * self.overhead
 
@@ -178,7 +178,7 @@ def test_an_axis_winner_is_confirmed_in_fresh_rounds_before_it_becomes_the_best(
     host = FakeHost({"stock": [1.0, 1.0, 1.0], "plan": [0.9, 0.91, 0.9], "v1": [0.7, 0.71, 0.72],
                      "v2": [0.6, 0.61, 0.62]})
     r = run_search(host, [cand("plan", allocator="tcmalloc")], [T.Axis("blocktime", variants)])
-    assert seen_best == ["plan"]
+    assert set(seen_best) == {"plan"}  # the up-front budget plan asks too, from the same best
     assert r.chosen.name == "v2" and r.path == ["stock", "plan", "v2"]
     kinds = [(c.kind, c.candidate) for c in r.comparisons]
     assert ("screen", "v1") in kinds and ("screen", "v2") in kinds and ("confirm", "v2") in kinds
@@ -253,7 +253,14 @@ def test_axes_offer_only_what_the_host_has():
     # the preloads as one candidate (the demo's first rung), offered only while some are on
     off = axes["preloads"].variants(cand("p", allocator="jemalloc", omp_runtime="intel"))
     assert [c.overrides for c in off] == [{"allocator": "default", "omp_runtime": "default"}]
-    assert axes["preloads"].variants(cand("n", allocator="default", omp_runtime="default")) == []
+    assert axes["preloads"].variants(cand("n", allocator="default", omp_runtime="default")) == []  # no libiomp5
+    # the derived plan leaves them off (the evidence): where the host has both, tune tries them on
+    both = A.make_axes(A.HostChoices(physical_cores=4, bf16=False, ipex=False, jemalloc=True, tcmalloc=False,
+                                     iomp=True, pin=None), resolve)
+    on = next(a for a in both if a.name == "preloads").variants(cand("n", allocator="default", omp_runtime="default"))
+    assert [c.overrides for c in on] == [{"allocator": "jemalloc", "omp_runtime": "intel"}]
+    assert [c.name for c in next(a for a in both if a.name == "OpenMP runtime").variants(
+        cand("n", omp_runtime="default"))] == ["omp=torch's own", "omp=libiomp5"]
     assert list(axes)[:4] == ["precision/backend", "layout", "preloads", "torch.compile"]
     assert axes["layout"].variants(best) == []  # the latency objective tries no instance splits
 
@@ -290,6 +297,133 @@ def test_the_throughput_objective_adds_instance_splits_that_keep_the_best_settin
     assert v[0].layout == lays[0] and v[0].key != v[1].key
 
 
+# ---------------------------------------------------------------------------
+# The budget: a hard ceiling, the minimum checked, what fits said up front
+# ---------------------------------------------------------------------------
+
+
+class CeilingHost(FakeHost):
+    """A FakeHost whose measurements are stopped at the limit the search hands them, as the worker's timeout."""
+
+    def measure(self, c: T.Candidate, limit_s: float = float("inf")) -> float:
+        seq = self.lat[c.name]
+        x = seq[sum(1 for n in self.calls if n == c.name) % len(seq)]
+        if self.overhead + x > limit_s:
+            self.now += limit_s
+            raise T.MeasureStopped(f"timed out after {limit_s:.0f} s")
+        return super().measure(c, limit_s)
+
+
+def test_a_budget_that_cannot_hold_the_minimum_is_refused_with_the_estimate():
+    """tune --budget 1 measured for 351 s: now the first round's figures size the minimum, and it stops."""
+    host = FakeHost({"stock": [30.0], "plan": [25.0]}, overhead=5.0)
+    with pytest.raises(T.BudgetTooSmall) as e:
+        run_search(host, [cand("plan", allocator="tcmalloc")], [], budget=120.0)
+    assert e.value.exit_code == 2 and "not even the minimum fits" in str(e.value)
+    assert "35 s per stock process, 30 s per plan process" in str(e.value) and "~8.1 min" in str(e.value) and "--budget 9 or more" in str(e.value)
+    assert host.calls == ["stock", "plan"]  # one round, then refused
+
+
+@pytest.mark.parametrize("budget", [200.0, 260.0, 333.0, 500.0, 900.0])
+def test_the_budget_is_a_hard_ceiling_on_the_time_measured(budget):
+    """Slow, uneven variants: whatever the budget, the search ends within it (a process in flight at the
+    ceiling is stopped), and stock is chosen whenever the final check could not be completed."""
+    host = CeilingHost({"stock": [10.0, 10.2, 9.9], "plan": [8.0, 8.1, 7.9], "a": [7.0, 40.0, 7.1],
+                        "b": [6.0, 6.1, 60.0], "c": [5.0, 5.0, 5.0]}, overhead=2.0)
+    axes = [T.Axis("x", lambda best: [cand("a", allocator="default"), cand("b", omp_runtime="default")]),
+            T.Axis("y", lambda best: [cand("c", kmp_blocktime=1)])]
+    r = run_search(host, [cand("plan", allocator="tcmalloc")], axes, budget=budget)
+    assert r.spent_s <= budget + 1e-9, (r.spent_s, budget)
+    final = [c for c in r.comparisons if c.kind == "final"]
+    if r.chosen.name != "stock":
+        assert final and final[-1].verdict.outcome != "failed"
+
+
+def test_a_process_in_flight_is_stopped_where_the_final_checks_reserve_begins():
+    """A variant that hangs on its third process (a neighbour, a swapped host) is stopped, not waited for:
+    the final check still runs inside the budget."""
+    host = CeilingHost({"stock": [10.0, 10.1, 9.9], "plan": [8.0, 8.1, 7.9], "a": [7.0, 7.1, 500.0]},
+                       overhead=0.0)
+    axis = T.Axis("x", lambda best: [cand("a", allocator="default")])
+    r = run_search(host, [cand("plan", allocator="tcmalloc")], [axis], budget=400.0)
+    screen = next(c for c in r.comparisons if c.candidate == "a")
+    assert screen.verdict.outcome == "failed" and "timed out" in screen.verdict.reason
+    assert r.comparisons[-1].kind == "final" and r.comparisons[-1].verdict.outcome != "failed"
+    assert r.chosen.name == "plan" and r.spent_s <= 400.0
+
+
+def test_the_session_hands_each_worker_the_time_left_and_reads_its_record(tmp_path):
+    """tune() end to end under a fake worker runner and clock: every worker's timeout is within the budget
+    left, the record carries each process's figures (read from the worker's result record)."""
+    from hosts import HOSTS, write_tree
+    from sdagent.host.software import HostFacts, IpexStatus
+    from sdagent.host.topology import read_topology
+    from sdagent.pipeline.modeldir import ModelDir
+    from sdagent.pipeline.workload import Workload
+    from sdagent.tuning.session import TuneRequest, tune
+    from sdagent.workers.result import Measurement, ProcessRecord, WorkerResult
+
+    topo = read_topology(write_tree(tmp_path, HOSTS["xeon-vm-2core-amx"]))
+    facts = HostFacts(libraries={"jemalloc": None, "tcmalloc": None, "iomp": None}, numactl=None,
+                      taskset="/usr/bin/taskset", numa_permitted=False,
+                      ipex=IpexStatus(False, None, "2.13.0", "not installed"), cxx=None)
+    now = [0.0]
+    timeouts = []
+
+    def runner(launch, job, timeout_s):
+        timeouts.append((now[0], timeout_s))
+        lat = 10.0 if launch.name == "stock" else 8.0
+        now[0] += lat + 2.0
+        m = Measurement("images", job.workload, (lat,), ProcessRecord(("/x/libgomp.so.1",), 2, (0, 1)),
+                        runs=({"unet_steps_s": [lat / 4] * 4},), unet_evals=4)
+        return WorkerResult(True, "ok", lat + 2.0, m)
+
+    w = Workload(steps=4, height=64, width=64)
+    req = TuneRequest(ModelDir(tmp_path, "StableDiffusionPipeline", {}, "tiny"), w, 300.0, allow_compile=False)
+    out = tune(topo, facts, req, environ={}, runner=runner, clock=lambda: now[0])
+    assert timeouts and all(t <= 300.0 - start + 1e-9 for start, t in timeouts)
+    procs = out.record["processes"]
+    assert procs["stock"][0]["latency_s"] == [10.0] and procs["stock"][0]["unet_step_median_s"] == 2.5
+    assert out.record["budget_plan"] and out.result.spent_s <= 300.0
+
+
+def test_a_first_round_that_does_not_finish_within_the_budget_is_refused():
+    host = CeilingHost({"stock": [300.0], "plan": [200.0]}, overhead=5.0)
+    with pytest.raises(T.BudgetTooSmall, match="not even the first round of stock and plan finished"):
+        run_search(host, [cand("plan", allocator="tcmalloc")], [], budget=60.0)
+    assert host.now == pytest.approx(60.0)  # stopped at the ceiling, not after 305 s
+
+
+def test_the_axes_that_fit_are_said_up_front_in_order():
+    host = FakeHost({"stock": [10.0, 10.1, 9.9], "plan": [8.0, 8.1, 7.9], "a": [9.0], "b": [9.0], "c": [9.0]},
+                    overhead=0.0)
+    events = []
+    axes = [T.Axis("small", lambda best: [cand("a", allocator="default")]),
+            T.Axis("big", lambda best: [cand("b", omp_runtime="default"), cand("c", kmp_blocktime=1)])]
+    r = T.search(STOCK, [cand("plan", allocator="tcmalloc")], axes, host.measure, budget_s=260.0,
+                 clock=host.clock, warm=host.warm, on_event=lambda k, d: events.append((k, d)))
+    said = [d for k, d in events if k == "budget"]
+    assert len(said) == 1 and [a["axis"] for a in said[0]["axes"]] == ["small", "big"]
+    assert [a["fits"] for a in r.budget_plan] == [True, False]
+    assert r.budget_plan[0]["estimate_s"] == pytest.approx(3 * (8.0 + 9.0), abs=0.5)
+    from sdagent.tuning.report import budget_plan_line
+
+    assert budget_plan_line(r.budget_plan).startswith("fit the budget, in this order: small ~51 s; do not fit: big")
+
+
+def test_axes_run_in_order_of_expected_effect_compile_and_precision_before_allocator_variants():
+    from sdagent.tuning.priority import EXPECTED_EFFECT, order_axes
+
+    host = A.HostChoices(physical_cores=4, bf16=True, ipex=False, jemalloc=True, tcmalloc=True, iomp=True,
+                         pin="numactl")
+    axes = A.make_axes(host, resolve)
+    names = [a.name for a in order_axes(axes)]
+    assert names[:2] == ["precision/backend", "torch.compile"] and names[-1] == "allocator"
+    assert sorted(names) == sorted(a.name for a in axes)  # a reorder, nothing lost
+    assert {a.name for a in axes} <= {n for n, _ in EXPECTED_EFFECT}  # every axis has its place and reason
+    assert [a.name for a in order_axes([T.Axis("new", lambda b: []), axes[0]])] == [axes[0].name, "new"]
+
+
 def test_stock_candidate_is_untuned():
     s = STOCK.settings
     assert STOCK.stock and s["allocator"] == "default" and s["omp_runtime"] == "default"
@@ -307,19 +441,21 @@ TINY_WORKLOAD = ("--steps", "2", "--height", "64", "--width", "64", "--warmup-st
 @pytest.mark.slow
 def test_tune_cli_writes_a_plan_that_env_and_exec_accept(tiny_model, tmp_path):
     out = tmp_path / "tuned.json"
-    r = sdagent("tune", "--model", str(tiny_model), *TINY_WORKLOAD, "--budget", "0.3", "--no-compile",
-                "-o", str(out), timeout=600)
+    r = sdagent("tune", "--model", str(tiny_model), *TINY_WORKLOAD, "--budget", "5", "--repeats", "1",
+                "--no-compile", "-o", str(out), timeout=600)
     assert r.returncode == 0, r.stderr
     assert "chosen:" in r.stdout and "stock" in r.stdout
     plan = json.loads(out.read_text())
     assert plan["source"] == "tuned"
     t = plan["tuning"]
     assert t["format"] == "sdagent-tune/1" and t["chosen"] and t["reason"] and t["rule"]
+    # the class it was measured on (its siblings install it; verify holds them to these figures)
+    assert len(t["host_class"]["id"]) == 12 and t["model_name"] == tiny_model.name
     names = [c["name"] for c in t["candidates"]]
     assert names[0] == "stock" and "topology plan" in names
     assert len(t["candidates"][0]["measured_s"]) >= 2  # stock always measured (a clear loser stops at 2 rounds)
-    assert 0 < t["spent_s"] and t["budget_s"] == pytest.approx(18.0)  # the budget is recorded; its
-    # enforcement is tested with a fake clock above, not with wall time on a shared machine
+    assert 0 < t["spent_s"] <= t["budget_s"] == pytest.approx(300.0)  # a hard ceiling
+    assert "tune: axes by expected effect; fit the budget, in this order:" in r.stderr
     env = sdagent("--plan-file", str(out), "env", "--format", "shell")
     assert env.returncode == 0, env.stderr
     assert "OMP_NUM_THREADS=" in env.stdout
@@ -341,6 +477,17 @@ def test_interrupted_tune_leaves_the_previous_plan_file(tiny_model, tmp_path):
     assert p.returncode != 0
     assert out.read_bytes() == before
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".tuned.json")]  # no temp file left
+
+
+def test_a_budget_too_small_for_one_round_is_exit_2_with_nothing_written(tiny_model, tmp_path):
+    """tune --budget 1 used to measure for 351 s: now a budget that cannot hold even the first round of stock
+    and the plan stops at its ceiling and says so, exit 2, the plan file untouched."""
+    out = tmp_path / "tuned.json"
+    t0 = time.monotonic()
+    r = sdagent("tune", "--model", str(tiny_model), *TINY_WORKLOAD, "--budget", "0.05", "-o", str(out), timeout=300)
+    assert r.returncode == 2, r.stderr
+    assert "invalid --budget 0.05 min: not even the first round" in r.stderr and "Traceback" not in r.stderr
+    assert not out.exists() and time.monotonic() - t0 < 120
 
 
 def test_tune_rejects_bad_input_in_one_line(tmp_path):
@@ -366,3 +513,24 @@ def test_tune_table_shows_unmeasured_and_single_samples():
     assert "skipped (budget)" in row["a"]
     assert row["b"].split()[1:3] == ["1", "2.000"] and " -  " in row["b"]  # one sample: no spread
     assert row["c"].startswith("*") and "100.0%" in row["c"]  # (3-1)/2
+
+
+def test_a_tunes_record_reads_back_as_typed_fields_and_feeds_verifys_stock_check():
+    """The record tune writes, parsed by tuning.record: verify's stock figures are its fields."""
+    from sdagent.errors import BadInput
+    from sdagent.tuning.record import TuneRecord
+    from sdagent.verifying.checks import StockFigures, stock_figures_from_tuning
+
+    host = FakeHost({"stock": [1.0, 1.02, 0.99], "plan": [0.80, 0.82, 0.81]})
+    r = run_search(host, [cand("plan", allocator="tcmalloc")])
+    d = json.loads(json.dumps({**r.to_dict(), "format": "sdagent-tune/1"}))
+    rec = TuneRecord.from_dict(d)
+    assert rec.chosen == "plan" and rec.stock.name == "stock" and rec.stock.stock
+    final = rec.last_comparison("plan", "stock")
+    assert final.kind == "final" and final.series("plan") == tuple(r.comparisons[-1].best_s)
+    assert rec.sigma_pair_used == r.noise["sigma_pair_used"]
+    figs = stock_figures_from_tuning(d)
+    assert isinstance(figs, StockFigures) and figs.plan_s == final.series("plan")
+    with pytest.raises(BadInput, match="sdagent-tune/9"):
+        TuneRecord.from_dict({**d, "format": "sdagent-tune/9"})
+    assert "unreadable" in stock_figures_from_tuning({**d, "format": "sdagent-tune/9"})

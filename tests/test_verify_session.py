@@ -146,3 +146,37 @@ def test_a_compiled_plan_must_run_the_planned_packages(zen5):
     assert wrong.exit_code == Exit.TUNING_NOT_IN_EFFECT and "unet OLD (planned u1)" in wrong.check("artifact").detail
     eager = verify(req, FakeMeasurer(mode="eager"), state_for(plan, zen5))
     assert eager.exit_code == Exit.TUNING_NOT_IN_EFFECT and "no compiler" in eager.check("artifact").detail
+
+
+def test_the_wait_for_the_host_lock_is_reported_on_its_own_not_in_the_start_up(zen5, monkeypatch):
+    """A verify that waited 262 s for the lock and took 30 s to its first image reported 292 s of start-up:
+    the start-up figure leaves the wait out, and the wait is its own field and metric."""
+    from sdagent.measuring import bench as B
+    from sdagent.verifying.report import prometheus_text
+
+    class Gen:
+        total_s, step_s, text_encode_s, vae_decode_s, array = 1.0, (0.5,), 0.01, 0.02, IMAGE
+
+    class Prepared:
+        pipe = object()
+
+        def generate(self, w, step_callback=None):
+            return Gen()
+
+        def describe(self):
+            return {}
+
+    now = 1_000_000.0
+    monkeypatch.setattr(B, "process_start_time", lambda: now - 292.0)
+    monkeypatch.setattr(B, "observe_unet", lambda pipe: (lambda: None, lambda: None))
+    monkeypatch.setattr(B.time, "time", lambda: now)
+    res = B.run_bench(Prepared(), W, runs=2, warmup=1, lock_wait_s=262.0)
+    assert res.startup_s == pytest.approx(30.0) and res.to_dict()["lock_wait_s"] == 262.0
+
+    req, plan = request(zen5, TARGET)
+    out = verify(req, FakeMeasurer(), state_for(plan, zen5), lock_wait_s=262.0)
+    assert out.lock_wait_s == 262.0
+    from dataclasses import replace as _replace
+
+    assert _replace(out, bench=None).to_dict()["lock_wait_s"] == 262.0  # the JSON report carries it
+    assert "sdagent_lock_wait_seconds{sdagent_instance=\"0\"} 262" in prometheus_text(out)

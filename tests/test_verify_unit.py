@@ -88,15 +88,16 @@ def test_threads_and_affinity():
     assert a.status == FAIL and a.value == "0-7" and a.limit == "0-3"
 
 
-def plan_of(source="derived", fallbacks=(), dropped=(), **kw):
-    return SimpleNamespace(settings=settings(**kw), source=source, fallbacks=tuple(fallbacks),
-                           dropped_libraries=tuple(dropped))
+def plan_of(source="derived", fallbacks=(), **kw):
+    return SimpleNamespace(settings=settings(**kw), source=source, fallbacks=tuple(fallbacks))
 
 
 def test_process_checks_on_a_fake_stock_process():
     stock = ProcessState(mapped=(TORCH, GOMP), torch_threads=8, affinity=tuple(range(8)))
     checks = process_checks(plan_of(), stock, expected_affinity=(0, 1, 2, 3))
-    assert [c.status for c in checks] == [PASS, FAIL, FAIL, FAIL, FAIL]
+    assert [(c.name, c.status) for c in checks] == [
+        ("plan_honoured", PASS), ("allocator", FAIL), ("openmp", FAIL), ("openmp_runtimes", PASS), ("threads", FAIL),
+        ("affinity", FAIL), ("child_affinity", SKIP)]
     assert decide_exit(checks) == Exit.TUNING_NOT_IN_EFFECT
     tuned = ProcessState(mapped=(JE, TORCH, IOMP), torch_threads=4, affinity=(0, 1, 2, 3))
     assert decide_exit(process_checks(plan_of(), tuned, (0, 1, 2, 3))) == Exit.OK
@@ -111,8 +112,10 @@ def test_a_plan_files_preload_gone_missing_is_exit_3_not_a_silent_fallback():
     checks = process_checks(fell, ok_proc, (0, 1, 2, 3))
     assert checks[0].name == "plan_honoured" and checks[0].status == FAIL and "jemalloc" in checks[0].detail
     assert decide_exit(checks) == Exit.TUNING_NOT_IN_EFFECT
-    dropped = plan_of("tuned", dropped=[("/home/u/libjemalloc.so", "writable by group or others")])
-    assert process_checks(dropped, ok_proc, (0, 1, 2, 3))[0].status == FAIL
+    unsafe = plan_of("tuned", fallbacks=[("jemalloc_path", "/home/u/libjemalloc.so", None, "writable by others"),
+                                         ("allocator", "jemalloc", "default", "libjemalloc was not found")],
+                     allocator="default")
+    assert process_checks(unsafe, ok_proc, (0, 1, 2, 3))[0].status == FAIL
 
 
 def test_observed_backend_and_precision():
@@ -203,7 +206,7 @@ def test_image_checks():
     nan[0, 0, 0] = np.nan
     cs = image_checks(nan)
     assert cs[0].status == FAIL and "1 of 192" in cs[0].detail and cs[1].status == SKIP
-    assert decide_exit(cs) == Exit.TARGET_MISSED
+    assert decide_exit(cs) == Exit.ERROR  # a non-finite image is an error in every command (issue 19 item 11)
     blank = np.full((8, 8, 3), 0.5, dtype=np.float32)
     assert image_checks(blank)[1].status == FAIL
     black = np.zeros((8, 8, 3), dtype=np.float32)

@@ -34,7 +34,6 @@ def load_pipeline(model_dir: str | os.PathLike[str], *, height: int | None = Non
     from sdagent.pipeline.backends import ready
     from sdagent.pipeline.modeldir import check_model_dir
     from sdagent.planning.planfile import plan_in_force
-    from sdagent.planning.runspec import RunSpec
 
     md = check_model_dir(model_dir)
     size = md.default_size() if height is None or width is None else 0
@@ -43,7 +42,7 @@ def load_pipeline(model_dir: str | os.PathLike[str], *, height: int | None = Non
     plan = plan_in_force(current_topology(topology_file=topology_file or os.environ.get("SDAGENT_TOPOLOGY_FILE")),
                          gather_facts(), plan_file=plan_file or os.environ.get("SDAGENT_PLAN_FILE"),
                          environ=os.environ)
-    prepared = ready(md.path, RunSpec.from_plan(plan), w, artifacts)
+    prepared = ready(md.path, plan.run_spec, w, artifacts)
     pipe = prepared.pipe
     pipe.sdagent = {"plan_source": plan.source, "plan": plan.summary(), **prepared.describe()}
     return pipe

@@ -10,10 +10,9 @@ import click
 
 from sdagent.atomicio import check_parent, write_json
 from sdagent.cli import cli
-from sdagent.cli.options import (FiniteFloat, backend_options, check_compile_flag, layout_options,
+from sdagent.cli.options import (FiniteFloat, PlanArgs, backend_options, check_compile_flag, layout_options,
                                  model_and_workload, progress_bar, resolve_plan, run_overrides, workload_options)
 from sdagent.measuring.bench import bench_model, check_counts
-from sdagent.planning.runspec import RunSpec
 
 
 @cli.command("bench")
@@ -39,7 +38,7 @@ from sdagent.planning.runspec import RunSpec
 @click.pass_context
 def bench(ctx: click.Context, model_dir: str, wl: dict[str, Any], runs: int, warmup: int, backend: str,
           precision: str, compile_: bool | None, channels_last: bool | None, artifacts: str | None,
-          plan_args: dict, throughput: bool, images: int | None, window_s: float | None, as_json: bool,
+          plan_args: PlanArgs, throughput: bool, images: int | None, window_s: float | None, as_json: bool,
           output: str | None) -> None:
     """Measure latency: WARMUP untimed runs, then RUNS timed ones, same seed each.
 
@@ -77,10 +76,10 @@ def bench(ctx: click.Context, model_dir: str, wl: dict[str, Any], runs: int, war
     md, w = model_and_workload(model_dir, wl)
     plan = resolve_plan(ctx, plan_args, extra=run_overrides(backend, precision, compile_, channels_last))
     check_compile_flag(plan, compile_)
-    if throughput or plan_args.get("instances") is not None or images is not None or window_s is not None:
+    if throughput or plan_args.instances is not None or images is not None or window_s is not None:
         return _throughput(ctx, md, w, plan, images, window_s, artifacts, as_json, output)
     with ctx.obj.bench_lock("bench"):
-        result = bench_model(md, w, RunSpec.from_plan(plan), runs, warmup, plan=plan.to_dict(),
+        result = bench_model(md, w, plan.run_spec, runs, warmup, plan=plan,
                              artifacts_dir=artifacts, bar=progress_bar("bench"))
     d = result.to_dict()
     d["model_dir"] = str(md.path)
@@ -97,13 +96,9 @@ def bench(ctx: click.Context, model_dir: str, wl: dict[str, Any], runs: int, war
 def _throughput(ctx: click.Context, md: Any, w: Any, plan: Any, images: int | None, window_s: float | None,
                 artifacts: str | None, as_json: bool, output: str | None) -> None:
     from sdagent.measuring import throughput as T
-    from sdagent.measuring.runner import WorkerJob
 
     images = images if images is not None or window_s is not None else 3
     T.check_request(plan, images, window_s)
-    job = WorkerJob(str(md.path), w, RunSpec.from_plan(plan), warmup_steps=w.steps,
-                    artifacts_dir=artifacts)
-    req = T.ThroughputRequest(str(md.path), job, images, window_s)
 
     def event(kind: str, data: dict[str, Any]) -> None:
         if kind == "ready":
@@ -114,7 +109,8 @@ def _throughput(ctx: click.Context, md: Any, w: Any, plan: Any, images: int | No
             click.echo(f"sdagent: warning: instance {data['instance']} failed: {data['reason']}", err=True)
 
     with ctx.obj.bench_lock("bench --throughput"):
-        figs = T.run(plan, req, environ=dict(os.environ), on_event=event)
+        figs = T.measure_plan(plan, str(md.path), w, environ=dict(os.environ), images=images, window_s=window_s,
+                              artifacts_dir=artifacts, on_event=event)
     from sdagent.host.process import machine_state
 
     d = {"format": "sdagent-throughput/1", "model": str(md.path), "workload": w.to_dict(), "plan": plan.to_dict(),

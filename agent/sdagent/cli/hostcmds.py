@@ -11,8 +11,9 @@ import click
 
 from sdagent import atomicio
 from sdagent.cli import cli
-from sdagent.cli.options import plan_options, resolve_plan
+from sdagent.cli.options import PlanArgs, plan_options, resolve_plan
 from sdagent.errors import BadInput
+from sdagent.host.hostclass import host_class, installed_software
 from sdagent.host.topology import format_cpulist
 from sdagent.envvars import PLAN_ENV
 from sdagent.planning.launch import build_exec
@@ -35,9 +36,13 @@ def topology(ctx: click.Context, as_json: bool, output: str | None) -> None:
     \b
     Read from /proc and /sys (or --sysroot DIR, or --topology-file FILE).
     The JSON form can be saved and injected elsewhere with --topology-file.
+    Its `host_class` is the class fingerprint (what decides speed: CPU, ISA,
+    layout, cgroup budget, torch/OpenVINO/IPEX/agent versions) and its id:
+    hosts with the same id share one tuned plan.
     """
     t = ctx.obj.topology()
-    d = t.to_dict()
+    hc = host_class(t, installed_software())
+    d = {**t.to_dict(), "host_class": hc.to_dict()}
     if output:
         atomicio.write_json(output, d)
     if as_json:
@@ -49,14 +54,20 @@ def topology(ctx: click.Context, as_json: bool, output: str | None) -> None:
     click.echo(f"cores       {s['physical_cores']} physical, {s['logical_cpus']} logical "
                f"({s['threads_per_core']} thread(s) per core)")
     for n in t.nodes:
-        mem = f", {n.mem_total_kb // 1024} MiB" if n.mem_total_kb else ""
+        mem = f", {n.mem_total_kb // 1024} MiB" if n.mem_total_kb else (", no memory" if not n.has_memory else "")
         click.echo(f"NUMA node {n.id} CPUs {format_cpulist(n.cpus)}{mem}")
+    if s["core_types"]:
+        click.echo(f"core types  P-cores {s['core_types']['P']}, E-cores {s['core_types']['E']}")
     click.echo(f"allowed     {s['allowed_cpus']}")
+    if t.isolated_cpus:
+        click.echo(f"isolated    {s['isolated_cpus']} (isolcpus/nohz_full: left out of plans)")
+    click.echo(f"budget      {s['cpu_budget']} (quota: a CFS quota over a shared mask; cpuset: a mask of its own)")
     click.echo(f"cgroup      {f'{t.cgroup.cpus:g} CPUs (v{t.cgroup.version})' if t.cgroup else 'no CPU quota'}")
     if t.mem_total_kb:
         click.echo(f"memory      {t.mem_total_kb // 1024} MiB")
     click.echo(f"ISA         {' '.join(t.flags) or '(none of interest)'}")
     click.echo(f"source      {t.source}")
+    click.echo(f"host class  {hc.id} ({hc.describe()})")
 
 
 @cli.command()
@@ -68,7 +79,7 @@ def topology(ctx: click.Context, as_json: bool, output: str | None) -> None:
               help="List the settings that --set accepts (with --json: each one's kind, choices and the "
                    "regex a value must match), and exit.")
 @click.pass_context
-def plan(ctx: click.Context, plan_args: dict, as_json: bool, output: str | None, list_settings_: bool) -> None:
+def plan(ctx: click.Context, plan_args: PlanArgs, as_json: bool, output: str | None, list_settings_: bool) -> None:
     """Derive the tuning plan for this host, every choice with its reason.
 
     \b
@@ -106,7 +117,9 @@ def plan(ctx: click.Context, plan_args: dict, as_json: bool, output: str | None,
     click.echo("")
     for i in p.instances:
         launcher = " ".join(p.launcher(i.index)) or "(no binding)"
-        click.echo(f"instance {i.index}: CPUs {i.cpulist}, node {i.node}, "
+        where = f"node {i.node}" if i.node is not None else "several nodes"
+        mem = f", memory on node(s) {i.mem_nodelist}" if p.membind and i.mem_nodes else ""
+        click.echo(f"instance {i.index}: CPUs {i.cpulist}, {where}{mem}, "
                    f"{p.settings['omp_num_threads']} threads, {launcher}")
     if p.preload:
         click.echo(f"LD_PRELOAD: {':'.join(p.preload)}")
@@ -122,7 +135,7 @@ def plan(ctx: click.Context, plan_args: dict, as_json: bool, output: str | None,
 @click.option("-o", "--output", type=click.Path(dir_okay=False, readable=False), default=None,
               help="Write to this file (atomically) instead of stdout.")
 @click.pass_context
-def env(ctx: click.Context, plan_args: dict, fmt: str, instance: int, output: str | None) -> None:
+def env(ctx: click.Context, plan_args: PlanArgs, fmt: str, instance: int, output: str | None) -> None:
     """Render the plan's environment for one instance.
 
     \b
@@ -149,14 +162,16 @@ def env(ctx: click.Context, plan_args: dict, fmt: str, instance: int, output: st
 @click.option("--dry-run", is_flag=True, help="Print the environment and command instead of running it.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_context
-def exec_(ctx: click.Context, plan_args: dict, instance: int, dry_run: bool, command: tuple[str, ...]) -> None:
+def exec_(ctx: click.Context, plan_args: PlanArgs, instance: int, dry_run: bool, command: tuple[str, ...]) -> None:
     """Run COMMAND under the plan: preloads, threads, KMP_*, numactl/taskset binding.
 
     \b
     The tuning is scoped to COMMAND and its children. Put `--` before COMMAND:
       sdagent exec -- python serve.py --port 8000
       sdagent --plan-file /etc/sdagent/plan.json exec --instance 1 -- sdagent verify ...
-    The exit status is COMMAND's.
+    The exit status is COMMAND's. When the plan preloads libiomp5, exec stays
+    COMMAND's parent: if COMMAND aborts (two OpenMP runtimes in one process,
+    "OMP: Error #15"), one line names both runtimes and the remedy.
     """
     p = resolve_plan(ctx, plan_args)
     argv, env = build_exec(p, instance, list(command), dict(os.environ))
@@ -168,4 +183,6 @@ def exec_(ctx: click.Context, plan_args: dict, instance: int, dry_run: bool, com
         return
     if shutil.which(argv[0], path=env.get("PATH")) is None:
         raise BadInput(f"command not found: {argv[0]}")
-    os.execvpe(argv[0], argv, env)
+    from sdagent.host.supervise import exec_command
+
+    exec_command(argv, env, list(command))

@@ -129,7 +129,7 @@ def ladder(ctx: click.Context, m: MeasureArgs, quick: bool, rounds: int, with_co
     --quick proves the machinery on the tiny model in about a minute:
       sdagent ladder --model /tmp/sd-tiny --quick --out-dir /tmp/ladder
     """
-    from sdagent.measuring.ladder import markdown
+    from sdagent.measuring.ladder_report import markdown
     from sdagent.measuring.ladder_plot import plot_png
     from sdagent.measuring.ladder_run import LadderRequest, run as run_ladder
     from sdagent.planning.layout import PlanRequest, throughput_layouts

@@ -9,7 +9,7 @@ import click
 
 from sdagent.cli import cli
 from sdagent.cli.options import model_and_workload, resolve_plan, workload_options
-from sdagent.errors import BadInput
+from sdagent.errors import BadInput, Exit, SdagentError
 from sdagent.pipeline.modelgen import PRESETS
 
 
@@ -86,17 +86,26 @@ def compile_(ctx: click.Context, model_dir: str, wl: dict, artifacts: str | None
     agent's user at provision time, with the periodic verify's workload.
 
     \b
+    Exit 7, one line naming the compiler, when the host's C++ compiler
+    cannot build inductor's code (a test build with inductor's flags, as
+    `sdagent plan` shows under cxx_error) or a package build fails.
+
+    \b
     Example:
       sdagent model compile --model /var/lib/sdagent/models/sd15 --height 512 --width 512
     """
-    from sdagent.pipeline.backends import build_artifacts
-    from sdagent.planning.runspec import RunSpec
+    from sdagent.pipeline.backends import CompileUnavailable, build_artifacts
 
     md, w = model_and_workload(model_dir, wl)
     plan = resolve_plan(ctx)
     if plan.backend != "native":
         raise BadInput(f"the plan's backend is {plan.backend}: compiled packages are for the native backend")
-    prepared = build_artifacts(md.path, RunSpec.from_plan(plan), w, artifacts)
+    facts = ctx.obj.facts()
+    check_compiler(facts.cxx, facts.cxx_error)
+    try:
+        prepared = build_artifacts(md.path, plan.run_spec, w, artifacts)
+    except CompileUnavailable as exc:
+        raise SdagentError(f"model compile: {exc}", Exit.ERROR) from None
     built = [part for part in prepared.artifacts if any(n.startswith(f"{part}: built") for n in prepared.notes)]
     d = {"model": str(md.path), "height": w.height, "width": w.width, "batch": w.batch,
          "precision": plan.precision, "artifacts": prepared.artifacts, "built": built, "notes": prepared.notes,
@@ -109,3 +118,13 @@ def compile_(ctx: click.Context, model_dir: str, wl: dict, artifacts: str | None
             click.echo(n)
     click.echo(f"ready: {len(prepared.artifacts)} package(s) for {w.width}x{w.height}, batch {w.batch}, "
                f"{plan.precision}, in {prepared.prepare_s:.0f} s ({len(built)} built now)")
+
+
+def check_compiler(cxx: str | None, cxx_error: str | None) -> None:
+    """Exit 7 before loading anything when the host's compiler cannot build inductor's code (host.cxx's
+    test build), naming the compiler: minutes of export would end in the same error."""
+    if cxx is None:
+        raise SdagentError("model compile: no C++ compiler ($CXX, g++, c++, clang++) to build the packages",
+                           Exit.ERROR)
+    if cxx_error:
+        raise SdagentError(f"model compile: {cxx_error}", Exit.ERROR)

@@ -7,7 +7,7 @@ import functools
 import math
 import shlex
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator
 
 import click
@@ -73,8 +73,37 @@ def progress_bar(label: str) -> Callable[[int], Any]:
 # ---------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class PlanArgs:
+    """The layout and override options of a command (layout_options, plan_options), as given."""
+
+    instances: int | None = None
+    cores_per_instance: int | None = None
+    span_nodes: bool = False
+    use_smt: bool = False
+    sub_node: bool = False
+    e_cores: bool = False
+    assignments: tuple[str, ...] = ()  # --set KEY=VALUE, unparsed
+    overrides_file: str | None = None  # --overrides FILE
+
+    def request(self) -> PlanRequest | None:
+        """The layout asked for, or None when no layout option was given (the plan in force's layout)."""
+        asked = self.instances is not None or self.cores_per_instance is not None or self.span_nodes \
+            or self.use_smt or self.sub_node or self.e_cores
+        return PlanRequest(self.instances, self.cores_per_instance, self.span_nodes, self.use_smt, self.sub_node,
+                           self.e_cores) if asked else None
+
+    def overrides(self) -> dict[str, Any]:
+        """--overrides FILE, then each --set (later wins), validated (BadInput names the bad value)."""
+        out: dict[str, Any] = {}
+        if self.overrides_file:
+            out.update(load_overrides_file(self.overrides_file))
+        out.update(parse_assignments(self.assignments))
+        return out
+
+
 def layout_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Add the layout options; the command receives `plan_args` (a dict)."""
+    """Add the layout options; the command receives `plan_args` (a PlanArgs)."""
 
     @click.option("--instances", type=int, default=None,
                   help="Split the host into N instances (never across NUMA nodes unless --span-nodes).")
@@ -84,19 +113,23 @@ def layout_options(func: Callable[..., Any]) -> Callable[..., Any]:
                   help="Allow an instance to cross NUMA nodes.")
     @click.option("--use-smt/--no-use-smt", default=False,
                   help="Give SMT siblings their own OpenMP threads (default: one thread per physical core).")
+    @click.option("--sub-node/--no-sub-node", default=False,
+                  help="Latency instance on one NUMA node (an SNC/NPS sub-node) instead of the whole socket.")
+    @click.option("--e-cores/--no-e-cores", default=False,
+                  help="Use a hybrid CPU's E-cores too (default: P-cores only).")
     @functools.wraps(func)
     def wrapper(*args: Any, instances: int | None, cores_per_instance: int | None, span_nodes: bool,
-                use_smt: bool, **kwargs: Any) -> Any:
-        kwargs.setdefault("plan_args", {}).update({
-            "instances": instances, "cores_per_instance": cores_per_instance,
-            "span_nodes": span_nodes, "use_smt": use_smt})
+                use_smt: bool, sub_node: bool, e_cores: bool, **kwargs: Any) -> Any:
+        kwargs["plan_args"] = replace(kwargs.get("plan_args") or PlanArgs(), instances=instances,
+                                      cores_per_instance=cores_per_instance, span_nodes=span_nodes,
+                                      use_smt=use_smt, sub_node=sub_node, e_cores=e_cores)
         return func(*args, **kwargs)
 
     return wrapper
 
 
 def plan_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Add the layout and override options; the command receives `plan_args` (a dict)."""
+    """Add the layout and override options; the command receives `plan_args` (a PlanArgs)."""
 
     @click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
                   help="Override a planned value, e.g. --set binding=taskset (repeatable; validated).")
@@ -104,26 +137,18 @@ def plan_options(func: Callable[..., Any]) -> Callable[..., Any]:
                   help="YAML/JSON mapping of planned values to override.")
     @functools.wraps(func)
     def wrapper(*args: Any, assignments: tuple[str, ...], overrides_file: str | None, **kwargs: Any) -> Any:
-        kwargs.setdefault("plan_args", {}).update({"assignments": assignments, "overrides_file": overrides_file})
+        kwargs["plan_args"] = replace(kwargs.get("plan_args") or PlanArgs(), assignments=tuple(assignments),
+                                      overrides_file=overrides_file)
         return func(*args, **kwargs)
 
     return layout_options(wrapper)
 
 
-def resolve_plan(ctx: click.Context, plan_args: dict[str, Any] | None = None,
+def resolve_plan(ctx: click.Context, plan_args: PlanArgs | None = None,
                  extra: dict[str, Any] | None = None) -> Plan:
     """The plan for this invocation: the plan in force, a new layout if asked, then overrides."""
-    a = plan_args or {}
-    overrides: dict[str, Any] = {}
-    if a.get("overrides_file"):
-        overrides.update(load_overrides_file(a["overrides_file"]))
-    overrides.update(parse_assignments(a.get("assignments") or ()))
-    overrides.update(extra or {})
-    asked = a.get("instances") is not None or a.get("cores_per_instance") is not None \
-        or bool(a.get("span_nodes")) or bool(a.get("use_smt"))
-    request = PlanRequest(a.get("instances"), a.get("cores_per_instance"), bool(a.get("span_nodes")),
-                          bool(a.get("use_smt"))) if asked else None
-    plan = ctx.obj.plan(request, overrides)
+    a = plan_args or PlanArgs()
+    plan = ctx.obj.plan(a.request(), {**a.overrides(), **(extra or {})})
     warn(plan)
     return plan
 

@@ -16,7 +16,6 @@ from sdagent.errors import BadInput
 from sdagent.host.software import ipex_status, package_versions
 from sdagent.pipeline.backends import ipex_unusable_message
 from sdagent.pipeline.workload import SCHEDULERS, Workload, validate_workload
-from sdagent.planning.runspec import RunSpec
 
 
 def png_bytes(image) -> bytes:
@@ -81,7 +80,7 @@ def run(ctx: click.Context, model_dir: str, prompt: str, negative_prompt: str | 
             raise BadInput(ipex_unusable_message(st))
     plan = resolve_plan(ctx, extra=run_overrides(backend, precision, compile_))
     check_compile_flag(plan, compile_)
-    spec = RunSpec.from_plan(plan)
+    spec = plan.run_spec
 
     from sdagent.pipeline.backends import ready
 
@@ -104,6 +103,6 @@ def run(ctx: click.Context, model_dir: str, prompt: str, negative_prompt: str | 
     if t["vae_decode_s"] is not None:
         split.append(f"VAE {t['vae_decode_s']:.3f} s")
     click.echo(f"wrote {out} ({w.width}x{w.height}) in {t['total_s']:.2f} s: {', '.join(split)}")
-    click.echo(f"{spec.describe()}, scheduler {prepared.describe()['scheduler']}")
+    click.echo(f"{prepared.ran()}, scheduler {prepared.describe()['scheduler']}")
     for n in prepared.notes:
         click.echo(f"  - {n}")

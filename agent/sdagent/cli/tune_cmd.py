@@ -14,7 +14,7 @@ import click
 
 from sdagent import atomicio
 from sdagent.cli import cli
-from sdagent.cli.options import (FiniteFloat, MeasureArgs, command_line, layout_options, measure_options,
+from sdagent.cli.options import (FiniteFloat, MeasureArgs, PlanArgs, command_line, layout_options, measure_options,
                                  model_and_workload, resolve_plan)
 from sdagent.tuning.rule import Rule
 
@@ -38,6 +38,10 @@ class BudgetBar:
         self.bar.__exit__(*exc)
 
     def event(self, kind: str, data: dict[str, Any]) -> None:
+        if kind == "budget":  # said up front, whether or not a bar is drawn
+            from sdagent.tuning.report import budget_plan_line
+
+            click.echo(f"\ntune: axes by expected effect; {budget_plan_line(data['axes'])}", err=True)
         if not sys.stderr.isatty():
             # Click draws no bar into a pipe or log: say each decision instead
             if kind == "compared" and data["comparison"].verdict is not None:
@@ -64,7 +68,10 @@ class BudgetBar:
 @measure_options(steps=4, size=256, repeats=3)
 @layout_options
 @click.option("--budget", "budget_min", type=FiniteFloat(above=0), default=15.0, show_default=True,
-              help="Minutes to spend measuring (the search stops starting comparisons that would not fit).")
+              help="Minutes to spend measuring, a hard ceiling: a round that would not fit is not started, a "
+                   "process still running at the ceiling is stopped; the axes that fit are said once the noise "
+                   "floor is measured; exit 2 with the estimate when not even stock, the plan and the final "
+                   "check fit.")
 @click.option("--objective", type=click.Choice(["latency", "throughput"]), default="latency", show_default=True,
               help="latency: one image's time (instance 0); throughput: the host's images/min, every instance "
                    "at once, with the instance split (instances x cores, SMT) as an axis of its own.")
@@ -77,18 +84,19 @@ class BudgetBar:
               help="Write the chosen plan here (atomically; an interrupted tune leaves the old file).")
 @click.option("--json", "as_json", is_flag=True, help="Print the tuning record and the plan as JSON.")
 @click.pass_context
-def tune(ctx: click.Context, m: MeasureArgs, plan_args: dict, budget_min: float, objective: str,
+def tune(ctx: click.Context, m: MeasureArgs, plan_args: PlanArgs, budget_min: float, objective: str,
          max_rounds: int, allow_compile: bool, output: str | None, as_json: bool) -> None:
     """Measure candidate plans on this host and keep the fastest; stock is the fallback.
 
     \b
     Candidates: stock (no preload, torch's own OpenMP, fp32 eager, on the
     plan's CPUs and thread count), the plan in force (--plan-file) or the
-    topology plan, then one axis at a time from the best so far:
-    precision/backend, no preloads (jemalloc and libiomp5 off together),
-    torch.compile, channels_last, allocator (glibc, jemalloc short/long/demo
-    MALLOC_CONF, tcmalloc), OpenMP runtime, KMP_BLOCKTIME 0/1/200, pinning,
-    threads. Each measurement is a fresh process taking the median of
+    topology plan, then one axis at a time from the best so far, in order of
+    expected effect (so a short budget covers what matters first):
+    precision/backend, torch.compile, no preloads (jemalloc and libiomp5 off
+    together), channels_last, threads, pinning, OpenMP runtime,
+    KMP_BLOCKTIME 0/1/200, allocator (glibc, jemalloc short/long/demo
+    MALLOC_CONF, tcmalloc). Each measurement is a fresh process taking the median of
     --repeats timed calls. The layout options measure instance 0 of that layout.
     \b
     --objective throughput measures the host's seconds per image with every

@@ -12,7 +12,8 @@ import click
 
 from sdagent.atomicio import check_parent
 from sdagent.cli import cli
-from sdagent.cli.options import model_and_workload, plan_options, progress_bar, resolve_plan, workload_options
+from sdagent.cli.options import (PlanArgs, model_and_workload, plan_options, progress_bar, resolve_plan,
+                                 workload_options)
 from sdagent import __version__
 from sdagent.errors import Exit, SdagentError, Terminated, exit_codes_help, one_line
 from sdagent.host.process import process_state
@@ -25,12 +26,20 @@ from sdagent.verifying.targets import load_targets
 VERIFY_EPILOG = exit_codes_help() + """\b
 Checks, and the exit code each category gives when it fails:
   tuning    3  planned allocator and libiomp5 mapped (/proc/self/maps, realpaths),
-               torch threads = plan, CPU affinity = plan, backend and precision
-               as seen inside the UNet's call = plan
+               one OpenMP runtime per family, torch threads = plan, CPU affinity
+               = plan (the process's, and a child's started after torch's first
+               op), backend and precision as seen inside the UNet's call = plan;
+               all against the plan in force, after its recorded substitutions.
+               plan_honoured: a tuned plan's setting that fell back here (a
+               library missing with no host copy, numactl absent) fails (3); a
+               tuned plan's library replaced by the host's own copy is a warning
+               (its figures were measured with the other file); a derived plan
+               passes
   target    4  an entry of --targets matches this host and workload
   latency   1  median <= p50_s; p90 <= p90_s (nearest rank; below 10 runs the
                slowest run, which bounds the p90)
-  quality   1  image finite and not blank; bf16 plans: mean |bf16 - fp32| pixel
+  error     7  the run did not complete, or the image is not finite (NaN/Inf)
+  quality   1  image not blank; bf16 plans: mean |bf16 - fp32| pixel
                difference (same seed, [0,1] scale) <= bf16_max_diff
   stock     6  the plan is slower than stock beyond noise (its fastest run slower
                than stock's slowest): from the plan file's tune results, and with
@@ -65,7 +74,7 @@ the answer.
 @click.option("--prometheus", type=click.Path(dir_okay=False, readable=False), default=None,
               help="Write a node_exporter textfile-collector file (*.prom), atomically.")
 @click.pass_context
-def verify(ctx: click.Context, model_dir: str, wl: dict[str, Any], plan_args: dict, targets_file: str,
+def verify(ctx: click.Context, model_dir: str, wl: dict[str, Any], plan_args: PlanArgs, targets_file: str,
            runs: int | None, warmup: int, instance: int, against_stock: bool, artifacts: str | None,
            as_json: bool, report: str | None, prometheus: str | None) -> int:
     """Check that the tuning is in effect in this process, that the output is sane,
@@ -103,10 +112,11 @@ def verify(ctx: click.Context, model_dir: str, wl: dict[str, Any], plan_args: di
         plan = resolve_plan(ctx, plan_args)
         plan.instance(instance)  # BadInput when out of range
         req = VerifyRequest(md, w, plan, instance, targets, ctx.obj.topology(), runs, warmup, against_stock)
-        measurer = LocalMeasurer(md, w, environ=os.environ, plan=plan.to_dict(), artifacts_dir=artifacts,
+        measurer = LocalMeasurer(md, w, environ=os.environ, plan=plan, artifacts_dir=artifacts,
                                  bar=progress_bar("verify"))
-        with ctx.obj.bench_lock("verify"):
-            res = run_verify(req, measurer, process_state(), started=started)
+        with ctx.obj.bench_lock("verify") as held:
+            measurer.lock_wait_s = held.waited_s  # another benchmark's time is not this process's start-up
+            res = run_verify(req, measurer, process_state(), started=started, lock_wait_s=held.waited_s)
         _write(res, report, prometheus)
     except SdagentError as exc:  # bad input (2), the lock not obtained (5): recorded, then one line
         record(exc.exit_code, str(exc))

@@ -10,6 +10,12 @@ directory; SDAGENT_LOCK_FILE overrides). Opened read-only and without following
 symlinks, so no user can make another's process write through it. The kernel
 drops the lock with its holder, crashed or not; the holder is named from
 /proc/locks when another process has to wait.
+
+A flock belongs to the open file, not the process: every process that holds a
+descriptor of it holds the lock. The measurement workers inherit the held
+descriptor (`held_fds`, workers.parent), so when the agent is SIGKILLed the
+lock stays held until its last worker has gone too, and the next benchmark
+never measures beside an orphan.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import fcntl
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -26,6 +33,14 @@ from sdagent.errors import Exit, SdagentError
 
 LOCK_ENV = "SDAGENT_LOCK_FILE"
 LOCK_NAME = "sdagent-bench.lock"
+
+#: Descriptors of the locks this process holds now (bench_lock adds and removes them).
+_HELD: set[int] = set()
+
+
+def held_fds() -> tuple[int, ...]:
+    """The descriptors of the host locks this process holds: a child started now should inherit them."""
+    return tuple(sorted(_HELD))
 
 
 def lock_path(environ: dict[str, str] | None = None) -> Path:
@@ -77,11 +92,23 @@ def holder(fd: int, locks_text: str | None = None) -> str:
     return "another process"
 
 
+@dataclass(frozen=True)
+class HeldLock:
+    """The host lock as its holder got it: where, and how long it waited (seconds) for another holder."""
+
+    path: Path
+    waited_s: float
+
+
 @contextlib.contextmanager
 def bench_lock(what: str, timeout_s: float, *, path: Path | None = None, poll_s: float = 0.5,
                on_wait: Callable[[str], None] | None = None,
-               clock: Callable[[], float] = time.monotonic) -> Iterator[Path]:
-    """Hold the host's benchmark lock for `what`; wait up to `timeout_s`, then exit 5 naming the holder."""
+               clock: Callable[[], float] = time.monotonic) -> Iterator[HeldLock]:
+    """Hold the host's benchmark lock for `what`; wait up to `timeout_s`, then exit 5 naming the holder.
+
+    Yields the lock and the seconds waited for it: figures of the process's own start-up (verify's)
+    must not count another benchmark's time.
+    """
     p = path or lock_path()
     fd = _open(p)
     try:
@@ -101,6 +128,8 @@ def bench_lock(what: str, timeout_s: float, *, path: Path | None = None, poll_s:
                     on_wait(f"{what}: waiting for the host benchmark lock {p}, held by {who}")
                     told = True
                 time.sleep(poll_s)
-        yield p
+        _HELD.add(fd)
+        yield HeldLock(p, clock() - start)
     finally:
-        os.close(fd)  # releases the lock
+        _HELD.discard(fd)
+        os.close(fd)  # releases the lock (once no worker holds a copy)

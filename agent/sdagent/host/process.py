@@ -126,6 +126,39 @@ def read_process_affinity() -> tuple[int, ...]:
     return tuple(sorted(cpus)) if cpus else read_affinity()
 
 
+#: The child verify starts: a bare interpreter printing the CPUs it may run on (what a server's
+#: subprocess or multiprocessing worker inherits from the thread that starts it).
+CHILD_AFFINITY_CODE = "import os; print(' '.join(map(str, sorted(os.sched_getaffinity(0)))))"
+
+
+def read_child_affinity(timeout_s: float = 60.0) -> tuple[int, ...]:
+    """The CPUs a child process started from this (main) thread may run on; () when none could start.
+
+    Intel OpenMP with KMP_AFFINITY binds the main thread to one CPU at its first parallel region,
+    and every process started afterwards inherits that one CPU: a served application's workers
+    all share CPU 0. Call it after warm_openmp().
+    """
+    import subprocess
+
+    try:
+        r = subprocess.run([sys.executable, "-S", "-c", CHILD_AFFINITY_CODE], capture_output=True, text=True,
+                           timeout=timeout_s)
+        return tuple(int(x) for x in r.stdout.split()) if r.returncode == 0 else ()
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return ()
+
+
+def warm_openmp() -> bool:
+    """Run one parallel region in torch (as a server's first request does), so that an OpenMP runtime
+    that pins threads has pinned them; False when torch is not loaded or not importable."""
+    try:
+        import torch
+    except Exception:  # noqa: BLE001 - torch absent or broken: nothing to warm
+        return False
+    torch.ones(1 << 18).add_(1.0)  # above at::internal::GRAIN_SIZE (32768): a parallel region when threads > 1
+    return True
+
+
 def read_load_average() -> tuple[float, float, float]:
     try:
         return os.getloadavg()
@@ -185,18 +218,23 @@ class ProcessState:
     torch_threads: int | None
     affinity: tuple[int, ...]
     env: dict[str, str] = field(default_factory=dict)
+    #: CPUs a child started from the main thread after torch's first parallel region inherits;
+    #: None: not read (a fake state), (): no child could start
+    child_affinity: tuple[int, ...] | None = None
 
 
 def process_state() -> ProcessState:
-    """Read before any OpenMP parallel region when possible (the affinity first, then torch)."""
+    """Read the affinity before any OpenMP parallel region (the union over threads), then torch's
+    threads; then run one parallel region and start a child, to see what a server's children inherit."""
     affinity = read_process_affinity()
-    mapped = read_mapped_libraries()
     intra, _ = torch_threads()
+    warm_openmp()
     return ProcessState(
-        mapped=mapped,
+        mapped=read_mapped_libraries(),  # after torch's first op: every OpenMP runtime it loads is mapped
         torch_threads=intra,
         affinity=affinity,
         env=tuning_vars(os.environ),
+        child_affinity=read_child_affinity(),
     )
 
 
@@ -221,7 +259,6 @@ class MachineState:
     memory_available_kb: int | None
     versions: dict[str, str | None]
     python: str
-    plan: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -232,8 +269,8 @@ class MachineState:
         return d
 
 
-def machine_state(plan: dict[str, Any] | None = None) -> MachineState:
-    """Snapshot of this process and host now; `plan` is the plan in effect (Plan.to_dict())."""
+def machine_state() -> MachineState:
+    """Snapshot of this process and host now (a record that holds it attaches the plan in effect)."""
     mapped = read_mapped_libraries()
     intra, inter = torch_threads()
     return MachineState(
@@ -254,5 +291,4 @@ def machine_state(plan: dict[str, Any] | None = None) -> MachineState:
         memory_available_kb=read_memory_available_kb(),
         versions=package_versions(),
         python=sys.executable,
-        plan=plan,
     )

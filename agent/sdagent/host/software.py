@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+from sdagent.host.cxx import cxx_problem
+
 #: File names tried per library, most specific first. Debian's libjemalloc2 ships
 #: only the versioned name, which is why PyTorch's launcher misses it.
 LIBRARY_NAMES: dict[str, tuple[str, ...]] = {
@@ -106,12 +108,28 @@ def find_library(kind: str, dirs: list[Path] | None = None) -> str | None:
     return None
 
 
+def memory_node(root: str = "/") -> int:
+    """The first NUMA node with memory (/sys/devices/system/node/has_memory), 0 where unknown.
+
+    Why: numactl refuses --membind for a memoryless node ("<N> is invalid"), so a probe on node 0
+    of a host whose node 0 has no memory (NPS4, CXL, HBM-less layouts) would report that binding is
+    refused everywhere.
+    """
+    try:
+        text = (Path(root) / "sys/devices/system/node/has_memory").read_text().strip()
+    except OSError:
+        return 0
+    first = text.split(",")[0].split("-")[0]
+    return int(first) if first.isdigit() else 0
+
+
 @functools.lru_cache(maxsize=None)
-def numa_binding_permitted(numactl: str) -> bool:
-    """Whether `numactl -m` works here: containers often refuse set_mempolicy."""
+def numa_binding_permitted(numactl: str, node: int = 0) -> bool:
+    """Whether `numactl -m NODE` works here (containers often refuse set_mempolicy); NODE must have
+    memory (memory_node)."""
     try:
         r = subprocess.run(
-            [numactl, "--cpunodebind=0", "--membind=0", "true"],
+            [numactl, f"--membind={node}", "true"],
             capture_output=True, timeout=10,
         )
     except (OSError, subprocess.SubprocessError):
@@ -121,7 +139,7 @@ def numa_binding_permitted(numactl: str) -> bool:
 
 @dataclass(frozen=True)
 class IpexStatus:
-    """Whether IPEX can be used with the installed torch, judged from metadata only."""
+    """Whether IPEX can be used with the installed torch: its metadata, then an import in a subprocess."""
 
     usable: bool
     version: str | None
@@ -148,6 +166,12 @@ def package_versions(names: tuple[str, ...] = STACK) -> dict[str, str | None]:
 
 
 def ipex_status() -> IpexStatus:
+    """Whether IPEX is usable here: installed, built for the installed torch, and importable.
+
+    Metadata first (cheap); when it matches, importing it in a subprocess decides (an undefined
+    symbol or a broken install passes the metadata test and fails the import). The import's answer
+    is cached per install (host.probecache), so only the first command after an install pays ~8 s.
+    """
     torch_v = package_version("torch")
     ipex_v = package_version("intel-extension-for-pytorch") or package_version("intel_extension_for_pytorch")
     if ipex_v is None:
@@ -162,7 +186,66 @@ def ipex_status() -> IpexStatus:
     if mm(torch_v) != mm(ipex_v):
         return IpexStatus(False, ipex_v, torch_v,
                           f"IPEX {ipex_v} needs torch {'.'.join(mm(ipex_v))}.*, found torch {torch_v}")
-    return IpexStatus(True, ipex_v, torch_v, f"IPEX {ipex_v} matches torch {torch_v}")
+    failed = ipex_import_error(ipex_v, torch_v)
+    if failed:
+        return IpexStatus(False, ipex_v, torch_v, f"IPEX {ipex_v} matches torch {torch_v} but does not import: "
+                          f"{failed}")
+    return IpexStatus(True, ipex_v, torch_v, f"IPEX {ipex_v} matches torch {torch_v} and imports")
+
+
+#: The module whose import decides IPEX's usability.
+IPEX_MODULE = "intel_extension_for_pytorch"
+
+#: An import longer than this is "could not tell" (not cached): IPEX imports torch, ~8 s on a quiet host.
+IPEX_IMPORT_TIMEOUT_S = 300.0
+
+
+def _module_file(name: str) -> str | None:
+    """Where `name` would be imported from, without importing it (its package's __init__ or module file)."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    return spec.origin if spec and spec.origin else None
+
+
+def _import_in_subprocess(module: str, timeout_s: float) -> dict:
+    """Import `module` in a fresh interpreter with this process's sys.path: {"ok", "error"}."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    try:
+        r = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True,
+                           timeout=timeout_s, env=env)
+    except subprocess.TimeoutExpired:
+        return {"ok": False, "error": f"importing {module} took over {timeout_s:g} s", "cache": False}
+    except OSError as exc:
+        return {"ok": False, "error": f"cannot start {sys.executable} ({exc.strerror})", "cache": False}
+    if r.returncode == 0:
+        return {"ok": True, "error": None}
+    lines = [ln.strip() for ln in r.stderr.splitlines() if ln.strip()]
+    last = next((ln for ln in reversed(lines) if re.match(r"^[A-Za-z_.]*(Error|Exception)\b", ln)),
+                lines[-1] if lines else f"exit status {r.returncode}")
+    return {"ok": False, "error": last[:300]}
+
+
+def ipex_import_error(ipex_v: str, torch_v: str, timeout_s: float = IPEX_IMPORT_TIMEOUT_S) -> str | None:
+    """Why importing IPEX fails in a fresh interpreter (its exception's line), or None when it imports.
+
+    Cached per install: the package's path, its mtime, IPEX's and torch's versions and the interpreter.
+    """
+    from sdagent.host.probecache import cached
+
+    origin = _module_file(IPEX_MODULE)
+    if origin is None:
+        return f"{IPEX_MODULE} is not on the import path (its metadata is)"
+    try:
+        mtime = os.stat(origin).st_mtime_ns
+    except OSError as exc:
+        return f"{origin}: {exc.strerror}"
+    key = {"path": origin, "mtime_ns": mtime, "version": ipex_v, "torch": torch_v, "python": sys.executable}
+    answer = cached("ipex-import", key, lambda: _import_in_subprocess(IPEX_MODULE, timeout_s))
+    return None if answer.get("ok") else str(answer.get("error"))
 
 
 @dataclass(frozen=True)
@@ -203,20 +286,20 @@ def gather_facts(library_paths: dict[str, str] | None = None) -> HostFacts:
         given = (library_paths or {}).get(kind)
         libs[kind] = given if given else find_library(kind)
     numactl = shutil.which("numactl")
+    cxx = find_cxx()
     return HostFacts(
         libraries=libs,
         numactl=numactl,
         taskset=shutil.which("taskset"),
-        numa_permitted=numa_binding_permitted(numactl) if numactl else False,
+        numa_permitted=numa_binding_permitted(numactl, memory_node()) if numactl else False,
         ipex=ipex_status(),
-        cxx=find_cxx(),
+        cxx=cxx,
+        cxx_error=cxx_problem(cxx),
     )
 
 
 def find_cxx() -> str | None:
     """The C++ compiler inductor uses ($CXX, else g++, c++, clang++), or None."""
-    import os
-
     for name in (os.environ.get("CXX"), "g++", "c++", "clang++"):
         if name and shutil.which(name):
             return shutil.which(name)

@@ -90,13 +90,25 @@ class Cpu:
     core: int  # core id, unique within its socket
     node: int  # NUMA node (0 where the host has no NUMA information)
     siblings: tuple[int, ...]  # SMT siblings, itself included
+    #: core type on a hybrid CPU: "P" (performance, /sys/devices/cpu_core) or "E" (efficiency,
+    #: /sys/devices/cpu_atom, or a lower cpu_capacity); "" where all cores are alike
+    kind: str = ""
 
 
 @dataclass(frozen=True)
 class NumaNode:
+    """One NUMA node: its online CPUs, its memory (0: a memoryless node; None: unknown) and its
+    row of the kernel's distance table (node/nodeN/distance; 10 = local, indexed by node order)."""
+
     id: int
     cpus: tuple[int, ...]
     mem_total_kb: int | None = None
+    distances: tuple[int, ...] = ()
+
+    @property
+    def has_memory(self) -> bool:
+        """numactl --membind refuses a node without memory ("<N> is invalid"); unknown counts as memory."""
+        return self.mem_total_kb is None or self.mem_total_kb > 0
 
 
 @dataclass(frozen=True)
@@ -128,6 +140,8 @@ class Topology:
     mem_total_kb: int | None = None
     source: str = "detected"  # "detected", "sysroot:<dir>" or "file:<path>"
     hostname: str = ""
+    #: CPUs the operator reserved (isolcpus=, nohz_full=: /sys/devices/system/cpu/isolated, nohz_full)
+    isolated_cpus: tuple[int, ...] = ()
 
     # -- derived facts -------------------------------------------------------
     def has(self, flag: str) -> bool:
@@ -153,6 +167,60 @@ class Topology:
     def native_bf16(self) -> str | None:
         return native_bf16_flag(self.flags)
 
+    @property
+    def hybrid(self) -> bool:
+        """P-cores and E-cores (12th-gen Core and later)."""
+        return {c.kind for c in self.cpus} >= {"P", "E"}
+
+    @property
+    def usable_cpus(self) -> tuple[int, ...]:
+        """The allowed CPUs, less the isolated ones unless the mask holds nothing else."""
+        rest = tuple(c for c in self.allowed_cpus if c not in set(self.isolated_cpus))
+        return rest or self.allowed_cpus
+
+    @property
+    def cpu_budget(self) -> str:
+        """What bounds this process's CPUs: "quota" (a CFS quota smaller than its CPU mask: the mask is
+        shared, not owned), "cpuset" (a mask narrower than the host's usable CPUs, no smaller quota), or
+        "host" (every CPU, no quota)."""
+        usable = self.usable_cpus
+        if self.cgroup is not None and self.cgroup.cpus < len(usable):
+            return "quota"
+        host = {c.id for c in self.cpus} - set(self.isolated_cpus)
+        return "cpuset" if set(usable) < host else "host"
+
+    def node(self, node_id: int) -> NumaNode:
+        for n in self.nodes:
+            if n.id == node_id:
+                return n
+        raise KeyError(node_id)
+
+    def distance(self, a: int, b: int) -> int:
+        """The kernel's distance from node a to node b (10 local, 20 remote where unknown)."""
+        if a == b:
+            return 10
+        ids = [n.id for n in self.nodes]
+        row = self.node(a).distances
+        return row[ids.index(b)] if len(row) == len(ids) else 20
+
+    def nearest_memory_nodes(self, node_id: int) -> tuple[int, ...]:
+        """Node `node_id` when it has memory, else the nearest node(s) with memory by the distance
+        table (every node at the least distance), else ()."""
+        if self.node(node_id).has_memory:
+            return (node_id,)
+        mem = [n.id for n in self.nodes if n.has_memory]
+        if not mem:
+            return ()
+        best = min(self.distance(node_id, m) for m in mem)
+        return tuple(m for m in mem if self.distance(node_id, m) == best)
+
+    def socket_nodes(self) -> dict[int, tuple[int, ...]]:
+        """socket -> the NUMA nodes whose CPUs sit on it (SNC/NPS split a socket into several)."""
+        out: dict[int, set[int]] = {}
+        for c in self.cpus:
+            out.setdefault(c.socket, set()).add(c.node)
+        return {s: tuple(sorted(v)) for s, v in sorted(out.items())}
+
     def cpu(self, cpu_id: int) -> Cpu:
         for c in self.cpus:
             if c.id == cpu_id:
@@ -161,9 +229,18 @@ class Topology:
 
     def summary(self) -> str:
         lim = f", cgroup {self.cgroup.cpus:g} CPUs" if self.cgroup else ""
+        extra = ""
+        if self.hybrid:
+            extra += f", {len({(c.socket, c.core) for c in self.cpus if c.kind == 'P'})} P-cores + " \
+                     f"{len({(c.socket, c.core) for c in self.cpus if c.kind == 'E'})} E-cores"
+        memless = [n.id for n in self.nodes if not n.has_memory]
+        if memless:
+            extra += f", memoryless node(s) {format_cpulist(memless)}"
+        if self.isolated_cpus:
+            extra += f", isolated CPUs {format_cpulist(self.isolated_cpus)}"
         return (
             f"{self.model_name}: {self.sockets} socket(s), {self.physical_cores} cores, "
-            f"{self.logical_cpus} CPUs, {len(self.nodes)} NUMA node(s), "
+            f"{self.logical_cpus} CPUs, {len(self.nodes)} NUMA node(s){extra}, "
             f"{len(self.allowed_cpus)} allowed{lim}; ISA {' '.join(self.flags) or 'none'}"
         )
 
@@ -178,6 +255,14 @@ class Topology:
             "numa_nodes": len(self.nodes),
             "allowed_cpus": format_cpulist(self.allowed_cpus),
             "cgroup_cpus": self.cgroup.cpus if self.cgroup else None,
+            "cpu_budget": self.cpu_budget,
+            "isolated_cpus": format_cpulist(self.isolated_cpus),
+            "usable_cpus": format_cpulist(self.usable_cpus),
+            "core_types": {k: format_cpulist(c.id for c in self.cpus if c.kind == k) for k in ("P", "E")}
+            if self.hybrid else None,
+            "memory_per_node_kb": {str(n.id): n.mem_total_kb for n in self.nodes},
+            "memoryless_nodes": [n.id for n in self.nodes if not n.has_memory],
+            "socket_nodes": {str(k): list(v) for k, v in self.socket_nodes().items()},
         }
         return d
 
@@ -186,11 +271,12 @@ class Topology:
         try:
             cpus = tuple(
                 Cpu(int(c["id"]), int(c["socket"]), int(c["core"]), int(c["node"]),
-                    tuple(int(s) for s in c["siblings"]))
+                    tuple(int(s) for s in c["siblings"]), str(c.get("kind") or ""))
                 for c in d["cpus"]
             )
             nodes = tuple(
-                NumaNode(int(n["id"]), tuple(int(x) for x in n["cpus"]), n.get("mem_total_kb"))
+                NumaNode(int(n["id"]), tuple(int(x) for x in n["cpus"]), n.get("mem_total_kb"),
+                         tuple(int(x) for x in n.get("distances") or ()))
                 for n in d["nodes"]
             )
             cg = d.get("cgroup")
@@ -218,6 +304,7 @@ class Topology:
                 mem_total_kb=d.get("mem_total_kb"),
                 source=source,
                 hostname=str(d.get("hostname", "")),
+                isolated_cpus=tuple(int(x) for x in d.get("isolated_cpus") or ()),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise BadInput(f"not a topology record ({type(exc).__name__}: {exc})") from None
@@ -255,6 +342,13 @@ class _Tree:
             return None
         except OSError:
             return None
+
+    def read_cpulist(self, rel: str) -> tuple[int, ...]:
+        """A CPU list file; absent, empty or not a list (nohz_full reads "(null)" when off) is ()."""
+        try:
+            return parse_cpulist(self.read(rel) or "")
+        except ValueError:
+            return ()
 
     def read_int(self, rel: str) -> int | None:
         text = self.read(rel)
@@ -333,25 +427,28 @@ def _read_cgroup(tree: _Tree) -> CgroupLimit | None:
     return best
 
 
-def read_topology(root: str | os.PathLike[str] = "/") -> Topology:
-    """Detect the topology of the host (root="/") or of a fixture tree."""
-    tree = _Tree(root)
-    live = Path(root).resolve() == Path("/")
-    cpuinfo_text = tree.read("proc/cpuinfo")
-    if cpuinfo_text is None:
-        raise BadInput(f"no proc/cpuinfo under {root}: not a host root")
-    blocks = _parse_cpuinfo(cpuinfo_text)
-    first = blocks[0] if blocks else {}
-    flags_present = set(first.get("flags", "").split())
+def _core_kinds(tree: _Tree, online: tuple[int, ...]) -> dict[int, str]:
+    """cpu -> "P" | "E" on a hybrid CPU, {} otherwise.
 
-    online_text = tree.read("sys/devices/system/cpu/online")
-    if online_text:
-        online = parse_cpulist(online_text)
-    else:
-        online = tuple(int(b["processor"]) for b in blocks)
-    by_proc = {int(b["processor"]): b for b in blocks}
+    Source: the kernel's hybrid PMU devices (/sys/devices/cpu_core/cpus, /sys/devices/cpu_atom/cpus,
+    Intel 12th-gen Core and later); else per-CPU cpu_capacity (arm64 big.LITTLE and recent x86
+    kernels): the highest capacity is P, lower ones E.
+    """
+    p = tree.read_cpulist("sys/devices/cpu_core/cpus")
+    e = tree.read_cpulist("sys/devices/cpu_atom/cpus")
+    if p and e:
+        return {**{c: "P" for c in p}, **{c: "E" for c in e}}
+    caps = {c: tree.read_int(f"sys/devices/system/cpu/cpu{c}/cpu_capacity") for c in online}
+    known = {c: v for c, v in caps.items() if v is not None}
+    if len(known) == len(online) and len(set(known.values())) > 1:
+        top = max(known.values())
+        return {c: "P" if v == top else "E" for c, v in known.items()}
+    return {}
 
-    # NUMA nodes
+
+def _read_nodes(tree: _Tree, online: tuple[int, ...]) -> list[NumaNode]:
+    """NUMA nodes from sys/devices/system/node (cpulist, meminfo's MemTotal, distance); one node
+    holding every CPU and the host's memory where the kernel shows none."""
     nodes: list[NumaNode] = []
     node_dir = tree.path("sys/devices/system/node")
     if node_dir.is_dir():
@@ -359,18 +456,18 @@ def read_topology(root: str | os.PathLike[str] = "/") -> Topology:
             m = re.fullmatch(r"node(\d+)", entry.name)
             if not m:
                 continue
-            nid = int(m.group(1))
-            cpus = parse_cpulist(tree.read(f"sys/devices/system/node/{entry.name}/cpulist") or "")
-            mem = _meminfo_kb(
-                tree.read(f"sys/devices/system/node/{entry.name}/meminfo"), "MemTotal"
-            )
-            nodes.append(NumaNode(nid, tuple(c for c in cpus if c in online), mem))
+            base = f"sys/devices/system/node/{entry.name}"
+            cpus = parse_cpulist(tree.read(f"{base}/cpulist") or "")
+            mem = _meminfo_kb(tree.read(f"{base}/meminfo"), "MemTotal")
+            dist = tuple(int(x) for x in (tree.read(f"{base}/distance") or "").split() if x.isdigit())
+            nodes.append(NumaNode(int(m.group(1)), tuple(c for c in cpus if c in online), mem, dist))
     nodes.sort(key=lambda n: n.id)
-    node_of = {c: n.id for n in nodes for c in n.cpus}
-    if not nodes:
-        nodes = [NumaNode(0, tuple(online), _meminfo_kb(tree.read("proc/meminfo")))]
-        node_of = {c: 0 for c in online}
+    return nodes or [NumaNode(0, tuple(online), _meminfo_kb(tree.read("proc/meminfo")))]
 
+
+def _read_cpus(tree: _Tree, online: tuple[int, ...], by_proc: dict[int, dict[str, str]],
+               node_of: dict[int, int]) -> list[Cpu]:
+    """Each online CPU's socket, core, node, SMT siblings and core type (sysfs, else /proc/cpuinfo)."""
     cpus: list[Cpu] = []
     for cid in online:
         base = f"sys/devices/system/cpu/cpu{cid}/topology"
@@ -388,18 +485,43 @@ def read_topology(root: str | os.PathLike[str] = "/") -> Topology:
     groups: dict[tuple[int, int], list[int]] = {}
     for c in cpus:
         groups.setdefault((c.socket, c.core), []).append(c.id)
-    cpus = [
-        c if c.siblings else Cpu(c.id, c.socket, c.core, c.node, tuple(groups[(c.socket, c.core)]))
-        for c in cpus
-    ]
+    kinds = _core_kinds(tree, online)
+    return [Cpu(c.id, c.socket, c.core, c.node, c.siblings or tuple(groups[(c.socket, c.core)]),
+                kinds.get(c.id, "")) for c in cpus]
 
+
+def _read_allowed(tree: _Tree, live: bool, online: tuple[int, ...]) -> tuple[int, ...]:
+    """This process's affinity mask (sched_getaffinity live, Cpus_allowed_list in a fixture)."""
     if live and hasattr(os, "sched_getaffinity"):
         allowed = tuple(sorted(os.sched_getaffinity(0)))
     else:
         status = tree.read("proc/self/status") or ""
         m = re.search(r"^Cpus_allowed_list:\s*(\S+)", status, re.M)
         allowed = parse_cpulist(m.group(1)) if m else tuple(online)
-    allowed = tuple(c for c in allowed if c in set(online)) or tuple(online)
+    return tuple(c for c in allowed if c in set(online)) or tuple(online)
+
+
+def read_topology(root: str | os.PathLike[str] = "/") -> Topology:
+    """Detect the topology of the host (root="/") or of a fixture tree."""
+    tree = _Tree(root)
+    live = Path(root).resolve() == Path("/")
+    cpuinfo_text = tree.read("proc/cpuinfo")
+    if cpuinfo_text is None:
+        raise BadInput(f"no proc/cpuinfo under {root}: not a host root")
+    blocks = _parse_cpuinfo(cpuinfo_text)
+    first = blocks[0] if blocks else {}
+    flags_present = set(first.get("flags", "").split())
+
+    online_text = tree.read("sys/devices/system/cpu/online")
+    if online_text:
+        online = parse_cpulist(online_text)
+    else:
+        online = tuple(int(b["processor"]) for b in blocks)
+    by_proc = {int(b["processor"]): b for b in blocks}
+    nodes = _read_nodes(tree, online)
+    cpus = _read_cpus(tree, online, by_proc, {c: n.id for n in nodes for c in n.cpus})
+    reserved = set(tree.read_cpulist("sys/devices/system/cpu/isolated")) | set(
+        tree.read_cpulist("sys/devices/system/cpu/nohz_full"))
 
     hostname = (tree.read("proc/sys/kernel/hostname") or "").strip()
     if live and not hostname:
@@ -419,11 +541,12 @@ def read_topology(root: str | os.PathLike[str] = "/") -> Topology:
         flags=tuple(f for f in ISA_FLAGS if f in flags_present),
         cpus=tuple(cpus),
         nodes=tuple(nodes),
-        allowed_cpus=allowed,
+        allowed_cpus=_read_allowed(tree, live, online),
         cgroup=_read_cgroup(tree),
         mem_total_kb=_meminfo_kb(tree.read("proc/meminfo")),
         source="detected" if live else f"sysroot:{root}",
         hostname=hostname,
+        isolated_cpus=tuple(sorted(reserved & set(online))),
     )
 
 

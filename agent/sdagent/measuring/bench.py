@@ -24,6 +24,7 @@ from sdagent.measuring.stats import Summary, images_per_second, summarize
 from sdagent.pipeline.modeldir import ModelDir
 from sdagent.pipeline.observe import Observed, observe_unet
 from sdagent.pipeline.workload import Workload
+from sdagent.planning.plan import Plan
 from sdagent.planning.runspec import RunSpec
 
 #: Called with the number of UNet steps just completed (for a progress bar).
@@ -63,8 +64,10 @@ class BenchResult:
     observed: Observed | None
     model: str
     duration_s: float
-    startup_s: float | None = None  # process start to the end of the first (warm-up) image
+    startup_s: float | None = None  # process start to the end of the first (warm-up) image, less lock_wait_s
+    lock_wait_s: float | None = None  # of the process's life before it: waiting for the host benchmark lock
     last_image: Any = field(default=None, repr=False, compare=False)  # numpy HxWx3 of the last run
+    plan: Plan | None = None  # the plan in effect, recorded beside the machine state
 
     @property
     def latencies(self) -> list[float]:
@@ -83,10 +86,11 @@ class BenchResult:
             "images_per_s": round(self.images_per_s, 6),
             "setup": self.setup,
             "observed": self.observed.to_dict() if self.observed else None,
-            "machine": self.machine.to_dict(),
+            "machine": {**self.machine.to_dict(), "plan": self.plan.to_dict() if self.plan else None},
             "load_average_after": list(self.load_after),
             "duration_s": round(self.duration_s, 3),
             "startup_s": None if self.startup_s is None else round(self.startup_s, 3),
+            "lock_wait_s": None if self.lock_wait_s is None else round(self.lock_wait_s, 3),
         }
 
 
@@ -99,11 +103,13 @@ def check_counts(runs: int, warmup: int) -> None:
 
 
 def run_bench(prepared, workload: Workload, runs: int = 5, warmup: int = 1, *,
-              progress: Progress | None = None, plan: dict[str, Any] | None = None,
-              model: str = "") -> BenchResult:
+              progress: Progress | None = None, plan: Plan | None = None,
+              model: str = "", lock_wait_s: float | None = None) -> BenchResult:
     """`warmup` untimed then `runs` timed generations of `workload` (same seed each time).
 
     `prepared` is a pipeline.PreparedPipeline (or anything with generate()/describe()/pipe).
+    `lock_wait_s`: seconds this process waited for the host lock before loading; the start-up
+    figure (process start to the first image) leaves them out, and they are reported on their own.
     """
     check_counts(runs, warmup)
     t0 = time.perf_counter()
@@ -114,8 +120,8 @@ def run_bench(prepared, workload: Workload, runs: int = 5, warmup: int = 1, *,
         for _ in range(warmup):
             warm.append(prepared.generate(workload, step_callback=tick).total_s)
         started = process_start_time()
-        startup = time.time() - started if started is not None and warmup else None
-        state = machine_state(plan)
+        startup = time.time() - started - (lock_wait_s or 0.0) if started is not None and warmup else None
+        state = machine_state()
         records: list[RunRecord] = []
         last = None
         for i in range(runs):
@@ -133,7 +139,8 @@ def run_bench(prepared, workload: Workload, runs: int = 5, warmup: int = 1, *,
         warmup_s=tuple(warm), setup=prepared.describe(), machine=state,
         load_after=tuple(read_load_average()),  # type: ignore[arg-type]
         observed=get_observed(), model=model, duration_s=time.perf_counter() - t0, startup_s=startup,
-        last_image=None if last is None else last.array,
+        lock_wait_s=lock_wait_s,
+        last_image=None if last is None else last.array, plan=plan,
     )
 
 
@@ -155,14 +162,15 @@ def no_bar(total: int) -> ContextManager[Progress]:
 
 
 def bench_model(md: ModelDir, workload: Workload, spec: RunSpec, runs: int, warmup: int, *,
-                plan: dict[str, Any] | None = None, artifacts_dir: str | None = None,
-                bar: ProgressBar = no_bar) -> BenchResult:
+                plan: Plan | None = None, artifacts_dir: str | None = None,
+                bar: ProgressBar = no_bar, lock_wait_s: float | None = None) -> BenchResult:
     """Load the model, prepare it for `spec`, and benchmark it in this process (`sdagent bench`)."""
     from sdagent.pipeline.backends import ready
 
     check_counts(runs, warmup)
     prepared = ready(md.path, spec, workload, artifacts_dir)
     with bar((runs + warmup) * unet_calls(prepared.pipe, workload.steps)) as progress:
-        result = run_bench(prepared, workload, runs, warmup, progress=progress, plan=plan, model=md.name)
+        result = run_bench(prepared, workload, runs, warmup, progress=progress, plan=plan, model=md.name,
+                           lock_wait_s=lock_wait_s)
     del prepared
     return result

@@ -13,7 +13,7 @@ def bench_table(result: Any) -> str:
     d = result.to_dict()
     lat, step, m = d["latency_s"], d["unet_step_s"], d["machine"]
     out = [workload_line(d["model"], d["workload"]),
-           f"setup: {d['setup']['run']['backend']} {d['setup']['run']['precision']}; "
+           f"setup: {d['setup'].get('ran') or d['setup']['run']['backend'] + ' ' + d['setup']['run']['precision']}; "
            + "; ".join(d["setup"].get("notes", [])),
            plan_line(m.get("plan")), ""]
     rows = []

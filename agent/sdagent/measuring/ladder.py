@@ -9,21 +9,30 @@ fresh process, in interleaved rounds with rotated order (A B C, B C A, C A B)
 so a drifting machine hurts all rungs alike; ratios are taken within a round.
 
 Pure here: the rung records, the schedule, the run loop (with an injected
-runner), the summary statistics and the Markdown. The plot and the files are
-written by the caller (:mod:`sdagent.cli.ladder_cmd`).
+runner) and the summary statistics. The Markdown is ladder_report's, the plot
+ladder_plot's; the files are written by the caller (:mod:`sdagent.cli.ladder_cmd`).
 """
 
 from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from sdagent.measuring.flops import ModelFlops
-from sdagent.measuring.runner import WorkerResult
 from sdagent.measuring.stats import Summary, rotated, summarize as summary_of
 from sdagent.planning.launch import Launch
 from sdagent.planning.runspec import STOCK_RUN
+from sdagent.workers.result import WorkerResult
+
+
+class RungJob(Protocol):
+    """What a rung hands its worker: sdagent's WorkerJob or a peer's job (peers.ovjob.OvJob)."""
+
+    @property
+    def precision(self) -> str: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
 
 VANILLA, RUN_CPU, OPENVINO = "vanilla", "run_cpu", "openvino"
 
@@ -35,13 +44,13 @@ class Rung:
     name: str
     description: str
     launch: Launch | None
-    job: Any  # a WorkerJob, or a peer's job (peers.ovjob.OvJob): anything run_worker can hand over
+    job: RungJob | None  # None only for a rung that cannot run here (`unavailable` says why)
     unavailable: str | None = None  # why it cannot run here (reported as failed, others go on)
     warm_cache: bool = False  # one untimed run before round 1 (torch.compile's cache)
 
     @property
     def precision(self) -> str:
-        return getattr(self.job, "run", self.job or STOCK_RUN).precision  # a peer's job names its own
+        return self.job.precision if self.job is not None else STOCK_RUN.precision
 
 
 @dataclass(frozen=True)
@@ -80,15 +89,14 @@ class RungOutcome:
 
 
 def sample_from(result: WorkerResult, round_no: int) -> Sample:
-    """The figures of one worker result (pure)."""
-    d = result.data or {}
-    steps = [s for r in d.get("runs", []) for s in r.get("unet_steps_s", [])]
-    proc = d.get("process", {})
-    return Sample(round_no, float(d["latency_median_s"]), statistics.median(steps) if steps else None,
-                  d.get("unet_evals"), result.wall_s, tuple(proc.get("libraries", [])),
-                  proc.get("torch_threads"), tuple(proc.get("affinity", [])),
-                  tuple(d.get("load_average", [])), d.get("observed"), tuple(steps),
-                  d.get("start_to_first_image_s"))
+    """The figures of one successful worker result (pure)."""
+    m = result.measurement
+    if m is None or m.latency_median_s is None:
+        raise ValueError(f"no measurement to sample: {result.reason}")
+    p = m.process
+    return Sample(round_no, m.latency_median_s, m.unet_step_median_s, m.unet_evals, result.wall_s, p.libraries,
+                  p.torch_threads, p.affinity, m.load_average, m.observed, m.unet_steps_s,
+                  m.start_to_first_image_s)
 
 
 def schedule(names: Sequence[str], rounds: int) -> list[list[str]]:
@@ -229,134 +237,11 @@ def step_figure(outcomes: Mapping[str, RungOutcome], unet_step_flops: float | No
     return rows
 
 
-# ---------------------------------------------------------------------------
-# Rendering (pure: text in, text out)
-# ---------------------------------------------------------------------------
-
-
 def not_run(reason: str | None) -> str:
     """'skipped: ...' stays as is; anything else is a failure."""
     r = reason or "no result"
     return r if r.startswith("skipped") else f"failed: {r}"
 
 
-def _s(x: Summary | None, fmt: str = "{:.2f}", unit: str = "") -> str:
-    if x is None:
-        return "–"
-    if x.n == 1:
-        return f"{fmt.format(x.median)}{unit}"
-    return f"{fmt.format(x.median)}{unit} ({fmt.format(x.min)}–{fmt.format(x.max)})"
-
-
-def _g(v: float | None) -> str:
-    return "–" if v is None else f"{v / 1e9:.0f}"
-
-
-def _pct(v: float | None) -> str:
-    return "–" if v is None else f"{100 * v:.0f}%"
-
-
-def markdown(report: Mapping[str, Any], rows: Sequence[RungRow]) -> str:
-    """The ladder as a Markdown document: table, reference figures, machine state, command."""
-    w = report["workload"]
-    m = report["machine"]
-    peaks = report.get("gemm_peak", {})
-    lines = [
-        "# Latency ladder",
-        "",
-        f"Model `{report['model']}` ({report.get('model_preset') or 'model'}), "
-        f"{w['height']}x{w['width']}, {w['steps']} steps, guidance {w['guidance']}, "
-        f"{report['rounds']} interleaved round(s), each rung a fresh process per round "
-        f"({report['repeats']} timed call(s) after {report['warmup']} warm-up call(s) of "
-        f"{report['warmup_steps']} step(s)).",
-        "",
-        "Figures are median (min–max) over rounds. Speedups are paired within a round "
-        "(base time / rung time, > 1 = faster). Start to first image: from the process's start to the end of "
-        "its first whole image (loading, compiling or loading artifacts, warm-up). GFLOP/s are FLOPs counted on "
-        "the actual shapes "
-        "(torch.utils.flop_counter) over the measured time; % of peak is against this host's "
-        "GEMM peak of the rung's precision, measured in the same run.",
-        "",
-        "| Rung | s / image | s / UNet step | × vs vanilla | × vs run_cpu | × vs OpenVINO | start to first image, s "
-        "| UNet GFLOP/s (% peak) | image GFLOP/s (% peak) |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        if r.latency is None:
-            lines.append(f"| {r.name} | {not_run(r.failed)} | | | | | | | |")
-            continue
-        lines.append(
-            f"| {r.name} | {_s(r.latency)} | {_s(r.step)} | {_s(r.vs_vanilla, unit='×')} | "
-            f"{_s(r.vs_run_cpu, unit='×')} | {_s(r.vs_openvino, unit='×')} | {_s(r.first_image, '{:.1f}')} | "
-            f"{_g(r.step_flops)} "
-            f"({_pct(r.step_peak_fraction)}) | {_g(r.image_flops)} ({_pct(r.image_peak_fraction)}) |")
-    shipped = report.get("shipped_rung")
-    timed = [r for r in rows if r.latency is not None]
-    others = [r for r in timed if r.name != shipped]
-    if shipped and others and any(r.name == shipped for r in timed):
-        best = min(others, key=lambda r: r.latency.median)
-        mine = next(r for r in timed if r.name == shipped)
-        lines += ["", f"The plan as shipped (no tune) is the `{shipped}` rung: {mine.latency.median:.2f} s per image, "
-                  f"{mine.latency.median / best.latency.median:.2f}x the best other rung's (`{best.name}`, "
-                  f"{best.latency.median:.2f} s; below 1: the shipped plan is faster)."]
-    lines += ["", "Rungs:", ""]
-    for r in rows:
-        note = f" **{not_run(r.failed) if r.latency is None else 'Failed: ' + str(r.failed)}**" if r.failed else ""
-        evals = f" {r.unet_evals} UNet evaluations per image." if r.unet_evals else ""
-        lines.append(f"- `{r.name}` ({r.precision}): {r.description}.{evals}{note}")
-    f = report.get("flops")
-    if f:
-        lines += ["", f"FLOPs per UNet step (guided batch {f['unet_batch']}): {f['unet_step'] / 1e9:.1f} G; "
-                  f"VAE decode {f['vae_decode'] / 1e9:.1f} G; text encoder {f['text_encoder'] / 1e9:.2f} G "
-                  f"per prompt."]
-    if peaks:
-        lines.append("GEMM peak (best of runs, n={}): {}.".format(
-            next(iter(peaks.values()))["n"],
-            "; ".join(f"{k} {v['peak_flops'] / 1e9:.0f} GFLOP/s (median {v['median_flops'] / 1e9:.0f})"
-                      for k, v in peaks.items())))
-    sf = report.get("step_figure")
-    if sf:
-        lines += ["", f"## Per UNet step at {sf['height']}x{sf['width']}", "",
-                  f"Single guided UNet calls (batch {sf.get('unet_batch', 2)}) on inputs of that shape, no text "
-                  f"encoder or VAE: one process per rung, {sf['calls']} timed call(s) after one warm-up call; "
-                  f"median (min–max) over calls. {sf['unet_step_flops'] / 1e9:.0f} GFLOP per call.", "",
-                  "| Rung | s / UNet step | × vs vanilla | GFLOP/s (% peak) |", "|---|---|---|---|"]
-        for r in sf["rows"]:
-            st = r["step_s"]
-            if not st:
-                lines.append(f"| {r['rung']} | {not_run(r['failed'])} | | |")
-                continue
-            rng = f" ({st['min']:.2f}–{st['max']:.2f})" if st["n"] > 1 else ""
-            sv = f"{r['speedup_vs_vanilla']:.2f}×" if r["speedup_vs_vanilla"] else "–"
-            lines.append(f"| {r['rung']} | {st['median']:.2f}{rng} | {sv} | "
-                         f"{_g(r['achieved_flops'])} ({_pct(r['fraction_of_gemm_peak'])}) |")
-    tp = report.get("throughput")
-    if tp:
-        lines += ["", "## Throughput: every instance at once", "",
-                  f"Each instance split of this host, eager and compiled: every instance a process of its own under "
-                  f"its instance plan, warmed with one image, then {tp['images_per_instance']} image(s) each after one "
-                  f"shared start. Images/min = all images / the slowest instance's time; x = against 1 instance "
-                  f"in the same mode.", "",
-                  "| layout | images/min | x vs 1 instance | latency each instance sees, p50 / p90 s |",
-                  "|---|---|---|---|"]
-        for r in tp["rows"]:
-            if r["failed"]:
-                lines.append(f"| {r['name']} | failed: instance(s) {r['failed']} | | |")
-                continue
-            x = f"{r['vs_one_instance']:.2f}×" if r["vs_one_instance"] else "–"
-            lines.append(f"| {r['name']} | {r['images_per_min']:.2f} | {x} | "
-                         f"{r['latency_p50_s']:.2f} / {r['latency_p90_s']:.2f} |")
-    lines += ["", "## Machine state", ""]
-    lines.append(f"- CPU: {m.get('cpu_model')} ({m.get('topology', '')})")
-    la = lambda v: " ".join(f"{x:.2f}" for x in v) if v else "?"  # noqa: E731
-    lines.append(f"- load average (1/5/15 min) before: {la(m.get('load_before'))}; "
-                 f"after: {la(m.get('load_after'))}")
-    lines.append("- versions: " + ", ".join(f"{k} {v}" for k, v in (m.get("versions") or {}).items() if v))
-    lines.append(f"- governor: {m.get('governor') or 'not exposed'}; started {m.get('started')}, "
-                 f"took {report.get('duration_s', 0):.0f} s")
-    lines += ["", "## Command", "", "```", report["command"], "```", ""]
-    return "\n".join(lines)
-
-
-__all__ = ["Rung", "RungOutcome", "RungRow", "Sample", "spread", "VANILLA", "RUN_CPU", "markdown",
+__all__ = ["Rung", "RungJob", "RungOutcome", "RungRow", "Sample", "spread", "VANILLA", "RUN_CPU", "OPENVINO",
            "not_run", "paired_speedups", "run_ladder", "sample_from", "schedule", "step_figure", "summarize"]

@@ -1,7 +1,7 @@
 """One `sdagent ladder` run: the rungs on this host, FLOPs and GEMM peaks, the interleaved rounds,
 the per-step figure, and the report record (ladder.json) the Markdown and the plot are made from.
 
-The worker runner is injected (default measuring.runner.run_worker), like tune's.
+The worker runner is injected (default workers.parent.run_worker), like tune's.
 """
 
 from __future__ import annotations
@@ -18,15 +18,17 @@ from sdagent.errors import one_line
 from sdagent.host.process import machine_state, read_load_average
 from sdagent.measuring import ladder as L
 from sdagent.measuring.flops import ModelFlops
-from sdagent.measuring.runner import WorkerJob, WorkerResult, run_worker, worker_cmd, worker_file
+from sdagent.measuring.runner import WorkerJob, worker_cmd, worker_file
 from sdagent.pipeline.modeldir import ModelDir
 from sdagent.pipeline.workload import Workload
 from sdagent.envvars import stock_env
 from sdagent.planning.launch import Launch, exec_launch, run_cpu_launch, stock_launch
 from sdagent.planning.plan import Plan
-from sdagent.planning.runspec import STOCK_RUN, RunSpec
+from sdagent.planning.runspec import STOCK_RUN
+from sdagent.workers.parent import Job, child_options, run_worker
+from sdagent.workers.result import WorkerResult
 
-Runner = Callable[[Launch, WorkerJob, float], WorkerResult]
+Runner = Callable[[Launch, Job, float], WorkerResult]
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ def build_rungs(plan: Plan, plan_file: str, req: LadderRequest, environ: Mapping
     model, w = str(req.model.path), req.workload
     stock_job = WorkerJob(model, w, STOCK_RUN.on_host(plan.isa_flags), repeats=req.repeats, warmup=1,
                           warmup_steps=req.warmup_steps)
-    spec = RunSpec.from_plan(plan)
+    spec = plan.run_spec
     planned = replace(stock_job, run=replace(spec, compile=False))
     cmd = worker_cmd()
     tuned = exec_launch(plan, plan_file, cmd, environ)
@@ -84,7 +86,7 @@ def build_rungs(plan: Plan, plan_file: str, req: LadderRequest, environ: Mapping
 
 def shipped_rung(plan: Plan) -> str:
     """The rung that runs the plan as it is (what a host gets with no tune)."""
-    spec = RunSpec.from_plan(plan)
+    spec = plan.run_spec
     return "tuned+backend+compile" if spec.compile else "tuned+backend"
 
 
@@ -139,7 +141,8 @@ def count_flops(model: str, w: Workload, environ: Mapping[str, str], gemm_n: int
     if bf16_peak:
         argv.append("--bf16-peak")
     try:
-        p = subprocess.run(argv, env=stock_env(environ), capture_output=True, text=True, timeout=timeout_s)
+        p = subprocess.run(argv, env=stock_env(environ), capture_output=True, text=True, timeout=timeout_s,
+                           **child_options())
     except subprocess.TimeoutExpired:
         return {"error": f"FLOP counting timed out after {timeout_s:.0f} s"}
     if p.returncode != 0:
@@ -183,14 +186,13 @@ def throughput_table(plan_for: Callable[[dict[str, Any]], Plan], layouts: Sequen
     base: dict[bool, float] = {}
     for lay in layouts:
         plan = plan_for(lay)
-        spec = RunSpec.from_plan(plan)
+        spec = plan.run_spec
         for compiled in ((False, True) if spec.backend == "native" and req.with_compile else (False,)):
-            job = WorkerJob(str(req.model.path), req.workload, replace(spec, compile=compiled),
-                            warmup_steps=req.workload.steps)
             name = f"{len(plan.instances)} x {len(plan.instances[0].cpus)} CPUs, {'compiled' if compiled else 'eager'}"
             emit("throughput", {"layout": name})
-            figs = T.run(plan, T.ThroughputRequest(str(req.model.path), job, req.throughput_images, None,
-                                                   max(req.timeout_s, 3600)), environ=environ)
+            figs = T.measure_plan(plan, str(req.model.path), req.workload, environ=environ,
+                                  spec=replace(spec, compile=compiled), images=req.throughput_images,
+                                  timeout_s=max(req.timeout_s, 3600))
             d = figs.to_dict()
             ipm = d["images_per_min"]
             if ipm and len(plan.instances) == 1:

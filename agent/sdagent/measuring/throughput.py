@@ -27,10 +27,14 @@ from typing import Any, Callable, Mapping, Sequence
 
 from sdagent import atomicio
 from sdagent.errors import BadInput
-from sdagent.measuring.runner import ThroughputSpec, WorkerJob, WorkerProcess, WorkerResult, worker_cmd
+from sdagent.measuring.runner import ThroughputSpec, WorkerJob, worker_cmd
 from sdagent.measuring.stats import median_bounds, summarize
+from sdagent.pipeline.workload import Workload
 from sdagent.planning.launch import plan_launch
 from sdagent.planning.plan import Plan
+from sdagent.planning.runspec import RunSpec
+from sdagent.workers.parent import WorkerProcess
+from sdagent.workers.result import WorkerResult
 
 #: An instance whose makespan exceeds the median instance's by this factor is a straggler.
 STRAGGLER = 1.25
@@ -125,37 +129,44 @@ def figures(results: Sequence[tuple[int, str, WorkerResult]], *, window_s: float
     all_images: list[float] = []
     start = None
     for idx, cpus, res in results:
-        d = res.data or {}
-        if not res.ok:
+        m = res.measurement
+        if not res.ok or m is None:
             per.append(InstanceFigures(idx, False, res.reason, cpus=cpus))
             continue
-        s = float(d["window"]["start"])
+        if m.window is None:
+            per.append(InstanceFigures(idx, False, "the worker reported no throughput window", cpus=cpus))
+            continue
+        s = m.window.start
         start = s if start is None else min(start, s)
-        deadline = d["window"].get("deadline")
-        imgs = [x for x in d.get("images", []) if deadline is None or x["end"] <= deadline]
+        deadline = m.window.deadline
+        imgs = [x for x in m.images if deadline is None or x.end <= deadline]
         if not imgs:
             per.append(InstanceFigures(idx, False, "no image completed inside the window", cpus=cpus))
             continue
-        span = (deadline - s) if deadline is not None else max(x["end"] for x in imgs) - s
-        secs = tuple(float(x["end"]) - float(x["start"]) for x in imgs)
+        span = (deadline - s) if deadline is not None else max(x.end for x in imgs) - s
+        secs = tuple(x.end - x.start for x in imgs)
         lo, hi = median_bounds(secs, confidence)
         per.append(InstanceFigures(idx, True, "ok", len(imgs), span, 60.0 * len(imgs) / span, secs,
                                    (60.0 / hi if hi else None, 60.0 / lo if lo else None), cpus=cpus))
         all_images += secs
     ok = [i for i in per if i.ok]
-    if ok:
-        med = statistics.median(i.makespan_s for i in ok)  # type: ignore[misc]
+    spans = [i.makespan_s for i in ok if i.makespan_s is not None]
+    if spans:
+        med = statistics.median(spans)
         per = [replace(i, straggler=bool(i.ok and i.makespan_s and i.makespan_s > STRAGGLER * med)) for i in per]
-    makespan = max((i.makespan_s for i in ok), default=None)
+    makespan = max(spans, default=None)
     host = 60.0 * sum(i.images for i in ok) / makespan if makespan else None
-    bounds_lo = [i.rate_bounds[0] for i in ok]
-    bounds_hi = [i.rate_bounds[1] for i in ok]
-    rb = (sum(bounds_lo) if ok and None not in bounds_lo else None,  # type: ignore[arg-type]
-          sum(bounds_hi) if ok and None not in bounds_hi else None)  # type: ignore[arg-type]
+    rb = (_sum_or_none([i.rate_bounds[0] for i in ok]), _sum_or_none([i.rate_bounds[1] for i in ok]))
     lat = summarize(all_images) if all_images else None
     return ThroughputFigures(tuple(per), host, rb,
                              lat.median if lat else None, (lat.p90 or lat.max) if lat else None, window_s,
                              "window" if window_s else "images", confidence)
+
+
+def _sum_or_none(xs: Sequence[float | None]) -> float | None:
+    """The sum, or None when there is nothing to add or any term is unbounded."""
+    vals = [x for x in xs if x is not None]
+    return sum(vals) if xs and len(vals) == len(xs) else None
 
 
 # ---------------------------------------------------------------------------
@@ -224,6 +235,21 @@ def run(plan: Plan, req: ThroughputRequest, *, environ: Mapping[str, str], on_ev
             p.close()
         shutil.rmtree(barrier, ignore_errors=True)
     return figures(results, window_s=req.window_s, confidence=req.confidence)
+
+
+def measure_plan(plan: Plan, model: str, workload: Workload, *, environ: Mapping[str, str],
+                 spec: RunSpec | None = None, images: int | None = 3, window_s: float | None = None,
+                 artifacts_dir: str | None = None, timeout_s: float = 7200.0, confidence: float = 0.95,
+                 on_event: Event | None = None) -> ThroughputFigures:
+    """The one throughput entry point (bench --throughput, verify's images/min, tune's throughput objective,
+    the ladder's table): every instance of `plan` at once running `spec` (default: the plan's own run
+    record) on `workload`, `images` each or for `window_s` seconds. BadInput before any process starts
+    for a bad count or window."""
+    check_request(plan, images, window_s)
+    job = WorkerJob(str(model), workload, spec if spec is not None else plan.run_spec,
+                    warmup_steps=workload.steps, artifacts_dir=artifacts_dir)
+    return run(plan, ThroughputRequest(str(model), job, images, window_s, timeout_s, confidence),
+               environ=environ, on_event=on_event)
 
 
 def _await_ready(barrier: str, procs: Sequence[tuple[int, str, WorkerProcess]], timeout_s: float,

@@ -5,8 +5,8 @@ runtime and its KMP_* settings, thread counts and pinning are fixed when a
 process starts, so every candidate plan and every ladder rung needs its own.
 The parent (tune, ladder, verify's stock run) starts this module under the
 environment and launcher being measured, hands it one JSON job
-(measuring.runner.WorkerJob) and reads the result file it writes; the result
-also records what the process really got (mapped libraries, threads, affinity).
+(measuring.runner.WorkerJob) and reads the result file it writes (workers.result,
+`sdagent-result/1`); the result also records what the process really got (mapped libraries, threads, affinity).
 
     python -m sdagent.measuring.worker --job JOB.json --result OUT.json
 
@@ -28,20 +28,20 @@ if __package__ in (None, ""):  # run as a file: import the package, not its sibl
         sys.path.insert(0, _root)
 
 import argparse  # noqa: E402
-import statistics  # noqa: E402
 import time  # noqa: E402
 from typing import Any  # noqa: E402
 
-from sdagent.measuring.runner import WorkerJob, worker_main  # noqa: E402
+from sdagent.measuring.runner import WorkerJob  # noqa: E402
 from sdagent.pipeline.workload import validate_workload  # noqa: E402
+from sdagent.workers.child import worker_main  # noqa: E402
+from sdagent.workers.result import ImageSpan, Measurement, ProcessRecord, Window, timed  # noqa: E402
 
 
-def _process_record() -> dict[str, Any]:
+def _process_record() -> ProcessRecord:
     from sdagent.host import process
 
     ps = process.process_state()
-    return {"libraries": list(process.notable(ps.mapped)), "torch_threads": ps.torch_threads,
-            "affinity": list(ps.affinity), "env": ps.env, "pid": os.getpid()}
+    return ProcessRecord(process.notable(ps.mapped), ps.torch_threads, ps.affinity, ps.env, os.getpid())
 
 
 def _since_start(t: float | None) -> float | None:
@@ -49,16 +49,16 @@ def _since_start(t: float | None) -> float | None:
     from sdagent.host.process import process_start_time
 
     t0 = process_start_time()
-    return round(t - t0, 3) if t is not None and t0 is not None else None
+    return t - t0 if t is not None and t0 is not None else None
 
 
-def _load_average() -> list[float]:
+def _load_average() -> tuple[float, ...]:
     from sdagent.host.process import read_load_average
 
-    return list(read_load_average())
+    return tuple(read_load_average())
 
 
-def measure(job: WorkerJob) -> dict[str, Any]:
+def measure(job: WorkerJob) -> Measurement:
     """Load, prepare and warm up once; then time `repeats` generations (or UNet calls)."""
     from sdagent.pipeline.backends import ready
     from sdagent.pipeline.observe import observe_unet
@@ -87,25 +87,14 @@ def measure(job: WorkerJob) -> dict[str, Any]:
     lat = [g.total_s for g in runs]
     if first_image_at is None and runs:
         first_image_at = time.time() - sum(lat[1:])  # no warm-up: the first timed image was the first
-    return {
-        "ok": True,
-        "start_to_first_image_s": _since_start(first_image_at) if warm.steps == w.steps else None,
-        "workload": w.to_dict(),
-        "describe": prepared.describe(),
-        "load_s": round(load_s, 4),
-        "prepare_s": round(prepared.prepare_s, 4),
-        "warmup_s": round(warmup_s, 4),
-        "latency_s": [round(x, 6) for x in lat],
-        "latency_median_s": round(statistics.median(lat), 6) if lat else None,
-        "runs": [g.timings() for g in runs],
-        "unet_evals": len(runs[0].step_s) if runs else None,
-        "observed": observed.to_dict() if observed else None,
-        "process": _process_record(),
-        "load_average": _load_average(),
-    }
+    return timed(
+        "images", w, lat, process=_process_record(), load_average=_load_average(), describe=prepared.describe(),
+        load_s=load_s, prepare_s=prepared.prepare_s, warmup_s=warmup_s, runs=tuple(g.timings() for g in runs),
+        unet_evals=len(runs[0].step_s) if runs else None, observed=observed.to_dict() if observed else None,
+        start_to_first_image_s=_since_start(first_image_at) if warm.steps == w.steps else None)
 
 
-def measure_unet(prepared: Any, job: WorkerJob, load_s: float) -> dict[str, Any]:
+def measure_unet(prepared: Any, job: WorkerJob, load_s: float) -> Measurement:
     """Time `repeats` UNet calls after `warmup` untimed ones, as the denoising loop makes them."""
     import torch
 
@@ -125,43 +114,35 @@ def measure_unet(prepared: Any, job: WorkerJob, load_s: float) -> dict[str, Any]
         call()
     warmup_s = time.perf_counter() - t1
     calls = [call() for _ in range(job.repeats)]
-    return {
-        "ok": True, "mode": "unet-only", "workload": job.workload.to_dict(), "describe": prepared.describe(),
-        "load_s": round(load_s, 4), "prepare_s": round(prepared.prepare_s, 4), "warmup_s": round(warmup_s, 4),
-        "latency_s": [round(x, 6) for x in calls],
-        "latency_median_s": round(statistics.median(calls), 6) if calls else None,
-        "runs": [{"unet_steps_s": [round(x, 6) for x in calls]}], "unet_evals": 1,
-        "process": _process_record(), "load_average": _load_average(),
-    }
+    return timed("unet-only", job.workload, calls, process=_process_record(), load_average=_load_average(),
+                 describe=prepared.describe(), load_s=load_s, prepare_s=prepared.prepare_s, warmup_s=warmup_s,
+                 runs=({"unet_steps_s": [round(x, 6) for x in calls]},), unet_evals=1)
 
 
-def measure_throughput(prepared: Any, job: WorkerJob, load_s: float) -> dict[str, Any]:
+def measure_throughput(prepared: Any, job: WorkerJob, load_s: float) -> Measurement:
     """Warm up with one whole image, say so at the barrier, wait for the start, then generate back to back."""
     from sdagent.measuring.throughput import await_start, write_ready
 
     tp = job.throughput
-    assert tp is not None
+    if tp is None:
+        raise ValueError("measure_throughput needs a job with a throughput part")
     t1 = time.perf_counter()
     for i in range(max(1, job.warmup)):
         warm = prepared.generate(job.workload, seed=1000 + i)
     warmup_s = time.perf_counter() - t1
     write_ready(tp, warm.total_s)
     start, deadline = await_start(tp)
-    images = []
+    images: list[ImageSpan] = []
     i = 0
     while (tp.images is not None and i < tp.images) or (deadline is not None and time.time() < deadline):
         t_start = time.time()
         g = prepared.generate(job.workload, seed=i)
-        images.append({"start": t_start, "end": time.time(), "total_s": round(g.total_s, 6)})
+        images.append(ImageSpan(t_start, time.time(), g.total_s))
         i += 1
-    lat = [x["total_s"] for x in images]
-    return {
-        "ok": True, "mode": "throughput", "workload": job.workload.to_dict(), "describe": prepared.describe(),
-        "load_s": round(load_s, 4), "prepare_s": round(prepared.prepare_s, 4), "warmup_s": round(warmup_s, 4),
-        "window": {"start": start, "deadline": deadline}, "images": images,
-        "latency_s": lat, "latency_median_s": round(statistics.median(lat), 6) if lat else None,
-        "process": _process_record(), "load_average": _load_average(),
-    }
+    return timed("throughput", job.workload, [x.total_s for x in images], process=_process_record(),
+                 load_average=_load_average(), describe=prepared.describe(), load_s=load_s,
+                 prepare_s=prepared.prepare_s, warmup_s=warmup_s, window=Window(start, deadline),
+                 images=tuple(images))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,8 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--job", required=True, help="the job: JSON written by measuring.runner")
     ap.add_argument("--result", required=True, help="write the JSON result here (atomically)")
     a = ap.parse_args(argv)
-    return worker_main("sdagent.measuring.worker", a.job, a.result, measure, WorkerJob.from_dict,
-                       lambda d: {"latency_s": d["latency_s"]})
+    return worker_main("sdagent.measuring.worker", a.job, a.result, measure, WorkerJob.from_dict)
 
 
 if __name__ == "__main__":

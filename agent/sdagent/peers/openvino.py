@@ -5,7 +5,7 @@ this is OpenVINO as its own docs run SD-1.5 on a CPU (optimum-intel's IR,
 GenAI's C++ pipeline, static shapes, LATENCY hint), with the precision hint and
 threads pinned so the comparison is like for like. It runs in the OpenVINO venv
 (scripts/lib.sh `venv_openvino`) with PYTHONPATH=<repo>/agent and never imports
-torch; its result has the keys sdagent.measuring.worker writes, where they apply.
+torch; its result is the record sdagent.measuring.worker returns (workers.result, `sdagent-result/1`).
 
     python -m sdagent.peers.openvino --job JOB.json --result OUT.json
     python -m sdagent.peers.openvino export --model DIR [--out OVDIR]
@@ -26,10 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from sdagent.errors import BadInput, Exit, SdagentError
-from sdagent.measuring.runner import worker_main
 from sdagent.peers.ovexport import MARKER, missing_files, read_marker
 from sdagent.peers.ovjob import DEVICE, OvJob, compile_config, genai_scheduler
 from sdagent.pipeline.workload import Workload
+from sdagent.workers.child import worker_main
+from sdagent.workers.result import Measurement, ProcessRecord, timed
 
 #: Libraries recorded beside a figure: OpenVINO's own and its threading runtime (TBB), besides sdagent's list.
 OV_LIBRARIES: tuple[str, ...] = ("libopenvino", "libtbb")
@@ -237,19 +238,18 @@ def versions(ov_model: Path | None = None) -> dict[str, Any]:
     return out
 
 
-def process_record() -> dict[str, Any]:
-    """What the process got, as the torch worker records it (no torch here: torch_threads is null)."""
+def process_record() -> ProcessRecord:
+    """What the process got, as the torch worker records it (no torch here: torch_threads is None)."""
     from sdagent.envvars import tuning_vars
     from sdagent.host import process
 
     mapped = process.read_mapped_libraries()
     notable = set(process.notable(mapped))
-    libs = [m for m in mapped if m in notable or Path(m).name.startswith(OV_LIBRARIES)]
-    return {"libraries": libs, "torch_threads": None, "affinity": list(process.read_process_affinity()),
-            "env": tuning_vars(os.environ), "pid": os.getpid()}
+    libs = tuple(m for m in mapped if m in notable or Path(m).name.startswith(OV_LIBRARIES))
+    return ProcessRecord(libs, None, process.read_process_affinity(), tuning_vars(os.environ), os.getpid())
 
 
-def measure(job: OvJob) -> dict[str, Any]:
+def measure(job: OvJob) -> Measurement:
     """Load, compile and warm up once; then time `repeats` full images, as the torch worker does."""
     startup_s = process_age_s()
     ov_model = check_ov_model(job.ov_model)
@@ -304,23 +304,11 @@ def measure(job: OvJob) -> dict[str, Any]:
     }
     if job.probe_precision:
         describe["precision_probe"] = probe_precision(ov_model, config, w if job.static_shapes else None)
-    return {
-        "ok": True,
-        "workload": w.to_dict(),
-        "describe": describe,
-        "load_s": round(load_s, 4),
-        "prepare_s": round(prepare_s, 4),
-        "warmup_s": round(warmup_s, 4),
-        "latency_s": [round(x, 6) for x in lat],
-        "latency_median_s": round(statistics.median(lat), 6) if lat else None,
-        "runs": [g.timings() for g in runs],
-        "unet_evals": len(runs[0].steps_s) if runs else None,
-        "startup_s": None if startup_s is None else round(startup_s, 3),
-        "start_to_first_image_s": None if first_image_s is None else round(first_image_s, 3),
-        "process": process_record(),
-        "load_average": list(os.getloadavg()),
-        "versions": versions(ov_model),
-    }
+    describe["startup_s"] = startup_s  # process start to this call: the interpreter and imports
+    return timed("images", w, lat, process=process_record(), load_average=tuple(os.getloadavg()),
+                 describe=describe, load_s=load_s, prepare_s=prepare_s, warmup_s=warmup_s,
+                 runs=tuple(g.timings() for g in runs), unet_evals=len(runs[0].steps_s) if runs else None,
+                 start_to_first_image_s=first_image_s, versions=versions(ov_model))
 
 
 # ---------------------------------------------------------------------------
@@ -330,8 +318,7 @@ def measure(job: OvJob) -> dict[str, Any]:
 
 def run_job(job_path: str, result_path: str) -> int:
     """The worker: a job file in, a result file out (an error result on any failure), the exit code."""
-    return worker_main("sdagent.peers.openvino", job_path, result_path, measure, OvJob.from_dict,
-                       lambda d: {"latency_s": d["latency_s"], "start_to_first_image_s": d["start_to_first_image_s"]})
+    return worker_main("sdagent.peers.openvino", job_path, result_path, measure, OvJob.from_dict)
 
 
 def _export(a: argparse.Namespace) -> int:

@@ -309,6 +309,8 @@ def export_model(model_dir: str | os.PathLike[str], out: str | os.PathLike[str] 
 def _export_into_place(py: str, md: Path, target: Path, key: str, stamps: tuple[FileStamp, ...],
                        versions: dict[str, str | None], env: dict[str, str], run: Runner,
                        timeout_s: float) -> float:
+    from sdagent.workers.parent import child_options  # the parent's side only: the worker never exports
+
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         argv = export_argv(py, md, tmp)
@@ -316,7 +318,7 @@ def _export_into_place(py: str, md: Path, target: Path, key: str, stamps: tuple[
         t0 = time.perf_counter()
         try:
             p = run(argv, capture_output=True, text=True, env=child_env, timeout=timeout_s,
-                    stdin=subprocess.DEVNULL)
+                    stdin=subprocess.DEVNULL, **child_options())  # dies with the agent
         except subprocess.TimeoutExpired:
             raise SdagentError(f"export of {md} timed out after {timeout_s:.0f} s", Exit.ERROR) from None
         seconds = time.perf_counter() - t0

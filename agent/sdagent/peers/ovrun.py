@@ -2,8 +2,8 @@
 
 The worker runs in the OpenVINO venv, which does not have sdagent installed: it
 finds the package through PYTHONPATH=<this checkout>/agent. Measurements start it
-like any other worker (measuring.runner.run_worker: one JSON job in, one JSON
-result out, a private temp dir, its own process group), by default in the stock
+like any other worker (workers.parent.run_worker: one JSON job in, one result
+record out, a private temp dir, its own process group, dying with the agent), by default in the stock
 environment: an inherited KMP_AFFINITY or LD_PRELOAD must not change OpenVINO's
 run (KMP_AFFINITY is known to leave OpenVINO on one core).
 """
@@ -14,10 +14,11 @@ import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from sdagent.measuring.runner import WorkerResult, run_worker
 from sdagent.peers.ovexport import require_openvino_python
 from sdagent.peers.ovjob import OvJob
 from sdagent.planning.launch import Launch, stock_launch
+from sdagent.workers.parent import run_worker
+from sdagent.workers.result import WorkerResult
 
 WORKER_MODULE = "sdagent.peers.openvino"
 
@@ -47,4 +48,4 @@ def openvino_launch(python: str | None = None, environ: Mapping[str, str] | None
 
 def measure_openvino(job: OvJob, launch: Launch | None = None, *, timeout_s: float = 1800.0) -> WorkerResult:
     """One OpenVINO worker process on `job`; a crash, a timeout or an error result is a failure with a reason."""
-    return run_worker(launch or openvino_launch(), job.checked(), timeout_s=timeout_s)  # type: ignore[arg-type]
+    return run_worker(launch or openvino_launch(), job.checked(), timeout_s=timeout_s)

@@ -186,6 +186,22 @@ class ArtifactStore:
         return gone
 
 
+def build_error(exc: BaseException, limit: int = 300) -> str:
+    """One line saying why a package build failed; for a C++ compile error, the compiler that ran and its
+    first error line (inductor's CppCompileError carries "Command:" and "Output:" sections), since the
+    exception's own first line ("C++ compile error") names neither."""
+    from sdagent.errors import one_line
+    from sdagent.host.cxx import first_error_line
+
+    text = str(exc)
+    if "C++ compile error" not in text:
+        return one_line(exc, limit)
+    cmd = text.partition("Command:")[2].strip().split(None, 1)
+    out = text.partition("Output:")[2]
+    compiler = cmd[0] if cmd else "the C++ compiler"
+    return f"{compiler} failed to build inductor's code: {first_error_line(out, limit) or 'no output'}"
+
+
 def check_store(root: str | os.PathLike[str]) -> Path:
     p = Path(root)
     if p.exists() and not p.is_dir():

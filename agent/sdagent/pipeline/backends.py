@@ -11,8 +11,8 @@ Backends:
 Loading, preparing and generating are separate so bench, verify and tune load
 once, prepare once (IPEX and torch.compile are expensive) and generate many times:
 
-    pipe = load_pipeline(model_dir, scheduler)
-    prepared = prepare(pipe, RunSpec.from_plan(plan), workload)
+    pipe = load_diffusers_pipeline(model_dir, scheduler)
+    prepared = prepare(pipe, plan.run_spec, workload)
     result = prepared.generate(workload, seed=1)
 """
 
@@ -24,9 +24,9 @@ import time
 import warnings
 from typing import Any
 
-from sdagent.errors import BadInput, one_line
+from sdagent.errors import BadInput
 from sdagent.host.software import ipex_status
-from sdagent.pipeline.artifacts import ArtifactKey, ArtifactStore, check_store, model_fingerprint
+from sdagent.pipeline.artifacts import ArtifactKey, ArtifactStore, build_error, check_store, model_fingerprint
 from sdagent.pipeline.generate import PreparedPipeline
 from sdagent.pipeline.stack import import_torch
 from sdagent.pipeline.workload import Workload
@@ -211,7 +211,7 @@ def _install(pipe, spec: RunSpec, workload: Workload, notes: list[str], store_di
         except (BadInput, CompileUnavailable) as exc:
             error = str(exc)
         except Exception as exc:  # noqa: BLE001 - no compiler, an unsupported op: eager, with the reason
-            error = one_line(exc)
+            error = build_error(exc)
         if error:
             notes.append(f"compile fell back to eager: {error}")
     unet_shapes = (shapes["unet"][0], shapes["unet"][1])  # (latents, text embeddings); the timestep is 0-d
@@ -255,9 +255,9 @@ def prepare(pipe, spec: RunSpec, workload: Workload | None = None, store_dir: st
 def ready(model_dir: str | os.PathLike[str], spec: RunSpec, workload: Workload,
           store_dir: str | None = None, build: bool = True) -> PreparedPipeline:
     """Load the pipeline from `model_dir` and prepare it for `spec`: what every caller that runs it does."""
-    from sdagent.pipeline.loader import load_pipeline
+    from sdagent.pipeline.loader import load_diffusers_pipeline
 
-    return prepare(load_pipeline(model_dir, workload.scheduler), spec, workload, store_dir, build)
+    return prepare(load_diffusers_pipeline(model_dir, workload.scheduler), spec, workload, store_dir, build)
 
 
 def build_artifacts(model_dir: str | os.PathLike[str], spec: RunSpec, workload: Workload,

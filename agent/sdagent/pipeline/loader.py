@@ -42,7 +42,7 @@ def set_scheduler(pipe, name: str) -> str:
     return type(pipe.scheduler).__name__
 
 
-def load_pipeline(model_dir: str | os.PathLike[str], scheduler: str = "default"):
+def load_diffusers_pipeline(model_dir: str | os.PathLike[str], scheduler: str = "default"):
     """StableDiffusionPipeline.from_pretrained(dir, local_files_only=True), with one-line failures.
 
     The safety checker is not loaded: it is not part of the latency being tuned.

@@ -67,7 +67,7 @@ def plan_launch(plan: Plan, cmd: Sequence[str], environ: Mapping[str, str], name
     through taskset first, which may widen it to the instance's CPUs.
     """
     argv, env = build_exec(plan, instance, cmd, stock_env(environ))
-    if plan.settings["binding"] == "numactl" and plan.taskset:
+    if plan.binding == "numactl" and plan.taskset:
         argv = [plan.taskset, "-c", plan.instance(instance).cpulist] + argv
     return Launch(name, tuple(argv), env, tuple(plan.preload))
 

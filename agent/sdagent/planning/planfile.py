@@ -35,8 +35,8 @@ class LoadedPlan:
     tuning: dict[str, Any] | None
     instances: tuple[Instance, ...] = ()  # the saved layout ((): derive one)
     plan_file: str | None = None
-    #: library settings the file names but this host cannot preload (path -> why)
-    dropped_libraries: tuple[tuple[str, str], ...] = ()
+    #: library settings the file names but this host cannot preload: (key, path, why)
+    unusable_libraries: tuple[tuple[str, str, str], ...] = ()
     #: what the plan this record was made from could not honour (exec hands them on to its child)
     fallbacks: tuple[tuple[str, Any, Any, str], ...] = ()
     objective: str = "latency"
@@ -46,9 +46,9 @@ def plan_env_value(plan: Plan) -> str:
     """What `sdagent exec` hands its child: the plan's reproducible part, as compact JSON."""
     d = plan.to_dict()
     keep = ("format", "source", "objective", "plan_file", "request", "settings", "instances", "tuning",
-            "fallbacks", "dropped_libraries")
+            "fallbacks")
     d = {k: d[k] for k in keep}
-    d["instances"] = [{"index": i["index"], "cpu_ids": i["cpu_ids"], "mem_node": i["mem_node"]}
+    d["instances"] = [{"index": i["index"], "cpu_ids": i["cpu_ids"], "node": i["node"], "mem_nodes": i["mem_nodes"]}
                       for i in d["instances"]]
     return json.dumps(d, separators=(",", ":"))
 
@@ -64,21 +64,18 @@ def parse_plan_data(data: Any, origin: str, plan_file: str | None = None) -> Loa
     if not isinstance(data, dict) or not isinstance(data.get("settings"), dict):
         raise BadInput(f"{origin} has no 'settings' mapping: not an sdagent plan")
     settings = dict(data["settings"])
-    # Library paths are host facts: a path this host cannot preload is dropped here, and the
-    # planner falls back (with a warning) from a library-backed choice that needs it.
-    dropped = []
+    # A library path this host cannot preload is taken out here (the I/O edge) and handed to the
+    # planner, which decides it like any plan-file value the host cannot honour: the host's own
+    # copy, or none (and then the allocator's or OpenMP's fallback), with the reason.
+    unusable = []
     for key in LIBRARY_KNOBS.values():
         if settings.get(key):
             why = unsafe_library(str(settings[key]))
             if why:
-                dropped.append((str(settings.pop(key)), why))
+                unusable.append((key, str(settings.pop(key)), why))
     try:
         settings = parse_settings({k: v for k, v in settings.items() if v is not None})
-        instances = tuple(
-            Instance(int(i["index"]), tuple(int(c) for c in i["cpu_ids"]),
-                     None if i.get("mem_node") is None else int(i["mem_node"]))
-            for i in data.get("instances") or ()
-        )
+        instances = tuple(_instance(i) for i in data.get("instances") or ())
         request = PlanRequest.from_dict(data.get("request"), origin)
     except BadInput as exc:
         raise BadInput(f"{origin}: {exc}") from None
@@ -89,15 +86,23 @@ def parse_plan_data(data: Any, origin: str, plan_file: str | None = None) -> Loa
         source = "file"
     tuning = data.get("tuning")
     try:
-        dropped += [(str(d["path"]), str(d["why"])) for d in data.get("dropped_libraries") or ()]
         fallbacks = tuple((str(f["key"]), f["asked"], f["used"], str(f["why"])) for f in data.get("fallbacks") or ())
     except (KeyError, TypeError) as exc:
-        raise BadInput(f"{origin}: bad 'fallbacks' or 'dropped_libraries' entry ({exc})") from None
+        raise BadInput(f"{origin}: bad 'fallbacks' entry ({exc})") from None
     objective = str(data.get("objective") or "latency")
     if objective not in OBJECTIVES:
         raise BadInput(f"{origin}: unknown objective {objective!r} (valid: {', '.join(OBJECTIVES)})")
     return LoadedPlan(settings, source, request, tuning if isinstance(tuning, dict) else None, instances,
-                      plan_file or data.get("plan_file"), tuple(dict.fromkeys(dropped)), fallbacks, objective)
+                      plan_file or data.get("plan_file"), tuple(unusable), fallbacks, objective)
+
+
+def _instance(i: Mapping[str, Any]) -> Instance:
+    """One saved instance; a record from before "node"/"mem_nodes" has only "mem_node" (both at once)."""
+    mem_node = i.get("mem_node")
+    node = i["node"] if "node" in i else mem_node
+    mem_nodes = i["mem_nodes"] if "mem_nodes" in i else ([] if mem_node is None else [mem_node])
+    return Instance(int(i["index"]), tuple(int(c) for c in i["cpu_ids"]), None if node is None else int(node),
+                    tuple(int(n) for n in mem_nodes))
 
 
 def inherited_plan(environ: Mapping[str, str], plan_file: str | None) -> LoadedPlan | None:
@@ -133,5 +138,5 @@ def plan_in_force(topo: Topology, facts: HostFacts, *, plan_file: str | None, en
         file_settings=loaded.settings, overrides=overrides or {}, source=loaded.source,
         plan_file=plan_file or loaded.plan_file, tuning=loaded.tuning,
         instances=loaded.instances if keep_layout else (),
-        dropped_libraries=loaded.dropped_libraries, fallbacks=loaded.fallbacks, objective=loaded.objective,
+        unusable_libraries=loaded.unusable_libraries, fallbacks=loaded.fallbacks, objective=loaded.objective,
     )

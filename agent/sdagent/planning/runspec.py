@@ -50,11 +50,6 @@ class RunSpec:
                    weights_prepack=bool(settings["weights_prepack"]), isa_flags=tuple(isa_flags),
                    compile_autotune=bool(settings.get("compile_autotune", False)))
 
-    @classmethod
-    def from_plan(cls, plan: Any) -> "RunSpec":
-        """What a plan (planning.plan.Plan) runs."""
-        return cls.from_settings(plan.settings, plan.isa_flags)
-
     @property
     def native_bf16(self) -> bool:
         return native_bf16_flag(self.isa_flags) is not None

@@ -8,9 +8,11 @@ written for a winner is exactly what was measured.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+from sdagent.planning.plan import LAYOUT_KEYS
 from sdagent.planning.runspec import STOCK_SETTINGS
 from sdagent.planning.settings import KMP_AFFINITY_COMPACT
 from sdagent.tuning.search import Axis, Candidate
@@ -32,7 +34,9 @@ class HostChoices:
     iomp: bool
     pin: str | None  # "numactl" | "taskset" | None
     compile: bool = True  # torch.compile candidates allowed (native backend)
-    layouts: tuple[Mapping[str, Any], ...] = ()  # throughput: the instance splits to try (PlanRequest fields)
+    #: the instance layouts to try (PlanRequest fields): throughput's splits; latency's one sub-NUMA node
+    #: instead of the socket (SNC/NPS) and P+E-cores (hybrid), from planning.layout.latency_layouts
+    layouts: tuple[Mapping[str, Any], ...] = ()
 
 
 def _variant(best: Candidate, name: str, axis: str, change: Mapping[str, Any], resolve: Resolve,
@@ -44,98 +48,140 @@ def _variant(best: Candidate, name: str, axis: str, change: Mapping[str, Any], r
 
 
 def layout_name(layout: Mapping[str, Any]) -> str:
+    if layout.get("instances") is None and layout.get("cores_per_instance") is None:
+        parts = (["one NUMA node (not the socket)"] if layout.get("sub_node") else []) + \
+            (["P-cores + E-cores"] if layout.get("e_cores") else [])
+        return "latency instance: " + (", ".join(parts) or "default")
     smt = " +SMT" if layout.get("use_smt") else ""
     return f"{layout.get('instances')} x {layout.get('cores_per_instance')} cores{smt}"
 
 
+def precision_axis(host: HostChoices, resolve: Resolve, best: Candidate) -> list[Candidate]:
+    """Every backend x precision this host can run (IPEX without compile: it optimizes the graph itself)."""
+    out = []
+    backends = ["native"] + (["ipex"] if host.ipex else [])
+    precs = ["fp32"] + (["bf16"] if host.bf16 else [])
+    for be in backends:
+        for pr in precs:
+            chg: dict[str, Any] = {"backend": be, "precision": pr}
+            if be == "ipex":
+                chg["compile"] = False
+            out.append(_variant(best, f"{be} {pr}", "precision/backend", chg, resolve))
+    return out
+
+
+def layout_axis(host: HostChoices, resolve: Resolve, best: Candidate) -> list[Candidate]:
+    """Throughput: each instance split; the threads, binding and KMP_* of a layout are the planner's."""
+    keep = {k: v for k, v in best.overrides.items() if k not in LAYOUT_KEYS}
+    return [Candidate(layout_name(lay), keep, resolve(keep, lay), "layout",
+                      warmup=bool(keep.get("compile")), layout=lay) for lay in host.layouts]
+
+
+def preloads_axis(host: HostChoices, resolve: Resolve, best: Candidate) -> list[Candidate]:
+    """The demo's first rung as one candidate: its preloads off when the best has some, or on (jemalloc +
+    libiomp5, where the host has both) when the best has none, as the plan derived from the evidence
+    does (planning/evidence.json measured them slower on every class measured; this host may differ)."""
+    if best.settings.get("allocator") == "default" and best.settings.get("omp_runtime") == "default":
+        if not (host.jemalloc and host.iomp):
+            return []
+        return [_variant(best, "preloads (jemalloc + libiomp5)", "preloads",
+                         {"allocator": "jemalloc", "omp_runtime": "intel"}, resolve)]
+    return [_variant(best, "no preloads (glibc malloc, torch's own OpenMP)", "preloads",
+                     {"allocator": "default", "omp_runtime": "default"}, resolve)]
+
+
+def compile_axis(host: HostChoices, resolve: Resolve, best: Candidate) -> list[Candidate]:
+    """compile on; or, when on, off and max-autotune (native backend only)."""
+    if not host.compile or best.settings.get("backend") != "native":
+        return []
+    if not best.settings.get("compile"):
+        return [_variant(best, "compile=on", "torch.compile", {"compile": True}, resolve, warmup=True)]
+    return [_variant(best, "compile=off", "torch.compile", {"compile": False, "compile_autotune": False},
+                     resolve),
+            _variant(best, "compile max-autotune", "torch.compile", {"compile_autotune": True}, resolve,
+                     warmup=True)]
+
+
+def channels_axis(host: HostChoices, resolve: Resolve, best: Candidate) -> list[Candidate]:
+    """The other memory format."""
+    v = not best.settings.get("channels_last")
+    return [_variant(best, f"channels_last={'on' if v else 'off'}", "memory format",
+                     {"channels_last": v}, resolve)]
+
+
+def allocator_axis(host: HostChoices, resolve: Resolve, best: Candidate) -> list[Candidate]:
+    """glibc malloc, each jemalloc MALLOC_CONF profile, tcmalloc (those present)."""
+    out = [_variant(best, "allocator=default", "allocator", {"allocator": "default"}, resolve)]
+    if host.jemalloc:
+        for prof in ("short", "long", "demo"):
+            out.append(_variant(best, f"jemalloc {prof}", "allocator",
+                                {"allocator": "jemalloc", "malloc_conf": prof}, resolve))
+    if host.tcmalloc:
+        out.append(_variant(best, "tcmalloc", "allocator", {"allocator": "tcmalloc"}, resolve))
+    return out
+
+
+def omp_axis(host: HostChoices, resolve: Resolve, best: Candidate) -> list[Candidate]:
+    """torch's own OpenMP, and libiomp5 when present."""
+    out = [_variant(best, "omp=torch's own", "OpenMP runtime", {"omp_runtime": "default"}, resolve)]
+    if host.iomp:
+        out.append(_variant(best, "omp=libiomp5", "OpenMP runtime", {"omp_runtime": "intel"}, resolve))
+    return out
+
+
+def blocktime_axis(host: HostChoices, resolve: Resolve, best: Candidate) -> list[Candidate]:
+    """KMP_BLOCKTIME 0, 1, 200 ms and unset (Intel OpenMP only)."""
+    if best.settings.get("omp_runtime") != "intel":
+        return []
+    return [_variant(best, f"KMP_BLOCKTIME={v}", "KMP_BLOCKTIME", {"kmp_blocktime": v}, resolve)
+            for v in (0, 1, 200, "unset")]
+
+
+def pinning_axis(host: HostChoices, resolve: Resolve, best: Candidate) -> list[Candidate]:
+    """No pinning, and the host's pinning tool (KMP_AFFINITY unset: its own axis measures it)."""
+    out = [_variant(best, "pinning=none", "pinning", {"binding": "none", "membind": False, "kmp_affinity": "unset"},
+                    resolve)]
+    if host.pin:
+        # numactl: memory binding as the planner derives it for this layout (a given value is dropped)
+        keep = Candidate(best.name, {k: v for k, v in best.overrides.items() if k != "membind"}, best.settings,
+                         best.axis, layout=best.layout)
+        change: dict[str, Any] = {"binding": host.pin, "kmp_affinity": "unset"}
+        if host.pin != "numactl":
+            change["membind"] = False
+        out.append(_variant(keep, f"pinning={host.pin}", "pinning", change, resolve))
+    return out
+
+
+def kmp_affinity_axis(host: HostChoices, resolve: Resolve, best: Candidate) -> list[Candidate]:
+    """Compact KMP_AFFINITY (PyTorch's launcher's) where Intel OpenMP runs pinned; the plan leaves it unset,
+    since it confines every child process to one CPU (issue 19 item 8): kept only where measured faster."""
+    if best.settings.get("omp_runtime") != "intel" or best.settings.get("binding") == "none":
+        return []
+    v = "unset" if best.settings.get("kmp_affinity") not in (None, "unset") else KMP_AFFINITY_COMPACT
+    return [_variant(best, f"KMP_AFFINITY={v}", "KMP_AFFINITY", {"kmp_affinity": v}, resolve)]
+
+
+def threads_axis(host: HostChoices, resolve: Resolve, best: Candidate) -> list[Candidate]:
+    """All physical cores, one fewer (room for the OS), half."""
+    n = host.physical_cores
+    opts = sorted({n, max(1, n - 1), max(1, n // 2)}, reverse=True)
+    return [_variant(best, f"threads={t}", "threads", {"omp_num_threads": t}, resolve) for t in opts]
+
+
+#: The search directions, in the order expected to pay most first: precision and backend (bf16 on
+#: AMX halves a step); the layout (throughput); the preloads as a whole (one cheap candidate); compile;
+#: then the system knobs one at a time, which move both ways.
+AXES: tuple[tuple[str, Callable[[HostChoices, Resolve, Candidate], list[Candidate]]], ...] = (
+    ("precision/backend", precision_axis), ("layout", layout_axis), ("preloads", preloads_axis),
+    ("torch.compile", compile_axis), ("memory format", channels_axis), ("allocator", allocator_axis),
+    ("OpenMP runtime", omp_axis), ("KMP_BLOCKTIME", blocktime_axis), ("pinning", pinning_axis),
+    ("KMP_AFFINITY", kmp_affinity_axis), ("threads", threads_axis),
+)
+
+
 def make_axes(host: HostChoices, resolve: Resolve) -> list[Axis]:
-    """The search directions, in the order expected to pay most first.
-
-    Precision and backend first (bf16 on AMX halves a step); then the preloads
-    as a whole, one cheap candidate for the demo's first rung (jemalloc +
-    libiomp5), which the ladder measured *slower* than stock on two AMX VMs;
-    then compile, then the system knobs one at a time, which move both ways.
-    """
-
-    def precision(best: Candidate) -> list[Candidate]:
-        out = []
-        backends = ["native"] + (["ipex"] if host.ipex else [])
-        precs = ["fp32"] + (["bf16"] if host.bf16 else [])
-        for be in backends:
-            for pr in precs:
-                chg: dict[str, Any] = {"backend": be, "precision": pr}
-                if be == "ipex":
-                    chg["compile"] = False
-                out.append(_variant(best, f"{be} {pr}", "precision/backend", chg, resolve))
-        return out
-
-    def layout(best: Candidate) -> list[Candidate]:
-        # the threads, binding and KMP_* of a layout are the planner's: drop what the best pinned for its own
-        keep = {k: v for k, v in best.overrides.items()
-                if k not in ("omp_num_threads", "binding", "membind", "kmp_affinity", "kmp_blocktime")}
-        return [Candidate(layout_name(lay), keep, resolve(keep, lay), "layout",
-                          warmup=bool(keep.get("compile")), layout=lay) for lay in host.layouts]
-
-    def preloads(best: Candidate) -> list[Candidate]:
-        if best.settings.get("allocator") == "default" and best.settings.get("omp_runtime") == "default":
-            return []
-        return [_variant(best, "no preloads (glibc malloc, torch's own OpenMP)", "preloads",
-                         {"allocator": "default", "omp_runtime": "default"}, resolve)]
-
-    def compile_(best: Candidate) -> list[Candidate]:
-        if not host.compile or best.settings.get("backend") != "native":
-            return []
-        if not best.settings.get("compile"):
-            return [_variant(best, "compile=on", "torch.compile", {"compile": True}, resolve, warmup=True)]
-        return [_variant(best, "compile=off", "torch.compile", {"compile": False, "compile_autotune": False},
-                         resolve),
-                _variant(best, "compile max-autotune", "torch.compile", {"compile_autotune": True}, resolve,
-                         warmup=True)]
-
-    def channels(best: Candidate) -> list[Candidate]:
-        v = not best.settings.get("channels_last")
-        return [_variant(best, f"channels_last={'on' if v else 'off'}", "memory format",
-                         {"channels_last": v}, resolve)]
-
-    def allocator(best: Candidate) -> list[Candidate]:
-        out = [_variant(best, "allocator=default", "allocator", {"allocator": "default"}, resolve)]
-        if host.jemalloc:
-            for prof in ("short", "long", "demo"):
-                out.append(_variant(best, f"jemalloc {prof}", "allocator",
-                                    {"allocator": "jemalloc", "malloc_conf": prof}, resolve))
-        if host.tcmalloc:
-            out.append(_variant(best, "tcmalloc", "allocator", {"allocator": "tcmalloc"}, resolve))
-        return out
-
-    def omp(best: Candidate) -> list[Candidate]:
-        out = [_variant(best, "omp=torch's own", "OpenMP runtime", {"omp_runtime": "default"}, resolve)]
-        if host.iomp:
-            out.append(_variant(best, "omp=libiomp5", "OpenMP runtime", {"omp_runtime": "intel"}, resolve))
-        return out
-
-    def blocktime(best: Candidate) -> list[Candidate]:
-        if best.settings.get("omp_runtime") != "intel":
-            return []
-        return [_variant(best, f"KMP_BLOCKTIME={v}", "KMP_BLOCKTIME", {"kmp_blocktime": v}, resolve)
-                for v in (0, 1, 200, "unset")]
-
-    def pinning(best: Candidate) -> list[Candidate]:
-        out = [_variant(best, "pinning=none", "pinning", {"binding": "none", "kmp_affinity": "unset"}, resolve)]
-        if host.pin:
-            aff = KMP_AFFINITY_COMPACT if best.settings.get("omp_runtime") == "intel" else "unset"
-            out.append(_variant(best, f"pinning={host.pin}", "pinning",
-                                {"binding": host.pin, "kmp_affinity": aff}, resolve))
-        return out
-
-    def threads(best: Candidate) -> list[Candidate]:
-        n = host.physical_cores
-        opts = sorted({n, max(1, n - 1), max(1, n // 2)}, reverse=True)
-        return [_variant(best, f"threads={t}", "threads", {"omp_num_threads": t}, resolve) for t in opts]
-
-    return [Axis("precision/backend", precision), Axis("layout", layout), Axis("preloads", preloads),
-            Axis("torch.compile", compile_),
-            Axis("memory format", channels), Axis("allocator", allocator), Axis("OpenMP runtime", omp),
-            Axis("KMP_BLOCKTIME", blocktime), Axis("pinning", pinning), Axis("threads", threads)]
+    """The axes of :data:`AXES`, bound to this host and resolver."""
+    return [Axis(name, functools.partial(fn, host, resolve)) for name, fn in AXES]
 
 
 def stock_candidate(resolve: Resolve) -> Candidate:

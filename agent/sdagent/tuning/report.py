@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Mapping, Sequence
 
 from sdagent.measuring.stats import summarize
 from sdagent.planning.plan import summary_line
@@ -33,5 +33,18 @@ def tune_table(result: TuneResult, samples: Mapping[str, list[float]]) -> str:
     lines.append(f"chosen: {result.chosen.name}: {summary_line(result.chosen.settings)}")
     lines.append(f"why:    {result.reason}")
     lines.append(f"rule:   {result.rule}")
-    lines.append(f"budget: {result.spent_s:.0f} s of {result.budget_s:.0f} s")
+    lines.append(f"budget: {result.spent_s:.0f} s of {result.budget_s:.0f} s (a hard ceiling)")
+    if result.budget_plan:
+        lines.append(f"axes:   {budget_plan_line(result.budget_plan)}")
     return "\n".join(lines) + "\n"
+
+
+def budget_plan_line(plan: Sequence[Mapping[str, Any]]) -> str:
+    """What fits the budget, said up front (tuning.search's budget_plan): 'fit: a ~60 s, b ~90 s; not: c ~400 s'."""
+    def part(rows: list[Mapping[str, Any]]) -> str:
+        return ", ".join(f"{r['axis']} ~{r['estimate_s']:.0f} s" for r in rows) or "none"
+
+    live = [r for r in plan if r.get("variants")]
+    fit = [r for r in live if r.get("fits")]
+    miss = [r for r in live if not r.get("fits")]
+    return f"fit the budget, in this order: {part(fit)}" + (f"; do not fit: {part(miss)}" if miss else "")

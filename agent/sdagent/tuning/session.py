@@ -1,34 +1,42 @@
 """One `sdagent tune` run: candidates from the planner, each measured in a fresh process, the search,
 and the plan that records the winner with every measurement behind it.
 
-The measurement is injected (`runner`, default measuring.runner.run_worker) so
-the whole session runs under a fake in tests; `search` itself is pure.
+The measurement is injected (`runner`, default workers.parent.run_worker) so
+the whole session runs under a fake in tests; `search` itself is pure. The
+budget is a hard ceiling: each measurement is handed the seconds it may take
+and is stopped there (the worker's timeout). The axes run in order of expected
+effect (tuning.priority).
 """
 
 from __future__ import annotations
 
+import math
 import os
-import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+from sdagent.host.hostclass import host_class, installed_software
 from sdagent.host.process import machine_state, read_load_average
 from sdagent.host.software import HostFacts
 from sdagent.host.topology import Topology, native_bf16_flag
-from sdagent.measuring.runner import WorkerJob, WorkerResult, run_worker, worker_cmd
+from sdagent.measuring.runner import WorkerJob, worker_cmd
 from sdagent.pipeline.modeldir import ModelDir
 from sdagent.pipeline.workload import Workload
 from sdagent.planning.launch import Launch, plan_launch
-from sdagent.planning.layout import PlanRequest, throughput_layouts
+from sdagent.planning.layout import PlanRequest, latency_layouts, throughput_layouts
 from sdagent.planning.plan import Plan, make_plan, summary_line
 from sdagent.planning.runspec import RunSpec
 from sdagent.planning.settings import LIBRARY_KNOBS
 from sdagent.tuning.axes import HostChoices, make_axes, plan_candidate, stock_candidate
+from sdagent.tuning.priority import order_axes
 from sdagent.tuning.rule import Rule
-from sdagent.tuning.search import Candidate, Event, MeasureFailed, TuneResult, search
+from sdagent.tuning.search import Axis, Candidate, Event, MeasureFailed, MeasureStopped, TuneResult, search
+from sdagent.workers.parent import run_worker
+from sdagent.workers.result import WorkerResult
 
-Runner = Callable[[Launch, WorkerJob], WorkerResult]
+#: (launch, job, timeout in seconds) -> the worker's result
+Runner = Callable[[Launch, WorkerJob, float], WorkerResult]
 
 
 @dataclass(frozen=True)
@@ -68,104 +76,165 @@ def host_choices(plan: Plan, facts: HostFacts, allow_compile: bool,
         compile=allow_compile and bool(facts.cxx), layouts=layouts)
 
 
-def _step_median(d: Mapping[str, Any]) -> float | None:
-    steps = [s for r in d.get("runs", []) for s in r.get("unet_steps_s", [])]
-    return round(statistics.median(steps), 5) if steps else None
+@dataclass
+class _Session:
+    """One tune's context: the host, the request, how a candidate is planned, launched and measured."""
+
+    topo: Topology
+    facts: HostFacts
+    req: TuneRequest
+    environ: Mapping[str, str]
+    runner: Runner
+    details: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # per candidate, per process
+
+    @property
+    def throughput(self) -> bool:
+        return self.req.objective == "throughput"
+
+    @property
+    def request(self) -> PlanRequest:
+        """The layout measured: the plan file's, else one instance per NUMA node (throughput) or the default."""
+        start = self.req.start
+        if start is not None and start.request != PlanRequest():
+            return start.request
+        return PlanRequest(instances=len(self.topo.nodes)) if self.throughput else PlanRequest()
+
+    def plan_for(self, overrides: Mapping[str, Any], layout: Mapping[str, Any] | None = None) -> Plan:
+        lay = PlanRequest.from_dict(layout) if layout else self.request
+        return make_plan(self.topo, self.facts, lay, overrides=dict(overrides), objective=self.req.objective)
+
+    def resolve(self, overrides: Mapping[str, Any], layout: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        return dict(self.plan_for(overrides, layout).settings)
+
+    # -- the candidates ------------------------------------------------------------------------
+
+    def first(self) -> list[Candidate]:
+        """The first candidate: the plan file given (its settings as honoured here), else the topology plan."""
+        start = self.req.start
+        first = [plan_candidate(self.resolve)]
+        if start is not None and start.source != "derived":
+            given = {k: v for k, v in start.settings.items() if k not in LIBRARY_KNOBS.values()}
+            first = [Candidate(f"plan file ({start.source})", given, self.resolve(given), "plan",
+                               warmup=bool(given.get("compile")))]
+        if not self.req.allow_compile and first[0].settings.get("compile"):
+            off = {**first[0].overrides, "compile": False}
+            first = [Candidate(first[0].name, off, self.resolve(off), "plan")]
+        return first
+
+    def axes(self) -> list[Axis]:
+        """This host's axes, by expected effect (tuning.priority)."""
+        layouts = tuple(lay for lay in (throughput_layouts(self.topo) if self.throughput
+                                        else latency_layouts(self.topo))
+                        if lay != self.request.to_dict())
+        derived = self.plan_for({})
+        return order_axes(make_axes(host_choices(derived, self.facts, self.req.allow_compile, layouts),
+                                    self.resolve))
+
+    # -- measuring -----------------------------------------------------------------------------
+
+    def job_for(self, c: Candidate, repeats: int) -> WorkerJob:
+        return WorkerJob(str(self.req.model.path), self.req.workload, RunSpec.from_settings(c.settings, self.topo.flags),
+                         repeats=repeats, warmup=1, warmup_steps=self.req.warmup_steps)
+
+    def timeout(self, limit_s: float) -> float:
+        """The worker's timeout: the search's limit (the budget's ceiling), never above --timeout."""
+        return min(self.req.timeout_s, limit_s) if math.isfinite(limit_s) else self.req.timeout_s
+
+    def run(self, c: Candidate, repeats: int, limit_s: float) -> WorkerResult:
+        """One fresh process of `c` (stock too: its settings on the plan's CPUs and threads, launched like
+        any plan); its figures go to the record; MeasureFailed with the reason when it failed."""
+        launch = plan_launch(self.plan_for(c.overrides, c.layout), worker_cmd(), self.environ, name=c.name)
+        res = self.runner(launch, self.job_for(c, repeats), self.timeout(limit_s))
+        m = res.measurement
+        if m is not None:
+            step = m.unet_step_median_s
+            self.details.setdefault(c.name, []).append({
+                "latency_s": list(m.latency_s), "wall_s": round(res.wall_s, 2),
+                "unet_step_median_s": None if step is None else round(step, 5),
+                "libraries": list(m.process.libraries), "torch_threads": m.process.torch_threads,
+                "affinity": list(m.process.affinity), "observed": m.observed,
+                "load_average": list(m.load_average)})
+        if not res.ok:
+            stopped = res.measurement is None and res.reason.startswith("timed out") and limit_s < self.req.timeout_s
+            raise (MeasureStopped if stopped else MeasureFailed)(
+                f"stopped at the budget after {limit_s:.0f} s" if stopped else res.reason)
+        return res
+
+    def latency(self, c: Candidate, limit_s: float) -> float:
+        """Latency objective: the median of --repeats images on instance 0."""
+        return self.run(c, self.req.repeats, limit_s).latency_s
+
+    def host_seconds_per_image(self, c: Candidate, limit_s: float) -> float:
+        """Throughput objective: every instance of the candidate's layout at once; the host's seconds per image."""
+        from sdagent.measuring.throughput import measure_plan
+
+        plan = self.plan_for(c.overrides, c.layout)
+        figs = measure_plan(plan, str(self.req.model.path), self.req.workload, environ=self.environ,
+                            spec=RunSpec.from_settings(c.settings, self.topo.flags), images=self.req.repeats,
+                            timeout_s=self.timeout(limit_s))
+        self.details.setdefault(c.name, []).append({"throughput": figs.to_dict()})
+        if figs.failed or not figs.images_per_min:
+            why = "; ".join(i.reason for i in figs.failed) or "no image completed"
+            stopped = limit_s < self.req.timeout_s and ("timed out" in why or "not warm in" in why)
+            raise (MeasureStopped if stopped else MeasureFailed)(why)
+        return 60.0 / figs.images_per_min
+
+    def measure(self, c: Candidate, limit_s: float) -> float:
+        return self.host_seconds_per_image(c, limit_s) if self.throughput else self.latency(c, limit_s)
+
+    def warm(self, c: Candidate, limit_s: float) -> None:
+        self.run(c, 0, limit_s)
+
+    # -- the record and the plan ---------------------------------------------------------------
+
+    def record(self, result: TuneResult, load_before: list[float], started: float) -> dict[str, Any]:
+        """The plan's `tuning` record: the search's, with the workload, the machine and every process."""
+        req = self.req
+        state = machine_state().to_dict()
+        record = result.to_dict()
+        record.update({
+            "format": "sdagent-tune/1",
+            "command": req.command,
+            "model": str(req.model.path), "model_preset": req.model.sdagent_preset, "model_name": req.model.name,
+            # the class this plan was measured on: its siblings install it, verify holds them to these figures
+            "host_class": host_class(self.topo, installed_software()).to_dict(),
+            "workload": req.workload.to_dict(), "repeats": req.repeats, "warmup_steps": req.warmup_steps,
+            "objective": req.objective, "measure": "the host's seconds per image, every instance at once"
+            if self.throughput else "one image's median latency on instance 0",
+            "layout": (dict(result.chosen.layout) if result.chosen.layout else self.request.to_dict()),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+            "chosen_settings": summary_line(result.chosen.settings),
+            "machine": {"cpu_model": state["cpu_model"], "topology": self.topo.summary(),
+                        "load_before": load_before, "load_after": list(read_load_average()),
+                        "memory_available_kb": state["memory_available_kb"],
+                        "versions": state["versions"], "governor": state["governor"]},
+            "processes": self.details,
+        })
+        for c in record["candidates"]:
+            c["description"] = summary_line(result.candidates[c["name"]].settings)
+        return record
+
+    def tuned_plan(self, result: TuneResult, record: dict[str, Any]) -> Plan:
+        """The winner as the tuned plan itself, not overrides on top of one."""
+        chosen_layout = PlanRequest.from_dict(result.chosen.layout) if result.chosen.layout else self.request
+        plan_file = os.path.abspath(self.req.plan_file) if self.req.plan_file else None
+        return make_plan(self.topo, self.facts, chosen_layout, file_settings=dict(result.chosen.overrides),
+                         source="tuned", tuning=record, plan_file=plan_file, objective=self.req.objective)
 
 
 def tune(topo: Topology, facts: HostFacts, req: TuneRequest, *, environ: Mapping[str, str],
          on_event: Event | None = None, runner: Runner | None = None,
          clock: Callable[[], float] = time.monotonic) -> TuneOutcome:
-    """Measure stock, the topology plan and each axis's variants; return the winner as a tuned plan."""
-    run_one = runner or (lambda launch, job: run_worker(launch, job, timeout_s=req.timeout_s))
-    throughput = req.objective == "throughput"
-    request = req.start.request if req.start is not None and req.start.request != PlanRequest() else (
-        PlanRequest(instances=len(topo.nodes)) if throughput else PlanRequest())
+    """Measure stock, the topology plan and each axis's variants; return the winner as a tuned plan.
 
-    def plan_for(overrides: Mapping[str, Any], layout: Mapping[str, Any] | None = None) -> Plan:
-        lay = PlanRequest.from_dict(layout) if layout else request
-        return make_plan(topo, facts, lay, overrides=dict(overrides), objective=req.objective)
-
-    def resolve(overrides: Mapping[str, Any], layout: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        return dict(plan_for(overrides, layout).settings)
-
-    derived = plan_for({})
-    stock = stock_candidate(resolve)
-    first = [plan_candidate(resolve)]
-    if req.start is not None and req.start.source != "derived":
-        # The plan file given: its settings (as honoured here) are the first candidate's.
-        given = {k: v for k, v in req.start.settings.items() if k not in LIBRARY_KNOBS.values()}
-        first = [Candidate(f"plan file ({req.start.source})", given, resolve(given), "plan",
-                           warmup=bool(given.get("compile")))]
-    if not req.allow_compile and first[0].settings.get("compile"):
-        off = {**first[0].overrides, "compile": False}
-        first = [Candidate(first[0].name, off, resolve(off), "plan")]
-    layouts = tuple(lay for lay in throughput_layouts(topo) if lay != request.to_dict()) if throughput else ()
-    axes = make_axes(host_choices(derived, facts, req.allow_compile, layouts), resolve)
-    details: dict[str, list[dict[str, Any]]] = {}
-    cmd = worker_cmd()
-
-    def launch_for(c: Candidate) -> Launch:
-        # stock too: its settings on the plan's CPUs and thread count, launched like any plan
-        return plan_launch(plan_for(c.overrides, c.layout), cmd, environ, name=c.name)
-
-    def job_for(c: Candidate, repeats: int) -> WorkerJob:
-        return WorkerJob(str(req.model.path), req.workload, RunSpec.from_settings(c.settings, topo.flags),
-                         repeats=repeats, warmup=1, warmup_steps=req.warmup_steps)
-
-    def host_seconds_per_image(c: Candidate) -> float:
-        """Throughput: every instance of the candidate's layout at once; the host's seconds per image."""
-        from sdagent.measuring import throughput as T
-
-        figs = T.run(plan_for(c.overrides, c.layout),
-                     T.ThroughputRequest(str(req.model.path), job_for(c, req.repeats), req.repeats, None,
-                                         req.timeout_s), environ=environ)
-        details.setdefault(c.name, []).append({"throughput": figs.to_dict()})
-        if figs.failed or not figs.images_per_min:
-            raise MeasureFailed("; ".join(i.reason for i in figs.failed) or "no image completed")
-        return 60.0 / figs.images_per_min
-
-    def run(c: Candidate, repeats: int) -> WorkerResult:
-        res = run_one(launch_for(c), job_for(c, repeats))
-        if res.data and res.data.get("ok"):
-            d = res.data
-            details.setdefault(c.name, []).append({
-                "latency_s": d["latency_s"], "wall_s": round(res.wall_s, 2),
-                "unet_step_median_s": _step_median(d), "libraries": d["process"]["libraries"],
-                "torch_threads": d["process"]["torch_threads"], "affinity": d["process"]["affinity"],
-                "observed": d.get("observed"), "load_average": d.get("load_average")})
-        if not res.ok:
-            raise MeasureFailed(res.reason)
-        return res
-
+    BudgetTooSmall (tuning.search, exit 2) when not even the minimum fits the budget.
+    """
+    go = runner or (lambda launch, job, timeout_s: run_worker(launch, job, timeout_s=timeout_s))
+    s = _Session(topo, facts, req, environ, go)
+    stock = stock_candidate(s.resolve)
     load_before = list(read_load_average())
     started = time.time()
-    measure = host_seconds_per_image if throughput else (lambda c: run(c, req.repeats).latency_s)
-    result = search(stock, first, axes, measure, budget_s=req.budget_s, clock=clock,
-                    warm=lambda c: run(c, 0), rule=req.rule, on_event=on_event)
-    state = machine_state().to_dict()
-    record = result.to_dict()
-    record.update({
-        "format": "sdagent-tune/1",
-        "command": req.command,
-        "model": str(req.model.path), "model_preset": req.model.sdagent_preset,
-        "workload": req.workload.to_dict(), "repeats": req.repeats, "warmup_steps": req.warmup_steps,
-        "objective": req.objective, "measure": "the host's seconds per image, every instance at once"
-        if throughput else "one image's median latency on instance 0",
-        "layout": (dict(result.chosen.layout) if result.chosen.layout else request.to_dict()),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-        "chosen_settings": summary_line(result.chosen.settings),
-        "machine": {"cpu_model": state["cpu_model"], "topology": topo.summary(),
-                    "load_before": load_before, "load_after": list(read_load_average()),
-                    "memory_available_kb": state["memory_available_kb"],
-                    "versions": state["versions"], "governor": state["governor"]},
-        "processes": details,
-    })
-    for c in record["candidates"]:
-        c["description"] = summary_line(result.candidates[c["name"]].settings)
-    # The winner is the tuned plan itself, not overrides on top of one.
-    chosen_layout = PlanRequest.from_dict(result.chosen.layout) if result.chosen.layout else request
-    plan = make_plan(topo, facts, chosen_layout, file_settings=dict(result.chosen.overrides), source="tuned",
-                     tuning=record, plan_file=os.path.abspath(req.plan_file) if req.plan_file else None,
-                     objective=req.objective)
-    return TuneOutcome(result, record, plan)
+    result = search(stock, s.first(), s.axes(), s.measure, budget_s=req.budget_s, clock=clock, warm=s.warm,
+                    rule=req.rule, on_event=on_event)
+    record = s.record(result, load_before, started)
+    return TuneOutcome(result, record, s.tuned_plan(result, record))

@@ -62,7 +62,8 @@ class SimHost:
             x *= 2.0
         return x
 
-    def measure(self, c: Candidate) -> float:
+    def measure(self, c: Candidate, limit_s: float = math.inf) -> float:
+        """One process's median of `calls` timed calls (the simulated host never overruns `limit_s`)."""
         m = self.model
         # AR(1) drift: neighbours in time share most of it (correlation 0.9 per process)
         self.log_drift = 0.9 * self.log_drift + self.rng.gauss(0.0, m.drift * math.sqrt(1 - 0.81))
@@ -72,7 +73,7 @@ class SimHost:
         self.calls += 1
         return statistics.median(xs)
 
-    def warm(self, c: Candidate) -> None:
+    def warm(self, c: Candidate, limit_s: float = math.inf) -> None:
         self.now += self.model.overhead_s
 
 

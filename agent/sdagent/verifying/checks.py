@@ -25,14 +25,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from sdagent.errors import Exit, verdict
+from sdagent.errors import BadInput, Exit, verdict
 from sdagent.host.process import ProcessState, is_mapped
 from sdagent.host.topology import format_cpulist
 from sdagent.measuring.stats import median_bounds, min_runs_for_bounds, nearest_rank, summarize
+from sdagent.planning.settings import LIBRARY_KNOBS
 from sdagent.tuning.rule import FASTER, decide
 from sdagent.verifying.targets import Target
 
 PASS, FAIL, INCONCLUSIVE, SKIP = "pass", "fail", "inconclusive", "skip"
+#: A check that holds but says something the reader must know (never changes the exit code): a
+#: plan's library replaced by the host's own copy, a host slower than its class (verifying.classcheck).
+WARN = "warn"
 
 #: What a failing check of each category makes the exit code.
 CATEGORY_EXIT: dict[str, Exit] = {
@@ -62,7 +66,7 @@ IOMP_LIB = "libiomp5"
 class Check:
     name: str
     category: str  # a key of CATEGORY_EXIT
-    status: str  # pass | fail | inconclusive | skip
+    status: str  # pass | warn | fail | inconclusive | skip
     detail: str
     value: Any = None
     limit: Any = None
@@ -99,8 +103,9 @@ def skipped(name: str, category: str, why: str) -> Check:
 #: The checks that need the model run, in report order (name, category).
 MEASURED_CHECKS: tuple[tuple[str, str], ...] = (
     ("backend", "tuning"), ("precision", "tuning"), ("artifact", "tuning"), ("latency_p50", "latency"), ("latency_p90", "latency"),
-    ("runs", "validity"), ("spread", "validity"), ("image_finite", "quality"), ("image_not_blank", "quality"),
+    ("runs", "validity"), ("spread", "validity"), ("image_finite", "error"), ("image_not_blank", "quality"),
     ("bf16_vs_fp32", "quality"), ("stock_measured", "stock"), ("images_per_min", "throughput"),
+    ("class_figures", "class"),
 )
 
 
@@ -180,23 +185,80 @@ def check_affinity(expected: Sequence[int], actual: Sequence[int]) -> Check:
 
 
 def check_honoured(plan: Any) -> Check:
-    """A plan file's settings are in effect as written: none fell back on this host (a preload gone
-    missing, numactl absent, IPEX unusable) and no library path it names was dropped."""
-    why = [f"{k}={a} (using {u}: {w})" for k, a, u, w in plan.fallbacks]
-    why += [f"{path} ({w})" for path, w in plan.dropped_libraries]
+    """The plan file's settings are in effect as written, judged on the plan in force.
+
+    One rule for every setting: the process is checked against the plan in force (the other
+    checks), and this check judges what the plan in force changed from the file (its
+    `fallbacks`). A derived plan claims no measurement: PASS. A tuned (or hand-made) plan whose
+    library path this host replaced with its own copy of the same library: WARN (the tuned
+    figures were measured with another file). Any other change (a setting that fell back: a
+    library missing without a host copy, numactl absent, IPEX unusable): FAIL, exit 3.
+    """
+    paths = set(LIBRARY_KNOBS.values())
+    swapped = [(k, a, u, w) for k, a, u, w in plan.fallbacks if k in paths and u]
+    changed = [f"{k}={a} (using {u}: {w})" for k, a, u, w in plan.fallbacks if (k, a, u, w) not in swapped]
+    note = "; ".join(f"{k} {a} replaced by {u}" for k, a, u, _ in swapped)
     if plan.source == "derived":
-        return Check("plan_honoured", "tuning", PASS, "derived on this host: nothing to fall back from")
-    if why:
+        return Check("plan_honoured", "tuning", PASS, "derived: nothing measured to fall back from"
+                     + (f" ({note})" if note else ""))
+    if changed:
         return Check("plan_honoured", "tuning", FAIL, f"the {plan.source} plan asks for what this host cannot "
-                     f"give: {'; '.join(why)}", len(why), 0)
+                     f"give: {'; '.join(changed)}", len(changed), 0)
+    if swapped:
+        return Check("plan_honoured", "tuning", WARN, f"the {plan.source} plan's libraries are not on this host, "
+                     f"the host's own copies are used: {note}; its figures were measured with the other files",
+                     len(swapped), 0)
     return Check("plan_honoured", "tuning", PASS, f"every setting of the {plan.source} plan is in effect", 0, 0)
 
 
+def check_child_affinity(expected: Sequence[int], child: Sequence[int], env: Mapping[str, str]) -> Check:
+    """A child process started after torch's first parallel region may run on every CPU of the instance.
+
+    Why: Intel OpenMP with KMP_AFFINITY binds the main thread to one CPU at its first parallel region,
+    and every subprocess and multiprocessing worker a server starts afterwards inherits that CPU.
+    """
+    exp = sorted(set(expected))
+    if not child:
+        return Check("child_affinity", "tuning", FAIL, "could not start a child process to read its CPUs",
+                     None, format_cpulist(exp))
+    act = sorted(set(child))
+    if act == exp:
+        return Check("child_affinity", "tuning", PASS, f"a child process inherits CPUs {format_cpulist(act)}, "
+                     "the instance's", format_cpulist(act), format_cpulist(exp))
+    kmp = env.get("KMP_AFFINITY")
+    why = (f"KMP_AFFINITY={kmp} bound the main thread at torch's first parallel region; leave it unset under "
+           "numactl/taskset (`--set kmp_affinity=unset`)" if kmp else "the main thread is bound narrower than "
+           "the instance")
+    return Check("child_affinity", "tuning", FAIL, f"a child process started from here may run only on CPUs "
+                 f"{format_cpulist(act)}, the instance's are {format_cpulist(exp)}: every subprocess and worker "
+                 f"a server starts shares them ({why})", format_cpulist(act), format_cpulist(exp))
+
+
+def check_openmp_runtimes(mapped: Sequence[str], env: Mapping[str, str]) -> Check:
+    """One OpenMP runtime per family in the process (host.openmp): two Intel/LLVM copies abort with
+    "OMP: Error #15", or run only because KMP_DUPLICATE_LIB_OK hides it until they crash at exit."""
+    from sdagent.host.openmp import REMEDY, duplicate_runtimes
+
+    dups = duplicate_runtimes(mapped)
+    if not dups:
+        return Check("openmp_runtimes", "tuning", PASS, "one OpenMP runtime per family mapped", 0, 0)
+    hidden = "; KMP_DUPLICATE_LIB_OK is set, which only hides it" if env.get("KMP_DUPLICATE_LIB_OK") else ""
+    return Check("openmp_runtimes", "tuning", FAIL, f"{'; '.join(d.describe() for d in dups)}{hidden}: {REMEDY}",
+                 sum(len(d.files) - 1 for d in dups), 0)
+
+
 def process_checks(plan: Any, state: ProcessState, expected_affinity: Sequence[int]) -> list[Check]:
-    """The tuning checks that need no model: the plan honoured, libraries, threads, affinity."""
+    """The tuning checks that need no model: the plan honoured, libraries, OpenMP runtimes, threads, affinity
+    (the process's and a child's)."""
     settings = plan.settings
-    return [check_honoured(plan), check_allocator(settings, state.mapped), check_openmp(settings, state.mapped),
-            check_threads(settings, state.torch_threads), check_affinity(expected_affinity, state.affinity)]
+    out = [check_honoured(plan), check_allocator(settings, state.mapped), check_openmp(settings, state.mapped),
+           check_openmp_runtimes(state.mapped, state.env), check_threads(settings, state.torch_threads),
+           check_affinity(expected_affinity, state.affinity)]
+    if state.child_affinity is not None:  # None: not read (a fake state); (): no child could start
+        out.append(check_child_affinity(expected_affinity, state.child_affinity, state.env))
+    else:
+        out.append(skipped("child_affinity", "tuning", "no child process was started to read its CPUs"))
+    return out
 
 
 def check_observed(key: str, planned: str, observed: str | None, how: str) -> Check:
@@ -320,12 +382,13 @@ def throughput_check(figs: Any, target: Target) -> Check:
 
 
 def image_checks(image: Any) -> list[Check]:
-    """The image is finite and not blank (a constant image: all black, all grey...)."""
+    """The image is finite (else exit 7, as in every command: generation.NonFiniteOutput) and not blank
+    (a constant image: all black, all grey...: a quality miss, exit 1)."""
     import numpy as np
 
     a = np.asarray(image, dtype=np.float64)
     finite = bool(np.isfinite(a).all()) and a.size > 0
-    out = [Check("image_finite", "quality", PASS if finite else FAIL,
+    out = [Check("image_finite", "error", PASS if finite else FAIL,
                  "every pixel finite" if finite else
                  f"{int((~np.isfinite(a)).sum())} of {a.size} values are NaN/Inf")]
     if not finite:
@@ -377,29 +440,28 @@ class StockFigures:
 def stock_figures_from_tuning(tuning: Mapping[str, Any] | None) -> StockFigures | str:
     """The chosen plan's and stock's paired rounds from a plan file's `tuning` record, or why there are none.
 
-    Reads what `sdagent tune` writes (tuning.search.TuneResult.to_dict()): the last
-    comparison of the chosen candidate with stock (the final check: same rounds,
-    same drift) and the noise its rule used.
+    Reads the typed tune record (tuning.record.TuneRecord): the last comparison of the
+    chosen candidate with stock (the final check: same rounds, same drift) and the noise
+    its rule used.
     """
+    from sdagent.tuning.record import TuneRecord
+
     if not tuning:
         return "the plan in effect carries no tune results"
-    chosen = tuning.get("chosen")
-    cands = tuning.get("candidates") or []
-    stock = next((c for c in cands if isinstance(c, dict) and c.get("stock")), None)
+    try:
+        rec = TuneRecord.from_dict(tuning)
+    except BadInput as exc:
+        return f"the tune results are unreadable: {exc}"
+    stock = rec.stock
     if stock is None:
         return "the tune results have no stock measurement"
-    if chosen == stock.get("name"):
+    if rec.chosen == stock.name:
         return "stock"
-    sigma = (tuning.get("noise") or {}).get("sigma_pair_used")
-    for comp in reversed(tuning.get("comparisons") or []):
-        pair = {comp.get("best"), comp.get("candidate")}
-        if pair == {chosen, stock.get("name")} and comp.get("best_s") and comp.get("candidate_s"):
-            plan_s = comp["best_s"] if comp["best"] == chosen else comp["candidate_s"]
-            stock_s = comp["candidate_s"] if comp["best"] == chosen else comp["best_s"]
-            return StockFigures(tuple(map(float, plan_s)), tuple(map(float, stock_s)),
-                                f"tune's {comp.get('kind') or 'paired'} comparison of {chosen} with stock",
-                                float(sigma) if isinstance(sigma, (int, float)) else None)
-    return f"the tune results have no comparison of {chosen!r} with stock"
+    comp = rec.last_comparison(rec.chosen, stock.name)
+    if comp is None:
+        return f"the tune results have no comparison of {rec.chosen!r} with stock"
+    return StockFigures(comp.series(rec.chosen), comp.series(stock.name),
+                        f"tune's {comp.kind or 'paired'} comparison of {rec.chosen} with stock", rec.sigma_pair_used)
 
 
 def check_stock(name: str, figures: StockFigures | str | None, not_asked: str = "not asked",
@@ -460,6 +522,9 @@ class VerifyResult:
     duration_s: float = 0.0
     version: str = ""
     error: dict[str, Any] | None = None  # {exit_code, reason, time}: the run ended without a verdict
+    lock_wait_s: float | None = None  # seconds waited for the host benchmark lock before measuring
+    #: this host's class and its ratios to stock and to the class's tuned figures (verifying.classcheck)
+    host_class: dict[str, Any] | None = None
 
     @property
     def verdict(self) -> str:
@@ -508,7 +573,9 @@ class VerifyResult:
             "plan": self.plan,
             "started_at": self.started_at,
             "duration_s": round(self.duration_s, 3),
+            "lock_wait_s": None if self.lock_wait_s is None else round(self.lock_wait_s, 3),
             "error": self.error,
+            "host_class": self.host_class,
             "summary": self.summary(),
         }
 

@@ -30,6 +30,12 @@ def verify_table(result: VerifyResult) -> str:
     out = [f"sdagent verify: {word} (exit {code}: {result.verdict}), {tgt}, instance {result.instance}"]
     if result.plan:
         out.append(f"host: {result.plan.get('topology_summary', '')}")
+    hc = result.host_class
+    if hc:
+        ratios = ", ".join(f"{fmt(hc.get(k))}x {what}" for k, what in (("ratio_to_stock", "stock's speed"),
+                                                                     ("ratio_to_class", "its class's"))
+                           if hc.get(k) is not None)
+        out.append(f"host class: {hc.get('id')} ({hc.get('description')})" + (f"; {ratios}" if ratios else ""))
     out.append(plan_line(result.plan))
     if result.bench is not None:
         out.append(workload_line(result.model, result.bench.workload.to_dict()))
@@ -44,6 +50,8 @@ def verify_table(result: VerifyResult) -> str:
                    f"spread {fmt(lat.spread, 3)}, {lat.n} run(s) after {result.bench.warmup} warm-up; "
                    f"{fmt(result.bench.images_per_s)} images/s; start-up (process start to the first image) "
                    f"{fmt(result.bench.startup_s)} s")
+    if result.lock_wait_s:
+        out.append(f"host lock: waited {fmt(result.lock_wait_s)} s for another benchmark (not in the start-up)")
     if result.throughput is not None:
         t = result.throughput.to_dict()
         out.append(f"throughput: {fmt(t['images_per_min'])} images/min from {t['instances']} instance(s) at once, "
@@ -101,14 +109,17 @@ def prometheus_text(result: VerifyResult) -> str:
              [("", {}, float(result.started_at))])
     p.metric("sdagent_verify_duration_seconds", "gauge", "Wall time of the last sdagent verify.",
              [("", {}, float(result.duration_s))])
+    if result.lock_wait_s is not None:
+        p.metric("sdagent_lock_wait_seconds", "gauge", "Seconds the last sdagent verify waited for the host "
+                 "benchmark lock (not in sdagent_startup_seconds).", [("", {}, float(result.lock_wait_s))])
     s = (result.plan or {}).get("settings", {})
     p.metric("sdagent_verify_info", "gauge", "What the last sdagent verify ran against (value always 1).",
              [("", {"target": result.target.name if result.target else "", "model": result.model,
                     "backend": s.get("backend", ""), "precision": s.get("precision", ""),
                     "plan_source": (result.plan or {}).get("source", ""), "version": result.version}, 1)])
-    p.metric("sdagent_check_ok", "gauge", "1 when the check passed, 0 when it failed or was inconclusive "
-             "(skipped checks are absent).",
-             [("", {"check": c.name, "category": c.category}, c.status == "pass")
+    p.metric("sdagent_check_ok", "gauge", "1 when the check passed (or passed with a warning), 0 when it "
+             "failed or was inconclusive (skipped checks are absent).",
+             [("", {"check": c.name, "category": c.category}, not c.failed)
               for c in result.checks if c.status != SKIP])
     b = result.bench
     if b is not None:
@@ -129,7 +140,8 @@ def prometheus_text(result: VerifyResult) -> str:
         p.metric("sdagent_images_per_second", "gauge", "One instance's throughput, 1/median latency.",
                  [("", {}, b.images_per_s)])
         if b.startup_s is not None:
-            p.metric("sdagent_startup_seconds", "gauge", "Process start to the end of its first image.",
+            p.metric("sdagent_startup_seconds", "gauge", "Process start to the end of its first image, less "
+                     "the wait for the host benchmark lock.",
                      [("", {}, b.startup_s)])
         if b.step is not None:
             p.metric("sdagent_unet_step_seconds", "gauge", "Median UNet step over the timed runs.",

@@ -34,6 +34,8 @@ from sdagent.verifying.checks import (
     check_artifacts, check_target, decide_exit, image_checks, latency_checks, mean_abs_diff, process_checks, skip_measured,
     skipped, stock_figures_from_tuning, throughput_check,
 )
+from sdagent.host.hostclass import host_class, installed_software
+from sdagent.verifying.classcheck import ClassComparison, class_figures_from_tuning, class_record, compare_with_class
 from sdagent.verifying.targets import HostKey, Target, select_target
 
 
@@ -50,6 +52,7 @@ class VerifyRequest:
     runs: int | None = None  # None: the matching target's min_runs
     warmup: int = 1
     against_stock: bool = False
+    host_class: Any = None  # host.hostclass.HostClass of this host; None: from the topology and installed versions
 
 
 class Measurer(Protocol):
@@ -70,15 +73,16 @@ class LocalMeasurer:
     """The real measurer: the plan's pipeline in this process, stock in a fresh stock-environment worker."""
 
     def __init__(self, model: ModelDir, workload: Workload, *, environ: Mapping[str, str],
-                 plan: Mapping[str, Any] | None = None, artifacts_dir: str | None = None,
+                 plan: Plan | None = None, artifacts_dir: str | None = None,
                  bar: ProgressBar = no_bar, timeout_s: float = 7200.0) -> None:
-        self.model, self.w, self.environ, self.plan_dict = model, workload, environ, plan
+        self.model, self.w, self.environ, self.plan = model, workload, environ, plan
         self.cache, self.bar, self.timeout_s = artifacts_dir, bar, timeout_s
+        self.lock_wait_s: float | None = None  # set once the host lock is held: not part of the start-up
 
     def bench(self, spec: RunSpec, runs: int, warmup: int) -> BenchResult:
         result = bench_model(self.model, self.w, spec, runs, warmup,
-                             plan=dict(self.plan_dict) if self.plan_dict else None,
-                             artifacts_dir=self.cache, bar=self.bar)
+                             plan=self.plan,
+                             artifacts_dir=self.cache, bar=self.bar, lock_wait_s=self.lock_wait_s)
         gc.collect()  # the benchmarked pipeline is gone: free it before the reference loads another
         return result
 
@@ -90,15 +94,17 @@ class LocalMeasurer:
 
     def stock(self, spec: RunSpec, runs: int, warmup: int) -> tuple[list[float] | str, dict[str, Any] | None]:
         """The same workload in a fresh stock process on this process's CPUs (it inherits the affinity)."""
-        from sdagent.measuring.runner import WorkerJob, run_worker, worker_cmd
+        from sdagent.measuring.runner import WorkerJob, worker_cmd
         from sdagent.planning.launch import stock_launch
+        from sdagent.workers.parent import run_worker
 
         job = WorkerJob(str(self.model.path), self.w, spec, warmup=warmup, warmup_steps=self.w.steps,
                         repeats=runs)
         res = run_worker(stock_launch(worker_cmd(), self.environ), job, timeout_s=self.timeout_s)
-        if not res.ok:
-            return f"the stock process failed: {res.reason}", res.data
-        return [float(x) for x in (res.data or {}).get("latency_s", [])], res.data
+        data = res.measurement.to_dict() if res.measurement is not None else None
+        if not res.ok or res.measurement is None:
+            return f"the stock process failed: {res.reason}", data
+        return list(res.measurement.latency_s), data
 
     def artifact_ids(self, spec: RunSpec) -> dict[str, str]:
         """The package digests this run calls for (model, shape, precision, torch, this CPU)."""
@@ -108,12 +114,10 @@ class LocalMeasurer:
 
     def throughput(self, plan: Plan, spec: RunSpec, images: int, confidence: float) -> Any:
         """Every instance of the plan at once, each in a fresh process under its instance plan."""
-        from sdagent.measuring import throughput as T
-        from sdagent.measuring.runner import WorkerJob
+        from sdagent.measuring.throughput import measure_plan
 
-        job = WorkerJob(str(self.model.path), self.w, spec, warmup_steps=self.w.steps, artifacts_dir=self.cache)
-        return T.run(plan, T.ThroughputRequest(str(self.model.path), job, images, None, self.timeout_s, confidence),
-                     environ=self.environ)
+        return measure_plan(plan, str(self.model.path), self.w, environ=self.environ, spec=spec, images=images,
+                            artifacts_dir=self.cache, timeout_s=self.timeout_s, confidence=confidence)
 
 
 def host_key(req: VerifyRequest) -> HostKey:
@@ -126,8 +130,12 @@ def host_key(req: VerifyRequest) -> HostKey:
 
 
 def verify(req: VerifyRequest, measurer: Measurer, state: ProcessState, *,
-           clock: Callable[[], float] = time.perf_counter, started: float | None = None) -> VerifyResult:
-    """Run the checks in order and decide the exit code (BadInput met mid-way propagates)."""
+           clock: Callable[[], float] = time.perf_counter, started: float | None = None,
+           lock_wait_s: float | None = None) -> VerifyResult:
+    """Run the checks in order and decide the exit code (BadInput met mid-way propagates).
+
+    `lock_wait_s`: how long the process waited for the host lock before this, reported on its own.
+    """
     t0 = clock()
     started = time.time() if started is None else started
     plan = req.plan
@@ -142,8 +150,8 @@ def verify(req: VerifyRequest, measurer: Measurer, state: ProcessState, *,
             exit_code=decide_exit(checks), checks=tuple(checks), target=target, host_key=key,
             selection=selection, plan=plan.to_dict(), instance=req.instance, model=req.model.name,
             bench=figures.get("bench"), reference=figures.get("reference"), stock=figures.get("stock"),
-            throughput=figures.get("throughput"),
-            started_at=started, duration_s=clock() - t0, version=__version__)
+            throughput=figures.get("throughput"), host_class=_class_record(req, checks),
+            started_at=started, duration_s=clock() - t0, version=__version__, lock_wait_s=lock_wait_s)
 
     checks += process_checks(plan, state, plan.expected_affinity(req.instance, req.topology.allowed_cpus))
     sel = select_target(req.targets, key)
@@ -170,7 +178,7 @@ def _measured(req: VerifyRequest, target: Target, measurer: Measurer, figures: d
     plan = req.plan
     checks: list[Check] = []
     n = req.runs if req.runs is not None else target.min_runs
-    spec = RunSpec.from_plan(plan)
+    spec = plan.run_spec
     bench = measurer.bench(spec, n, req.warmup)
     figures["bench"] = bench
     obs = bench.observed
@@ -188,6 +196,7 @@ def _measured(req: VerifyRequest, target: Target, measurer: Measurer, figures: d
         checks.append(skipped("bf16_vs_fp32", "quality", "skipped: the tuning is not in effect"))
         checks.append(skipped("stock_measured", "stock", "skipped: the tuning is not in effect"))
         checks.append(skipped("images_per_min", "throughput", "skipped: the tuning is not in effect"))
+        checks.append(skipped("class_figures", "class", "skipped: the tuning is not in effect"))
         return checks
     flags = plan.isa_flags
     if plan.precision == "bf16":
@@ -210,9 +219,37 @@ def _measured(req: VerifyRequest, target: Target, measurer: Measurer, figures: d
     else:
         checks.append(skipped("stock_measured", "stock", "not asked (--against-stock or stock_check: true)"))
     if target.min_images_per_min is not None:
-        figs = measurer.throughput(plan, RunSpec.from_plan(plan), n, target.confidence)
+        figs = measurer.throughput(plan, plan.run_spec, n, target.confidence)
         figures["throughput"] = figs
         checks.append(throughput_check(figs, target))
     else:
         checks.append(skipped("images_per_min", "throughput", "the target sets no min_images_per_min"))
+    checks.append(_class_check(req, bench.latencies))
     return checks
+
+
+def _host_class(req: VerifyRequest) -> Any:
+    return req.host_class if req.host_class is not None else host_class(req.topology, installed_software())
+
+
+def _class_check(req: VerifyRequest, latencies: list[float]) -> Check:
+    """This host against the figures its class's tuned plan was measured at: a warning, never a failure."""
+    c = compare_with_class(class_figures_from_tuning(req.plan.tuning), _host_class(req).id, latencies,
+                           req.workload.to_dict(), req.model.name)
+    return Check("class_figures", "class", c.status, c.detail, c.ratio, c.floor)
+
+
+def _class_record(req: VerifyRequest, checks: list[Check]) -> dict[str, Any]:
+    """The report's `host_class`: this host's class, and its speed against stock and against its class."""
+    hc = _host_class(req)
+    by = {c.name: c for c in checks}
+    cc = by.get("class_figures")
+    comparison = ClassComparison(cc.status, cc.detail, cc.value, cc.limit) if cc else ClassComparison("skip", "")
+    stock = None
+    for name, source in (("stock_measured", "a fresh stock process on this host"),
+                         ("stock_tune", "tune's final check on the class's host")):
+        c = by.get(name)
+        if c is not None and isinstance(c.value, (int, float)) and isinstance(c.limit, (int, float)):
+            stock = (float(c.value), float(c.limit), source)
+            break
+    return class_record(hc.to_dict(), class_figures_from_tuning(req.plan.tuning), comparison, stock)
