@@ -66,13 +66,14 @@ ensure_model() {
   "$SD" model create --preset "$preset" "$dir"
 }
 
-# venv_openvino DIR: the OpenVINO peer (agent/sdagent/peers/): OpenVINO, GenAI and tokenizers 2026.4.1,
-# optimum-intel 2.2.0 with torch 2.13 CPU and diffusers for the offline export (it traces the PyTorch
-# model). The agent is not installed: its worker runs with PYTHONPATH=<repo>/agent and imports only
-# torch-free sdagent modules. optimum-intel pins transformers<5.6 and huggingface-hub<1.22, so pip
-# picks those (and diffusers to match). It also pulls torchvision, whose PyPI wheel is a CUDA build
-# that fails to load beside the CPU torch and breaks `import transformers`; the SD export does not
-# use it, so it is removed.
+# venv_openvino DIR: backend openvino and the OpenVINO peer (agent/sdagent/peers/): OpenVINO, GenAI and
+# tokenizers 2026.4.1, optimum-intel 2.2.0 with torch 2.13 CPU and diffusers for the offline export (it
+# traces the PyTorch model), and the agent itself (editable, --no-deps: the `openvino` extra's stack is
+# what is installed here), so `DIR/bin/sdagent --backend openvino ...` runs in it. The peer's worker
+# still runs with PYTHONPATH=<repo>/agent (the ladder's side does not depend on the editable install).
+# optimum-intel pins transformers<5.6 and huggingface-hub<1.22, so pip picks those (and diffusers to
+# match). It also pulls torchvision, whose PyPI wheel is a CUDA build that fails to load beside the CPU
+# torch and breaks `import transformers`; the SD export does not use it, so it is removed.
 venv_openvino() {
   local v=$1
   local pins=(openvino==2026.4.1 openvino-genai==2026.4.1.0 openvino-tokenizers==2026.4.1.0 optimum-intel==2.2.0)
@@ -86,12 +87,17 @@ for pin in sys.argv[1:]:
 if importlib.util.find_spec("torchvision") is not None:
     sys.exit(1)
 import openvino_genai, openvino_tokenizers  # noqa: F401  (the binary parts: they must load together)
+import click, jinja2, psutil, yaml  # noqa: F401  (the agent's own dependencies: it is installed --no-deps)
 PYCHECK
   then
     log "installing the OpenVINO stack into $v (${pins[*]}, $TORCH_NATIVE, diffusers)"
     pip_q "$v" "$TORCH_NATIVE"
-    pip_q "$v" "${pins[@]}" "$TORCH_NATIVE" diffusers
+    pip_q "$v" "${pins[@]}" "$TORCH_NATIVE" diffusers click jinja2 psutil pyyaml
     "$v/bin/pip" uninstall -y -q torchvision 2>/dev/null || true
+  fi
+  if [ "$REPO" != "$("$v/bin/python" -c 'import sdagent, pathlib; print(pathlib.Path(sdagent.__file__).resolve().parents[2])' 2>/dev/null)" ]; then
+    log "installing the agent (editable, --no-deps) into $v"
+    pip_q "$v" --no-deps -e "$REPO"
   fi
 }
 

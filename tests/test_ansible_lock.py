@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-LOCKS = {"native": True, "ipex": True, "iomp": False}  # extra -> includes the base dependencies
+LOCKS = {"native": True, "ipex": True, "openvino": True, "iomp": False}  # extra -> includes the base dependencies
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s\\;]+)")
 
 
@@ -76,7 +76,7 @@ def test_every_pin_has_a_hash_and_only_wheels(extra: str) -> None:
     assert "--only-binary :all:" in text
 
 
-@pytest.mark.parametrize("extra", ["native", "ipex"])
+@pytest.mark.parametrize("extra", ["native", "ipex", "openvino"])
 def test_lock_pins_satisfy_pyproject(extra: str) -> None:
     specifiers = pytest.importorskip("packaging.requirements")
     from packaging.version import Version
@@ -88,7 +88,9 @@ def test_lock_pins_satisfy_pyproject(extra: str) -> None:
         assert r.specifier.contains(version, prereleases=True), f"{extra}.lock pins {r.name}=={version}, pyproject wants {req}"
 
 
-def test_native_lock_is_the_cpu_torch_build() -> None:
-    pins, _ = _lock("native")
-    assert pins["torch"].endswith("+cpu"), f"native.lock pins torch {pins['torch']}, not a +cpu build"
-    assert not any(name.startswith("nvidia-") for name in pins), "native.lock pulls CUDA packages"
+@pytest.mark.parametrize("extra", ["native", "openvino"])
+def test_native_lock_is_the_cpu_torch_build(extra: str) -> None:
+    pins, _ = _lock(extra)
+    assert pins["torch"].endswith("+cpu"), f"{extra}.lock pins torch {pins['torch']}, not a +cpu build"
+    assert not any(name.startswith("nvidia-") for name in pins), f"{extra}.lock pulls CUDA packages"
+    assert "torchvision" not in pins, f"{extra}.lock pins torchvision (PyPI's is a CUDA build; breaks transformers)"

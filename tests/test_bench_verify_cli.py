@@ -77,6 +77,7 @@ def test_bench_json_with_machine_state(tiny_model, tmp_path, plan):
     for lib in plan.preload:  # the libraries actually mapped, not the ones asked for
         assert os.path.realpath(lib) in {os.path.realpath(x) for x in m["libraries"]}
     assert d["observed"]["precision"] == plan.precision
+    assert d["runs_with"]["plan_in_effect"]  # under exec: the maps show the plan's preloads
 
 
 def test_verify_help_documents_exit_codes_and_their_order():
@@ -100,6 +101,14 @@ def test_bench_table_and_bad_runs(tiny_model):
                 "--precision", "fp32")
     assert r.returncode == 0, r.stderr
     assert "latency  median" in r.stdout and "libraries mapped:" in r.stdout and "load average:" in r.stdout
+    # outside exec the header says what the process runs with (the maps), not the plan's preloads
+    runs_with = next(ln for ln in r.stdout.splitlines() if ln.startswith("runs with: "))
+    from sdagent.cli.context import AgentContext
+
+    p = AgentContext().plan()
+    assert ("NOT in effect" in runs_with and "sdagent exec --" in runs_with) == bool(p.preload), runs_with
+    if p.allocator in ("jemalloc", "tcmalloc"):
+        assert "glibc malloc" in runs_with and f"lib{p.allocator}" in runs_with, runs_with
     bad = sdagent("bench", "--model", str(tiny_model), "--runs", "0")
     assert bad.returncode == 2 and "invalid --runs 0" in bad.stderr and "Traceback" not in bad.stderr
 

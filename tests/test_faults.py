@@ -3,11 +3,13 @@ and the bad input a new user tries first. End to end through the CLI on the tiny
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import shutil
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -201,3 +203,128 @@ def test_compiled_packages_built_ahead_are_verified_and_a_fallback_is_exit_3(tin
     assert bad.returncode == 3, bad.stdout + bad.stderr
     check = {c["name"]: c for c in json.loads(bad.stdout)["checks"]}["artifact"]
     assert check["status"] == "fail" and "the UNet ran eager" in check["detail"]
+
+
+# ---------------------------------------------------------------------------
+# Issue 20: full and read-only filesystems (a small tmpfs the test mounts), kills, SIGTERM in native code
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def small_fs(tmp_path):
+    """mount(size, ro=False) -> a fresh tmpfs of `size` under tmp_path (skipped where mounting is not permitted)."""
+    mounted: list[Path] = []
+
+    def mount(size: str, ro: bool = False) -> Path:
+        where = tmp_path / f"fs{len(mounted)}"
+        where.mkdir()
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}" + (",ro" if ro else ""), "sdagent-test",
+                            str(where)], capture_output=True, text=True)
+        if r.returncode != 0:
+            pytest.skip(f"mounting a tmpfs is not permitted here ({r.stderr.strip() or r.returncode}): the "
+                        "injected-writer tests in test_robust_cli.py cover the same paths")
+        mounted.append(where)
+        return where
+
+    yield mount
+    for where in mounted:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+def fill(where: Path) -> None:
+    with contextlib.suppress(OSError), open(where / "filler", "wb") as fh:
+        while True:
+            fh.write(b"\0" * 4096)
+            fh.flush()
+
+
+def test_full_and_read_only_outputs_are_refused_before_any_work(tiny_model, small_fs, lock_env):
+    full, ro = small_fs("64k"), small_fs("64k", ro=True)
+    fill(full)
+    for where, why in ((full, "full filesystem"), (ro, "read-only filesystem")):
+        for args in (["plan", "-o", str(where / "plan.json")], ["topology", "-o", str(where / "t.json")],
+                     ["env", "-o", str(where / "tuned.env")],
+                     ["bench", "--model", str(tiny_model), *WL, "--runs", "1", "-o", str(where / "b.json")],
+                     ["model", "create", "--preset", "tiny", str(where / "m")]):
+            t0 = time.monotonic()
+            r = sdagent(*args, env=lock_env)
+            assert r.returncode == 2 and why in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+            assert len(r.stderr.strip().splitlines()) == 1 and time.monotonic() - t0 < 60
+    assert sorted(p.name for p in full.iterdir()) == ["filler"] and not list(ro.iterdir())
+
+
+def test_a_write_that_fails_after_the_work_is_exit_7_and_the_result_goes_to_stdout(tiny_model, small_fs,
+                                                                                   lock_env):
+    tiny = small_fs("4k")  # room for the check, not for the result
+    r = sdagent("bench", "--model", str(tiny_model), *WL, "--runs", "2", "-o", str(tiny / "bench.json"), env=lock_env)
+    assert r.returncode == 7, r.stderr
+    assert r.stderr.strip().splitlines()[-1] == \
+        f"sdagent: error: cannot write {tiny / 'bench.json'}: No space left on device"  # (above: the bar's label)
+    assert "Traceback" not in r.stderr
+    d = json.loads(r.stdout)  # nothing measured is lost
+    assert d["latency_s"]["n"] == 2 and d["latency_s"]["median"] > 0
+    r = sdagent("model", "create", "--preset", "tiny", str(tiny / "m"), env=lock_env)
+    assert r.returncode == 7 and "cannot write the model to" in r.stderr and "Traceback" not in r.stderr
+    assert not list(tiny.iterdir())  # nothing half-written
+
+
+def test_verify_killed_outright_leaves_incomplete_never_the_old_pass(tiny_model, tmp_path, targets, lock_env):
+    report, prom = tmp_path / "verify.json", tmp_path / "sdagent.prom"
+    stale_pass(report, prom)
+    p = sdagent_popen("verify", "--model", str(tiny_model), "--targets", targets, *WL, "--runs", "100000",
+                      "--report", str(report), "--prometheus", str(prom), env=lock_env)
+    try:
+        wait_for(lambda: json.loads(report.read_text()).get("state") == "incomplete", timeout=60)
+    finally:
+        os.killpg(p.pid, signal.SIGKILL)  # the OOM killer, or TimeoutStopSec's escalation
+        p.communicate(timeout=60)
+    d = json.loads(report.read_text())
+    assert d["state"] == "incomplete" and d["verdict"] is None and d["exit_code"] is None
+    assert d["pid"] == p.pid and d["started_at"] > 0 and "not finished" in d["error"]["reason"]
+    text = prom.read_text()
+    assert 'sdagent_verify_pass{sdagent_instance="0"} 0' in text
+    assert f'sdagent_verify_in_progress{{sdagent_instance="0",pid="{p.pid}"}} 1' in text
+    assert "sdagent_verify_exit_code" not in text
+
+
+LONG_NATIVE_CALL = """
+import signal, sys, torch
+from sdagent.cli import _terminate, last_words
+signal.signal(signal.SIGTERM, _terminate)
+last_words.install()
+last_words.register(lambda: open(sys.argv[1], "w").write("last words"))
+a = torch.randn(9000, 9000)
+print("ready", flush=True)
+torch.mm(a, a)  # one native call of tens of seconds on a small host (GIL released inside)
+print("finished", flush=True)
+"""
+
+
+def test_sigterm_ends_a_long_native_call_within_seconds(tmp_path):
+    pytest.importorskip("torch")
+    marker = tmp_path / "words"
+    p = subprocess.Popen([PY, "-c", LONG_NATIVE_CALL, str(marker)], env=clean_env(), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, cwd=str(tmp_path))
+    assert p.stdout.readline().strip() == "ready"
+    time.sleep(1.0)  # inside torch.mm
+    t0 = time.monotonic()
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=120)
+    took = time.monotonic() - t0
+    assert p.returncode == 143 and "finished" not in out, (p.returncode, out, err)
+    assert took < 15, took
+    assert marker.read_text() == "last words" and "sdagent: terminated" in err
+
+
+def test_sigterm_ends_run_at_a_large_size_within_seconds(tiny_model, tmp_path):
+    # 1024x1024 on the tiny model: one attention over 16384 tokens, a native call of tens of seconds here
+    p = sdagent_popen("run", "--model", str(tiny_model), "--prompt", "ship", "--steps", "1", "--height", "1024",
+                      "--width", "1024", "-o", str(tmp_path / "big.png"))
+    time.sleep(20)  # loaded, inside the UNet (a signal earlier is handled at once anyway)
+    assert p.poll() is None, p.communicate()
+    t0 = time.monotonic()
+    os.killpg(p.pid, signal.SIGTERM)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 143 and "Traceback" not in err, err
+    assert time.monotonic() - t0 < 15
+    assert not (tmp_path / "big.png").exists()

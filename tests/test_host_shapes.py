@@ -209,13 +209,14 @@ def test_isolated_cpus_are_left_out_unless_nothing_else(topo, tmp_path):
 @pytest.mark.parametrize("facts", [FULL, TASKSET])
 def test_pinned_plans_leave_kmp_affinity_unset_and_tune_measures_it(topo, facts):
     t = topo("spr-2s-smt")
-    p = make_plan(t, facts)
+    intel = {"omp_runtime": "intel"}  # only Intel OpenMP reads KMP_*; the evidence leaves it off by default
+    p = make_plan(t, facts, file_settings=intel, source="tuned")
     assert p.binding in ("numactl", "taskset") and p.kmp_affinity == UNSET and "KMP_AFFINITY" not in p.env(0)
     assert "one CPU" in reasons(p)["kmp_affinity"]
     axes = {a.name: a for a in make_axes(_choices(()), lambda o, lay=None: _resolve(t, o, lay))}
-    cands = axes["KMP_AFFINITY"].variants(Candidate("plan", {}, _resolve(t, {}), "plan"))
+    cands = axes["KMP_AFFINITY"].variants(Candidate("plan", intel, _resolve(t, intel), "plan"))
     assert [c.settings["kmp_affinity"] for c in cands] == [KMP_AFFINITY_COMPACT]
-    tuned = make_plan(t, facts, file_settings={"kmp_affinity": KMP_AFFINITY_COMPACT}, source="tuned")
+    tuned = make_plan(t, facts, file_settings={**intel, "kmp_affinity": KMP_AFFINITY_COMPACT}, source="tuned")
     assert tuned.env(0)["KMP_AFFINITY"] == KMP_AFFINITY_COMPACT  # kept where tune measured it faster
 
 

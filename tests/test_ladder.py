@@ -166,9 +166,11 @@ def test_missing_preloads_compares_real_paths():
 @pytest.mark.slow
 def test_ladder_quick_smoke(tiny_model, tmp_path):
     # --step-size given explicitly survives --quick (which otherwise turns the step figure off)
+    out = tmp_path / "new" / "ladder"  # a folder that does not exist yet is created (`ladder --help`'s example)
     r = sdagent("ladder", "--model", str(tiny_model), "--quick", "--step-size", "64", "--step-calls", "1",
-                "--out-dir", str(tmp_path))
+                "--out-dir", str(out))
     assert r.returncode == 0, r.stderr
+    tmp_path = out
     d = json.loads((tmp_path / "ladder.json").read_text())
     by = {x["rung"]: x for x in d["rungs"]}
     assert set(by) >= {"vanilla", "run_cpu", "tuned", "tuned+backend", "tuned+backend+dpm"}
@@ -188,8 +190,10 @@ def test_ladder_quick_smoke(tiny_model, tmp_path):
 
 
 def test_ladder_bad_input_is_one_line(tmp_path):
+    # the model is checked first: a bad one leaves the (missing) --out-dir uncreated
     r = sdagent("ladder", "--model", str(tmp_path), "--out-dir", str(tmp_path / "missing"))
-    assert r.returncode == 2 and "output directory does not exist" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "not a diffusers pipeline directory" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "missing").exists()
     r = sdagent("ladder", "--model", str(tmp_path / "nope"), "--out-dir", str(tmp_path))
     assert r.returncode == 2 and "model directory not found" in r.stderr
 
@@ -209,9 +213,10 @@ def test_step_figure_uses_every_call_and_the_rung_precision_peak():
 
 def test_quick_profile_keeps_what_the_user_gave():
     from sdagent.cli.ladder_cmd import QUICK, apply_quick
-    from sdagent.cli.options import MeasureArgs
+    from sdagent.cli.options import MeasureArgs, ModelArgs
 
-    m = MeasureArgs("/m", {"prompt": "p", "steps": 4, "height": 256, "width": 256, "guidance": 7.5}, 1, 2, 60)
+    m = MeasureArgs(ModelArgs("/m", {"prompt": "p", "steps": 4, "height": 256, "width": 256, "guidance": 7.5}),
+                    1, 2, 60)
     q, rounds, step = apply_quick(m, 3, 512, set())
     assert (q.wl["steps"], q.wl["height"], rounds, q.warmup_steps, step) == (QUICK["steps"], 64, 1, 1, 0)
     q, rounds, step = apply_quick(m, 3, 128, {"steps", "rounds", "step_size"})

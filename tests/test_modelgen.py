@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from sdagent.errors import BadInput, SdagentError
 from sdagent.pipeline import modelgen
-from sdagent.errors import BadInput
 
 # ---------------------------------------------------------------------------
 # The tokenizer files (pure)
@@ -161,6 +161,7 @@ def test_force_replaces_and_failure_leaves_nothing_half_written(tmp_path, monkey
     d = tmp_path / "m"
     d.mkdir()
     (d / "old.txt").write_text("old")
+    (d / modelgen.MARKER).write_text('{"format": "sdagent-model/1"}')  # --force replaces only sdagent's own
     made = modelgen.create_model("tiny", d, force=True, seed=3)
     assert not (d / "old.txt").exists() and (d / "model_index.json").is_file()
     assert made.seed == 3 and made.params["unet"] > 0
@@ -174,7 +175,8 @@ def test_force_replaces_and_failure_leaves_nothing_half_written(tmp_path, monkey
 
     monkeypatch.setattr(StableDiffusionPipeline, "save_pretrained", boom)
     before = sorted(p.name for p in d.iterdir())
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(SdagentError, match=f"cannot write the model to {d}: disk full") as ei:
         modelgen.create_model("tiny", d, force=True)
+    assert ei.value.exit_code == 7
     assert sorted(p.name for p in d.iterdir()) == before  # the old model is untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]

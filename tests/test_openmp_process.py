@@ -221,3 +221,24 @@ def test_exec_as_a_parent_passes_a_group_sigterm_once_and_returns_the_commands_s
     p.wait(timeout=60)
     assert p.returncode == 41, p.stderr.read()
     assert sdagent("exec", "--set", "omp_runtime=intel", "--", PY, "-c", "raise SystemExit(7)").returncode == 7
+
+
+def test_two_libgomp_copies_fail_unless_a_preloaded_libiomp5_serves_both():
+    """Compiled packages link the system libgomp beside torch's bundled one: two GNU thread teams
+    (docs/results/amx-16c-defaults) unless the plan's preloaded libiomp5 interposes GOMP_* for both."""
+    system_gomp = "/usr/lib/x86_64-linux-gnu/libgomp.so.1"
+    bare = check_openmp_runtimes([TORCH_GOMP, system_gomp], {})
+    assert bare.status == FAIL and system_gomp in bare.detail
+    preloaded = {"LD_PRELOAD": "/venv/lib/libiomp5.so"}
+    assert check_openmp_runtimes(["/venv/lib/libiomp5.so", TORCH_GOMP, system_gomp], preloaded).status == PASS
+
+
+def test_a_narrow_child_is_a_warning_when_the_plan_itself_sets_kmp_affinity():
+    """KMP_AFFINITY the tuned plan kept (measured faster): the confined child is reported, not exit 3;
+    the same value inherited from elsewhere fails."""
+    from sdagent.verifying.checks import WARN
+
+    env = {"KMP_AFFINITY": "granularity=fine,compact,1,0"}
+    planned = check_child_affinity([0, 1, 2, 3], [0], env, planned_kmp_affinity=env["KMP_AFFINITY"])
+    assert planned.status == WARN and "kmp_affinity=unset" in planned.detail
+    assert check_child_affinity([0, 1, 2, 3], [0], env, planned_kmp_affinity="unset").status == FAIL

@@ -281,12 +281,32 @@ def test_no_lever_measured_slower_on_a_class_is_in_its_untuned_plan(topo, cls):
     p = make_plan(t, replace(FULL, cxx="/usr/bin/g++"))
     ev = default_evidence()
     for lever, on in LEVER_ON.items():
+        if lever == "libiomp5" and p.compile:
+            continue  # compiled packages need one OpenMP runtime: test_a_compiled_plan_preloads_one_openmp_runtime
         f = lever_finding(ev, lever, cls)
         if any(m.verdict == SLOWER for m in f.on_class):
             assert not on(p), (cls, lever)
         if on(p):
             assert f.keep, (cls, lever)
-    assert "LD_PRELOAD" not in p.env(0)  # today's evidence: no preload measured faster anywhere
+    # today's evidence: no preload measured faster anywhere, except libiomp5 under compiled packages
+    assert p.env(0).get("LD_PRELOAD", "") == (p.library_path("iomp") if p.compile else "")
+
+
+@pytest.mark.parametrize("cls", sorted(CLASS_HOSTS))
+def test_a_compiled_plan_preloads_one_openmp_runtime(topo, cls):
+    """AOTInductor packages link the system libgomp beside torch's bundled one: a compiled plan preloads
+    libiomp5 (one runtime for both), with that reason; an eager plan on the same host does not."""
+    from sdagent.planning.rules import COMPILED_ONE_RUNTIME
+
+    t = topo(CLASS_HOSTS[cls])
+    p = make_plan(t, replace(FULL, cxx="/usr/bin/g++"))
+    why = {d.key: d.reason for d in p.decisions}
+    if p.compile:
+        assert p.omp_runtime == "intel" and why["omp_runtime"] == COMPILED_ONE_RUNTIME
+    else:
+        assert p.omp_runtime == "default"
+    eager = make_plan(t, replace(FULL, cxx="/usr/bin/g++"), overrides={"compile": False})
+    assert eager.omp_runtime == "default" and "LD_PRELOAD" not in eager.env(0)
 
 
 def test_the_reasons_name_the_evidence(topo):

@@ -1,4 +1,10 @@
-"""Atomic file writes: the old file stays whole until the new one is complete."""
+"""Atomic file writes: the old file stays whole until the new one is complete.
+
+Two checks, two exit codes (errors.EXIT_CODES): an output whose directory cannot take a file
+(missing, read-only, not writable by this user, no space left) is refused *before* any work
+with :func:`check_output` (exit 2, naming the path); a write that still fails later is one
+:class:`OutputError` line with the path and the OS error (exit 7), never a traceback.
+"""
 
 from __future__ import annotations
 
@@ -9,34 +15,99 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from sdagent.errors import BadInput
+from sdagent.errors import BadInput, Exit, SdagentError
+
+
+class OutputError(SdagentError):
+    """A write that failed after the checks (a disk filled meanwhile, an I/O error): exit 7."""
+
+    exit_code = Exit.ERROR
 
 
 def check_parent(path: str | os.PathLike[str]) -> Path:
     """Fail early, with one line, when the output's directory does not exist."""
     p = Path(path)
+    if not str(path):
+        raise BadInput("empty output path (an unset variable?): give a file name")
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir():
         raise BadInput(f"output directory does not exist: {parent} (for {p})")
     return p
 
 
-def write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -> Path:
-    """Write via a temp file in the same directory, fsync, then rename over the target."""
-    p = check_parent(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+def dir_problem(directory: Path, statvfs=os.statvfs, access=os.access) -> str | None:
+    """Why no file can be created in `directory` now, or None: not writable by this user, on a
+    read-only filesystem (access(2) reports EROFS as not writable), or no block left for it."""
+    if not access(directory, os.W_OK | os.X_OK):
+        try:
+            ro = bool(statvfs(directory).f_flag & os.ST_RDONLY)
+        except OSError:
+            ro = False
+        return "on a read-only filesystem" if ro else "not writable by this user"
     try:
+        st = statvfs(directory)
+    except OSError as exc:
+        return f"cannot be inspected ({exc.strerror})"
+    free = st.f_bfree if os.geteuid() == 0 else st.f_bavail  # root may use the reserved blocks
+    if free <= 0:
+        return "on a full filesystem (no space left)"
+    return None
+
+
+def check_output(path: str | os.PathLike[str], what: str = "output") -> Path:
+    """Refuse (exit 2, one line naming the path) an output that cannot be written, before the work:
+    an empty path, a missing directory, a directory, an unwritable, read-only or full filesystem."""
+    p = check_parent(path)
+    if p.is_dir():
+        raise BadInput(f"{what} {p} is a directory: give a file name")
+    parent = p.parent if str(p.parent) else Path(".")
+    why = dir_problem(parent)
+    if why:
+        raise BadInput(f"cannot write {what} {p}: its directory {parent} is {why}")
+    return p
+
+
+def check_output_dir(path: str | os.PathLike[str], what: str = "output directory") -> Path:
+    """The same for a directory of outputs: created (with its parents) when missing, then checked."""
+    if not str(path):
+        raise BadInput(f"empty {what} (an unset variable?): give a directory")
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise BadInput(f"{what} {p} exists and is not a directory")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadInput(f"cannot create {what} {p}: {exc.strerror}") from None
+    why = dir_problem(p)
+    if why:
+        raise BadInput(f"cannot write to {what} {p}: it is {why}")
+    return p
+
+
+def write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -> Path:
+    """Write via a temp file in the same directory, fsync, then rename over the target.
+
+    Raises OutputError (exit 7) naming the path and the OS error when the write fails; the old
+    file, if any, is left whole and no temp file is left behind.
+    """
+    p = check_parent(path)
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+    except BaseException as exc:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        if isinstance(exc, OSError):
+            raise OutputError(f"cannot write {p}: {exc.strerror or exc}") from None
         raise
     return p
 
@@ -85,3 +156,42 @@ def read_json(path: str | os.PathLike[str], what: str) -> object:
         return json.loads(read_text(path, what))
     except ValueError as exc:
         raise BadInput(f"{what} {path} is not valid JSON: {exc}") from None
+
+
+def _strict_loader():
+    """PyYAML's SafeLoader, refusing a key given twice in one mapping (YAML 1.2 requires unique keys;
+    PyYAML keeps the last value silently, so a duplicated `p50_s:` would quietly change a target)."""
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):  # type: ignore[override]
+            seen: dict[Any, Any] = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    first = seen.get(key)
+                except TypeError:  # an unhashable key: SafeLoader's own error follows
+                    continue
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping", node.start_mark,
+                        f"duplicate key {key!r} (first at line {first.line + 1})", key_node.start_mark)
+                seen[key] = key_node.start_mark
+            return super().construct_mapping(node, deep=deep)
+
+    return StrictLoader
+
+
+def parse_yaml(text: str, origin: str) -> Any:
+    """YAML (or JSON) text with unique keys, or BadInput naming `origin`, the line and the key."""
+    import yaml
+
+    try:
+        return yaml.load(text, Loader=_strict_loader())  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise BadInput(f"{origin} is not valid YAML: {' '.join(str(exc).split())}") from None
+
+
+def read_yaml(path: str | os.PathLike[str], what: str) -> Any:
+    """A user-named YAML file, keys unique (see parse_yaml)."""
+    return parse_yaml(read_text(path, what), f"{what} {path}")

@@ -22,7 +22,10 @@ from sdagent.pipeline.workload import DEMO_PROMPT, Workload, validate_workload
 def load_pipeline(model_dir: str | os.PathLike[str], *, height: int | None = None, width: int | None = None,
                   guidance: float = 7.5, scheduler: str = "default", plan_file: str | None = None,
                   artifacts: str | None = None, topology_file: str | None = None) -> Any:
-    """A ready diffusers StableDiffusionPipeline run the way the plan in effect says.
+    """A ready pipeline run the way the plan in effect says: a diffusers StableDiffusionPipeline for the
+    native and ipex backends; for backend openvino a pipeline.ov_backend.OvPipeline, called the same way
+    (`pipe(prompt, num_inference_steps=20).images[0]`), with OpenVINO GenAI's Text2ImagePipeline as
+    `pipe.genai`, compiled for one static size (height x width, guided or not).
 
     The plan in effect is the one `sdagent exec` / `sdagent-tuned` started this process under, else
     `plan_file` (or $SDAGENT_PLAN_FILE), else the plan derived for this host. `height`, `width` and

@@ -42,3 +42,33 @@ def workload_line(model: str, w: dict[str, Any]) -> str:
 
 def cpus(ids: Iterable[int]) -> str:
     return format_cpulist(ids)
+
+
+def runs_with(plan: dict[str, Any] | None, libraries: Iterable[str]) -> dict[str, Any]:
+    """What this process really runs with, read from its mapped libraries (/proc/self/maps), against what
+    the plan preloads: {"allocator", "omp_runtime", "plan_in_effect", "missing"}.
+
+    The allocator and the OpenMP runtime are the two settings a process cannot give itself after start:
+    a plan that preloads them is in effect only when run under `sdagent exec` (or its rendered env).
+    """
+    names = [p.rsplit("/", 1)[-1] for p in libraries]
+    alloc = next((a for a in ("jemalloc", "tcmalloc") if any(n.startswith(f"lib{a}") for n in names)), "glibc")
+    omp = "intel" if any(n.startswith("libiomp5") for n in names) else "default"
+    s = (plan or {}).get("settings", {})
+    missing = []
+    if s.get("allocator") in ("jemalloc", "tcmalloc") and alloc != s["allocator"]:
+        missing.append(f"lib{s['allocator']}")
+    if s.get("omp_runtime") == "intel" and omp != "intel":
+        missing.append("libiomp5")
+    return {"allocator": alloc, "omp_runtime": omp, "plan_in_effect": not missing, "missing": missing}
+
+
+def runs_with_line(plan: dict[str, Any] | None, libraries: Iterable[str]) -> str:
+    """`runs with: ...` for a header, and, when the plan's preloads are absent, how to apply it."""
+    r = runs_with(plan, libraries)
+    omp = "Intel OpenMP (libiomp5)" if r["omp_runtime"] == "intel" else "torch's own OpenMP"
+    line = f"runs with: {r['allocator']} malloc, {omp} (this process's mapped libraries)"
+    if not r["plan_in_effect"]:
+        line += (f"; the plan's {' and '.join(r['missing'])} are NOT in effect here: apply the plan with "
+                 f"`sdagent exec -- sdagent ...` (or its rendered env)")
+    return line

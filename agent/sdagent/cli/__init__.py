@@ -8,21 +8,39 @@ import sys
 import click
 
 from sdagent import __version__
+from sdagent.cli import last_words
 from sdagent.cli.context import AgentContext
+from sdagent.cli.options import FiniteFloat
 from sdagent.errors import Exit, SdagentError, Terminated, exit_codes_help
+
+
+def _input_path(what: str):
+    """A path option read by the agent (and, for --plan-file, rendered into units): refused when empty or
+    holding a control character (a newline would start a line of its own in a systemd drop-in)."""
+
+    def check(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.strip():
+            raise click.BadParameter(f"empty {what} path (an unset variable?)", ctx, param)
+        if any(not c.isprintable() for c in value):
+            raise click.BadParameter(f"{value!r} holds a control character", ctx, param)
+        return value
+
+    return check
 
 
 @click.group(
     context_settings={"auto_envvar_prefix": "SDAGENT", "help_option_names": ["-h", "--help"]},
     epilog=exit_codes_help(),
 )
-@click.option("--sysroot", type=click.Path(file_okay=False), default=None,
+@click.option("--sysroot", type=click.Path(file_okay=False), default=None, callback=_input_path("sysroot"),
               help="Read /proc and /sys under this directory instead of the host's (fixture trees).")
 @click.option("--topology-file", type=click.Path(dir_okay=False), default=None,
-              help="Use this topology JSON (from `sdagent topology --json`) instead of detecting one.")
-@click.option("--plan-file", type=click.Path(dir_okay=False), default=None,
+              callback=_input_path("topology file"), help="Use this topology JSON (from `sdagent topology --json`) instead of detecting one.")
+@click.option("--plan-file", type=click.Path(dir_okay=False), default=None, callback=_input_path("plan file"),
               help="Use this plan (from `sdagent plan -o` or `sdagent tune -o`) instead of deriving one.")
-@click.option("--lock-timeout", type=click.FloatRange(min=0), default=1800.0, show_default=True, metavar="SECONDS",
+@click.option("--lock-timeout", type=FiniteFloat(at_least=0), default=1800.0, show_default=True, metavar="SECONDS",
               help="How long bench, verify, tune and ladder wait for the host's benchmark lock (another "
                    "measurement running) before giving up with exit 5.")
 @click.version_option(__version__, prog_name="sdagent")
@@ -60,27 +78,31 @@ _register()
 
 
 def _terminate(signum: int, frame: object) -> None:
+    last_words.handled()
     raise Terminated()
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: one-line errors with documented exit codes, no tracebacks.
 
-    SIGTERM (a unit's timeout, `kill`) is handled like SIGINT: unwinding runs every cleanup.
+    SIGTERM (a unit's timeout, `kill`) is handled like SIGINT: unwinding runs every cleanup; while the
+    main thread is stuck in one native call, cli.last_words ends the process within seconds (143).
     """
     signal.signal(signal.SIGTERM, _terminate)
+    last_words.install()
     try:
         rv = cli.main(args=argv, prog_name="sdagent", standalone_mode=False)
     except SdagentError as exc:
         click.echo(f"sdagent: error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        click.echo("sdagent: aborted", err=True)
+    except click.exceptions.Abort:  # Click's form of KeyboardInterrupt
+        click.echo("sdagent: interrupted", err=True)
         sys.exit(Exit.INTERRUPTED)
     except click.UsageError as exc:
         # one line naming the bad value, like every other bad input (Click's own form takes four)
         where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
-        click.echo(f"sdagent: error: {exc.format_message()}{where}", err=True)
+        msg = " ".join(exc.format_message().split())  # Click lists a Choice's values one per line
+        click.echo(f"sdagent: error: {msg}{where}", err=True)
         sys.exit(Exit.USAGE)
     except click.ClickException as exc:
         exc.show()

@@ -8,15 +8,18 @@ from typing import Any
 
 import click
 
-from sdagent.atomicio import check_parent, write_json
+from sdagent.atomicio import write_json
 from sdagent.cli import cli
-from sdagent.cli.options import (FiniteFloat, PlanArgs, backend_options, check_compile_flag, layout_options,
-                                 model_and_workload, progress_bar, resolve_plan, run_overrides, workload_options)
+from sdagent.cli.context import AgentContext
+from sdagent.cli.options import (FiniteFloat, ModelArgs, OutputFile, PlanArgs, backend_options, check_backend_usable,
+                                 check_compile_flag, layout_options, model_options, pass_agent, progress_bar,
+                                 resolve_plan, run_overrides, spill_on_write_failure)
 from sdagent.measuring.bench import bench_model, check_counts
+from sdagent.textfmt import runs_with
 
 
 @cli.command("bench")
-@workload_options
+@model_options()
 @click.option("--runs", type=int, default=5, show_default=True,
               help="Timed runs (p90 is reported from 10 runs, p99 from 100).")
 @click.option("--warmup", type=int, default=1, show_default=True,
@@ -33,10 +36,10 @@ from sdagent.measuring.bench import bench_model, check_counts
 @click.option("--window", "window_s", type=FiniteFloat(above=0), default=None, metavar="SECONDS",
               help="Throughput: a measuring window instead of a number of images.")
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, readable=False), default=None,
-              help="Also write the JSON result to this file (atomically).")
-@click.pass_context
-def bench(ctx: click.Context, model_dir: str, wl: dict[str, Any], runs: int, warmup: int, backend: str,
+@click.option("-o", "--output", type=OutputFile(), default=None,
+              help="Also write the JSON result to this file (atomically; checked before measuring).")
+@pass_agent
+def bench(agent: AgentContext, model: ModelArgs, runs: int, warmup: int, backend: str,
           precision: str, compile_: bool | None, channels_last: bool | None, artifacts: str | None,
           plan_args: PlanArgs, throughput: bool, images: int | None, window_s: float | None, as_json: bool,
           output: str | None) -> None:
@@ -71,20 +74,20 @@ def bench(ctx: click.Context, model_dir: str, wl: dict[str, Any], runs: int, war
       sdagent bench --model /tmp/sd-tiny --steps 2 --runs 5 --json
     """
     check_counts(runs, warmup)
-    if output:
-        check_parent(output)
-    md, w = model_and_workload(model_dir, wl)
-    plan = resolve_plan(ctx, plan_args, extra=run_overrides(backend, precision, compile_, channels_last))
+    md, w = model.checked()
+    plan = resolve_plan(agent, plan_args, extra=run_overrides(backend, precision, compile_, channels_last))
     check_compile_flag(plan, compile_)
+    check_backend_usable(plan.backend)
     if throughput or plan_args.instances is not None or images is not None or window_s is not None:
-        return _throughput(ctx, md, w, plan, images, window_s, artifacts, as_json, output)
-    with ctx.obj.bench_lock("bench"):
+        return _throughput(agent, md, w, plan, images, window_s, artifacts, as_json, output)
+    with agent.bench_lock("bench"):
         result = bench_model(md, w, plan.run_spec, runs, warmup, plan=plan,
                              artifacts_dir=artifacts, bar=progress_bar("bench"))
     d = result.to_dict()
     d["model_dir"] = str(md.path)
+    d["runs_with"] = runs_with(d["machine"].get("plan"), d["machine"]["libraries"])  # the maps, not the plan
     if output:
-        write_json(output, d)
+        spill_on_write_failure(d, lambda: write_json(output, d))
     if as_json:
         click.echo(json.dumps(d, indent=2))
         return
@@ -93,7 +96,7 @@ def bench(ctx: click.Context, model_dir: str, wl: dict[str, Any], runs: int, war
     click.echo(bench_table(result), nl=False)
 
 
-def _throughput(ctx: click.Context, md: Any, w: Any, plan: Any, images: int | None, window_s: float | None,
+def _throughput(agent: AgentContext, md: Any, w: Any, plan: Any, images: int | None, window_s: float | None,
                 artifacts: str | None, as_json: bool, output: str | None) -> None:
     from sdagent.measuring import throughput as T
 
@@ -108,7 +111,7 @@ def _throughput(ctx: click.Context, md: Any, w: Any, plan: Any, images: int | No
         elif kind == "done" and not data["ok"]:
             click.echo(f"sdagent: warning: instance {data['instance']} failed: {data['reason']}", err=True)
 
-    with ctx.obj.bench_lock("bench --throughput"):
+    with agent.bench_lock("bench --throughput"):
         figs = T.measure_plan(plan, str(md.path), w, environ=dict(os.environ), images=images, window_s=window_s,
                               artifacts_dir=artifacts, on_event=event)
     from sdagent.host.process import machine_state
@@ -116,7 +119,7 @@ def _throughput(ctx: click.Context, md: Any, w: Any, plan: Any, images: int | No
     d = {"format": "sdagent-throughput/1", "model": str(md.path), "workload": w.to_dict(), "plan": plan.to_dict(),
          **figs.to_dict(), "machine": machine_state().to_dict()}
     if output:
-        write_json(output, d)
+        spill_on_write_failure(d, lambda: write_json(output, d))
     if as_json:
         click.echo(json.dumps(d, indent=2))
         return

@@ -11,7 +11,8 @@ import click
 
 from sdagent import atomicio
 from sdagent.cli import cli
-from sdagent.cli.options import PlanArgs, plan_options, resolve_plan
+from sdagent.cli.context import AgentContext
+from sdagent.cli.options import OutputFile, PlanArgs, pass_agent, plan_options, resolve_plan
 from sdagent.errors import BadInput
 from sdagent.host.hostclass import host_class, installed_software
 from sdagent.host.topology import format_cpulist
@@ -27,10 +28,10 @@ def _echo_json(obj: object) -> None:
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the topology as JSON (what --topology-file reads).")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, readable=False), default=None,
+@click.option("-o", "--output", type=OutputFile(), default=None,
               help="Write the JSON topology to this file (atomically).")
-@click.pass_context
-def topology(ctx: click.Context, as_json: bool, output: str | None) -> None:
+@pass_agent
+def topology(agent: AgentContext, as_json: bool, output: str | None) -> None:
     """Show this host's CPU topology: sockets, cores, SMT siblings, NUMA, limits, ISA.
 
     \b
@@ -40,7 +41,7 @@ def topology(ctx: click.Context, as_json: bool, output: str | None) -> None:
     layout, cgroup budget, torch/OpenVINO/IPEX/agent versions) and its id:
     hosts with the same id share one tuned plan.
     """
-    t = ctx.obj.topology()
+    t = agent.topology()
     hc = host_class(t, installed_software())
     d = {**t.to_dict(), "host_class": hc.to_dict()}
     if output:
@@ -73,13 +74,13 @@ def topology(ctx: click.Context, as_json: bool, output: str | None) -> None:
 @cli.command()
 @plan_options
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, readable=False), default=None,
+@click.option("-o", "--output", type=OutputFile(), default=None,
               help="Write the plan file (JSON, atomically) for --plan-file, the roles and exec.")
 @click.option("--list-settings", "list_settings_", is_flag=True,
               help="List the settings that --set accepts (with --json: each one's kind, choices and the "
                    "regex a value must match), and exit.")
-@click.pass_context
-def plan(ctx: click.Context, plan_args: PlanArgs, as_json: bool, output: str | None, list_settings_: bool) -> None:
+@pass_agent
+def plan(agent: AgentContext, plan_args: PlanArgs, as_json: bool, output: str | None, list_settings_: bool) -> None:
     """Derive the tuning plan for this host, every choice with its reason.
 
     \b
@@ -97,9 +98,7 @@ def plan(ctx: click.Context, plan_args: PlanArgs, as_json: bool, output: str | N
         else:
             click.echo("\n".join(list_settings()))
         return
-    if output:
-        atomicio.check_parent(output)
-    p = resolve_plan(ctx, plan_args)
+    p = resolve_plan(agent, plan_args)
     d = p.to_dict()
     if output:
         atomicio.write_json(output, d)
@@ -132,10 +131,10 @@ def plan(ctx: click.Context, plan_args: PlanArgs, as_json: bool, output: str | N
 @click.option("--format", "fmt", type=click.Choice(list(FORMATS)), default="env", show_default=True,
               help="env: systemd EnvironmentFile; shell: sourceable snippet; systemd: unit drop-in.")
 @click.option("--instance", type=int, default=0, show_default=True, help="Which instance of the plan.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, readable=False), default=None,
+@click.option("-o", "--output", type=OutputFile(), default=None,
               help="Write to this file (atomically) instead of stdout.")
-@click.pass_context
-def env(ctx: click.Context, plan_args: PlanArgs, fmt: str, instance: int, output: str | None) -> None:
+@pass_agent
+def env(agent: AgentContext, plan_args: PlanArgs, fmt: str, instance: int, output: str | None) -> None:
     """Render the plan's environment for one instance.
 
     \b
@@ -146,9 +145,7 @@ def env(ctx: click.Context, plan_args: PlanArgs, fmt: str, instance: int, output
       sdagent env -o /etc/sdagent/tuned.env
       sdagent env --format systemd > /etc/systemd/system/sd.service.d/tuned.conf
     """
-    if output:
-        atomicio.check_parent(output)
-    p = resolve_plan(ctx, plan_args)
+    p = resolve_plan(agent, plan_args)
     text = render(p, fmt, instance)
     if output:
         atomicio.write_text(output, text)
@@ -161,8 +158,8 @@ def env(ctx: click.Context, plan_args: PlanArgs, fmt: str, instance: int, output
 @click.option("--instance", type=int, default=0, show_default=True, help="Which instance of the plan.")
 @click.option("--dry-run", is_flag=True, help="Print the environment and command instead of running it.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-@click.pass_context
-def exec_(ctx: click.Context, plan_args: PlanArgs, instance: int, dry_run: bool, command: tuple[str, ...]) -> None:
+@pass_agent
+def exec_(agent: AgentContext, plan_args: PlanArgs, instance: int, dry_run: bool, command: tuple[str, ...]) -> None:
     """Run COMMAND under the plan: preloads, threads, KMP_*, numactl/taskset binding.
 
     \b
@@ -173,7 +170,7 @@ def exec_(ctx: click.Context, plan_args: PlanArgs, instance: int, dry_run: bool,
     COMMAND's parent: if COMMAND aborts (two OpenMP runtimes in one process,
     "OMP: Error #15"), one line names both runtimes and the remedy.
     """
-    p = resolve_plan(ctx, plan_args)
+    p = resolve_plan(agent, plan_args)
     argv, env = build_exec(p, instance, list(command), dict(os.environ))
     if dry_run:
         changed = {k: v for k, v in env.items() if os.environ.get(k) != v and k != PLAN_ENV}

@@ -6,14 +6,15 @@ import json
 import os
 import sys
 import tempfile
-from pathlib import Path
 from typing import Any
 
 import click
 
 from sdagent import atomicio
 from sdagent.cli import cli
-from sdagent.cli.options import MeasureArgs, command_line, measure_options, model_and_workload
+from sdagent.cli.context import AgentContext
+from sdagent.cli.options import (MeasureArgs, ModelArgs, command_line, measure_options, pass_agent,
+                                 spill_on_write_failure)
 from sdagent.errors import BadInput
 
 #: The --quick profile: the tiny model's own size, one round, no per-step figure and no
@@ -26,7 +27,7 @@ def apply_quick(m: MeasureArgs, rounds: int, step_size: int,
     """The --quick profile, except for what the user gave explicitly on the command line."""
     wl = {**m.wl, **{k: QUICK[k] for k in ("steps", "height", "width") if k not in given}}
     warm = m.warmup_steps if "warmup_steps" in given else QUICK["warmup_steps"]
-    return (MeasureArgs(m.model_dir, wl, m.repeats, warm, m.timeout_s),
+    return (MeasureArgs(ModelArgs(m.model_dir, wl), m.repeats, warm, m.timeout_s),
             rounds if "rounds" in given else QUICK["rounds"],
             step_size if "step_size" in given else QUICK["step_size"])
 
@@ -83,7 +84,7 @@ class LadderProgress:
 
 
 @cli.command("ladder")
-@measure_options(steps=20, size=512, warmup_steps=None)
+@measure_options(steps=20, warmup_steps=None)
 @click.option("--quick", is_flag=True,
               help="Smoke profile for the tiny model: 64x64, 2 steps, 1 round, no compile rung (seconds).")
 @click.option("--rounds", type=int, default=3, show_default=True, help="Interleaved rounds (each rung once per round).")
@@ -101,10 +102,11 @@ class LadderProgress:
               help="Also the throughput table: every instance split of this host (1 x all cores, 2 x half, ...), "
                    "eager and compiled, IMAGES images per instance (0 = off).")
 @click.option("--out-dir", type=click.Path(file_okay=False), default=".", show_default=True,
-              help="Where ladder.md, ladder.json and ladder.png are written (atomically, at the end).")
+              help="Where ladder.md, ladder.json and ladder.png are written (atomically, at the end); created "
+                   "when missing, checked before measuring.")
 @click.option("--json", "as_json", is_flag=True, help="Print ladder.json's content instead of the table.")
-@click.pass_context
-def ladder(ctx: click.Context, m: MeasureArgs, quick: bool, rounds: int, with_compile: bool,
+@pass_agent
+def ladder(agent: AgentContext, m: MeasureArgs, quick: bool, rounds: int, with_compile: bool,
            with_openvino: bool | None, step_size: int,
            step_calls: int, throughput_images: int, out_dir: str, as_json: bool) -> None:
     """Measure the latency ladder: each tuning step against stock, run_cpu and this CPU's peak.
@@ -122,8 +124,9 @@ def ladder(ctx: click.Context, m: MeasureArgs, quick: bool, rounds: int, with_co
     is the one in force (--plan-file, e.g. from `sdagent tune`, or derived).
     Each row also says how long a fresh process takes to its first whole image.
     \b
-    Default workload: the published one, 512x512, 20 steps, whole images, 3
-    rounds, plus one guided UNet step per eager rung. The quick ladder:
+    Default workload: the published one for SD-1.5 (the model's own size,
+    512x512, 20 steps), whole images, 3 rounds, plus one guided UNet step per
+    eager rung. The quick ladder:
       sdagent ladder --model DIR --height 256 --width 256 --steps 4
     --throughput N adds every instance split of this host, eager and compiled.
     --quick proves the machinery on the tiny model in about a minute:
@@ -135,6 +138,7 @@ def ladder(ctx: click.Context, m: MeasureArgs, quick: bool, rounds: int, with_co
     from sdagent.planning.layout import PlanRequest, throughput_layouts
 
     if quick:
+        ctx = click.get_current_context()
         given = {p.name for p in ctx.command.params
                  if ctx.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE}
         m, rounds, step_size = apply_quick(m, rounds, step_size, given)
@@ -145,34 +149,36 @@ def ladder(ctx: click.Context, m: MeasureArgs, quick: bool, rounds: int, with_co
         raise BadInput(f"invalid --step-size {step_size}: a positive multiple of 8 (or 0 for none)")
     if step_calls < 1:
         raise BadInput(f"invalid --step-calls {step_calls}: at least 1")
-    out = Path(out_dir)
-    if not out.is_dir():
-        raise BadInput(f"output directory does not exist: {out}")
-    md, w = model_and_workload(m.model_dir, m.workload())
-    req = LadderRequest(md, w, rounds, m.repeats, m.warmup_steps, m.timeout_s,
+    md, w = m.model.checked()
+    out = atomicio.check_output_dir(out_dir, "--out-dir")
+    req = LadderRequest(md, w, rounds, m.repeats, m.warmup_for(w), m.timeout_s,
                         with_compile=with_compile and not quick,
                         compile_why="skipped: --quick (a cold compile takes minutes)" if quick else "skipped: --no-compile",
                         step_size=step_size, step_calls=step_calls, gemm_n=QUICK["gemm_n"] if quick else 2048,
                         quick=quick, command=command_line(), throughput_images=throughput_images,
                         with_openvino=with_openvino if with_openvino is not None else not quick)
-    plan = ctx.obj.plan()
+    plan = agent.plan()
     progress = LadderProgress()
     try:
-        with ctx.obj.bench_lock("ladder"), tempfile.TemporaryDirectory(prefix="sdagent-ladder-") as td:
-            plan_file = ctx.obj.plan_file or os.path.join(td, "plan.json")
-            if not ctx.obj.plan_file:
+        with agent.bench_lock("ladder"), tempfile.TemporaryDirectory(prefix="sdagent-ladder-") as td:
+            plan_file = agent.plan_file or os.path.join(td, "plan.json")
+            if not agent.plan_file:
                 atomicio.write_json(plan_file, plan.to_dict())
             report, rows = run_ladder(plan, plan_file, req, environ=dict(os.environ), on_event=progress.event,
-                                      plan_for=lambda lay: ctx.obj.plan(PlanRequest.from_dict(lay)),
-                                      layouts=throughput_layouts(ctx.obj.topology()) if throughput_images else ())
+                                      plan_for=lambda lay: agent.plan(PlanRequest.from_dict(lay)),
+                                      layouts=throughput_layouts(agent.topology()) if throughput_images else ())
     finally:
         progress.close()
     md_text = markdown(report, rows)
     title = (f"{md.sdagent_preset or 'model'} {req.workload.height}x{req.workload.width}, {req.workload.steps} steps, "
              f"{rounds} round(s) — {report['machine']['cpu_model']}")
-    atomicio.write_json(out / "ladder.json", report)
-    atomicio.write_text(out / "ladder.md", md_text)
-    atomicio.write_bytes(out / "ladder.png", plot_png(rows, title))
+
+    def write_all() -> None:
+        atomicio.write_json(out / "ladder.json", report)
+        atomicio.write_text(out / "ladder.md", md_text)
+        atomicio.write_bytes(out / "ladder.png", plot_png(rows, title))
+
+    spill_on_write_failure(report, write_all)
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:

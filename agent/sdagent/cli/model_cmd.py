@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
-
 import click
 
 from sdagent.cli import cli
-from sdagent.cli.options import model_and_workload, resolve_plan, workload_options
+from sdagent.cli.context import AgentContext
+from sdagent.cli.options import ModelArgs, check_backend_usable, model_options, pass_agent, resolve_plan
 from sdagent.errors import BadInput, Exit, SdagentError
 from sdagent.pipeline.modelgen import PRESETS
 
@@ -29,7 +28,8 @@ def model() -> None:
                    "a minute to write), so its latency is the real model's.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of the random weights.")
-@click.option("--force", is_flag=True, help="Replace DIR if it exists and is not empty.")
+@click.option("--force", is_flag=True, help="Replace DIR if it is a model `sdagent model create` wrote (its "
+                                           "sdagent-model.json marker); any other non-empty directory is refused.")
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
 @click.argument("directory", type=click.Path(file_okay=False))
 def create(preset: str, seed: int, force: bool, as_json: bool, directory: str) -> None:
@@ -49,7 +49,7 @@ def create(preset: str, seed: int, force: bool, as_json: bool, directory: str) -
     """
     from sdagent.pipeline.modelgen import check_target, create_model
 
-    check_target(Path(directory).absolute(), force)  # before the slow imports
+    check_target(directory, force)  # before the slow imports
     made = create_model(preset, directory, force=force, seed=seed)
     if as_json:
         click.echo(json.dumps(made.to_dict(), indent=2))
@@ -61,13 +61,13 @@ def create(preset: str, seed: int, force: bool, as_json: bool, directory: str) -
 
 
 @model.command("compile")
-@workload_options
+@model_options()
 @click.option("--artifacts", type=click.Path(file_okay=False), default=None,
               help="Where the packages are kept (default ~/.cache/sdagent/artifacts).")
 @click.option("--json", "as_json", is_flag=True, help="Print what was built or found as JSON (`built` lists the "
                                                        "parts built now; empty when every package was there).")
-@click.pass_context
-def compile_(ctx: click.Context, model_dir: str, wl: dict, artifacts: str | None, as_json: bool) -> None:
+@pass_agent
+def compile_(agent: AgentContext, model: ModelArgs, artifacts: str | None, as_json: bool) -> None:
     """Build the compiled packages of the plan in force, ahead of time, once.
 
     \b
@@ -78,6 +78,13 @@ def compile_(ctx: click.Context, model_dir: str, wl: dict, artifacts: str | None
     A package built for another torch or CPU is reported stale, never loaded,
     and replaced. Precision and memory format are the plan's (--plan-file, or
     derived).
+
+    \b
+    For a plan with backend openvino it builds the OpenVINO export instead:
+    optimum-intel's IR and the CPU plugin's compiled blobs for the static
+    shape and precision hint, one per model content, OpenVINO toolchain,
+    shape, precision and CPU, in <artifacts>/openvino/<key digest> (built in a
+    temporary directory and renamed; a stale one is never loaded).
 
     \b
     It takes the same workload options as `verify` and `bench` (only the size
@@ -96,25 +103,28 @@ def compile_(ctx: click.Context, model_dir: str, wl: dict, artifacts: str | None
     """
     from sdagent.pipeline.backends import CompileUnavailable, build_artifacts
 
-    md, w = model_and_workload(model_dir, wl)
-    plan = resolve_plan(ctx)
-    if plan.backend != "native":
-        raise BadInput(f"the plan's backend is {plan.backend}: compiled packages are for the native backend")
-    facts = ctx.obj.facts()
-    check_compiler(facts.cxx, facts.cxx_error)
+    md, w = model.checked()
+    plan = resolve_plan(agent)
+    if plan.backend not in ("native", "openvino"):
+        raise BadInput(f"the plan's backend is {plan.backend}: compiled packages are for the native and "
+                       "openvino backends")
+    check_backend_usable(plan.backend)
+    if plan.backend == "native":
+        facts = agent.facts()
+        check_compiler(facts.cxx, facts.cxx_error)
     try:
-        prepared = build_artifacts(md.path, plan.run_spec, w, artifacts)
+        prepared = build_artifacts(md, plan.run_spec, w, artifacts)
     except CompileUnavailable as exc:
         raise SdagentError(f"model compile: {exc}", Exit.ERROR) from None
     built = [part for part in prepared.artifacts if any(n.startswith(f"{part}: built") for n in prepared.notes)]
-    d = {"model": str(md.path), "height": w.height, "width": w.width, "batch": w.batch,
+    d = {"model": str(md.path), "backend": plan.backend, "height": w.height, "width": w.width, "batch": w.batch,
          "precision": plan.precision, "artifacts": prepared.artifacts, "built": built, "notes": prepared.notes,
          "seconds": round(prepared.prepare_s, 1)}
     if as_json:
         click.echo(json.dumps(d, indent=2))
         return
     for n in prepared.notes:
-        if n.startswith(("unet", "vae_decoder", "text_encoder")):
+        if n.startswith(("unet", "vae_decoder", "text_encoder", "openvino")):
             click.echo(n)
     click.echo(f"ready: {len(prepared.artifacts)} package(s) for {w.width}x{w.height}, batch {w.batch}, "
                f"{plan.precision}, in {prepared.prepare_s:.0f} s ({len(built)} built now)")

@@ -12,6 +12,8 @@ from typing import Any, Callable, Iterator
 
 import click
 
+from sdagent import atomicio
+from sdagent.cli.context import AgentContext
 from sdagent.errors import BadInput
 from sdagent.measuring.bench import Progress
 from sdagent.pipeline.modeldir import ModelDir, check_model_dir
@@ -45,6 +47,47 @@ class FiniteFloat(click.ParamType):
         if self.at_least is not None and not x >= self.at_least:
             self.fail(f"{value!r} must be >= {self.at_least:g}", param, ctx)
         return x
+
+
+#: `@pass_agent` hands a command the group's AgentContext (topology, facts, plan, lock), made once.
+pass_agent = click.make_pass_decorator(AgentContext)
+
+
+class OutputFile(click.ParamType):
+    """A file the command writes: refused at parse time (exit 2, one line naming it) when empty, a
+    directory, or in a directory that cannot take it (missing, read-only, unwritable, full) — so no
+    work is done for a result that could not be kept. `checked=False` defers the directory check to
+    the command (verify records bad input in its report first)."""
+
+    name = "file"
+
+    def __init__(self, checked: bool = True) -> None:
+        self.checked = checked
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        v = str(value)
+        if not v.strip():
+            self.fail("empty path (an unset variable?): give a file name", param, ctx)
+        if any(not c.isprintable() for c in v):
+            self.fail(f"{v!r} holds a control character", param, ctx)
+        if self.checked:
+            try:
+                atomicio.check_output(v)
+            except BadInput as exc:
+                self.fail(str(exc), param, ctx)
+        return v
+
+
+def spill_on_write_failure(result: Any, write: Callable[[], Any]) -> None:
+    """Write an output; when the write fails (exit 7), the result goes to stdout as JSON first, so
+    nothing measured is lost, then the one-line error."""
+    try:
+        write()
+    except atomicio.OutputError:
+        import json
+
+        click.echo(json.dumps(result, indent=2, default=str))
+        raise
 
 
 def command_line() -> str:
@@ -144,11 +187,11 @@ def plan_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return layout_options(wrapper)
 
 
-def resolve_plan(ctx: click.Context, plan_args: PlanArgs | None = None,
+def resolve_plan(agent: AgentContext, plan_args: PlanArgs | None = None,
                  extra: dict[str, Any] | None = None) -> Plan:
     """The plan for this invocation: the plan in force, a new layout if asked, then overrides."""
     a = plan_args or PlanArgs()
-    plan = ctx.obj.plan(a.request(), {**a.overrides(), **(extra or {})})
+    plan = agent.plan(a.request(), {**a.overrides(), **(extra or {})})
     warn(plan)
     return plan
 
@@ -162,7 +205,8 @@ def backend_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """--backend/--precision/--compile/--artifacts: 'auto' or unset means the plan's value."""
     for decorator in reversed((
         click.option("--backend", type=click.Choice(["auto", *BACKENDS]), default="auto",
-                     show_default=True, help="auto = the plan's (ipex where IPEX imports and matches torch)."),
+                     show_default=True, help="auto = the plan's (ipex where IPEX imports and matches torch). openvino: OpenVINO GenAI "
+                          "on an export built once (the `openvino` extra's venv)."),
         click.option("--precision", type=click.Choice(["auto", *PRECISIONS]), default="auto",
                      show_default=True,
                      help="auto = the plan's (bf16 where the CPU has AMX-BF16 or AVX512-BF16)."),
@@ -191,88 +235,174 @@ def run_overrides(backend: str, precision: str, compile_: bool | None,
     return o
 
 
+def check_backend_usable(backend: str) -> None:
+    """Backend openvino needs OpenVINO GenAI in this Python: refused in one line before any work."""
+    if backend == "openvino":
+        from sdagent.pipeline.ov_backend import openvino_status, openvino_unusable_message
+
+        st = openvino_status()
+        if not st.usable:
+            raise BadInput(openvino_unusable_message(st))
+
+
 def check_compile_flag(plan: Plan, compile_: bool | None) -> None:
-    """--compile asks for torch.compile, which the ipex backend does not use."""
+    """--compile asks for torch.compile, which the ipex and openvino backends do not use."""
+    if plan.backend == "openvino" and compile_:
+        raise BadInput("--compile is for the native backend (OpenVINO's CPU plugin compiles the export itself): "
+                       "add --backend native")
     if plan.backend == "ipex" and compile_:
         raise BadInput("--compile is for the native backend (IPEX optimizes the graph itself): "
                        "add --backend native")
 
 
 # ---------------------------------------------------------------------------
-# The workload
+# The model and the workload: one decorator, one rule for the default size
 # ---------------------------------------------------------------------------
 
+#: The one rule for a missing --height/--width, in every command: the model's own resolution
+#: (ModelDir.default_size: the UNet's sample size x the VAE's scale; 512 for SD-1.5, 64 for the tiny preset).
+SIZE_RULE = "default: the model's own resolution (512 for SD-1.5, 64 for the tiny preset)"
 
-def workload_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """--model and the workload's shape (bench, verify); the command gets `model_dir` and `wl`."""
+#: torch.Generator.manual_seed takes a signed or unsigned 64-bit seed; the agent keeps to the non-negative
+#: int64 range, which every backend (and OpenVINO's peer) reads the same way.
+SEED_RANGE = click.IntRange(min=0, max=2**63 - 1)
 
-    @click.option("--model", "model_dir", required=True, type=click.Path(),
-                  help="A diffusers StableDiffusionPipeline directory (`sdagent model create`, or a real SD-1.5).")
-    @click.option("--prompt", default=DEMO_PROMPT, show_default=True, help="Text prompt.")
-    @click.option("--steps", type=int, default=20, show_default=True, help="Denoising (UNet) steps.")
-    @click.option("--height", type=int, default=None,
-                  help="Image height, a multiple of 8 (default: the model's own, 512 for SD-1.5).")
-    @click.option("--width", type=int, default=None, help="Image width (default: the model's own).")
-    @click.option("--guidance", type=FiniteFloat(at_least=0), default=7.5, show_default=True,
-                  help="Classifier-free guidance scale; above 1 the UNet runs at batch 2.")
-    @click.option("--seed", type=int, default=0, show_default=True,
-                  help="Seed of the initial noise; every run uses it, so every run does the same work.")
-    @click.option("--scheduler", default="default", show_default=True,
-                  help=f"One of: {', '.join(SCHEDULERS)} (default = the model's own).")
-    @functools.wraps(func)
-    def wrapper(*args: Any, model_dir: str, prompt: str, steps: int, height: int | None, width: int | None,
-                guidance: float, seed: int, scheduler: str, **kwargs: Any) -> Any:
-        kwargs["model_dir"] = model_dir
-        kwargs["wl"] = dict(prompt=prompt, steps=steps, height=height, width=width, guidance=guidance,
-                            seed=seed, scheduler=scheduler)
-        return func(*args, **kwargs)
 
-    return wrapper
+@dataclass(frozen=True)
+class ModelArgs:
+    """--model and the workload's fields as given (sizes None = the model's own: SIZE_RULE)."""
+
+    model_dir: str
+    wl: dict[str, Any]
+
+    def checked(self, scheduler: str | None = None) -> tuple[ModelDir, Workload]:
+        """The checked ModelDir (passed on from here, never re-checked) and the validated workload."""
+        wl = dict(self.wl) if scheduler is None else {**self.wl, "scheduler": scheduler}
+        return model_and_workload(self.model_dir, wl)
+
+
+def model_options(*, steps: int = 20, prompt_required: bool = False, scheduler: bool = True,
+                  negative_prompt: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--model and the workload (run, bench, verify, model compile, tune, ladder): the command gets `model`
+    (ModelArgs). Sizes follow SIZE_RULE in every command."""
+
+    def deco(func: Callable[..., Any]) -> Callable[..., Any]:
+        opts = [
+            click.option("--model", "model_dir", required=True, type=click.Path(),
+                         help="A diffusers StableDiffusionPipeline directory (`sdagent model create`, "
+                              "or a real SD-1.5)."),
+            click.option("--prompt", required=prompt_required, default=None if prompt_required else DEMO_PROMPT,
+                         show_default=not prompt_required,
+                         help="Text prompt (UTF-8; the text encoder reads its first 77 tokens)."),
+        ]
+        if negative_prompt:
+            opts.append(click.option("--negative-prompt", default=None, help="What the image should not show."))
+        opts += [
+            click.option("--steps", type=int, default=steps, show_default=True, help="Denoising (UNet) steps."),
+            click.option("--height", type=int, default=None, help=f"Image height, a multiple of 8 ({SIZE_RULE})."),
+            click.option("--width", type=int, default=None, help=f"Image width, a multiple of 8 ({SIZE_RULE})."),
+            click.option("--guidance", type=FiniteFloat(at_least=0), default=7.5, show_default=True,
+                         help="Classifier-free guidance scale; above 1 the UNet runs at batch 2."),
+            click.option("--seed", type=SEED_RANGE, default=0, show_default=True,
+                         help="Seed of the initial noise (0..2^63-1); every run uses it, so every run does "
+                              "the same work."),
+        ]
+        if scheduler:
+            opts.append(click.option("--scheduler", default="default", show_default=True,
+                                     help=f"One of: {', '.join(SCHEDULERS)}. default = the model's own (PNDM "
+                                          "for SD-1.5); dpm = DPM-Solver++."))
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, model_dir: str, **kw: Any) -> Any:
+            wl = {k: kw.pop(k) for k in ("prompt", "negative_prompt", "steps", "height", "width", "guidance",
+                                         "seed", "scheduler") if k in kw}
+            kw["model"] = ModelArgs(model_dir, wl)
+            return func(*args, **kw)
+
+        for o in reversed(opts):
+            wrapper = o(wrapper)
+        return wrapper
+
+    return deco
 
 
 def model_and_workload(model_dir: str, wl: dict[str, Any] | Workload) -> tuple[ModelDir, Workload]:
     """The checked model directory and the validated workload (missing sizes = the model's own), refused
     up front when one image of it would not fit in this host's memory."""
+    if isinstance(wl, Workload):
+        validate_workload(wl)
     md = check_model_dir(model_dir)
     w = wl if isinstance(wl, Workload) else with_default_size(wl, md.default_size)
     validate_workload(w)
     check_fits_in_memory(md, w)
+    note_prompt_cut(md, w)
     return md, w
+
+
+#: CLIP's text encoder reads 77 tokens (its max_position_embeddings; SD-1.5's tokenizer_config model_max_length).
+CLIP_MAX_TOKENS = 77
+
+
+def prompt_tokens(md: ModelDir, text: str) -> tuple[int, int] | None:
+    """(tokens with BOS/EOS, the tokenizer's limit) by the model's own tokenizer, or None when a prompt this
+    short cannot exceed it (a token is at least one UTF-8 byte) or the tokenizer does not load here."""
+    if len(text.encode("utf-8")) + 2 <= CLIP_MAX_TOKENS:
+        return None
+    try:
+        from sdagent.pipeline.stack import quiet_libraries
+
+        quiet_libraries()
+        from transformers import CLIPTokenizer
+
+        tok = CLIPTokenizer.from_pretrained(str(md.path / "tokenizer"), local_files_only=True)
+        return len(tok(text).input_ids), int(min(tok.model_max_length, 10**6))
+    except Exception:  # noqa: BLE001 - the pipeline's own load names a broken tokenizer
+        return None
+
+
+def note_prompt_cut(md: ModelDir, w: Workload) -> None:
+    """Say once, before the work, that the text encoder will read only the first tokens of a long prompt
+    (diffusers cuts the rest silently when its logging is quiet)."""
+    for name, text in (("prompt", w.prompt), ("negative prompt", w.negative_prompt)):
+        n = prompt_tokens(md, text) if text else None
+        if n is not None and n[0] > n[1]:
+            click.echo(f"sdagent: warning: the {name} is {n[0]} tokens; the text encoder reads the first {n[1]} "
+                       f"and the rest is cut", err=True)
 
 
 @dataclass(frozen=True)
 class MeasureArgs:
     """--model, the workload and the per-process measurement knobs (tune and ladder)."""
 
-    model_dir: str
-    wl: dict[str, Any]
+    model: ModelArgs
     repeats: int
-    warmup_steps: int
+    warmup_steps: int | None  # None: a whole first image (--steps)
     timeout_s: float
 
-    def workload(self, scheduler: str = "default") -> Workload:
-        return validate_workload(Workload(**self.wl, scheduler=scheduler))
+    @property
+    def model_dir(self) -> str:
+        return self.model.model_dir
+
+    @property
+    def wl(self) -> dict[str, Any]:
+        return self.model.wl
 
     def check(self) -> None:
         if self.repeats < 1:
             raise BadInput(f"invalid --repeats {self.repeats}: at least 1 timed call per process")
-        if self.warmup_steps < 1:
+        if self.warmup_steps is not None and self.warmup_steps < 1:
             raise BadInput(f"invalid --warmup-steps {self.warmup_steps}: must be >= 1")
 
+    def warmup_for(self, w: Workload) -> int:
+        return w.steps if self.warmup_steps is None else self.warmup_steps
 
-def measure_options(steps: int, size: int, repeats: int = 1,
+
+def measure_options(steps: int, repeats: int = 1,
                     warmup_steps: int | None = 2) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """--model, the workload and the per-process measurement knobs; the command gets `m` (MeasureArgs)."""
+    """model_options plus the per-process measurement knobs; the command gets `m` (MeasureArgs)."""
 
     def deco(func: Callable[..., Any]) -> Callable[..., Any]:
-        @click.option("--model", "model_dir", required=True, type=click.Path(),
-                      help="A diffusers StableDiffusionPipeline directory (`sdagent model create`).")
-        @click.option("--steps", type=int, default=steps, show_default=True, help="Denoising steps per image.")
-        @click.option("--height", type=int, default=size, show_default=True, help="Image height (multiple of 8).")
-        @click.option("--width", type=int, default=size, show_default=True, help="Image width (multiple of 8).")
-        @click.option("--guidance", type=FiniteFloat(at_least=0), default=7.5, show_default=True,
-                      help="Guidance scale; above 1 the UNet runs at batch 2.")
-        @click.option("--prompt", default=DEMO_PROMPT, show_default=True)
+        @model_options(steps=steps, scheduler=False)
         @click.option("--repeats", type=int, default=repeats, show_default=True,
                       help="Timed calls per process (the process's median counts).")
         @click.option("--warmup-steps", type=int, default=warmup_steps, show_default=warmup_steps is not None,
@@ -281,11 +411,9 @@ def measure_options(steps: int, size: int, repeats: int = 1,
         @click.option("--timeout", "timeout_s", type=FiniteFloat(above=0), default=1800, show_default=True,
                       help="Seconds before one measurement process is killed and counted as failed.")
         @functools.wraps(func)
-        def wrapper(*args: Any, model_dir: str, steps: int, height: int, width: int, guidance: float,
-                    prompt: str, repeats: int, warmup_steps: int, timeout_s: float, **kw: Any) -> Any:
-            kw["m"] = MeasureArgs(model_dir, dict(prompt=prompt, steps=steps, height=height, width=width,
-                                                   guidance=guidance), repeats,
-                                  steps if warmup_steps is None else warmup_steps, timeout_s)
+        def wrapper(*args: Any, model: ModelArgs, repeats: int, warmup_steps: int | None, timeout_s: float,
+                    **kw: Any) -> Any:
+            kw["m"] = MeasureArgs(model, repeats, warmup_steps, timeout_s)
             return func(*args, **kw)
 
         return wrapper

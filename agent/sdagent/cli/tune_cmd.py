@@ -14,8 +14,9 @@ import click
 
 from sdagent import atomicio
 from sdagent.cli import cli
-from sdagent.cli.options import (FiniteFloat, MeasureArgs, PlanArgs, command_line, layout_options, measure_options,
-                                 model_and_workload, resolve_plan)
+from sdagent.cli.context import AgentContext
+from sdagent.cli.options import (FiniteFloat, MeasureArgs, OutputFile, PlanArgs, command_line, layout_options,
+                                 measure_options, pass_agent, resolve_plan, spill_on_write_failure)
 from sdagent.tuning.rule import Rule
 
 
@@ -65,7 +66,7 @@ class BudgetBar:
 
 
 @cli.command("tune")
-@measure_options(steps=4, size=256, repeats=3)
+@measure_options(steps=4, repeats=3)
 @layout_options
 @click.option("--budget", "budget_min", type=FiniteFloat(above=0), default=15.0, show_default=True,
               help="Minutes to spend measuring, a hard ceiling: a round that would not fit is not started, a "
@@ -80,11 +81,12 @@ class BudgetBar:
                    "noise floor, up to this).")
 @click.option("--compile/--no-compile", "allow_compile", default=True, show_default=True,
               help="Try torch.compile (a cold cache costs minutes once; the warm-up is counted).")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, readable=False), default=None,
-              help="Write the chosen plan here (atomically; an interrupted tune leaves the old file).")
+@click.option("-o", "--output", type=OutputFile(), default=None,
+              help="Write the chosen plan here (atomically, checked before measuring; an interrupted tune leaves "
+                   "the old file; a write that fails prints the plan and the record on stdout).")
 @click.option("--json", "as_json", is_flag=True, help="Print the tuning record and the plan as JSON.")
-@click.pass_context
-def tune(ctx: click.Context, m: MeasureArgs, plan_args: PlanArgs, budget_min: float, objective: str,
+@pass_agent
+def tune(agent: AgentContext, m: MeasureArgs, plan_args: PlanArgs, budget_min: float, objective: str,
          max_rounds: int, allow_compile: bool, output: str | None, as_json: bool) -> None:
     """Measure candidate plans on this host and keep the fastest; stock is the fallback.
 
@@ -125,16 +127,15 @@ def tune(ctx: click.Context, m: MeasureArgs, plan_args: PlanArgs, budget_min: fl
     from sdagent.tuning.session import TuneRequest, tune as run_tune
 
     m.check()
-    if output:
-        atomicio.check_parent(output)
-    md, w = model_and_workload(m.model_dir, m.workload())
-    req = TuneRequest(md, w, budget_min * 60, Rule(max_rounds=max_rounds), m.repeats, m.warmup_steps,
-                      m.timeout_s, allow_compile, output, command_line(), start=resolve_plan(ctx, plan_args),
+    md, w = m.model.checked()
+    req = TuneRequest(md, w, budget_min * 60, Rule(max_rounds=max_rounds), m.repeats, m.warmup_for(w),
+                      m.timeout_s, allow_compile, output, command_line(), start=resolve_plan(agent, plan_args),
                       objective=objective)
-    with ctx.obj.bench_lock("tune"), BudgetBar(req.budget_s) as bar:
-        out = run_tune(ctx.obj.topology(), ctx.obj.facts(), req, environ=dict(os.environ), on_event=bar.event)
+    with agent.bench_lock("tune"), BudgetBar(req.budget_s) as bar:
+        out = run_tune(agent.topology(), agent.facts(), req, environ=dict(os.environ), on_event=bar.event)
     if output:
-        atomicio.write_json(output, out.plan.to_dict())
+        spill_on_write_failure({"tuning": out.record, "plan": out.plan.to_dict()},
+                               lambda: atomicio.write_json(output, out.plan.to_dict()))
     if as_json:
         click.echo(json.dumps({"tuning": out.record, "plan": out.plan.to_dict()}, indent=2))
         return

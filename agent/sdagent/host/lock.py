@@ -6,7 +6,9 @@ user benchmarks would each report the other's load as their own latency.
 
 The lock is an advisory flock(2) on one file for every user of the host
 (`/run/lock/sdagent-bench.lock` where that directory exists, else in the temp
-directory; SDAGENT_LOCK_FILE overrides). Opened read-only and without following
+directory; SDAGENT_LOCK_FILE overrides). A lock file only this process's mount
+namespace can see (a unit's PrivateTmp=yes /tmp, an unshare(1)d tmpfs) would
+not be host-wide: it is refused (exit 2). Opened read-only and without following
 symlinks, so no user can make another's process write through it. The kernel
 drops the lock with its holder, crashed or not; the holder is named from
 /proc/locks when another process has to wait.
@@ -22,14 +24,16 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import math
 import os
+import re
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from sdagent.errors import Exit, SdagentError
+from sdagent.errors import BadInput, Exit, SdagentError
 
 LOCK_ENV = "SDAGENT_LOCK_FILE"
 LOCK_NAME = "sdagent-bench.lock"
@@ -51,6 +55,81 @@ def lock_path(environ: dict[str, str] | None = None) -> Path:
     if run_lock.is_dir() and os.access(run_lock, os.W_OK | os.X_OK):
         return run_lock / LOCK_NAME
     return Path(tempfile.gettempdir()) / LOCK_NAME
+
+
+@dataclass(frozen=True)
+class Mount:
+    """One line of /proc/PID/mountinfo (proc(5)): what matters for sharing a file."""
+
+    device: str  # major:minor
+    root: str  # the directory of the filesystem mounted here ("/" unless a bind mount of a subtree)
+    point: str  # where it is mounted in that namespace
+
+
+def parse_mountinfo(text: str) -> list[Mount]:
+    out = []
+    for line in text.splitlines():
+        f = line.split()
+        if len(f) >= 5:
+            out.append(Mount(f[2], _unescape(f[3]), _unescape(f[4])))
+    return out
+
+
+def _unescape(field: str) -> str:
+    """mountinfo octal-escapes space, tab, newline and backslash."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def mount_of(path: str, mounts: list[Mount]) -> Mount | None:
+    """The mount a path lives on: the last-mounted entry whose mount point is its longest prefix."""
+    best: Mount | None = None
+    for m in mounts:
+        pre = m.point.rstrip("/") + "/"
+        if (path == m.point or path.startswith(pre) or m.point == "/") and \
+                (best is None or len(m.point) >= len(best.point)):
+            best = m
+    return best
+
+
+def private_mount(path: str, own: str, init: str | None) -> str | None:
+    """Why a lock file at `path` (a resolved absolute path) is private to this process's mount namespace,
+    or None. `own` is /proc/self/mountinfo, `init` PID 1's (None where unreadable).
+
+    Private when its mount is systemd's PrivateTmp= (a bind of /tmp/systemd-private-*), or when PID 1's
+    namespace has no mount of the same filesystem subtree at that point (unshare(1), a container's own
+    tmpfs): then another unit's or a login shell's run takes a different lock, and the lock is no longer
+    host-wide.
+    """
+    m = mount_of(path, parse_mountinfo(own))
+    if m is None:
+        return None
+    if "/systemd-private-" in m.root:
+        return f"{m.point} is systemd's PrivateTmp (a private bind of {m.root})"
+    if init is not None and m.point != "/":
+        if not any(x.device == m.device and x.root == m.root and x.point == m.point
+                   for x in parse_mountinfo(init)):
+            return f"{m.point} (device {m.device}) is mounted in this process's mount namespace only"
+    return None
+
+
+def check_shared(path: Path, read: Callable[[str], str | None] | None = None) -> None:
+    """Refuse (exit 2) a lock path other processes of this host cannot see (private_mount)."""
+    def _read(p: str) -> str | None:
+        try:
+            return Path(p).read_text()
+        except OSError:
+            return None
+
+    read = read or _read
+    own = read("/proc/self/mountinfo")
+    if own is None:
+        return
+    real = os.path.realpath(path.parent) + "/" + path.name
+    why = private_mount(real, own, read("/proc/1/mountinfo"))
+    if why:
+        raise BadInput(f"the benchmark lock {path} is private to this process's mount namespace: {why}; "
+                       f"other runs would take another lock and measure beside this one. Set {LOCK_ENV} "
+                       f"to a path every run shares (the roles make /run/lock/sdagent)")
 
 
 def _open(path: Path) -> int:
@@ -107,9 +186,15 @@ def bench_lock(what: str, timeout_s: float, *, path: Path | None = None, poll_s:
     """Hold the host's benchmark lock for `what`; wait up to `timeout_s`, then exit 5 naming the holder.
 
     Yields the lock and the seconds waited for it: figures of the process's own start-up (verify's)
-    must not count another benchmark's time.
+    must not count another benchmark's time. A timeout that is not a finite number >= 0 (NaN would
+    wait forever) and a lock path private to this mount namespace are refused (exit 2) before
+    anything is opened.
     """
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not math.isfinite(timeout_s) \
+            or timeout_s < 0:
+        raise BadInput(f"invalid lock timeout {timeout_s!r}: a finite number of seconds >= 0")
     p = path or lock_path()
+    check_shared(p)
     fd = _open(p)
     try:
         start = clock()

@@ -287,6 +287,16 @@ class Topology:
             allowed = tuple(int(x) for x in d.get("allowed_cpus") or [c.id for c in cpus])
             if not cpus:
                 raise ValueError("'cpus' is empty: a host has at least one CPU")
+            twice = _duplicates([c.id for c in cpus])
+            if twice:
+                raise ValueError(f"'cpus' lists CPU {twice[0]} twice: each logical CPU once")
+            for n in nodes:
+                twice = _duplicates(list(n.cpus))
+                if twice:
+                    raise ValueError(f"'nodes' id {n.id} lists CPU {twice[0]} twice")
+            twice = _duplicates(list(allowed))
+            if twice:
+                raise ValueError(f"'allowed_cpus' lists CPU {twice[0]} twice")
             if cgroup is not None and (cgroup.period_us <= 0 or cgroup.quota_us <= 0):
                 raise ValueError(f"cgroup quota {cgroup.quota_us} / period {cgroup.period_us}: both must be > 0")
             if not set(allowed) <= {c.id for c in cpus}:
@@ -308,6 +318,12 @@ class Topology:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise BadInput(f"not a topology record ({type(exc).__name__}: {exc})") from None
+
+
+def _duplicates(ids: list[int]) -> list[int]:
+    """The ids given more than once, in order."""
+    seen: set[int] = set()
+    return [i for i in ids if i in seen or seen.add(i)]  # type: ignore[func-returns-value]
 
 
 def load_topology_file(path: str | os.PathLike[str]) -> Topology:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from sdagent.textfmt import columns, cpus, fmt, plan_line, workload_line
+from sdagent.textfmt import columns, cpus, fmt, plan_line, runs_with_line, workload_line
 
 
 def bench_table(result: Any) -> str:
@@ -15,7 +15,7 @@ def bench_table(result: Any) -> str:
     out = [workload_line(d["model"], d["workload"]),
            f"setup: {d['setup'].get('ran') or d['setup']['run']['backend'] + ' ' + d['setup']['run']['precision']}; "
            + "; ".join(d["setup"].get("notes", [])),
-           plan_line(m.get("plan")), ""]
+           plan_line(m.get("plan")), runs_with_line(m.get("plan"), m["libraries"]), ""]
     rows = []
     for r in d["runs"]:
         steps = r["step_s"]

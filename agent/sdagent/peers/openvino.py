@@ -26,8 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from sdagent.errors import BadInput, Exit, SdagentError
-from sdagent.peers.ovexport import MARKER, missing_files, read_marker
-from sdagent.peers.ovjob import DEVICE, OvJob, compile_config, genai_scheduler
+from sdagent.peers.ovjob import OvJob, compile_config
+from sdagent.pipeline.ov_export import (  # noqa: F401 - re-exported: the worker's names before the move
+    COMPUTE_LAYERS, DEVICE, MARKER, _type_name, genai_scheduler, missing_files, probe_precision, read_marker,
+    scheduler_name, unet_shapes)
 from sdagent.pipeline.workload import Workload
 from sdagent.workers.child import worker_main
 from sdagent.workers.result import Measurement, ProcessRecord, timed
@@ -35,9 +37,7 @@ from sdagent.workers.result import Measurement, ProcessRecord, timed
 #: Libraries recorded beside a figure: OpenVINO's own and its threading runtime (TBB), besides sdagent's list.
 OV_LIBRARIES: tuple[str, ...] = ("libopenvino", "libtbb")
 VERSION_PACKAGES: tuple[str, ...] = ("openvino", "openvino-genai", "openvino-tokenizers", "numpy")
-#: Layers whose primitive tells which ISA runs the FLOPs (brgconv_avx512_bf16, ..._amx_..., jit_..._f32).
-COMPUTE_LAYERS: tuple[str, ...] = ("Convolution", "MatMul", "FullyConnected", "ScaledDotProductAttention",
-                                   "Deconvolution")
+
 
 
 # ---------------------------------------------------------------------------
@@ -145,72 +145,6 @@ def check_ov_model(path: str) -> Path:
     if missing:
         raise BadInput(f"not a complete OpenVINO text-to-image export: {p} lacks {', '.join(missing)}")
     return p
-
-
-def scheduler_name(ov_model: Path, kind: str | None) -> str:
-    """What the pipeline denoises with: the exported scheduler's class, or the GenAI type set."""
-    if kind is not None:
-        return kind
-    try:
-        return str(json.loads((ov_model / "scheduler" / "scheduler_config.json").read_text())["_class_name"])
-    except (OSError, ValueError, KeyError):
-        return "unknown"
-
-
-def unet_shapes(model: Any, w: Workload, latent_factor: int = 8) -> dict[str, list[int]]:
-    """Static input shapes of the exported UNet for one image of `w` (what GenAI's reshape sets)."""
-    batch = 2 if w.guidance > 1.0 else 1
-    shapes = {}
-    for inp in model.inputs:
-        name = inp.get_any_name()
-        ps = inp.get_partial_shape()
-        dims = [d.get_length() if d.is_static else None for d in ps]
-        if name == "sample":
-            dims = [batch, dims[1], w.height // latent_factor, w.width // latent_factor]
-        elif name == "timestep":
-            dims = [1]
-        else:
-            dims = [batch if i == 0 and d is None else d for i, d in enumerate(dims)]
-        if any(d is None for d in dims):
-            continue  # leave an unknown input dynamic
-        shapes[name] = dims
-    return shapes
-
-
-def probe_precision(ov_model: Path, config: dict[str, str], w: Workload | None) -> dict[str, Any]:
-    """Compile the UNet alone with the pipeline's config; report what the plugin resolved and what
-    its compute layers really run in (runtime precision and oneDNN primitive, e.g. brgconv_avx512_bf16)."""
-    import openvino as ov
-
-    core = ov.Core()
-    model = core.read_model(str(ov_model / "unet" / "openvino_model.xml"))
-    if w is not None:
-        model.reshape(unet_shapes(model, w))
-    t0 = time.perf_counter()
-    cm = core.compile_model(model, DEVICE, config)
-    compile_s = time.perf_counter() - t0
-    precisions: Counter[str] = Counter()
-    primitives: Counter[str] = Counter()
-    for op in cm.get_runtime_model().get_ordered_ops():
-        info = op.get_rt_info()
-        prec = info["runtimePrecision"].astype(str) if "runtimePrecision" in info else "?"
-        precisions[prec] += 1
-        layer = info["layerType"].astype(str) if "layerType" in info else op.get_type_name()
-        if layer in COMPUTE_LAYERS:
-            prim = info["primitiveType"].astype(str) if "primitiveType" in info else "?"
-            primitives[f"{layer} {prim} {prec}"] += 1
-    return {"model": "unet", "static_shapes": w is not None, "config": dict(config),
-            "inference_precision_hint": _type_name(cm.get_property("INFERENCE_PRECISION_HINT")),
-            "execution_devices": list(cm.get_property("EXECUTION_DEVICES")),
-            "inference_num_threads": int(cm.get_property("INFERENCE_NUM_THREADS")),
-            "compile_s": round(compile_s, 3), "runtime_precisions": dict(precisions.most_common()),
-            "compute_primitives": dict(primitives.most_common())}
-
-
-def _type_name(v: Any) -> str:
-    """An OpenVINO element type as its short name (bf16, f32), anything else as str()."""
-    to_string = getattr(v, "to_string", None)
-    return str(to_string()) if callable(to_string) else str(v)
 
 
 def cpu_facts() -> dict[str, Any]:

@@ -14,45 +14,11 @@ from typing import Any, Mapping
 
 from sdagent.errors import BadInput
 from sdagent.pipeline.workload import Workload, validate_workload
+from sdagent.pipeline.ov_export import (  # noqa: F401 - re-exported: the job's names before the move
+    DEVICE, GENAI_SCHEDULERS, PRECISION_HINTS, genai_scheduler)
 from sdagent.planning.settings import PRECISIONS
 
 JOB_FORMAT = "sdagent-ov-job/1"
-
-#: sdagent's precision names -> OpenVINO's INFERENCE_PRECISION_HINT values.
-PRECISION_HINTS: dict[str, str] = {"bf16": "bf16", "fp32": "f32"}
-
-#: sdagent's scheduler names -> openvino_genai.Scheduler.Type members. None: no GenAI scheduler of
-#: that kind (2026.4 has PNDM, DDIM, Euler, Euler ancestral, LMS, LCM, flow-match Euler; no DPM-Solver
-#: or UniPC), so such a job fails with a reason instead of timing another scheduler.
-GENAI_SCHEDULERS: dict[str, str | None] = {
-    "default": None,  # the scheduler the export wrote (scheduler/scheduler_config.json)
-    "pndm": "PNDM",
-    "ddim": "DDIM",
-    "euler": "EULER_DISCRETE",
-    "euler_a": "EULER_ANCESTRAL_DISCRETE",
-    "lms": "LMS_DISCRETE",
-    "dpm": None,
-    "unipc": None,
-}
-
-#: The device the peer runs on: the comparison is CPU against CPU.
-DEVICE = "CPU"
-
-
-def genai_scheduler(name: str) -> str | None:
-    """The GenAI scheduler type for a workload's scheduler; None keeps the exported one.
-
-    BadInput for a scheduler GenAI cannot run, naming the ones it can.
-    """
-    if name not in GENAI_SCHEDULERS:
-        raise BadInput(f"unknown scheduler {name!r}: choose one of {', '.join(GENAI_SCHEDULERS)}")
-    kind = GENAI_SCHEDULERS[name]
-    if kind is None and name != "default":
-        ok = ", ".join(k for k, v in GENAI_SCHEDULERS.items() if v is not None or k == "default")
-        raise BadInput(f"scheduler {name!r} is not available in OpenVINO GenAI's Text2ImagePipeline: "
-                       f"choose one of {ok}")
-    return kind
-
 
 @dataclass(frozen=True)
 class OvJob:

@@ -8,10 +8,17 @@ weights in one shared object: a fresh process loads it in seconds.
 
 A package is only valid for what it was built for: the model's weights, the
 part, the input shapes (resolution, guided batch), precision and memory
-format, the compile options, the torch version and the CPU's ISA. All of that
-is its **key**; the store is addressed by the key's digest, and each package
+format, the compile options, the torch version and the CPU it was built on. All
+of that is its **key**; the store is addressed by the key's digest, and each package
 carries its key in `manifest.json`. A package built for another torch or
 another CPU is never loaded: it is reported stale and rebuilt.
+
+The CPU part of the key is what the build really depends on: inductor compiles
+the kernels with `-march=native`, so the compiler targets every feature the CPU
+reports, not a chosen subset. A package keyed on 15 ISA flags could be loaded
+on a CPU that shares them but lacks another the compiler used (a cache copied
+between CPU generations): :func:`cpu_identity` keys on the vendor, family,
+model and the whole flag set of /proc/cpuinfo instead.
 """
 
 from __future__ import annotations
@@ -30,7 +37,8 @@ from sdagent import atomicio
 from sdagent.errors import BadInput
 
 #: Bump when the way parts are wrapped or built changes: older packages become stale.
-RECIPE = 1
+#: 2: the CPU is keyed on its whole /proc/cpuinfo identity (cpu_identity), not 15 ISA flags.
+RECIPE = 2
 PARTS = ("unet", "vae_decoder", "text_encoder")
 MANIFEST = "manifest.json"
 
@@ -38,6 +46,46 @@ MANIFEST = "manifest.json"
 def default_store() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "sdagent" / "artifacts"
+
+
+def cpu_identity(cpuinfo_text: str) -> tuple[str, ...]:
+    """What code built with `-march=native` depends on, from /proc/cpuinfo's first processor:
+    ("vendor_id", "cpu family", "model", then every flag, sorted). Pure; () for an empty text.
+
+    Flags beyond the ISA (hypervisor, constant_tsc) are kept: a key that changes for a harmless
+    flag costs one rebuild, one that misses a feature the compiler used costs a SIGILL.
+    """
+    first: dict[str, str] = {}
+    for line in cpuinfo_text.splitlines():
+        if not line.strip():
+            if first:
+                break
+            continue
+        k, _, v = line.partition(":")
+        first.setdefault(k.strip(), v.strip())
+    if not first:
+        return ()
+    head = (f"vendor={first.get('vendor_id', '?')}", f"family={first.get('cpu family', '?')}",
+            f"model={first.get('model', '?')}")
+    return head + tuple(sorted(set(first.get("flags", "").split())))
+
+
+def host_cpu(cpuinfo: str | os.PathLike[str] = "/proc/cpuinfo") -> tuple[str, ...]:
+    """cpu_identity() of the CPU this process runs on (not an injected topology's)."""
+    try:
+        return cpu_identity(Path(cpuinfo).read_text())
+    except OSError:
+        return ()
+
+
+def isa_difference(built: Any, here: tuple[str, ...]) -> str:
+    """How a stale package's CPU differs from this one, shortly: the identity fields and flags that differ."""
+    built_set = set(built or ())
+    gone = sorted(set(here) - built_set)
+    extra = sorted(built_set - set(here))
+    parts = ([f"lacks {' '.join(gone[:8])}{' ...' if len(gone) > 8 else ''}"] if gone else []) + \
+        ([f"had {' '.join(extra[:8])}{' ...' if len(extra) > 8 else ''}"] if extra else [])
+    return f"another CPU ({'; '.join(parts)})" if parts else "another CPU"
 
 
 def model_fingerprint(model_dir: str | os.PathLike[str]) -> str:
@@ -75,7 +123,7 @@ class ArtifactKey:
     channels_last: bool
     options: Mapping[str, Any]  # compile options: freezing, max_autotune
     torch: str
-    isa: tuple[str, ...]
+    isa: tuple[str, ...]  # cpu_identity() of the CPU it is built on (vendor, family, model, every flag)
     recipe: int = RECIPE
 
     def to_dict(self) -> dict[str, Any]:
@@ -138,8 +186,8 @@ class ArtifactStore:
             k = m["key"]
             same = all(k.get(f) == want[f] for f in ("model", "part", "height", "width", "batch", "precision"))
             if same:
-                diff = [f"{f} {k.get(f)!r} (here {want[f]!r})" for f in ("torch", "isa", "recipe", "options",
-                                                                        "channels_last") if k.get(f) != want[f]]
+                diff = [isa_difference(k.get(f), key.isa) if f == "isa" else f"{f} {k.get(f)!r} (here {want[f]!r})"
+                        for f in ("torch", "isa", "recipe", "options", "channels_last") if k.get(f) != want[f]]
                 out.append(f"{d.name}: built for {', '.join(diff) or 'another key'}")
         return out
 

@@ -1,6 +1,8 @@
 """Prepare a loaded pipeline for a run record: the IPEX recipe or upstream PyTorch's.
 
 Backends:
+  openvino OpenVINO GenAI's Text2ImagePipeline on an export built ahead of time
+          (pipeline.ov_backend; its own venv: the `openvino` extra).
   ipex    the published demo's recipe: channels_last on unet, vae and text
           encoder; ipex.optimize(m.eval(), dtype, inplace=True), the UNet with
           a sample input of the real shapes; inference under bf16 autocast.
@@ -123,10 +125,11 @@ def _prepare_native(pipe, s: RunSpec, notes: list[str]) -> None:
 
 @functools.lru_cache(maxsize=None)
 def host_isa() -> tuple[str, ...]:
-    """The ISA of the CPU this process runs on (not an injected topology's): what compiled kernels target."""
-    from sdagent.host.topology import read_topology
+    """The CPU this process runs on (not an injected topology's), as the compiled kernels depend on it:
+    inductor builds with -march=native, so vendor, family, model and every flag (artifacts.cpu_identity)."""
+    from sdagent.pipeline.artifacts import host_cpu
 
-    return tuple(read_topology("/").flags)
+    return host_cpu()
 
 
 def artifact_keys(model_dir: str | os.PathLike[str], spec: RunSpec, workload: Workload,
@@ -238,6 +241,8 @@ def prepare(pipe, spec: RunSpec, workload: Workload | None = None, store_dir: st
     `build` False a missing package is not built here: the part runs eager, and says why.
     """
     workload = workload or Workload()
+    if spec.backend == "openvino":
+        raise BadInput("backend openvino loads its export, not a diffusers pipeline: use ready(model_dir, ...)")
     t0 = time.perf_counter()
     notes: list[str] = []
     for n in ("unet", "vae", "text_encoder"):
@@ -254,7 +259,14 @@ def prepare(pipe, spec: RunSpec, workload: Workload | None = None, store_dir: st
 
 def ready(model_dir: str | os.PathLike[str], spec: RunSpec, workload: Workload,
           store_dir: str | None = None, build: bool = True) -> PreparedPipeline:
-    """Load the pipeline from `model_dir` and prepare it for `spec`: what every caller that runs it does."""
+    """Load the pipeline from `model_dir` and prepare it for `spec`: what every caller that runs it does.
+
+    Backend openvino: its export (found, or built once) in OpenVINO GenAI (pipeline.ov_backend.OvPrepared,
+    the same generate()/describe())."""
+    if spec.backend == "openvino":
+        from sdagent.pipeline.ov_backend import ready_openvino
+
+        return ready_openvino(model_dir, spec, workload, store_dir, build)
     from sdagent.pipeline.loader import load_diffusers_pipeline
 
     return prepare(load_diffusers_pipeline(model_dir, workload.scheduler), spec, workload, store_dir, build)
@@ -263,8 +275,12 @@ def ready(model_dir: str | os.PathLike[str], spec: RunSpec, workload: Workload,
 def build_artifacts(model_dir: str | os.PathLike[str], spec: RunSpec, workload: Workload,
                     store_dir: str | None = None) -> PreparedPipeline:
     """Build (or find) every package a run of `spec` on `workload` needs, and load them once to prove it
-    (`sdagent model compile`: the role runs it at provision time, so the first verify starts warm)."""
+    (`sdagent model compile`: the role runs it at provision time, so the first verify starts warm).
+    Backend openvino: its export (IR + compiled blobs) instead."""
     from dataclasses import replace as _replace
+
+    if spec.backend == "openvino":
+        return ready(model_dir, spec, workload, store_dir, build=True)  # type: ignore[return-value]
 
     prepared = ready(model_dir, _replace(spec, compile=True), workload, store_dir, build=True)
     if prepared.compile_error:

@@ -11,7 +11,7 @@ import warnings
 from pathlib import Path
 
 from sdagent.errors import BadInput, one_line
-from sdagent.pipeline.modeldir import check_model_dir, text_encoder_weight_files
+from sdagent.pipeline.modeldir import ModelDir, check_model_dir, text_encoder_weight_files
 from sdagent.pipeline.stack import import_torch, quiet_libraries
 from sdagent.pipeline.workload import SCHEDULERS, check_scheduler
 
@@ -42,13 +42,14 @@ def set_scheduler(pipe, name: str) -> str:
     return type(pipe.scheduler).__name__
 
 
-def load_diffusers_pipeline(model_dir: str | os.PathLike[str], scheduler: str = "default"):
+def load_diffusers_pipeline(model_dir: "str | os.PathLike[str] | ModelDir", scheduler: str = "default"):
     """StableDiffusionPipeline.from_pretrained(dir, local_files_only=True), with one-line failures.
 
-    The safety checker is not loaded: it is not part of the latency being tuned.
+    The safety checker is not loaded: it is not part of the latency being tuned. A ModelDir was
+    checked by whoever made it and is not checked again; a path is.
     """
     check_scheduler(scheduler)
-    md = check_model_dir(model_dir)
+    md = model_dir if isinstance(model_dir, ModelDir) else check_model_dir(model_dir)
     import_torch()
     quiet_libraries()  # before diffusers' import, which logs about optional packages
     try:

@@ -18,6 +18,29 @@ from sdagent.errors import BadInput
 SUPPORTED_PIPELINES = ("StableDiffusionPipeline",)
 REQUIRED_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 
+#: The files each component is loaded from (diffusers' and transformers' from_pretrained), as
+#: alternatives: every file of one alternative must be there. Without them the load fails only
+#: after the other components have loaded (seconds to minutes), with a multi-page traceback.
+COMPONENT_FILES: dict[str, tuple[tuple[str, ...], ...]] = {
+    "unet": (("config.json",),),
+    "vae": (("config.json",),),
+    "text_encoder": (("config.json",),),
+    "scheduler": (("scheduler_config.json",),),
+    # CLIPTokenizer: its config, plus the fast tokenizer's tokenizer.json or the BPE's vocab and merges
+    "tokenizer": (("tokenizer_config.json", "tokenizer.json"), ("tokenizer_config.json", "vocab.json",
+                                                                  "merges.txt")),
+}
+
+
+def component_problem(p: Path, component: str) -> str | None:
+    """Which file the component's loader needs is missing, or None."""
+    alternatives = COMPONENT_FILES.get(component, ())
+    if not alternatives or any(all((p / component / f).is_file() for f in alt) for alt in alternatives):
+        return None
+    gaps = [[f for f in alt if not (p / component / f).is_file()] for alt in alternatives]
+    missing = min(gaps, key=len)  # the alternative closest to whole names what is missing
+    return " and ".join(f"{component}/{f}" for f in missing)
+
 
 @dataclass(frozen=True)
 class ModelDir:
@@ -113,6 +136,9 @@ def check_model_dir(model_dir: str | os.PathLike[str]) -> ModelDir:
                if not isinstance(data.get(c), list) or data[c][0] is None or not (p / c).is_dir()]
     if missing:
         raise BadInput(f"pipeline directory {p} lacks component(s): {', '.join(missing)}")
+    gaps = [why for why in (component_problem(p, c) for c in REQUIRED_COMPONENTS) if why]
+    if gaps:
+        raise BadInput(f"pipeline directory {p} lacks {', '.join(gaps)} (an incomplete copy?)")
     for f in sorted(p.rglob("*.safetensors")):
         why = safetensors_problem(f)
         if why:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from sdagent import atomicio
-from sdagent.errors import BadInput
+from sdagent.errors import BadInput, one_line
 from sdagent.pipeline.modeldir import text_encoder_weight_files
 
 MARKER = "sdagent-model.json"  # what made the directory (preset, seed, parameter counts)
@@ -305,26 +305,50 @@ class CreatedModel:
         return asdict(self)
 
 
-def check_target(out_dir: Path, force: bool) -> None:
-    """Refuse a missing parent, a file, or a non-empty directory (unless force) before any work."""
+def made_by_sdagent(directory: Path) -> bool:
+    """Whether `sdagent model create` wrote this directory: its marker file names the model format."""
+    try:
+        return json.loads((directory / MARKER).read_text()).get("format", "").startswith("sdagent-model/")
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def check_target(directory: str | os.PathLike[str], force: bool) -> Path:
+    """Refuse, before any work, an empty path, a missing or unwritable parent, a file, and a non-empty
+    directory; with `force`, a non-empty directory only when sdagent itself created it (its marker
+    file): never anything else, whatever the path (an empty $DIR, ".", $HOME)."""
+    if not str(directory).strip():
+        raise BadInput("empty model directory path (an unset variable?): give a directory")
+    out_dir = Path(directory).absolute()
     parent = out_dir.parent
     if not parent.is_dir():
         raise BadInput(f"parent directory does not exist: {parent} (for {out_dir})")
     if out_dir.exists() and not out_dir.is_dir():
         raise BadInput(f"model path exists and is not a directory: {out_dir}")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
-        raise BadInput(f"model directory is not empty: {out_dir} (use --force to replace it)")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        if not force:
+            raise BadInput(f"model directory is not empty: {out_dir} (use --force to replace a model "
+                           f"sdagent created)")
+        if not made_by_sdagent(out_dir):
+            raise BadInput(f"refusing to replace {out_dir}: not empty and not created by `sdagent model create` "
+                           f"(no {MARKER}); --force replaces only sdagent's own models")
+    why = atomicio.dir_problem(parent)
+    if why:
+        raise BadInput(f"cannot create the model in {parent}: it is {why}")
+    return out_dir
 
 
 def create_model(preset_name: str, out_dir: str | os.PathLike[str], *, force: bool = False,
                  seed: int = 0) -> CreatedModel:
     """Write a complete pipeline directory: built in a temp sibling, then renamed into place."""
     preset = get_preset(preset_name)
-    out = Path(out_dir).absolute()
-    check_target(out, force)
+    out = check_target(out_dir, force)
     t0 = time.perf_counter()
     pipe = build_pipeline(preset, seed)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    except OSError as exc:
+        raise atomicio.OutputError(f"cannot write the model to {out}: {exc.strerror or exc}") from None
     try:
         pipe.save_pretrained(tmp, safe_serialization=True)
         use_transformers4_key_layout(tmp / "text_encoder")
@@ -340,8 +364,12 @@ def create_model(preset_name: str, out_dir: str | os.PathLike[str], *, force: bo
         for f in [tmp, *tmp.rglob("*")]:  # save_pretrained leaves some files 0600; services read them
             os.chmod(f, 0o755 if f.is_dir() else 0o644)
         atomicio.replace_dir(tmp, out)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, Exception):  # this phase only writes: a full disk, a filesystem gone read-only
+            # (OSError, or safetensors' own SafetensorError wrapping one); nothing half-written stays
+            why = (exc.strerror or str(exc)) if isinstance(exc, OSError) else one_line(exc)
+            raise atomicio.OutputError(f"cannot write the model to {out}: {why}") from None
         raise
     return CreatedModel(str(out), preset.name, seed, params, round(time.perf_counter() - t0, 3),
                         files + [MARKER])

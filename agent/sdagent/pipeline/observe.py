@@ -21,7 +21,7 @@ class Observed:
     param_dtype: str | None  # dtype of the UNet's first parameter
     ipex_modules: int  # UNet submodules whose class comes from intel_extension_for_pytorch
     ipex_imported: bool
-    mode: str  # the path that ran: eager | ipex | jit | aot
+    mode: str  # the path that ran: eager | ipex | jit | aot | openvino
     artifact: str | None = None  # the loaded package's key digest (aot)
 
     @property
@@ -34,7 +34,10 @@ class Observed:
 
     @property
     def backend(self) -> str:
-        """ipex when IPEX is loaded and touched the UNet (optimized modules or a bf16 cast), else native."""
+        """openvino when the UNet ran in OpenVINO; ipex when IPEX is loaded and touched the UNet (optimized
+        modules or a bf16 cast); else native."""
+        if self.mode == "openvino":
+            return "openvino"
         return "ipex" if self.ipex_imported and (self.ipex_modules > 0 or self.param_dtype == "bfloat16") \
             else "native"
 
@@ -45,7 +48,11 @@ class Observed:
 
 
 def observe_unet(pipe) -> tuple[Callable[[], Observed | None], Callable[[], None]]:
-    """Watch the UNet runner's next call; returns (result getter, remover)."""
+    """Watch the UNet runner's next call; returns (result getter, remover). A pipeline that is not a
+    torch module tree (backend openvino) observes itself: its own observe_unet()."""
+    own = getattr(pipe, "observe_unet", None)
+    if callable(own):
+        return own()
     got: list[Observed] = []
     runner = pipe.unet
 

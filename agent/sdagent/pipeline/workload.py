@@ -79,6 +79,21 @@ def with_default_size(fields: dict[str, Any], default_size: Callable[[], int]) -
 #: SD's schedulers are trained on 1000 timesteps: more inference steps than that cannot be scheduled.
 MAX_STEPS = 1000
 
+#: The largest seed: torch's generators take 64 bits; the agent keeps to non-negative int64.
+MAX_SEED = 2**63 - 1
+
+
+def check_text(name: str, text: str | None) -> None:
+    """A prompt the tokenizer can read: valid Unicode (a non-UTF-8 argv byte arrives as a lone
+    surrogate, which fails only inside the tokenizer, after the model has loaded)."""
+    if text is None:
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise BadInput(f"invalid {name}: byte {text[exc.start].encode('utf-8', 'surrogateescape')!r} at "
+                       f"position {exc.start} is not UTF-8") from None
+
 
 def validate_workload(w: Workload, latent_factor: int = 8) -> Workload:
     """Reject values the pipeline would fail on (or silently round) with a one-line BadInput."""
@@ -93,8 +108,10 @@ def validate_workload(w: Workload, latent_factor: int = 8) -> Workload:
             raise BadInput(f"invalid {name} {v}: must be a positive multiple of {latent_factor}")
     if w.guidance < 0:
         raise BadInput(f"invalid guidance {w.guidance}: must be >= 0")
-    if w.seed < 0:
-        raise BadInput(f"invalid seed {w.seed}: must be >= 0")
+    if isinstance(w.seed, bool) or not isinstance(w.seed, int) or not 0 <= w.seed <= MAX_SEED:
+        raise BadInput(f"invalid seed {w.seed}: must be an integer 0..{MAX_SEED}")
+    check_text("prompt", w.prompt)
+    check_text("negative prompt", w.negative_prompt)
     check_scheduler(w.scheduler)
     return w
 

@@ -121,6 +121,26 @@ class Plan:
     def weights_prepack(self) -> bool:
         return bool(self.settings["weights_prepack"])
 
+    @property
+    def ov_num_threads(self) -> int | str:
+        """INFERENCE_NUM_THREADS (backend openvino), or settings.UNSET."""
+        v = self.settings["ov_num_threads"]
+        return v if isinstance(v, int) else str(v)
+
+    @property
+    def ov_num_streams(self) -> int | str:
+        """NUM_STREAMS (backend openvino), or settings.UNSET."""
+        v = self.settings["ov_num_streams"]
+        return v if isinstance(v, int) else str(v)
+
+    @property
+    def ov_performance_hint(self) -> str:
+        return str(self.settings["ov_performance_hint"])
+
+    @property
+    def ov_cpu_pinning(self) -> bool:
+        return bool(self.settings["ov_cpu_pinning"])
+
     def library_path(self, kind: str) -> str | None:
         """The path in effect of a preloadable library (jemalloc | tcmalloc | iomp), or None."""
         return self.settings.get(LIBRARY_KNOBS[kind])

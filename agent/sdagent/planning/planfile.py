@@ -53,6 +53,18 @@ def plan_env_value(plan: Plan) -> str:
     return json.dumps(d, separators=(",", ":"))
 
 
+#: The plan formats this agent reads (Plan.to_dict()'s "format"); a plan without one predates the tag.
+PLAN_FORMATS = ("sdagent-plan/1",)
+
+
+def check_plan_format(fmt: Any, origin: str) -> None:
+    """Refuse a plan written in a format this agent does not know (a newer agent's): its fields may mean
+    something else, and reading it as ours would apply settings nobody planned."""
+    if fmt is not None and fmt not in PLAN_FORMATS:
+        raise BadInput(f"{origin}: key 'format' is {fmt!r}, this agent reads {', '.join(PLAN_FORMATS)} "
+                       f"(written by another sdagent version? re-create it with `sdagent plan -o` or `tune -o`)")
+
+
 def load_plan_file(path: str | os.PathLike[str]) -> LoadedPlan:
     """Read a plan file written by `sdagent plan -o` or `sdagent tune -o`; settings are re-validated."""
     p = Path(path)
@@ -63,6 +75,7 @@ def parse_plan_data(data: Any, origin: str, plan_file: str | None = None) -> Loa
     """Validate a plan record (a plan file's content, or exec's SDAGENT_PLAN_JSON)."""
     if not isinstance(data, dict) or not isinstance(data.get("settings"), dict):
         raise BadInput(f"{origin} has no 'settings' mapping: not an sdagent plan")
+    check_plan_format(data.get("format"), origin)
     settings = dict(data["settings"])
     # A library path this host cannot preload is taken out here (the I/O edge) and handed to the
     # planner, which decides it like any plan-file value the host cannot honour: the host's own
@@ -81,6 +94,11 @@ def parse_plan_data(data: Any, origin: str, plan_file: str | None = None) -> Loa
         raise BadInput(f"{origin}: {exc}") from None
     except (KeyError, TypeError, ValueError) as exc:
         raise BadInput(f"{origin}: bad 'instances' entry ({type(exc).__name__}: {exc})") from None
+    for inst in instances:
+        if not inst.cpus or len(set(inst.cpus)) != len(inst.cpus):
+            raise BadInput(f"{origin}: instances[{inst.index}].cpu_ids "
+                           + ("is empty: an instance runs on at least one CPU" if not inst.cpus
+                              else f"names a CPU twice: {list(inst.cpus)}"))
     source = str(data.get("source") or "file")
     if source.removesuffix("+overrides") not in PLAN_SOURCES:
         source = "file"

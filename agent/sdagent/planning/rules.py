@@ -14,7 +14,7 @@ replaced by the host's when this host cannot preload it):
 
 Rules run in table order and may read the values decided before them
 (``ctx.values``): the allocator before ``malloc_conf``, the OpenMP runtime before
-``KMP_*``, the binding before ``membind``, the backend before ``compile``.
+``KMP_*``, the binding before ``membind``, the backend before the preloads, ``KMP_*`` and ``compile``.
 Pure: facts in, decisions out; the only state is the context the loop fills.
 """
 
@@ -81,6 +81,11 @@ class PlanContext:
     @property
     def intel_omp(self) -> bool:
         return self.values.get("omp_runtime") == "intel"
+
+    @property
+    def openvino(self) -> bool:
+        """Backend openvino (decided before the preloads and threads: they depend on it)."""
+        return self.values.get("backend") == "openvino"
 
     @property
     def pinned(self) -> bool:
@@ -162,6 +167,8 @@ def allocator_rule(ctx: PlanContext) -> tuple[str, str]:
     them on the AMX, AVX512-BF16 and AVX2 hosts this project reached, torch 2.11-2.13). The HF demo's
     32.3 s -> 11.8 s (torch 1.13, bare-metal Sapphire Rapids) does not hold on them.
     """
+    if ctx.openvino:
+        return "default", OV_PRELOAD_WHY
     je, tc = ctx.finding("jemalloc"), ctx.finding("tcmalloc")
     for kind, f in (("jemalloc", je), ("tcmalloc", tc)):
         if f.keep:
@@ -172,7 +179,18 @@ def allocator_rule(ctx: PlanContext) -> tuple[str, str]:
                        f"{tc.evidence_text()}; {_tune_tries(ctx, 'jemalloc', 'jemalloc')}")
 
 
-allocator_honour = _library_honour("default")
+_allocator_library_honour = _library_honour("default")
+
+#: Measured: GenAI 2026.4.1's Text2ImagePipeline aborts at load under an LD_PRELOADed allocator.
+OV_PRELOAD_WHY = ("backend openvino: OpenVINO GenAI 2026.4's Text2ImagePipeline aborts (free(): invalid pointer) "
+                  "under a preloaded jemalloc or tcmalloc (measured on the project's 2-core Zen VM): glibc malloc")
+
+
+def allocator_honour(ctx: PlanContext, value: Any) -> tuple[Any, str] | None:
+    """The library must be on this host; and backend openvino cannot run under a preloaded allocator."""
+    if ctx.openvino and value != "default":
+        return "default", OV_PRELOAD_WHY
+    return _allocator_library_honour(ctx, value)
 
 
 def malloc_conf_rule(ctx: PlanContext) -> tuple[str, str]:
@@ -189,12 +207,32 @@ def malloc_conf_normalize(value: Any) -> tuple[Any, str]:
     return value, ""
 
 
+#: Why a compiled plan preloads libiomp5 whatever the eager evidence says. AOTInductor's packages are
+#: built with -fopenmp and link the system's libgomp.so.1, while torch's PyPI wheel bundles its own
+#: libgomp (libgomp-<hash>.so.1) and is loaded RTLD_LOCAL: without a preload the process runs two GNU
+#: OpenMP runtimes, each with a full team of threads. A preloaded libiomp5 serves the GOMP_* interface
+#: of both. Source: docs/results/amx-16c-defaults (16-core AMX, torch 2.11, sd15 256x256 4 steps): the
+#: compiled bf16 plan without preloads ran 5.2-5.3 s/image, slower than fp32 stock's 4.7 s, and 1.5 s
+#: with jemalloc + libiomp5; libiomp5 alone finished its bench, jemalloc alone did not within 75 s.
+COMPILED_ONE_RUNTIME = ("compiled packages link the system's libgomp beside torch's bundled one: libiomp5 "
+                        "preloaded serves both, so the process runs one OpenMP runtime (without it the "
+                        "compiled plan ran slower than stock on the 16-core AMX host, "
+                        "docs/results/amx-16c-defaults)")
+
+
 def omp_runtime_rule(ctx: PlanContext) -> tuple[str, str]:
-    """Intel OpenMP (libiomp5) only where it measured faster on this host's class; else torch's own.
+    """Intel OpenMP (libiomp5) for compiled packages (COMPILED_ONE_RUNTIME), or where it measured faster
+    on this host's class; else torch's own.
+
+    Backend openvino threads with oneTBB, not OpenMP: nothing to preload.
 
     Source: planning/evidence.json (libiomp5 with jemalloc, or in PyTorch's launcher, measured slower
     than stock on every class measured; spin-waiting costs most on loaded, shared vCPUs).
     """
+    if ctx.openvino:
+        return "default", "backend openvino threads with oneTBB, not OpenMP: no libiomp5 preloaded"
+    if ctx.values.get("compile") and ctx.has_lib("iomp"):
+        return "intel", COMPILED_ONE_RUNTIME
     f = ctx.finding("libiomp5")
     if f.keep:
         if ctx.has_lib("iomp"):
@@ -330,6 +368,10 @@ def membind_honour(ctx: PlanContext, value: Any) -> tuple[Any, str] | None:
     return None
 
 
+#: Source: the issue's report (an OpenVINO process that inherits KMP_AFFINITY runs on one core).
+OV_KMP_WHY = "an OpenVINO process must not inherit KMP_AFFINITY (with it OpenVINO runs on one core)"
+
+
 def kmp_affinity_rule(ctx: PlanContext) -> tuple[str, str]:
     """Unset: where numactl/taskset confine the instance, its threads float inside its CPUs.
 
@@ -338,6 +380,8 @@ def kmp_affinity_rule(ctx: PlanContext) -> tuple[str, str]:
     it starts afterwards inherits that one CPU (issue 19 item 8). `sdagent tune` measures compact
     pinning (an axis) and keeps it only where it is faster.
     """
+    if ctx.openvino:
+        return UNSET, OV_KMP_WHY
     if not ctx.intel_omp:
         return UNSET, "only Intel OpenMP reads KMP_*"
     if ctx.pinned:
@@ -345,6 +389,13 @@ def kmp_affinity_rule(ctx: PlanContext) -> tuple[str, str]:
                        "inside them (KMP_AFFINITY would pin the main thread, and every process it starts, "
                        "to one CPU); `sdagent tune` measures compact pinning")
     return UNSET, "not pinned: leave thread placement to the OS"
+
+
+def kmp_affinity_honour(ctx: PlanContext, value: Any) -> tuple[Any, str] | None:
+    """Backend openvino: KMP_AFFINITY is never set, whatever asked for it."""
+    if ctx.openvino and value != UNSET:
+        return UNSET, OV_KMP_WHY
+    return None
 
 
 def kmp_blocktime_rule(ctx: PlanContext) -> tuple[Any, str]:
@@ -418,7 +469,8 @@ def compile_rule(ctx: PlanContext) -> tuple[bool, str]:
     """
     facts = ctx.facts
     if ctx.values["backend"] != "native":
-        return False, "IPEX optimizes the graph itself"
+        return False, ("OpenVINO's CPU plugin compiles the export itself" if ctx.openvino
+                       else "IPEX optimizes the graph itself")
     if not facts.cxx:
         return False, "no C++ compiler (g++) to build compiled packages: eager"
     if facts.cxx_error:
@@ -460,21 +512,67 @@ def weights_prepack_rule(ctx: PlanContext) -> tuple[bool, str]:
     return False, "IPEX 2.8's bf16 weight prepack asserts without AVX512-BW/VL/DQ or AVX-NE-CONVERT"
 
 
+# --- OpenVINO (backend openvino; pipeline.ov_backend.compile_config sends them) ----------------------
+
+def ov_num_threads_rule(ctx: PlanContext) -> tuple[Any, str]:
+    """INFERENCE_NUM_THREADS: the instance's thread count, as OMP_NUM_THREADS is for torch."""
+    if not ctx.openvino:
+        return UNSET, "only backend openvino reads it"
+    n = ctx.values["omp_num_threads"]
+    return n, f"one OpenVINO thread per thread of the instance ({n}, as OMP_NUM_THREADS for torch)"
+
+
+def ov_num_threads_check(ctx: PlanContext, value: Any) -> None:
+    if value != UNSET and value > ctx.topo.logical_cpus:
+        raise BadInput(f"invalid value {value} for plan setting 'ov_num_threads': "
+                       f"this host has {ctx.topo.logical_cpus} logical CPUs")
+
+
+def ov_num_streams_rule(ctx: PlanContext) -> tuple[Any, str]:
+    """One stream: an instance generates one image at a time; throughput comes from the plan's instances."""
+    if not ctx.openvino:
+        return UNSET, "only backend openvino reads it"
+    return 1, ("one image at a time per instance: one stream, all its threads on it (throughput comes from "
+               "the plan's instances, each its own process)")
+
+
+def ov_performance_hint_rule(ctx: PlanContext) -> tuple[str, str]:
+    """LATENCY: how OpenVINO's docs run SD on a CPU, and what the peer measures."""
+    return "latency", ("each instance serves one image at a time: LATENCY, as OpenVINO's docs run SD-1.5 on "
+                       "a CPU" if ctx.openvino else "only backend openvino reads it")
+
+
+def ov_cpu_pinning_rule(ctx: PlanContext) -> tuple[bool, str]:
+    """Pin OpenVINO's threads when the plan binds the instance to its own cores; else leave them to the OS."""
+    if not ctx.openvino:
+        return False, "only backend openvino reads it"
+    if ctx.pinned:
+        return True, "the instance is bound to its own cores: OpenVINO pins its threads to them"
+    return False, ("the instance is not bound (binding none): threads left to the OS, as for the native "
+                   "backend's unpinned OpenMP")
+
+
 #: Every decided setting, in the order it is decided (later rules read earlier values).
 RULES: tuple[Rule, ...] = (
     *(Rule(key, library_path_rule(kind), library_path_honour(kind)) for kind, key in LIBRARY_KNOBS.items()),
-    Rule("allocator", allocator_rule, allocator_honour),
-    Rule("malloc_conf", malloc_conf_rule, normalize=malloc_conf_normalize),
-    Rule("omp_runtime", omp_runtime_rule, omp_runtime_honour),
-    Rule("omp_num_threads", omp_num_threads_rule, check=omp_num_threads_check),
-    Rule("binding", binding_rule, binding_honour),
-    Rule("membind", membind_rule, membind_honour),
-    Rule("kmp_affinity", kmp_affinity_rule),
-    Rule("kmp_blocktime", kmp_blocktime_rule),
+    # precision and backend first: the preloads and KMP_* depend on the backend (openvino takes none),
+    # and the OpenMP runtime on what the pipeline runs (compiled packages: see omp_runtime_rule)
     Rule("precision", precision_rule, warn=precision_warn),
     Rule("backend", backend_rule, backend_honour),
+    Rule("allocator", allocator_rule, allocator_honour),
+    Rule("malloc_conf", malloc_conf_rule, normalize=malloc_conf_normalize),
     Rule("channels_last", channels_last_rule),
     Rule("compile", compile_rule, compile_honour),
     Rule("compile_autotune", compile_autotune_rule),
     Rule("weights_prepack", weights_prepack_rule),
+    Rule("omp_runtime", omp_runtime_rule, omp_runtime_honour),
+    Rule("omp_num_threads", omp_num_threads_rule, check=omp_num_threads_check),
+    Rule("binding", binding_rule, binding_honour),
+    Rule("membind", membind_rule, membind_honour),
+    Rule("kmp_affinity", kmp_affinity_rule, kmp_affinity_honour),
+    Rule("kmp_blocktime", kmp_blocktime_rule),
+    Rule("ov_num_threads", ov_num_threads_rule, check=ov_num_threads_check),
+    Rule("ov_num_streams", ov_num_streams_rule),
+    Rule("ov_performance_hint", ov_performance_hint_rule),
+    Rule("ov_cpu_pinning", ov_cpu_pinning_rule),
 )

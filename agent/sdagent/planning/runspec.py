@@ -21,7 +21,12 @@ from sdagent.planning.settings import BACKENDS, PRECISIONS
 
 #: The plan settings a RunSpec is made of (the rest of a plan is the process environment).
 RUN_KEYS: tuple[str, ...] = ("backend", "precision", "channels_last", "compile", "compile_autotune",
-                             "weights_prepack")
+                             "weights_prepack", "ov_num_threads", "ov_num_streams", "ov_performance_hint",
+                             "ov_cpu_pinning")
+#: Backend openvino's settings when a record has none (a plan file written before they existed): OpenVINO's
+#: own defaults, but for the LATENCY hint the peer and the backend always state.
+OV_DEFAULTS: dict[str, Any] = {"ov_num_threads": "unset", "ov_num_streams": "unset", "ov_performance_hint": "latency",
+                               "ov_cpu_pinning": True}
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,10 @@ class RunSpec:
     weights_prepack: bool
     isa_flags: tuple[str, ...] = ()
     compile_autotune: bool = False
+    ov_num_threads: int | str = "unset"  # INFERENCE_NUM_THREADS, or "unset"
+    ov_num_streams: int | str = "unset"  # NUM_STREAMS, or "unset"
+    ov_performance_hint: str = "latency"  # PERFORMANCE_HINT
+    ov_cpu_pinning: bool = True  # ENABLE_CPU_PINNING
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -48,7 +57,7 @@ class RunSpec:
         return cls(backend=str(settings["backend"]), precision=str(settings["precision"]),
                    channels_last=bool(settings["channels_last"]), compile=bool(settings["compile"]),
                    weights_prepack=bool(settings["weights_prepack"]), isa_flags=tuple(isa_flags),
-                   compile_autotune=bool(settings.get("compile_autotune", False)))
+                   compile_autotune=bool(settings.get("compile_autotune", False)), **_ov_fields(settings))
 
     @property
     def native_bf16(self) -> bool:
@@ -74,13 +83,25 @@ class RunSpec:
                        channels_last=bool(d["channels_last"]), compile=bool(d["compile"]),
                        weights_prepack=bool(d["weights_prepack"]),
                        isa_flags=tuple(str(f) for f in d.get("isa_flags") or ()),
-                       compile_autotune=bool(d.get("compile_autotune", False)))
+                       compile_autotune=bool(d.get("compile_autotune", False)), **_ov_fields(d))
         except (KeyError, TypeError) as exc:
             raise BadInput(f"not a run record ({type(exc).__name__}: {exc})") from None
 
     def describe(self) -> str:
+        if self.backend == "openvino":
+            return f"openvino {self.precision}, the export compiled by OpenVINO's CPU plugin"
         comp = ("compiled (max-autotune)" if self.compile_autotune else "compiled") if self.compile else "eager"
         return f"{self.backend} {self.precision}, {'channels_last' if self.channels_last else 'contiguous'}, {comp}"
+
+
+def _ov_fields(d: Mapping[str, Any]) -> dict[str, Any]:
+    """Backend openvino's four settings from a plan's settings or a run record (OV_DEFAULTS where absent)."""
+    def count(v: Any) -> int | str:
+        return "unset" if v in (None, "unset") else int(v)
+
+    g = {**OV_DEFAULTS, **{k: d[k] for k in OV_DEFAULTS if k in d}}
+    return {"ov_num_threads": count(g["ov_num_threads"]), "ov_num_streams": count(g["ov_num_streams"]),
+            "ov_performance_hint": str(g["ov_performance_hint"]), "ov_cpu_pinning": bool(g["ov_cpu_pinning"])}
 
 
 #: What a user gets with no tuning: upstream PyTorch, fp32, contiguous tensors, eager.

@@ -20,13 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from sdagent.atomicio import read_text
+from sdagent.atomicio import read_yaml
 from sdagent.errors import BadInput
 from sdagent.host.software import unsafe_library
 
 #: Compute precisions, and backends, the pipeline knows.
 PRECISIONS: tuple[str, ...] = ("bf16", "fp32")
-BACKENDS: tuple[str, ...] = ("ipex", "native")
+BACKENDS: tuple[str, ...] = ("ipex", "native", "openvino")
+#: OpenVINO's PERFORMANCE_HINT values, lower-case as settings are (sent upper-case).
+OV_PERFORMANCE_HINTS: tuple[str, ...] = ("latency", "throughput")
 
 #: MALLOC_CONF profiles. "demo" is the published HF demo's string; "short" is
 #: PyTorch's launcher's; "long" is IPEX's tuning guide's (can OOM on long runs).
@@ -77,6 +79,14 @@ KNOBS: dict[str, Knob] = {k.name: k for k in (
     Knob("compile", "bool", "run the UNet, VAE decoder and text encoder as compiled AOTInductor packages (native)"),
     Knob("compile_autotune", "bool", "build the packages with inductor's max-autotune (longer builds; tune measures)"),
     Knob("weights_prepack", "bool", "IPEX bf16 weight prepacking"),
+    Knob("ov_num_threads", "int_or_unset", "OpenVINO INFERENCE_NUM_THREADS (backend openvino), or 'unset' "
+         "(OpenVINO's choice)", minimum=1),
+    Knob("ov_num_streams", "int_or_unset", "OpenVINO NUM_STREAMS (backend openvino; parallel inference "
+         "requests in one process), or 'unset' (the performance hint's choice)", minimum=1),
+    Knob("ov_performance_hint", "choice", "OpenVINO PERFORMANCE_HINT (backend openvino)",
+         OV_PERFORMANCE_HINTS),
+    Knob("ov_cpu_pinning", "bool", "OpenVINO ENABLE_CPU_PINNING: pin its threads to the process's CPUs "
+         "(backend openvino)"),
     Knob("jemalloc_path", "path", "path of libjemalloc to preload (absolute, root-owned, not writable by others)"),
     Knob("tcmalloc_path", "path", "path of libtcmalloc to preload (absolute, root-owned, not writable by others)"),
     Knob("iomp_path", "path", "path of libiomp5 to preload (absolute, root-owned, not writable by others)"),
@@ -153,14 +163,8 @@ def parse_assignments(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
 
 def load_overrides_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A YAML or JSON mapping of settings."""
-    import yaml
-
     p = Path(path)
-    text = read_text(p, "overrides file")
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise BadInput(f"overrides file {p} is not valid YAML/JSON: {str(exc).splitlines()[0]}") from None
+    data = read_yaml(p, "overrides file")  # a key given twice is refused, not silently the last
     if data is None:
         return {}
     if not isinstance(data, dict):

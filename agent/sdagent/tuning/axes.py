@@ -34,6 +34,7 @@ class HostChoices:
     iomp: bool
     pin: str | None  # "numactl" | "taskset" | None
     compile: bool = True  # torch.compile candidates allowed (native backend)
+    openvino: bool = False  # backend openvino usable in this Python (OpenVINO GenAI + optimum-intel)
     #: the instance layouts to try (PlanRequest fields): throughput's splits; latency's one sub-NUMA node
     #: instead of the socket (SNC/NPS) and P+E-cores (hybrid), from planning.layout.latency_layouts
     layouts: tuple[Mapping[str, Any], ...] = ()
@@ -57,14 +58,15 @@ def layout_name(layout: Mapping[str, Any]) -> str:
 
 
 def precision_axis(host: HostChoices, resolve: Resolve, best: Candidate) -> list[Candidate]:
-    """Every backend x precision this host can run (IPEX without compile: it optimizes the graph itself)."""
+    """Every backend x precision this host can run (IPEX and OpenVINO without compile: they compile the
+    graph themselves)."""
     out = []
-    backends = ["native"] + (["ipex"] if host.ipex else [])
+    backends = ["native"] + (["ipex"] if host.ipex else []) + (["openvino"] if host.openvino else [])
     precs = ["fp32"] + (["bf16"] if host.bf16 else [])
     for be in backends:
         for pr in precs:
             chg: dict[str, Any] = {"backend": be, "precision": pr}
-            if be == "ipex":
+            if be in ("ipex", "openvino"):
                 chg["compile"] = False
             out.append(_variant(best, f"{be} {pr}", "precision/backend", chg, resolve))
     return out
@@ -81,6 +83,8 @@ def preloads_axis(host: HostChoices, resolve: Resolve, best: Candidate) -> list[
     """The demo's first rung as one candidate: its preloads off when the best has some, or on (jemalloc +
     libiomp5, where the host has both) when the best has none, as the plan derived from the evidence
     does (planning/evidence.json measured them slower on every class measured; this host may differ)."""
+    if _openvino(best):
+        return []  # backend openvino takes no preload (planning.rules.OV_PRELOAD_WHY)
     if best.settings.get("allocator") == "default" and best.settings.get("omp_runtime") == "default":
         if not (host.jemalloc and host.iomp):
             return []
@@ -103,14 +107,18 @@ def compile_axis(host: HostChoices, resolve: Resolve, best: Candidate) -> list[C
 
 
 def channels_axis(host: HostChoices, resolve: Resolve, best: Candidate) -> list[Candidate]:
-    """The other memory format."""
+    """The other memory format (not for openvino: the IR's layout is OpenVINO's choice)."""
+    if best.settings.get("backend") == "openvino":
+        return []
     v = not best.settings.get("channels_last")
     return [_variant(best, f"channels_last={'on' if v else 'off'}", "memory format",
                      {"channels_last": v}, resolve)]
 
 
 def allocator_axis(host: HostChoices, resolve: Resolve, best: Candidate) -> list[Candidate]:
-    """glibc malloc, each jemalloc MALLOC_CONF profile, tcmalloc (those present)."""
+    """glibc malloc, each jemalloc MALLOC_CONF profile, tcmalloc (those present); none for openvino."""
+    if _openvino(best):
+        return []
     out = [_variant(best, "allocator=default", "allocator", {"allocator": "default"}, resolve)]
     if host.jemalloc:
         for prof in ("short", "long", "demo"):
@@ -122,7 +130,9 @@ def allocator_axis(host: HostChoices, resolve: Resolve, best: Candidate) -> list
 
 
 def omp_axis(host: HostChoices, resolve: Resolve, best: Candidate) -> list[Candidate]:
-    """torch's own OpenMP, and libiomp5 when present."""
+    """torch's own OpenMP, and libiomp5 when present (not for openvino: it threads with oneTBB)."""
+    if _openvino(best):
+        return []
     out = [_variant(best, "omp=torch's own", "OpenMP runtime", {"omp_runtime": "default"}, resolve)]
     if host.iomp:
         out.append(_variant(best, "omp=libiomp5", "OpenMP runtime", {"omp_runtime": "intel"}, resolve))
@@ -168,6 +178,19 @@ def threads_axis(host: HostChoices, resolve: Resolve, best: Candidate) -> list[C
     return [_variant(best, f"threads={t}", "threads", {"omp_num_threads": t}, resolve) for t in opts]
 
 
+def _openvino(best: Candidate) -> bool:
+    return best.settings.get("backend") == "openvino"
+
+
+def openvino_axis(host: HostChoices, resolve: Resolve, best: Candidate) -> list[Candidate]:
+    """Backend openvino's own knobs: its thread pinning the other way (threads follow the threads axis)."""
+    if not _openvino(best):
+        return []
+    v = not best.settings.get("ov_cpu_pinning")
+    return [_variant(best, f"OpenVINO CPU pinning={'on' if v else 'off'}", "OpenVINO", {"ov_cpu_pinning": v},
+                     resolve)]
+
+
 #: The search directions, in the order expected to pay most first: precision and backend (bf16 on
 #: AMX halves a step); the layout (throughput); the preloads as a whole (one cheap candidate); compile;
 #: then the system knobs one at a time, which move both ways.
@@ -175,7 +198,7 @@ AXES: tuple[tuple[str, Callable[[HostChoices, Resolve, Candidate], list[Candidat
     ("precision/backend", precision_axis), ("layout", layout_axis), ("preloads", preloads_axis),
     ("torch.compile", compile_axis), ("memory format", channels_axis), ("allocator", allocator_axis),
     ("OpenMP runtime", omp_axis), ("KMP_BLOCKTIME", blocktime_axis), ("pinning", pinning_axis),
-    ("KMP_AFFINITY", kmp_affinity_axis), ("threads", threads_axis),
+    ("KMP_AFFINITY", kmp_affinity_axis), ("threads", threads_axis), ("OpenVINO", openvino_axis),
 )
 
 

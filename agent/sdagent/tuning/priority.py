@@ -30,6 +30,7 @@ EXPECTED_EFFECT: tuple[tuple[str, str], ...] = (
     ("threads", "intra-op threads: the OpenMP team's size"),
     ("pinning", "numactl/taskset binding: where the threads run"),
     ("KMP_AFFINITY", "compact thread pinning inside the binding (off by default: it confines children)"),
+    ("OpenVINO", "backend openvino's own thread pinning (ENABLE_CPU_PINNING)"),
     ("OpenMP runtime", "libiomp5 or libgomp alone"),
     ("KMP_BLOCKTIME", "how long idle OpenMP threads spin"),
     ("allocator", "allocator variants (jemalloc's MALLOC_CONF, tcmalloc, glibc): overhead around the kernels"),

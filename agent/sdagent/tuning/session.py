@@ -73,7 +73,14 @@ def host_choices(plan: Plan, facts: HostFacts, allow_compile: bool,
         tcmalloc=bool(facts.libraries.get("tcmalloc")), iomp=bool(facts.libraries.get("iomp")),
         pin=("numactl" if facts.numactl else "taskset" if facts.taskset else None),
         # no compiler, no compiled candidate: the planner refuses compile=True there (exit 2)
-        compile=allow_compile and bool(facts.cxx), layouts=layouts)
+        compile=allow_compile and bool(facts.cxx), layouts=layouts, openvino=_openvino_usable())
+
+
+def _openvino_usable() -> bool:
+    """Backend openvino is a candidate where this Python has OpenVINO GenAI (the workers run this Python)."""
+    from sdagent.pipeline.ov_backend import openvino_status
+
+    return openvino_status().usable
 
 
 @dataclass

@@ -211,11 +211,14 @@ def check_honoured(plan: Any) -> Check:
     return Check("plan_honoured", "tuning", PASS, f"every setting of the {plan.source} plan is in effect", 0, 0)
 
 
-def check_child_affinity(expected: Sequence[int], child: Sequence[int], env: Mapping[str, str]) -> Check:
+def check_child_affinity(expected: Sequence[int], child: Sequence[int], env: Mapping[str, str],
+                         planned_kmp_affinity: str | None = None) -> Check:
     """A child process started after torch's first parallel region may run on every CPU of the instance.
 
     Why: Intel OpenMP with KMP_AFFINITY binds the main thread to one CPU at its first parallel region,
-    and every subprocess and multiprocessing worker a server starts afterwards inherits that CPU.
+    and every subprocess and multiprocessing worker a server starts afterwards inherits that CPU. The
+    planner leaves KMP_AFFINITY unset; where the plan itself sets it (a tuned plan that measured it
+    faster), the confinement is the price it measured, so a narrower child is a warning, not exit 3.
     """
     exp = sorted(set(expected))
     if not child:
@@ -226,6 +229,11 @@ def check_child_affinity(expected: Sequence[int], child: Sequence[int], env: Map
         return Check("child_affinity", "tuning", PASS, f"a child process inherits CPUs {format_cpulist(act)}, "
                      "the instance's", format_cpulist(act), format_cpulist(exp))
     kmp = env.get("KMP_AFFINITY")
+    if kmp and kmp == planned_kmp_affinity:
+        return Check("child_affinity", "tuning", WARN, f"a child process may run only on CPUs "
+                     f"{format_cpulist(act)} of the instance's {format_cpulist(exp)}: the plan's own "
+                     f"KMP_AFFINITY={kmp} (tuned) binds the main thread; a server that starts subprocesses "
+                     "or workers should `--set kmp_affinity=unset`", format_cpulist(act), format_cpulist(exp))
     why = (f"KMP_AFFINITY={kmp} bound the main thread at torch's first parallel region; leave it unset under "
            "numactl/taskset (`--set kmp_affinity=unset`)" if kmp else "the main thread is bound narrower than "
            "the instance")
@@ -236,10 +244,14 @@ def check_child_affinity(expected: Sequence[int], child: Sequence[int], env: Map
 
 def check_openmp_runtimes(mapped: Sequence[str], env: Mapping[str, str]) -> Check:
     """One OpenMP runtime per family in the process (host.openmp): two Intel/LLVM copies abort with
-    "OMP: Error #15", or run only because KMP_DUPLICATE_LIB_OK hides it until they crash at exit."""
-    from sdagent.host.openmp import REMEDY, duplicate_runtimes
+    "OMP: Error #15", or run only because KMP_DUPLICATE_LIB_OK hides it until they crash at exit; two
+    libgomp copies (torch's bundled one and the system's, which compiled packages link) each run a full
+    thread team, unless a preloaded libiomp5 serves both (docs/results/amx-16c-defaults)."""
+    from sdagent.host.openmp import REMEDY, duplicate_runtimes, preloaded_runtime
 
     dups = duplicate_runtimes(mapped)
+    if preloaded_runtime(env):  # a preloaded libiomp5 serves every libgomp copy's GOMP_* entry points
+        dups = [d for d in dups if d.family != "gnu"]
     if not dups:
         return Check("openmp_runtimes", "tuning", PASS, "one OpenMP runtime per family mapped", 0, 0)
     hidden = "; KMP_DUPLICATE_LIB_OK is set, which only hides it" if env.get("KMP_DUPLICATE_LIB_OK") else ""
@@ -255,7 +267,8 @@ def process_checks(plan: Any, state: ProcessState, expected_affinity: Sequence[i
            check_openmp_runtimes(state.mapped, state.env), check_threads(settings, state.torch_threads),
            check_affinity(expected_affinity, state.affinity)]
     if state.child_affinity is not None:  # None: not read (a fake state); (): no child could start
-        out.append(check_child_affinity(expected_affinity, state.child_affinity, state.env))
+        tuned_kmp = settings.get("kmp_affinity") if str(plan.source).startswith("tuned") else None
+        out.append(check_child_affinity(expected_affinity, state.child_affinity, state.env, tuned_kmp))
     else:
         out.append(skipped("child_affinity", "tuning", "no child process was started to read its CPUs"))
     return out
@@ -272,19 +285,20 @@ def check_observed(key: str, planned: str, observed: str | None, how: str) -> Ch
 
 
 def check_artifacts(planned: bool, expected: Mapping[str, str], loaded: Mapping[str, str], mode: str | None,
-                    why: str | None) -> Check:
-    """The compiled packages the process loaded are the ones the plan and this workload call for."""
+                    why: str | None, compiled_mode: str = "aot") -> Check:
+    """The compiled packages (or, backend openvino, the export: compiled_mode "openvino") the process loaded
+    are the ones the plan and this workload call for."""
     if not planned:
         return skipped("artifact", "tuning", "the plan runs eager: no compiled package to check")
-    if mode != "aot" or not loaded:
+    if mode != compiled_mode or not loaded:
         return Check("artifact", "tuning", FAIL, f"the plan says compiled, the UNet ran {mode or 'not at all'}"
-                     + (f": {why}" if why else ""), mode, "aot")
+                     + (f": {why}" if why else ""), mode, compiled_mode)
     wrong = [f"{p} {loaded.get(p)} (planned {d})" for p, d in expected.items() if loaded.get(p) != d]
     if wrong:
         return Check("artifact", "tuning", FAIL, f"loaded packages are not the planned ones: {'; '.join(wrong)}",
                      len(wrong), 0)
     return Check("artifact", "tuning", PASS, "the planned packages are loaded: "
-                 + ", ".join(f"{p} {d}" for p, d in expected.items()), "aot", "aot")
+                 + ", ".join(f"{p} {d}" for p, d in expected.items()), compiled_mode, compiled_mode)
 
 
 # ---------------------------------------------------------------------------
@@ -308,7 +322,9 @@ def latency_checks(latencies: Sequence[float], target: Target) -> list[Check]:
 
     The median passes when its upper bound is at or under the ceiling, misses when its lower bound
     is over it, and is inconclusive in between (exit 5): order-statistic bounds, distribution-free,
-    that narrow as runs are added, so more data makes a verdict more likely, never less.
+    that narrow as runs are added, so more data makes a verdict more likely, never less. The p90
+    is the nearest rank (below 10 runs the slowest run, which bounds it). Valid: at least
+    min_runs timed runs, and IQR/median at or under max_spread where the target sets one.
     """
     s = summarize(latencies)
     pct = f"{100 * target.confidence:g}%"
@@ -412,6 +428,7 @@ def mean_abs_diff(a: Any, b: Any) -> float:
 
 
 def check_bf16_diff(diff: float, limit: float) -> Check:
+    """bf16 plans: the mean |bf16 - fp32| pixel difference (same seed, [0,1] scale) at or under bf16_max_diff."""
     ok = math.isfinite(diff) and diff <= limit
     return Check("bf16_vs_fp32", "quality", PASS if ok else FAIL,
                  f"mean |bf16 - fp32| {diff:.4g} on the [0,1] pixel scale, same seed; limit {limit:g}",

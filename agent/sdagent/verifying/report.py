@@ -105,6 +105,8 @@ def prometheus_text(result: VerifyResult) -> str:
              [("", {}, int(result.exit_code))])
     p.metric("sdagent_verify_pass", "gauge", "1 when the last sdagent verify passed (exit 0), else 0.",
              [("", {}, int(result.exit_code) == 0)])
+    p.metric("sdagent_verify_in_progress", "gauge", "1 while a verify runs (or was killed before a verdict).",
+             [("", {}, 0)])
     p.metric("sdagent_verify_timestamp_seconds", "gauge", "Unix time the last sdagent verify started.",
              [("", {}, float(result.started_at))])
     p.metric("sdagent_verify_duration_seconds", "gauge", "Wall time of the last sdagent verify.",
@@ -158,6 +160,44 @@ def prometheus_text(result: VerifyResult) -> str:
         p.metric("sdagent_bf16_mean_abs_diff", "gauge", "Mean |bf16 - fp32| pixel difference, same seed, [0,1].",
                  [("", {}, float(diff.value))])
     return "\n".join(p.lines) + "\n"
+
+
+# ---------------------------------------------------------------------------
+# In progress: what stands in the files while verify runs
+# ---------------------------------------------------------------------------
+
+#: The state of a report that verify wrote before measuring and has not replaced with a verdict.
+INCOMPLETE = "incomplete"
+
+
+def in_progress_record(*, instance: int, model: str, started: float, pid: int, version: str) -> dict[str, Any]:
+    """The report verify writes before any work: no verdict (exit code and verdict null), when and which
+    process started. A verify that ends in any way replaces it; one killed outright (SIGKILL, the OOM
+    killer, systemd's TimeoutStopSec escalation) leaves it, read as "incomplete", never an old pass."""
+    reason = (f"verify (pid {pid}) started and has not finished: still running, or killed before a verdict "
+              f"(SIGKILL, the OOM killer)")
+    return {"format": "sdagent-verify/1", "sdagent_version": version, "state": INCOMPLETE, "exit_code": None,
+            "verdict": None, "instance": instance, "model": model, "pid": pid, "started_at": started,
+            "checks": [], "error": {"exit_code": None, "reason": reason, "time": started}}
+
+
+def in_progress_prometheus(record: dict[str, Any]) -> str:
+    """The textfile while verify runs: not passing, in progress, with its start time and pid (no exit code:
+    there is none yet; an alert on sdagent_verify_pass == 0 or on a stale timestamp fires)."""
+    p = _Prom({"sdagent_instance": record["instance"]})
+    p.metric("sdagent_verify_pass", "gauge", "1 when the last sdagent verify passed (exit 0), else 0.", [("", {}, 0)])
+    p.metric("sdagent_verify_in_progress", "gauge", "1 while a verify runs (or was killed before a verdict).",
+             [("", {"pid": record["pid"]}, 1)])
+    p.metric("sdagent_verify_timestamp_seconds", "gauge", "Unix time the last sdagent verify started.",
+             [("", {}, float(record["started_at"]))])
+    return "\n".join(p.lines) + "\n"
+
+
+def write_in_progress(report: str | None, prometheus: str | None, record: dict[str, Any]) -> None:
+    if report:
+        atomicio.write_json(report, record)
+    if prometheus:
+        atomicio.write_text(prometheus, in_progress_prometheus(record))
 
 
 def write_json_report(path: str | os.PathLike[str], result: VerifyResult) -> None:

@@ -107,8 +107,14 @@ class LocalMeasurer:
         return list(res.measurement.latency_s), data
 
     def artifact_ids(self, spec: RunSpec) -> dict[str, str]:
-        """The package digests this run calls for (model, shape, precision, torch, this CPU)."""
+        """The package digests this run calls for (model, shape, precision, torch, this CPU); backend
+        openvino: the export's (model content, OpenVINO toolchain, shape, precision hint, this CPU)."""
         from sdagent.pipeline.backends import artifact_keys
+
+        if spec.backend == "openvino":
+            from sdagent.pipeline.ov_backend import ov_key
+
+            return {"openvino": ov_key(self.model.path, spec, self.w).digest}
 
         return {p: k.digest for p, k in artifact_keys(self.model.path, spec, self.w).items()}
 
@@ -118,6 +124,17 @@ class LocalMeasurer:
 
         return measure_plan(plan, str(self.model.path), self.w, environ=self.environ, spec=spec, images=images,
                             artifacts_dir=self.cache, timeout_s=self.timeout_s, confidence=confidence)
+
+
+def check_startup(bench: BenchResult) -> Check:
+    """Start-up of the OpenVINO pipeline, reported (never a verdict): finding the export, loading the IR,
+    compiling it for the CPU, and process start to the end of the first image."""
+    st = (bench.setup.get("openvino") or {}).get("startup_s") or {}
+    parts = [f"export found or built in {st.get('find_or_build', 0):.2f} s, IR loaded in {st.get('ir_load', 0):.2f} s, "
+             f"compiled for the CPU in {st.get('cpu_compile', 0):.2f} s"]
+    if bench.startup_s is not None:
+        parts.append(f"process start to the first image {bench.startup_s:.2f} s")
+    return Check("startup", "tuning", "pass", "; ".join(parts), bench.startup_s)
 
 
 def host_key(req: VerifyRequest) -> HostKey:
@@ -186,9 +203,12 @@ def _measured(req: VerifyRequest, target: Target, measurer: Measurer, figures: d
     checks.append(check_observed("backend", plan.backend, obs.backend if obs else None,
                                  f"{obs.ipex_modules} IPEX modules in the UNet" if obs else ""))
     checks.append(check_observed("precision", plan.precision, obs.precision if obs else None, how))
-    checks.append(check_artifacts(spec.compile, measurer.artifact_ids(spec) if spec.compile else {},
+    ov = spec.backend == "openvino"  # its export is always compiled ahead: always checked
+    checks.append(check_artifacts(spec.compile or ov, measurer.artifact_ids(spec) if spec.compile or ov else {},
                                   bench.setup.get("artifacts") or {}, obs.mode if obs else None,
-                                  bench.setup.get("compile_error")))
+                                  bench.setup.get("compile_error"), "openvino" if ov else "aot"))
+    if ov:
+        checks.append(check_startup(bench))
     tuned = not any(c.failed for c in checks)
     checks += latency_checks(bench.latencies, target)
     checks += image_checks(bench.last_image)

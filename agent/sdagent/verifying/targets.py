@@ -22,7 +22,7 @@ Format (a top-level list, or a mapping with the single key `targets`)::
         width: 512
         steps: 20
         precision: bf16         # as planned for this instance (bf16|fp32)
-        backend: ipex           # (ipex|native)
+        backend: ipex           # (ipex|native|openvino)
       p50_s: 6.0                # required: median latency ceiling, seconds per image
       p90_s: 7.0                # optional: p90 ceiling (nearest rank; the slowest run below 10 runs)
       min_images_per_min: 20    # optional: the host's throughput floor, every instance of the plan at once
@@ -42,7 +42,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from sdagent.atomicio import read_text
+from sdagent.atomicio import read_yaml
 from sdagent.errors import BadInput
 from sdagent.planning.settings import BACKENDS, PRECISIONS
 
@@ -261,17 +261,9 @@ def parse_targets(data: Any, path: str = "<targets>") -> tuple[Target, ...]:
 
 
 def load_targets(path: str | os.PathLike[str]) -> tuple[Target, ...]:
-    """Read and validate a targets file (YAML or JSON)."""
-    import yaml
-
+    """Read and validate a targets file (YAML or JSON; a key given twice in a mapping is refused)."""
     p = Path(path)
-    text = read_text(p, "targets file")
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        first = " ".join(str(exc).split())
-        raise BadInput(f"targets file {p} is not valid YAML: {first}") from None
-    return parse_targets(data, str(p))
+    return parse_targets(read_yaml(p, "targets file"), str(p))
 
 
 # ---------------------------------------------------------------------------
@@ -313,7 +305,8 @@ class Selection:
 
 
 def select_target(targets: tuple[Target, ...] | list[Target], key: HostKey) -> Selection:
-    """First entry whose match holds wins."""
+    """The first entry of the targets file whose every match condition holds (ISA flags, CPU model, cores,
+    model, size, steps, precision, backend) is the target; no entry matching fails."""
     skipped: list[tuple[str, tuple[str, ...]]] = []
     for t in targets:
         why = mismatches(t.match, key)
