@@ -71,7 +71,7 @@ def _register() -> None:
     # Each subcommand module does `from sdagent.cli import cli`; importing them here,
     # after `cli` exists, registers them without an import cycle.
     from sdagent.cli import (bench_cmd, hostcmds, ladder_cmd, model_cmd,  # noqa: F401
-                             run_cmd, tune_cmd, verify_cmd)
+                             run_cmd, targets_cmd, tune_cmd, verify_cmd)
 
 
 _register()

@@ -19,7 +19,7 @@ from sdagent.host.topology import format_cpulist
 from sdagent.envvars import PLAN_ENV
 from sdagent.planning.launch import build_exec
 from sdagent.planning.render import FORMATS, render
-from sdagent.planning.settings import list_settings
+from sdagent.planning.settings import list_settings, settings_table
 
 
 def _echo_json(obj: object) -> None:
@@ -77,7 +77,8 @@ def topology(agent: AgentContext, as_json: bool, output: str | None) -> None:
 @click.option("-o", "--output", type=OutputFile(), default=None,
               help="Write the plan file (JSON, atomically) for --plan-file, the roles and exec.")
 @click.option("--list-settings", "list_settings_", is_flag=True,
-              help="List the settings that --set accepts, and exit.")
+              help="List the settings that --set accepts (with --json: each one's kind, choices and the "
+                   "regex a value must match), and exit.")
 @pass_agent
 def plan(agent: AgentContext, plan_args: PlanArgs, as_json: bool, output: str | None, list_settings_: bool) -> None:
     """Derive the tuning plan for this host, every choice with its reason.
@@ -92,7 +93,10 @@ def plan(agent: AgentContext, plan_args: PlanArgs, as_json: bool, output: str | 
       sdagent plan --set binding=taskset --set kmp_blocktime=1 -o plan.json
     """
     if list_settings_:
-        click.echo("\n".join(list_settings()))
+        if as_json:  # each setting with its kind, choices and the character set a value must match
+            _echo_json(settings_table())
+        else:
+            click.echo("\n".join(list_settings()))
         return
     p = resolve_plan(agent, plan_args)
     d = p.to_dict()

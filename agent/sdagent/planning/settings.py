@@ -46,6 +46,10 @@ UNSET = "unset"
 #: OpenMP's own option parsers read); anything else is refused, never escaped.
 _MALLOC_CONF_RE = re.compile(r"[A-Za-z0-9_.:,\-]+")
 _KMP_AFFINITY_RE = re.compile(r"[A-Za-z0-9_.,=\-]+")
+#: The same character sets, published (`sdagent plan --list-settings --json`) as the regex a whole value
+#: must match: the Ansible role checks overrides against these before they reach the agent, and
+#: tests/test_ansible_setting_patterns.py pins the role's copies to them.
+SETTING_PATTERNS: dict[str, str] = {"malloc_conf": _MALLOC_CONF_RE.pattern, "kmp_affinity": _KMP_AFFINITY_RE.pattern}
 
 LIBRARY_KNOBS: dict[str, str] = {"jemalloc": "jemalloc_path", "tcmalloc": "tcmalloc_path", "iomp": "iomp_path"}
 
@@ -169,6 +173,16 @@ def load_overrides_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         return parse_settings(data)
     except BadInput as exc:
         raise BadInput(f"overrides file {p}: {exc}") from None
+
+
+def settings_table() -> list[dict[str, Any]]:
+    """Every knob as a record, for `sdagent plan --list-settings --json`.
+
+    Shape: [{name, kind, choices, minimum, help, pattern}]; `pattern` is the regex a whole free-form
+    value must match (SETTING_PATTERNS), None for typed knobs (choices, ints, bools, paths).
+    """
+    return [{"name": k.name, "kind": k.kind, "choices": list(k.choices), "minimum": k.minimum, "help": k.help,
+             "pattern": SETTING_PATTERNS.get(k.name)} for k in KNOBS.values()]
 
 
 def list_settings() -> list[str]:

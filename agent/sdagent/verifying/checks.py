@@ -550,6 +550,26 @@ class VerifyResult:
     def check(self, name: str) -> Check | None:
         return next((c for c in self.checks if c.name == name), None)
 
+    def summary(self) -> dict[str, Any]:
+        """The figures a fleet report row shows, so no reader picks checks by name.
+
+        Shape: {verdict, exit_code, p50_s, p90_s (seconds per image, nearest rank; None when not
+        measured), images_per_min (None without a throughput target), reason (the error's, else the
+        failing checks' details joined by "; ", else "")}.
+        """
+        def value(name: str) -> float | None:
+            c = self.check(name)
+            return c.value if c is not None and isinstance(c.value, (int, float)) else None
+
+        if self.error and self.error.get("reason") is not None:
+            reason = str(self.error["reason"])
+        else:
+            reason = "; ".join(str(c.detail) for c in self.checks if c.failed)
+        return {"verdict": self.verdict, "exit_code": int(self.exit_code), "p50_s": value("latency_p50"),
+                "p90_s": value("latency_p90"),
+                "images_per_min": self.throughput.images_per_min if self.throughput is not None else None,
+                "reason": reason}
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "format": "sdagent-verify/1",
@@ -573,6 +593,7 @@ class VerifyResult:
             "lock_wait_s": None if self.lock_wait_s is None else round(self.lock_wait_s, 3),
             "error": self.error,
             "host_class": self.host_class,
+            "summary": self.summary(),
         }
 
 
