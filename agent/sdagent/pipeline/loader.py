@@ -49,7 +49,7 @@ def load_diffusers_pipeline(model_dir: "str | os.PathLike[str] | ModelDir", sche
     checked by whoever made it and is not checked again; a path is.
     """
     check_scheduler(scheduler)
-    md = model_dir if isinstance(model_dir, ModelDir) else check_model_dir(model_dir)
+    md = check_model_dir(model_dir)
     import_torch()
     quiet_libraries()  # before diffusers' import, which logs about optional packages
     try:

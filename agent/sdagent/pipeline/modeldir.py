@@ -111,8 +111,14 @@ def text_encoder_weight_files(text_dir: Path) -> list[Path]:
     return [text_dir / "model.safetensors"]
 
 
-def check_model_dir(model_dir: str | os.PathLike[str]) -> ModelDir:
-    """Raise BadInput naming the problem, or return what the directory holds."""
+def check_model_dir(model_dir: "str | os.PathLike[str] | ModelDir") -> ModelDir:
+    """Raise BadInput naming the problem, or return what the directory holds.
+
+    A ModelDir was checked by whoever made it and comes back as it is: callers pass on the checked
+    record (the CLI checks once, before loading anything) and every layer below may call this.
+    """
+    if isinstance(model_dir, ModelDir):
+        return model_dir
     p = Path(model_dir)
     if not p.exists():
         raise BadInput(f"model directory not found: {p}")

@@ -36,6 +36,7 @@ from typing import Any, Callable, Iterator, Mapping
 from sdagent import atomicio
 from sdagent.envvars import stock_env
 from sdagent.errors import BadInput, Exit, SdagentError
+from sdagent.host.probecache import cache_base
 from sdagent.pipeline.workload import Workload
 
 PYTHON_ENV = "SDAGENT_OPENVINO_PYTHON"
@@ -64,15 +65,6 @@ TOKENIZER_FILES: tuple[str, ...] = ("tokenizer/vocab.json", "tokenizer/merges.tx
 # ---------------------------------------------------------------------------
 # Where things are
 # ---------------------------------------------------------------------------
-
-
-def cache_base(environ: Mapping[str, str] | None = None) -> Path:
-    """sdagent's cache directory, as scripts/lib.sh computes it (SDAGENT_CACHE, XDG_CACHE_HOME, ~/.cache)."""
-    env = os.environ if environ is None else environ
-    if env.get("SDAGENT_CACHE"):
-        return Path(env["SDAGENT_CACHE"])
-    xdg = env.get("XDG_CACHE_HOME") or os.path.join(env.get("HOME") or os.path.expanduser("~"), ".cache")
-    return Path(xdg) / "sdagent"
 
 
 def default_export_root(environ: Mapping[str, str] | None = None) -> Path:
