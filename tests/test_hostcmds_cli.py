@@ -167,3 +167,32 @@ def test_exec_child_with_the_same_plan_file_keeps_execs_overrides(tmp_path):
     assert r.returncode == 0, r.stderr
     d = json.loads(r.stdout)
     assert d["settings"]["kmp_blocktime"] == 0 and d["plan_file"] == str(f)
+
+
+def test_every_option_reads_the_variable_named_after_its_flag():
+    """The README's rule, SDAGENT_<COMMAND>_<OPTION> from the flag a user types (not Click's Python
+    name: `--format` is stored as `fmt`), with exec's SDAGENT_PLAN_JSON hand-off never read as an option."""
+    import click
+
+    from sdagent.cli import cli
+    from sdagent.envvars import PLAN_ENV
+
+    def walk(group, prefix):
+        for name, cmd in group.commands.items():
+            at = f"{prefix}_{name.upper().replace('-', '_')}"
+            if isinstance(cmd, click.Group):
+                yield from walk(cmd, at)
+                continue
+            for p in cmd.params:
+                longs = [o for o in getattr(p, "opts", ()) if o.startswith("--")]
+                if isinstance(p, click.Option) and longs:
+                    yield at, longs[0], p.envvar
+
+    seen = list(walk(cli, "SDAGENT"))
+    assert seen
+    for at, flag, envvar in seen:
+        want = f"{at}_{flag[2:].upper().replace('-', '_')}"
+        explicit = {"SDAGENT_INSTANCE"}  # verify --instance: the variable the wrapper and units set
+        assert envvar == want or envvar in explicit or (want == PLAN_ENV and envvar is None), (flag, envvar)
+    r = run_sdagent("env", env=clean_env(SDAGENT_ENV_FORMAT="shell"))
+    assert r.returncode == 0 and "export OMP_NUM_THREADS=" in r.stdout, r.stderr

@@ -11,6 +11,7 @@ from sdagent import __version__
 from sdagent.cli import last_words
 from sdagent.cli.context import AgentContext
 from sdagent.cli.options import FiniteFloat
+from sdagent.envvars import PLAN_ENV
 from sdagent.errors import Exit, SdagentError, Terminated, exit_codes_help
 
 
@@ -61,7 +62,9 @@ def cli(ctx: click.Context, sysroot: str | None, topology_file: str | None, plan
 
     Every option can also be set as an environment variable: SDAGENT_<OPTION>
     for group options (e.g. SDAGENT_PLAN_FILE) and SDAGENT_<COMMAND>_<OPTION>
-    for a subcommand's.
+    for a subcommand's (SDAGENT_ENV_FORMAT=shell; SDAGENT_MODEL_CREATE_PRESET);
+    `plan --json` alone is SDAGENT_PLAN_AS_JSON: SDAGENT_PLAN_JSON is the plan
+    that `exec` hands its command.
     """
     ctx.obj = AgentContext(sysroot=sysroot, topology_file=topology_file, plan_file=plan_file,
                            lock_timeout=lock_timeout)
@@ -75,6 +78,30 @@ def _register() -> None:
 
 
 _register()
+
+
+def name_envvars(group: click.Group, prefix: str = "SDAGENT", reserved: frozenset[str] = frozenset()) -> None:
+    """Give every option the variable the help promises: SDAGENT_<COMMAND>_<OPTION>, from its long flag.
+
+    Click's auto_envvar_prefix names a variable after the parameter's Python name (`--format` stored
+    as `fmt` would read SDAGENT_ENV_FMT, `--json` as `as_json` SDAGENT_PLAN_AS_JSON); this names it
+    after the flag a user types. A name the agent itself uses for another purpose (`reserved`: exec's
+    SDAGENT_PLAN_JSON hand-off) keeps Click's own name, so the two can never be confused.
+    """
+    for name, cmd in group.commands.items():
+        at = f"{prefix}_{name.upper().replace('-', '_')}"
+        if isinstance(cmd, click.Group):
+            name_envvars(cmd, at, reserved)
+            continue
+        for param in cmd.params:
+            longs = [o for o in getattr(param, "opts", ()) if o.startswith("--")]
+            if isinstance(param, click.Option) and param.envvar is None and longs:
+                var = f"{at}_{longs[0][2:].upper().replace('-', '_')}"
+                if var not in reserved:
+                    param.envvar = var
+
+
+name_envvars(cli, reserved=frozenset({PLAN_ENV}))
 
 
 def _terminate(signum: int, frame: object) -> None:
