@@ -103,3 +103,16 @@ def test_live_host_reads():
 def test_not_a_root(tmp_path):
     with pytest.raises(BadInput, match="not a host root"):
         read_topology(tmp_path)
+
+
+@pytest.mark.parametrize("cpuinfo", ["", "garbage\nfoo: bar\n"])
+def test_a_sysroot_whose_cpuinfo_lists_no_processor_is_refused(tmp_path, cpuinfo):
+    """An empty or garbage proc/cpuinfo (no `processor` entries, no cpu/online) is bad input, not a host
+    of 0 CPUs that the planner then trips over."""
+    from sdagent.errors import BadInput
+    from sdagent.host.topology import read_topology
+
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "proc" / "cpuinfo").write_text(cpuinfo)
+    with pytest.raises(BadInput, match="no online CPU"):
+        read_topology(tmp_path)

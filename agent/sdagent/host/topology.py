@@ -528,14 +528,17 @@ def read_topology(root: str | os.PathLike[str] = "/") -> Topology:
     first = blocks[0] if blocks else {}
     flags_present = set(first.get("flags", "").split())
 
+    try:
+        by_proc = {int(b["processor"]): b for b in blocks if "processor" in b}
+    except ValueError as exc:
+        raise BadInput(f"{root}: proc/cpuinfo has a processor entry that is not a number ({exc})") from None
     online_text = tree.read("sys/devices/system/cpu/online")
-    if online_text:
-        online = parse_cpulist(online_text)
-    else:
-        online = tuple(int(b["processor"]) for b in blocks)
-    by_proc = {int(b["processor"]): b for b in blocks}
+    online = parse_cpulist(online_text) if online_text else tuple(by_proc)
     nodes = _read_nodes(tree, online)
     cpus = _read_cpus(tree, online, by_proc, {c: n.id for n in nodes for c in n.cpus})
+    if not cpus:
+        raise BadInput(f"no online CPU under {root}: proc/cpuinfo lists no processor and "
+                       "sys/devices/system/cpu/online is missing or empty (not a host root)")
     reserved = set(tree.read_cpulist("sys/devices/system/cpu/isolated")) | set(
         tree.read_cpulist("sys/devices/system/cpu/nohz_full"))
 

@@ -76,7 +76,7 @@ LINE_GRAMMAR: dict[str, re.Pattern[str]] = {
     "shell": re.compile(r"#[^\n]*|(?:export )?[A-Z_][A-Z0-9_]*=(?:'[^'\x00-\x1f]*'|[A-Za-z0-9_@%+=:,./-]*)"
                         r"|export [A-Z_][A-Z0-9_]*"),
     "systemd": re.compile(r'#[^\n]*|\[Service\]|Environment="(?:[^"\\\x00-\x1f]|\\.)*"'
-                          r"|CPUAffinity=[0-9 ]+|NUMAPolicy=bind|NUMAMask=[0-9]+"),
+                          r"|CPUAffinity=[0-9 ]+|NUMAPolicy=bind|NUMAMask=[0-9]+(?: [0-9]+)*"),
 }
 ASSIGNMENT = {"env": re.compile(r"[A-Z_]"), "shell": re.compile(r"export [A-Z_][A-Z0-9_]*="),
               "systemd": re.compile(r"Environment=")}
