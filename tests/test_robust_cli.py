@@ -409,3 +409,17 @@ def test_output_error_is_the_tables_error_code():
     from sdagent.errors import Exit
 
     assert issubclass(atomicio.OutputError, SdagentError) and atomicio.OutputError.exit_code == Exit.ERROR == 7
+
+
+@pytest.mark.parametrize("bad", [["--steps", "abc"], ["--bogus-opt"], ["--guidance", "-3"]])
+def test_5_a_verify_click_refuses_still_replaces_an_old_pass(tmp_path, bad):
+    """Click rejects these before verify runs; the reports of the last run (a pass) must still be replaced
+    by a bad-input record, or a typo in a unit's arguments leaves node_exporter showing the old pass."""
+    report, prom = tmp_path / "v.json", tmp_path / "v.prom"
+    report.write_text(json.dumps({"exit_code": 0, "verdict": "pass"}))
+    prom.write_text('sdagent_verify_exit_code{sdagent_instance="0"} 0\n')
+    r = sdagent("verify", "--model", str(tmp_path), "--targets", str(tmp_path / "t.yml"), "--report", str(report),
+                f"--prometheus={prom}", *bad)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert json.loads(report.read_text())["exit_code"] == 2
+    assert 'sdagent_verify_exit_code{sdagent_instance="0"} 2' in prom.read_text()

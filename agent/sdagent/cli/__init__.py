@@ -130,6 +130,10 @@ def main(argv: list[str] | None = None) -> None:
         where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
         msg = " ".join(exc.format_message().split())  # Click lists a Choice's values one per line
         click.echo(f"sdagent: error: {msg}{where}", err=True)
+        if exc.ctx is not None and exc.ctx.command.name == "verify":
+            from sdagent.cli.verify_cmd import record_usage_error
+
+            record_usage_error(list(sys.argv[1:] if argv is None else argv), msg)
         sys.exit(Exit.USAGE)
     except click.ClickException as exc:
         exc.show()

@@ -160,6 +160,37 @@ def verify(agent: AgentContext, model: ModelArgs, plan_args: PlanArgs, targets_f
     return int(res.exit_code)
 
 
+def _raw_option(args: list[str], flag: str) -> str | None:
+    """The value of `flag` in a raw argv (`--flag V` or `--flag=V`; the last one wins, as Click's)."""
+    found = None
+    for i, a in enumerate(args):
+        if a == flag and i + 1 < len(args):
+            found = args[i + 1]
+        elif a.startswith(flag + "="):
+            found = a[len(flag) + 1:]
+    return found
+
+
+def record_usage_error(args: list[str], reason: str) -> None:
+    """A verify that Click refused before it ran (an unknown option, a value of the wrong type) still
+    replaces its --report and --prometheus with a bad-input record (exit 2): a typo in a unit's arguments
+    must not leave the last run's pass in place. Best effort: the paths are read from the raw argv."""
+    report, prometheus = _raw_option(args, "--report"), _raw_option(args, "--prometheus")
+    if report and prometheus and os.path.realpath(report) == os.path.realpath(prometheus):
+        return
+    try:
+        instance = int(_raw_option(args, "--instance") or os.environ.get("SDAGENT_INSTANCE") or 0)
+    except ValueError:
+        instance = 0
+    res = C.failed_run(Exit.USAGE, reason, instance=instance, model=_raw_option(args, "--model"),
+                       started=time.time(), version=__version__)
+    for path, write in ((report, write_json_report), (prometheus, write_prometheus)):
+        with contextlib.suppress(SdagentError, OSError):
+            if path:
+                atomicio.check_output(path)
+                write(path, res)
+
+
 def check_report_paths(report: str | None, prometheus: str | None) -> None:
     """Both outputs writable, and not one file for both (the textfile would overwrite the JSON)."""
     if report and prometheus and os.path.realpath(report) == os.path.realpath(prometheus):
