@@ -11,7 +11,7 @@ cd "$REPO"
 # model) run in the native venv's pytest and start this venv's python.
 bench_venvs
 log "tests (native venv: $("$CACHE/venv-native/bin/python" -c 'import torch; print("torch", torch.__version__)'))"
-"$CACHE/venv-native/bin/python" -m pytest -q -m "not ipex" tests
+"$CACHE/venv-native/bin/python" -m pytest -q --durations=30 -m "not ipex" tests
 
 if [ "${SDAGENT_SKIP_IPEX:-0}" != 1 ]; then
   venv_ipex "$CACHE/venv-ipex"

@@ -324,8 +324,9 @@ def test_sigterm_ends_a_long_native_call_within_seconds(tmp_path):
 
 
 def test_sigterm_ends_run_at_a_large_size_within_seconds(tiny_model, tmp_path):
-    # 1024x1024 on the tiny model: one attention over 16384 tokens, a native call of tens of seconds here
-    p = sdagent_popen("run", "--model", str(tiny_model), "--prompt", "ship", "--steps", "1", "--height", "1024",
+    # 1024x1024 on the tiny model: each step one attention over 16384 tokens, a native call of seconds
+    # (8 s on a 2-core AVX2 EPYC); 50 steps keep the run going well past the 20 s wait on any host
+    p = sdagent_popen("run", "--model", str(tiny_model), "--prompt", "ship", "--steps", "50", "--height", "1024",
                       "--width", "1024", "-o", str(tmp_path / "big.png"))
     time.sleep(20)  # loaded, inside the UNet (a signal earlier is handled at once anyway)
     assert p.poll() is None, p.communicate()
