@@ -97,8 +97,8 @@ def test_sd15_has_sd15_architecture_and_cost():
 
 
 def test_unknown_preset_is_bad_input():
-    with pytest.raises(BadInput, match="unknown preset 'sd21': choose one of tiny, sd15"):
-        modelgen.get_preset("sd21")
+    with pytest.raises(BadInput, match="unknown preset 'sd3': choose one of tiny, sd15, sd21"):
+        modelgen.get_preset("sd3")
 
 
 # ---------------------------------------------------------------------------

@@ -62,8 +62,11 @@ def test_model_dir_checks(tiny_model, tmp_path):
     other = tmp_path / "sdxl"
     shutil.copytree(tiny_model, other)
     idx = json.loads((other / "model_index.json").read_text())
+    (other / "model_index.json").write_text(json.dumps({**idx, "_class_name": "StableDiffusion3Pipeline"}))
+    with pytest.raises(BadInput, match="unsupported pipeline class 'StableDiffusion3Pipeline'"):
+        check_model_dir(other)
     (other / "model_index.json").write_text(json.dumps({**idx, "_class_name": "StableDiffusionXLPipeline"}))
-    with pytest.raises(BadInput, match="unsupported pipeline class 'StableDiffusionXLPipeline'"):
+    with pytest.raises(BadInput, match="lacks component\\(s\\): text_encoder_2 \\(the second text encoder"):
         check_model_dir(other)
     (other / "model_index.json").write_text("{not json")
     with pytest.raises(BadInput, match="unreadable model_index.json"):

@@ -1,7 +1,8 @@
 """Load a Stable Diffusion pipeline from a local diffusers directory, with one-line failures.
 
-Only `from_pretrained` on a local directory: a real SD-1.5 directory and one
-written by `sdagent model create` load the same way.
+Only `from_pretrained` on a local directory, with the class of the directory's family
+(pipeline.family): a real SD-1.5, SD 2.x, SDXL, Turbo or LCM directory and one written by
+`sdagent model create` load the same way.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import warnings
 from pathlib import Path
 
 from sdagent.errors import BadInput, one_line
+from sdagent.pipeline.family import SDXL, Family
 from sdagent.pipeline.modeldir import ModelDir, check_model_dir, text_encoder_weight_files
 from sdagent.pipeline.stack import import_torch, quiet_libraries
 from sdagent.pipeline.workload import SCHEDULERS, check_scheduler
@@ -42,27 +44,39 @@ def set_scheduler(pipe, name: str) -> str:
     return type(pipe.scheduler).__name__
 
 
-def load_diffusers_pipeline(model_dir: "str | os.PathLike[str] | ModelDir", scheduler: str = "default"):
-    """StableDiffusionPipeline.from_pretrained(dir, local_files_only=True), with one-line failures.
+def pipeline_kwargs(family: Family) -> dict:
+    """from_pretrained's extra arguments per family: SD 1.x/2.x and LCM load without the safety checker
+    (not part of the latency being tuned); SDXL without the invisible watermark (an optional package)."""
+    if family.pipeline_class == SDXL:
+        return {"add_watermarker": False}
+    return {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
 
-    The safety checker is not loaded: it is not part of the latency being tuned. A ModelDir was
-    checked by whoever made it and is not checked again; a path is.
+
+def load_diffusers_pipeline(model_dir: "str | os.PathLike[str] | ModelDir", scheduler: str = "default"):
+    """<family's class>.from_pretrained(dir, local_files_only=True, torch_dtype=float32), with one-line
+    failures.
+
+    The class is the directory's family's (pipeline.family: StableDiffusionPipeline,
+    StableDiffusionXLPipeline or LatentConsistencyModelPipeline). Weights load as fp32 whatever the files
+    hold (the fp16 presets): the plan's precision (bf16 autocast, IPEX's cast) starts from fp32. A
+    ModelDir was checked by whoever made it and is not checked again; a path is.
     """
     check_scheduler(scheduler)
     md = check_model_dir(model_dir)
-    import_torch()
+    torch = import_torch()
     quiet_libraries()  # before diffusers' import, which logs about optional packages
     try:
-        from diffusers import StableDiffusionPipeline
+        import diffusers
+
+        pipeline_cls = getattr(diffusers, md.family.pipeline_class)
     except Exception as exc:  # noqa: BLE001
         raise BadInput(f"diffusers is not importable ({exc.__class__.__name__}: {exc}): "
                        "pip install 'sdagent[native]'") from None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            pipe = StableDiffusionPipeline.from_pretrained(
-                str(md.path), local_files_only=True, safety_checker=None, feature_extractor=None,
-                requires_safety_checker=False)
+            pipe = pipeline_cls.from_pretrained(str(md.path), local_files_only=True, torch_dtype=torch.float32,
+                                                **pipeline_kwargs(md.family))
     except Exception as exc:  # noqa: BLE001 - whatever diffusers raised, the directory is the cause
         raise BadInput(f"cannot load the pipeline in {md.path}: {one_line(exc)}") from None
     check_text_encoder_loaded(pipe, md.path)

@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sdagent.errors import BadInput
+from sdagent.pipeline.family import (BASE_COMPONENTS, FAMILIES, KNOWN_CLASSES, SDXL, SDXL_COMPONENTS, Family,
+                                     check_class, detect_family)
 
-SUPPORTED_PIPELINES = ("StableDiffusionPipeline",)
-REQUIRED_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+SUPPORTED_PIPELINES = KNOWN_CLASSES
+REQUIRED_COMPONENTS = BASE_COMPONENTS  # SDXL's: family.SDXL_COMPONENTS
 
 #: The files each component is loaded from (diffusers' and transformers' from_pretrained), as
 #: alternatives: every file of one alternative must be there. Without them the load fails only
@@ -25,11 +27,17 @@ COMPONENT_FILES: dict[str, tuple[tuple[str, ...], ...]] = {
     "unet": (("config.json",),),
     "vae": (("config.json",),),
     "text_encoder": (("config.json",),),
+    "text_encoder_2": (("config.json",),),
     "scheduler": (("scheduler_config.json",),),
     # CLIPTokenizer: its config, plus the fast tokenizer's tokenizer.json or the BPE's vocab and merges
     "tokenizer": (("tokenizer_config.json", "tokenizer.json"), ("tokenizer_config.json", "vocab.json",
                                                                   "merges.txt")),
 }
+COMPONENT_FILES["tokenizer_2"] = COMPONENT_FILES["tokenizer"]
+
+#: What each component is, for the one line that says it is missing.
+COMPONENT_ROLES = {"text_encoder_2": "the second text encoder (OpenCLIP bigG)",
+                   "tokenizer_2": "the second text encoder's tokenizer"}
 
 
 def component_problem(p: Path, component: str) -> str | None:
@@ -50,6 +58,7 @@ class ModelDir:
     pipeline_class: str
     components: dict[str, list]
     sdagent_preset: str | None  # set when `sdagent model create` wrote it
+    family: Family = FAMILIES["sd1"]  # pipeline.family.detect_family's decision
 
     @property
     def name(self) -> str:
@@ -134,26 +143,39 @@ def check_model_dir(model_dir: "str | os.PathLike[str] | ModelDir") -> ModelDir:
         raise BadInput(f"unreadable model_index.json in {p}: {exc}") from None
     if not isinstance(data, dict):
         raise BadInput(f"model_index.json in {p} is not a JSON object")
-    cls = str(data.get("_class_name", ""))
-    if cls not in SUPPORTED_PIPELINES:
-        raise BadInput(f"unsupported pipeline class {cls or '(none)'!r} in {index}: "
-                       f"sdagent runs {', '.join(SUPPORTED_PIPELINES)}")
-    missing = [c for c in REQUIRED_COMPONENTS
+    cls = check_class(data, str(index))
+    required = SDXL_COMPONENTS if cls == SDXL else BASE_COMPONENTS
+    missing = [c for c in required
                if not isinstance(data.get(c), list) or data[c][0] is None or not (p / c).is_dir()]
     if missing:
-        raise BadInput(f"pipeline directory {p} lacks component(s): {', '.join(missing)}")
-    gaps = [why for why in (component_problem(p, c) for c in REQUIRED_COMPONENTS) if why]
+        roles = [f"{c} ({COMPONENT_ROLES[c]})" if c in COMPONENT_ROLES else c for c in missing]
+        raise BadInput(f"{cls} directory {p} lacks component(s): {', '.join(roles)}")
+    gaps = [why for why in (component_problem(p, c) for c in required) if why]
     if gaps:
         raise BadInput(f"pipeline directory {p} lacks {', '.join(gaps)} (an incomplete copy?)")
     for f in sorted(p.rglob("*.safetensors")):
         why = safetensors_problem(f)
         if why:
             raise BadInput(f"corrupt weights file {f}: {why}")
-    preset = None
+    preset = declared = None
     marker = p / "sdagent-model.json"
     if marker.is_file():
         try:
-            preset = json.loads(marker.read_text()).get("preset")
+            made = json.loads(marker.read_text())
+            preset, declared = made.get("preset"), made.get("family")
         except (OSError, ValueError, AttributeError):
             preset = None
-    return ModelDir(p, cls, {k: v for k, v in data.items() if isinstance(v, list)}, preset)
+    family = detect_family(data, read_config(p / "unet" / "config.json"),
+                           read_config(p / "scheduler" / "scheduler_config.json"), str(index), declared)
+    return ModelDir(p, cls, {k: v for k, v in data.items() if isinstance(v, list)}, preset, family)
+
+
+def read_config(path: Path) -> dict:
+    """A component's JSON config, or BadInput naming the file."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise BadInput(f"unreadable {path}: {exc.__class__.__name__}") from None
+    if not isinstance(data, dict):
+        raise BadInput(f"{path} is not a JSON object")
+    return data

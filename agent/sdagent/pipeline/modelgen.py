@@ -1,10 +1,14 @@
 """Random-weights Stable Diffusion pipelines built from configs, saved as diffusers directories.
 
 Why: the agent must be testable and its timings meaningful without a model hub.
-`tiny` runs in seconds for tests; `sd15` has SD-1.5's exact UNet/VAE/CLIP-L
-architecture, so its latency is the real model's (the weights do not change
-the FLOPs). Every consumer loads the result with `from_pretrained(dir)`, the
-same call that loads a real SD-1.5 directory.
+`tiny` (and `tiny-sd21`, `tiny-sdxl`, `tiny-lcm`: each family's structure at
+tiny widths) runs in seconds for tests; `sd15`, `sd21`/`sd-turbo` and
+`sdxl`/`sdxl-turbo` have the real models' exact architectures (configs from
+their public config.json files, cited beside each), so their latency is the
+real model's (the weights do not change the FLOPs). Every consumer loads the
+result with `from_pretrained(dir)`, the same call that loads a real directory
+of that family (pipeline.family decides the class). The big presets are
+stored in fp16 (half the disk and write time; loaded as fp32).
 
 The directory must load under transformers 5 (native venv) and 4.57 (the
 IPEX venv): transformers 5 saves only tokenizer.json, which 4.x cannot read,
@@ -18,7 +22,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,15 +38,47 @@ MARKER = "sdagent-model.json"  # what made the directory (preset, seed, paramete
 
 #: SD-1.5's scheduler (runwayml/stable-diffusion-v1-5 scheduler_config.json).
 SD15_SCHEDULER: dict[str, Any] = {
+    "_class_name": "PNDMScheduler",
     "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
     "num_train_timesteps": 1000, "set_alpha_to_one": False, "skip_prk_steps": True,
     "steps_offset": 1, "clip_sample": False, "trained_betas": None,
 }
+_BETAS = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "num_train_timesteps": 1000,
+          "steps_offset": 1, "trained_betas": None}
+#: SD 2.1 (768-v): stabilityai/stable-diffusion-2-1 scheduler/scheduler_config.json.
+SD21_SCHEDULER: dict[str, Any] = {"_class_name": "DDIMScheduler", **_BETAS, "clip_sample": False,
+                                  "set_alpha_to_one": False, "skip_prk_steps": True,
+                                  "prediction_type": "v_prediction"}
+#: SD-Turbo: stabilityai/sd-turbo scheduler/scheduler_config.json (Euler, trailing spacing, epsilon).
+SD_TURBO_SCHEDULER: dict[str, Any] = {"_class_name": "EulerDiscreteScheduler", **_BETAS,
+                                      "interpolation_type": "linear", "prediction_type": "epsilon",
+                                      "timestep_spacing": "trailing", "use_karras_sigmas": False}
+#: SDXL base: stabilityai/stable-diffusion-xl-base-1.0 scheduler/scheduler_config.json.
+SDXL_SCHEDULER: dict[str, Any] = {"_class_name": "EulerDiscreteScheduler", **_BETAS,
+                                  "interpolation_type": "linear", "prediction_type": "epsilon",
+                                  "timestep_spacing": "leading", "use_karras_sigmas": False}
+#: SDXL-Turbo: stabilityai/sdxl-turbo scheduler/scheduler_config.json (Euler ancestral, trailing).
+SDXL_TURBO_SCHEDULER: dict[str, Any] = {"_class_name": "EulerAncestralDiscreteScheduler", **_BETAS,
+                                        "prediction_type": "epsilon", "timestep_spacing": "trailing"}
+#: LCM: SimianLuo/LCM_Dreamshaper_v7 scheduler/scheduler_config.json.
+LCM_SCHEDULER: dict[str, Any] = {"_class_name": "LCMScheduler", **_BETAS, "clip_sample": False,
+                                 "set_alpha_to_one": True, "original_inference_steps": 50,
+                                 "prediction_type": "epsilon", "timestep_scaling": 10.0,
+                                 "timestep_spacing": "leading"}
+
+#: What the weights files hold: fp16 halves the disk and the write time of the big presets (SDXL is
+#: ~10 GB in fp32); the loader always loads fp32 (torch_dtype), which the plan's precision starts from.
+STORAGE_DTYPES = ("fp32", "fp16")
 
 
 @dataclass(frozen=True)
 class Preset:
-    """The architecture of one random-weights pipeline."""
+    """The architecture of one random-weights pipeline (configs only: pure data).
+
+    family: the pipeline.family name the directory is (its marker says it; detect_family reads the same
+    from the configs). text_2: the second text encoder (CLIPTextModelWithProjection kwargs) of SDXL.
+    scheduler: the scheduler's config, with its `_class_name`. storage_dtype: what the files hold.
+    """
 
     name: str
     description: str
@@ -50,61 +86,189 @@ class Preset:
     vae: dict[str, Any]
     text: dict[str, Any]  # CLIPTextConfig kwargs; vocab_size None = the generated tokenizer's size
     default_size: int  # the resolution the architecture was trained for
+    family: str = "sd1"
+    text_2: dict[str, Any] | None = None
+    scheduler: dict[str, Any] = field(default_factory=lambda: dict(SD15_SCHEDULER))
+    storage_dtype: str = "fp32"
+    test_only: bool = False  # a tiny architecture for tests, not a real model's
+
+    def variant(self, **changes: Any) -> "Preset":
+        """The same architecture with other fields (a Turbo model is its base's architecture)."""
+        return replace(self, **changes)
 
 
-PRESETS: dict[str, Preset] = {
-    "tiny": Preset(
-        name="tiny",
-        description="a few hundred thousand parameters, for tests (SD-1.5's block structure, tiny widths)",
-        unet=dict(
-            sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
-            block_out_channels=(32, 64), norm_num_groups=16, cross_attention_dim=32,
-            attention_head_dim=4,
-            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        ),
-        vae=dict(
-            in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
-            block_out_channels=(16, 16, 32, 32), norm_num_groups=8, sample_size=64,
-            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-        ),
-        text=dict(
-            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-            max_position_embeddings=77, projection_dim=32, hidden_act="quick_gelu", vocab_size=None,
-        ),
-        default_size=64,
+#: The registry `sdagent model create --preset` offers: another module adds its own with register_preset.
+PRESETS: dict[str, Preset] = {}
+
+
+def register_preset(preset: Preset) -> Preset:
+    """Add a preset to the registry (its name must be new)."""
+    if preset.name in PRESETS:
+        raise ValueError(f"preset {preset.name!r} is already registered")
+    if preset.storage_dtype not in STORAGE_DTYPES:
+        raise ValueError(f"preset {preset.name!r}: storage dtype {preset.storage_dtype!r} not in {STORAGE_DTYPES}")
+    PRESETS[preset.name] = preset
+    return preset
+
+
+#: SD-1.5's VAE (runwayml/stable-diffusion-v1-5 vae/config.json); SD 2.x's is the same (768 sample size).
+SD15_VAE: dict[str, Any] = dict(
+    in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2,
+    block_out_channels=(128, 256, 512, 512), norm_num_groups=32, sample_size=512,
+    act_fn="silu", down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+)
+#: The tiny presets' VAE: 4 blocks, so the latent is 1/8 of the image as in every SD family.
+TINY_VAE: dict[str, Any] = dict(
+    in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
+    block_out_channels=(16, 16, 32, 32), norm_num_groups=8, sample_size=64,
+    down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+)
+#: openai/clip-vit-large-patch14 text_config: SD 1.x's encoder, and SDXL's first.
+CLIP_L: dict[str, Any] = dict(
+    hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+    max_position_embeddings=77, projection_dim=768, hidden_act="quick_gelu", vocab_size=49408,
+)
+
+TINY = register_preset(Preset(
+    name="tiny",
+    description="a few hundred thousand parameters, for tests (SD-1.5's block structure, tiny widths)",
+    unet=dict(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
+        block_out_channels=(32, 64), norm_num_groups=16, cross_attention_dim=32,
+        attention_head_dim=4,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
     ),
-    "sd15": Preset(
-        name="sd15",
-        description="SD-1.5's exact UNet (860M), VAE (84M) and CLIP ViT-L/14 text encoder (123M), random weights",
-        # runwayml/stable-diffusion-v1-5 unet/config.json
-        unet=dict(
-            sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
-            block_out_channels=(320, 640, 1280, 1280), norm_num_groups=32, norm_eps=1e-5,
-            cross_attention_dim=768, attention_head_dim=8, act_fn="silu",
-            center_input_sample=False, downsample_padding=1, flip_sin_to_cos=True, freq_shift=0,
-            mid_block_scale_factor=1,
-            down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-        ),
-        # runwayml/stable-diffusion-v1-5 vae/config.json
-        vae=dict(
-            in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2,
-            block_out_channels=(128, 256, 512, 512), norm_num_groups=32, sample_size=512,
-            act_fn="silu", down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-        ),
-        # openai/clip-vit-large-patch14 text_config
-        text=dict(
-            hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-            max_position_embeddings=77, projection_dim=768, hidden_act="quick_gelu", vocab_size=49408,
-        ),
-        default_size=512,
+    vae=TINY_VAE,
+    text=dict(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        max_position_embeddings=77, projection_dim=32, hidden_act="quick_gelu", vocab_size=None,
     ),
-}
+    default_size=64, test_only=True,
+))
+
+register_preset(Preset(
+    name="sd15",
+    description="SD-1.5's exact UNet (860M), VAE (84M) and CLIP ViT-L/14 text encoder (123M), random weights",
+    # runwayml/stable-diffusion-v1-5 unet/config.json
+    unet=dict(
+        sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
+        block_out_channels=(320, 640, 1280, 1280), norm_num_groups=32, norm_eps=1e-5,
+        cross_attention_dim=768, attention_head_dim=8, act_fn="silu",
+        center_input_sample=False, downsample_padding=1, flip_sin_to_cos=True, freq_shift=0,
+        mid_block_scale_factor=1,
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+    ),
+    vae=SD15_VAE,
+    text=CLIP_L,
+    default_size=512,
+))
+
+SD21 = register_preset(Preset(
+    name="sd21",
+    description="SD 2.1 (768-v)'s exact UNet (866M, 1024-d cross-attention), VAE (84M) and OpenCLIP ViT-H "
+                "text encoder (340M), random weights stored in fp16",
+    # stabilityai/stable-diffusion-2-1 unet/config.json
+    unet=dict(
+        sample_size=96, in_channels=4, out_channels=4, layers_per_block=2,
+        block_out_channels=(320, 640, 1280, 1280), norm_num_groups=32, norm_eps=1e-5,
+        cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20), use_linear_projection=True,
+        upcast_attention=True, act_fn="silu", center_input_sample=False, downsample_padding=1,
+        flip_sin_to_cos=True, freq_shift=0, mid_block_scale_factor=1,
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+    ),
+    vae={**SD15_VAE, "sample_size": 768},  # stabilityai/stable-diffusion-2-1 vae/config.json
+    # stabilityai/stable-diffusion-2-1 text_encoder/config.json: OpenCLIP ViT-H/14's text tower as a
+    # CLIPTextModel (the last of its 24 layers dropped: SD 2 reads the penultimate layer)
+    text=dict(
+        hidden_size=1024, intermediate_size=4096, num_hidden_layers=23, num_attention_heads=16,
+        max_position_embeddings=77, projection_dim=512, hidden_act="gelu", vocab_size=49408,
+    ),
+    default_size=768, family="sd2-v", scheduler=SD21_SCHEDULER, storage_dtype="fp16",
+))
+# stabilityai/sd-turbo: SD 2.1's architecture at 512 (unet sample_size 64), Euler with trailing spacing.
+register_preset(SD21.variant(
+    name="sd-turbo", description="SD-Turbo: SD 2.1's exact architecture at 512x512 (1 step, no guidance), "
+                                 "random weights stored in fp16",
+    unet={**SD21.unet, "sample_size": 64, "upcast_attention": False}, vae={**SD15_VAE}, default_size=512,
+    family="sd-turbo", scheduler=SD_TURBO_SCHEDULER,
+))
+
+SDXL = register_preset(Preset(
+    name="sdxl",
+    description="SDXL base's exact UNet (2.57B, added conditioning), VAE (84M), CLIP-L (123M) and OpenCLIP "
+                "bigG (695M) text encoders, random weights stored in fp16 (~7 GB)",
+    # stabilityai/stable-diffusion-xl-base-1.0 unet/config.json
+    unet=dict(
+        sample_size=128, in_channels=4, out_channels=4, layers_per_block=2,
+        block_out_channels=(320, 640, 1280), norm_num_groups=32, norm_eps=1e-5,
+        cross_attention_dim=2048, attention_head_dim=(5, 10, 20), use_linear_projection=True,
+        transformer_layers_per_block=(1, 2, 10), addition_embed_type="text_time",
+        addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816, act_fn="silu",
+        center_input_sample=False, downsample_padding=1, flip_sin_to_cos=True, freq_shift=0,
+        mid_block_scale_factor=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    ),
+    # stabilityai/stable-diffusion-xl-base-1.0 vae/config.json (SD's VAE, retrained; scaling 0.13025)
+    vae={**SD15_VAE, "sample_size": 1024, "scaling_factor": 0.13025, "force_upcast": True},
+    text=CLIP_L,  # stabilityai/stable-diffusion-xl-base-1.0 text_encoder/config.json
+    # stabilityai/stable-diffusion-xl-base-1.0 text_encoder_2/config.json: OpenCLIP ViT-bigG/14's text tower
+    text_2=dict(
+        hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=20,
+        max_position_embeddings=77, projection_dim=1280, hidden_act="gelu", vocab_size=49408,
+    ),
+    default_size=1024, family="sdxl", scheduler=SDXL_SCHEDULER, storage_dtype="fp16",
+))
+# stabilityai/sdxl-turbo: SDXL's architecture at 512 (unet sample_size 64), Euler ancestral, trailing.
+register_preset(SDXL.variant(
+    name="sdxl-turbo", description="SDXL-Turbo: SDXL base's exact architecture at 512x512 (1 step, no "
+                                   "guidance), random weights stored in fp16 (~7 GB)",
+    unet={**SDXL.unet, "sample_size": 64}, default_size=512, family="sdxl-turbo",
+    scheduler=SDXL_TURBO_SCHEDULER,
+))
+
+# Tiny versions of each family, for tests (seconds, 64x64). Each keeps its family's distinguishing structure.
+register_preset(TINY.variant(
+    name="tiny-sd21",
+    description="SD 2.1's structure at tiny widths, for tests: per-block head dims, linear projections, "
+                "a gelu text encoder, v-prediction",
+    unet={**TINY.unet, "attention_head_dim": (2, 4), "use_linear_projection": True},
+    text={**TINY.text, "hidden_act": "gelu"}, family="sd2-v", scheduler=SD21_SCHEDULER,
+))
+# diffusers' tests/pipelines/stable_diffusion_xl/test_stable_diffusion_xl.py get_dummy_components, with
+# TINY_VAE (a 1/8 latent as in SDXL) and a 2-layer text encoder: pooled 32 + 6 time ids x 8 = 80.
+register_preset(TINY.variant(
+    name="tiny-sdxl",
+    description="SDXL's structure at tiny widths, for tests: two text encoders, added conditioning "
+                "(text_time), transformer depth per block",
+    unet=dict(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(32, 64),
+        norm_num_groups=16, cross_attention_dim=64, attention_head_dim=(2, 4), use_linear_projection=True,
+        addition_embed_type="text_time", addition_time_embed_dim=8, transformer_layers_per_block=(1, 2),
+        projection_class_embeddings_input_dim=80,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+    ),
+    vae={**TINY_VAE, "scaling_factor": 0.13025},
+    text={**TINY.text, "hidden_act": "quick_gelu"}, text_2={**TINY.text, "hidden_act": "gelu"},
+    family="sdxl", scheduler=SDXL_SCHEDULER,
+))
+# diffusers' tests/pipelines/latent_consistency_models/test_latent_consistency_models.py: the UNet with a
+# guidance embedding (time_cond_proj_dim; 256 in SimianLuo/LCM_Dreamshaper_v7), LCMScheduler.
+register_preset(TINY.variant(
+    name="tiny-lcm",
+    description="a Latent Consistency Model at tiny widths, for tests: SD-1.5's structure with a guidance "
+                "embedding (time_cond_proj_dim), LCMScheduler, 4 steps",
+    unet={**TINY.unet, "time_cond_proj_dim": 32}, family="lcm", scheduler=LCM_SCHEDULER,
+))
 
 
 def get_preset(name: str) -> Preset:
+    """The registered preset, or BadInput listing them."""
     if name not in PRESETS:
         raise BadInput(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
     return PRESETS[name]
@@ -209,9 +373,12 @@ def write_tokenizer_files(tok_dir: Path, vocab: dict[str, int], merges: list[str
 # ---------------------------------------------------------------------------
 
 
-def text_config_kwargs(preset: Preset, vocab: dict[str, int]) -> dict[str, Any]:
-    """CLIPTextConfig kwargs: special-token ids must be the tokenizer's (pooling finds EOS by id)."""
-    kw = dict(preset.text)
+def text_config_kwargs(preset: Preset, vocab: dict[str, int], second: bool = False) -> dict[str, Any]:
+    """CLIPTextConfig kwargs (`second`: SDXL's second encoder's): special-token ids must be the tokenizer's
+    (pooling finds EOS by id)."""
+    if second and preset.text_2 is None:
+        raise ValueError(f"preset {preset.name!r} has one text encoder")
+    kw = dict(preset.text_2 if second else preset.text)
     if kw.get("vocab_size") is None:
         kw["vocab_size"] = len(vocab)
     kw.update(bos_token_id=vocab[BOS], eos_token_id=vocab[EOS], pad_token_id=vocab[EOS])
@@ -227,30 +394,54 @@ def build_unet(preset: Preset, device: str = "cpu"):
         return UNet2DConditionModel(**preset.unet)
 
 
-def build_pipeline(preset: Preset, seed: int = 0):
-    """A StableDiffusionPipeline with random weights, the tokenizer generated, no safety checker."""
+def build_scheduler(preset: Preset):
+    """The preset's scheduler, from its config's `_class_name`."""
+    import diffusers
+
+    cfg = dict(preset.scheduler)
+    return getattr(diffusers, cfg.pop("_class_name")).from_config(cfg)
+
+
+def build_pipeline(preset: Preset, seed: int = 0, dtype: str | None = None):
+    """The preset's family's diffusers pipeline with random weights, the tokenizer generated, no safety
+    checker. `dtype` (fp32 | fp16; default the preset's storage dtype): each part is cast as soon as it is
+    built, so the fp32 copy of only one part is alive at a time (SDXL's UNet is 10 GB in fp32)."""
+    from sdagent.pipeline.family import FAMILIES, SDXL
     from sdagent.pipeline.stack import quiet_libraries
 
     quiet_libraries()
     import torch
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    import diffusers
+    from diffusers import AutoencoderKL
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
+    torch_dtype = {"fp32": torch.float32, "fp16": torch.float16}[check_storage_dtype(dtype or preset.storage_dtype)]
     vocab, merges = clip_tokenizer_files()
     torch.manual_seed(seed)
-    unet = build_unet(preset)
-    vae = AutoencoderKL(**preset.vae)
-    text_encoder = CLIPTextModel(CLIPTextConfig(**text_config_kwargs(preset, vocab)))
+
+    def part(module):
+        return module.to(torch_dtype).eval()
+
+    unet = part(build_unet(preset))
+    vae = part(AutoencoderKL(**preset.vae))
+    text_encoder = part(CLIPTextModel(CLIPTextConfig(**text_config_kwargs(preset, vocab))))
     with tempfile.TemporaryDirectory() as td:
         write_tokenizer_files(Path(td), vocab, merges)
         tokenizer = CLIPTokenizer.from_pretrained(td, local_files_only=True)
-    for m in (unet, vae, text_encoder):
-        m.eval()
-    return StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-        scheduler=PNDMScheduler.from_config(SD15_SCHEDULER), safety_checker=None, feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    family = FAMILIES[preset.family]
+    kw = dict(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=build_scheduler(preset))
+    cls = getattr(diffusers, family.pipeline_class)
+    if family.pipeline_class == SDXL:
+        te2 = part(CLIPTextModelWithProjection(CLIPTextConfig(**text_config_kwargs(preset, vocab, second=True))))
+        return cls(**kw, text_encoder_2=te2, tokenizer_2=tokenizer, force_zeros_for_empty_prompt=True,
+                   add_watermarker=False)
+    return cls(**kw, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+
+
+def check_storage_dtype(dtype: str) -> str:
+    if dtype not in STORAGE_DTYPES:
+        raise BadInput(f"unknown storage dtype {dtype!r}: choose one of {', '.join(STORAGE_DTYPES)}")
+    return dtype
 
 
 TEXT_PREFIX = "text_model."
@@ -300,6 +491,8 @@ class CreatedModel:
     params: dict[str, int]
     seconds: float
     files: list[str] = field(default_factory=list)
+    family: str = "sd1"
+    storage_dtype: str = "fp32"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -339,12 +532,15 @@ def check_target(directory: str | os.PathLike[str], force: bool) -> Path:
 
 
 def create_model(preset_name: str, out_dir: str | os.PathLike[str], *, force: bool = False,
-                 seed: int = 0) -> CreatedModel:
-    """Write a complete pipeline directory: built in a temp sibling, then renamed into place."""
+                 seed: int = 0, dtype: str | None = None) -> CreatedModel:
+    """Write a complete pipeline directory: built in a temp sibling, then renamed into place.
+
+    dtype: what the weights files hold (fp32 | fp16; default the preset's storage dtype)."""
     preset = get_preset(preset_name)
+    dtype = check_storage_dtype(dtype or preset.storage_dtype)
     out = check_target(out_dir, force)
     t0 = time.perf_counter()
-    pipe = build_pipeline(preset, seed)
+    pipe = build_pipeline(preset, seed, dtype)
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     except OSError as exc:
@@ -353,13 +549,18 @@ def create_model(preset_name: str, out_dir: str | os.PathLike[str], *, force: bo
         pipe.save_pretrained(tmp, safe_serialization=True)
         use_transformers4_key_layout(tmp / "text_encoder")
         vocab, merges = clip_tokenizer_files()
-        write_tokenizer_files(tmp / "tokenizer", vocab, merges)
         params = {"unet": param_count(pipe.unet), "vae": param_count(pipe.vae),
                   "text_encoder": param_count(pipe.text_encoder)}
+        for tok in ("tokenizer", "tokenizer_2"):
+            if (tmp / tok).is_dir():
+                write_tokenizer_files(tmp / tok, vocab, merges)
+        if getattr(pipe, "text_encoder_2", None) is not None:
+            params["text_encoder_2"] = param_count(pipe.text_encoder_2)
         files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
         (tmp / MARKER).write_text(json.dumps({
-            "format": "sdagent-model/1", "preset": preset.name, "seed": seed,
-            "description": preset.description, "params": params, "random_weights": True,
+            "format": "sdagent-model/1", "preset": preset.name, "family": preset.family, "seed": seed,
+            "description": preset.description, "params": params, "storage_dtype": dtype,
+            "random_weights": True,
         }, indent=2) + "\n")
         for f in [tmp, *tmp.rglob("*")]:  # save_pretrained leaves some files 0600; services read them
             os.chmod(f, 0o755 if f.is_dir() else 0o644)
@@ -372,4 +573,4 @@ def create_model(preset_name: str, out_dir: str | os.PathLike[str], *, force: bo
             raise atomicio.OutputError(f"cannot write the model to {out}: {why}") from None
         raise
     return CreatedModel(str(out), preset.name, seed, params, round(time.perf_counter() - t0, 3),
-                        files + [MARKER])
+                        files + [MARKER], preset.family, dtype)
