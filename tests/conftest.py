@@ -17,3 +17,31 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("models") / "tiny"
     create_model("tiny", path)
     return path
+
+
+def _created(tmp_path_factory: pytest.TempPathFactory, preset: str) -> Path:
+    pytest.importorskip("torch", reason="the ML stack (sdagent[native] or sdagent[ipex]) is not installed")
+    pytest.importorskip("diffusers", reason="the ML stack (sdagent[native] or sdagent[ipex]) is not installed")
+    from sdagent.pipeline.modelgen import create_model
+
+    path = tmp_path_factory.mktemp("models") / preset
+    create_model(preset, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_sd21(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A `tiny-sd21` directory (SD 2.x structure, v-prediction; 64x64, seconds to run)."""
+    return _created(tmp_path_factory, "tiny-sd21")
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A `tiny-sdxl` directory (two text encoders, added conditioning; 64x64, seconds to run)."""
+    return _created(tmp_path_factory, "tiny-sdxl")
+
+
+@pytest.fixture(scope="session")
+def tiny_lcm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A `tiny-lcm` directory (guidance embedding, LCMScheduler; 64x64, seconds to run)."""
+    return _created(tmp_path_factory, "tiny-lcm")

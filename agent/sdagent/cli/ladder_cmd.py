@@ -27,7 +27,7 @@ def apply_quick(m: MeasureArgs, rounds: int, step_size: int,
     """The --quick profile, except for what the user gave explicitly on the command line."""
     wl = {**m.wl, **{k: QUICK[k] for k in ("steps", "height", "width") if k not in given}}
     warm = m.warmup_steps if "warmup_steps" in given else QUICK["warmup_steps"]
-    return (MeasureArgs(ModelArgs(m.model_dir, wl), m.repeats, warm, m.timeout_s),
+    return (MeasureArgs(ModelArgs(m.model_dir, wl, m.model.default_steps), m.repeats, warm, m.timeout_s),
             rounds if "rounds" in given else QUICK["rounds"],
             step_size if "step_size" in given else QUICK["step_size"])
 

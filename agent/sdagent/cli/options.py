@@ -18,7 +18,7 @@ from sdagent.errors import BadInput
 from sdagent.measuring.bench import Progress
 from sdagent.pipeline.modeldir import ModelDir, check_model_dir
 from sdagent.pipeline.workload import (DEMO_PROMPT, SCHEDULERS, Workload, check_fits_in_memory, validate_workload,
-                                      with_default_size)
+                                      with_model_defaults, workload_warnings)
 from sdagent.planning.layout import PlanRequest
 from sdagent.planning.plan import Plan
 from sdagent.planning.settings import BACKENDS, PRECISIONS, load_overrides_file, parse_assignments
@@ -273,12 +273,13 @@ class ModelArgs:
     """--model and the workload's fields as given (sizes None = the model's own: SIZE_RULE)."""
 
     model_dir: str
-    wl: dict[str, Any]
+    wl: dict[str, Any]  # None = not given: the model family's default (steps, guidance) or its size
+    default_steps: int = 20  # the command's --steps when the family has none of its own
 
     def checked(self, scheduler: str | None = None) -> tuple[ModelDir, Workload]:
         """The checked ModelDir (passed on from here, never re-checked) and the validated workload."""
         wl = dict(self.wl) if scheduler is None else {**self.wl, "scheduler": scheduler}
-        return model_and_workload(self.model_dir, wl)
+        return model_and_workload(self.model_dir, wl, self.default_steps)
 
 
 def model_options(*, steps: int = 20, prompt_required: bool = False, scheduler: bool = True,
@@ -298,11 +299,15 @@ def model_options(*, steps: int = 20, prompt_required: bool = False, scheduler: 
         if negative_prompt:
             opts.append(click.option("--negative-prompt", default=None, help="What the image should not show."))
         opts += [
-            click.option("--steps", type=int, default=steps, show_default=True, help="Denoising (UNet) steps."),
+            click.option("--steps", type=int, default=None,
+                         help=f"Denoising (UNet) steps (default: {steps}, or the distilled model family's own: "
+                              "1 for SD-Turbo/SDXL-Turbo, 4 for LCM; more than a distilled model's range warns)."),
             click.option("--height", type=int, default=None, help=f"Image height, a multiple of 8 ({SIZE_RULE})."),
             click.option("--width", type=int, default=None, help=f"Image width, a multiple of 8 ({SIZE_RULE})."),
-            click.option("--guidance", type=FiniteFloat(at_least=0), default=7.5, show_default=True,
-                         help="Classifier-free guidance scale; above 1 the UNet runs at batch 2."),
+            click.option("--guidance", type=FiniteFloat(at_least=0), default=None,
+                         help="Classifier-free guidance scale; above 1 the UNet runs at batch 2 (default: the "
+                              "model family's: 7.5 for SD 1.x/2.x, 5 for SDXL, 0 for Turbo; LCM reads its 8.5 "
+                              "as an embedding at batch 1). Given to a Turbo or LCM model, it warns."),
             click.option("--seed", type=SEED_RANGE, default=0, show_default=True,
                          help="Seed of the initial noise (0..2^63-1); every run uses it, so every run does "
                               "the same work."),
@@ -316,7 +321,7 @@ def model_options(*, steps: int = 20, prompt_required: bool = False, scheduler: 
         def wrapper(*args: Any, model_dir: str, **kw: Any) -> Any:
             wl = {k: kw.pop(k) for k in ("prompt", "negative_prompt", "steps", "height", "width", "guidance",
                                          "seed", "scheduler") if k in kw}
-            kw["model"] = ModelArgs(model_dir, wl)
+            kw["model"] = ModelArgs(model_dir, wl, steps)
             return func(*args, **kw)
 
         for o in reversed(opts):
@@ -326,14 +331,19 @@ def model_options(*, steps: int = 20, prompt_required: bool = False, scheduler: 
     return deco
 
 
-def model_and_workload(model_dir: str, wl: dict[str, Any] | Workload) -> tuple[ModelDir, Workload]:
-    """The checked model directory and the validated workload (missing sizes = the model's own), refused
-    up front when one image of it would not fit in this host's memory."""
+def model_and_workload(model_dir: str, wl: dict[str, Any] | Workload,
+                       default_steps: int = 20) -> tuple[ModelDir, Workload]:
+    """The checked model directory and the validated workload (missing sizes = the model's own, missing
+    steps and guidance the family's: pipeline.workload.with_model_defaults), refused up front when one
+    image of it would not fit in this host's memory; a guidance or steps the family ignores warns."""
     if isinstance(wl, Workload):
         validate_workload(wl)
     md = check_model_dir(model_dir)
-    w = wl if isinstance(wl, Workload) else with_default_size(wl, md.default_size)
+    w = wl if isinstance(wl, Workload) else with_model_defaults(wl, md.default_size, md.family, default_steps)
     validate_workload(w)
+    given = set() if isinstance(wl, Workload) else {k for k, v in wl.items() if v is not None}
+    for note in workload_warnings(md.family, w, given):
+        click.echo(f"sdagent: warning: {note}", err=True)
     check_fits_in_memory(md, w)
     note_prompt_cut(md, w)
     return md, w

@@ -36,7 +36,7 @@ class ModelFlops:
     unet_batch: int  # 2 with classifier-free guidance
     unet_step: int  # one UNet evaluation on the guided batch
     vae_decode: int  # one latent -> image decode
-    text_encoder: int  # one prompt encoding (batch 1); a guided call encodes two
+    text_encoder: int  # one prompt encoding (batch 1), every encoder (SDXL: two); a guided call encodes two
 
     def per_image(self, unet_evals: int) -> int:
         """FLOPs of one image: the UNet evaluations actually run, the decode, both encodings."""
@@ -91,8 +91,15 @@ def count_flops(fn: Callable[[], Any]) -> int:
     return int(counter.get_total_flops())
 
 
-def unet_call_flops(unet, latent_h: int, latent_w: int, batch: int = 2, text_len: int = 77) -> int:
-    """FLOPs of one UNet call on latents of this size (batch 2 = with guidance); free on "meta"."""
+def unet_inputs(unet, latent_h: int, latent_w: int, batch: int = 2, text_len: int = 77) -> tuple[tuple, dict]:
+    """(args, kwargs) of one UNet call of the shapes the pipeline feeds it, on the UNet's device.
+
+    Shapes: latents (batch, in_channels, h, w); timestep (batch,); text embeddings (batch, text_len,
+    cross_attention_dim: 768 SD 1.x, 1024 SD 2.x, 2048 SDXL = CLIP-L 768 + bigG 1280 concatenated).
+    SDXL's added conditioning ("text_time"): pooled text embeddings (batch, projection_class_embeddings_
+    input_dim - 6 x addition_time_embed_dim: 2816 - 1536 = 1280) and the 6 size/crop ids (batch, 6).
+    LCM's guidance embedding: timestep_cond (batch, time_cond_proj_dim).
+    """
     import torch
 
     cfg = unet.config
@@ -100,37 +107,72 @@ def unet_call_flops(unet, latent_h: int, latent_w: int, batch: int = 2, text_len
     sample = torch.zeros(batch, cfg.in_channels, latent_h, latent_w, device=dev)
     hidden = torch.zeros(batch, text_len, cfg.cross_attention_dim, device=dev)
     t = torch.full((batch,), 999.0, device=dev)
-    return count_flops(lambda: unet(sample, t, encoder_hidden_states=hidden))
+    kw: dict[str, Any] = {"encoder_hidden_states": hidden}
+    if cfg.addition_embed_type == "text_time":
+        pooled = cfg.projection_class_embeddings_input_dim - 6 * cfg.addition_time_embed_dim
+        kw["added_cond_kwargs"] = {"text_embeds": torch.zeros(batch, pooled, device=dev),
+                                   "time_ids": torch.zeros(batch, 6, device=dev)}
+    if cfg.time_cond_proj_dim is not None:
+        kw["timestep_cond"] = torch.zeros(batch, cfg.time_cond_proj_dim, device=dev)
+    return (sample, t), kw
+
+
+def unet_call_flops(unet, latent_h: int, latent_w: int, batch: int = 2, text_len: int = 77) -> int:
+    """FLOPs of one UNet call on latents of this size (batch 2 = with guidance); free on "meta".
+    Every family's inputs (unet_inputs): SDXL's added conditioning and LCM's guidance embedding count."""
+    args, kw = unet_inputs(unet, latent_h, latent_w, batch, text_len)
+    return count_flops(lambda: unet(*args, **kw))
+
+
+def flops_by_module(fn: Callable[[], Any]) -> dict[str, int]:
+    """FLOPs of one call of `fn` per module (FlopCounterMode's names: 'UNet2DConditionModel.add_embedding'
+    and so on; each module counts its submodules too), for checks against a hand calculation."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        fn()
+    return {name: int(sum(ops.values())) for name, ops in counter.get_flop_counts().items()}
 
 
 def count_model_flops(model_dir: str | Path, height: int, width: int, guidance: bool = True) -> ModelFlops:
-    """Count one UNet step (guided batch), one VAE decode and one text encoding on meta tensors."""
+    """Count one UNet step (guided batch), one VAE decode and one text encoding on meta tensors.
+
+    The text encoding is every encoder the family runs (SDXL: CLIP-L and bigG with its projection). A
+    family without classifier-free guidance (LCM) counts batch 1 whatever `guidance` says."""
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from sdagent.pipeline.modeldir import check_model_dir
 
     root = Path(model_dir)
     for sub in ("unet", "vae", "text_encoder"):
         if not (root / sub / "config.json").is_file():
             raise BadInput(f"not a diffusers pipeline directory (no {sub}/config.json): {root}")
-    batch = 2 if guidance else 1
+    family = check_model_dir(root).family
+    batch = 2 if guidance and family.cfg else 1
     meta = torch.device("meta")
     with meta:
         unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(root / "unet")).eval()
         vae = AutoencoderKL.from_config(AutoencoderKL.load_config(root / "vae")).eval()
-        text = CLIPTextModel(CLIPTextConfig.from_pretrained(root / "text_encoder")).eval()
+        texts = [CLIPTextModel(CLIPTextConfig.from_pretrained(root / "text_encoder")).eval()]
+        if family.text_encoders == 2:
+            texts.append(CLIPTextModelWithProjection(
+                CLIPTextConfig.from_pretrained(root / "text_encoder_2")).eval())
     factor = 2 ** (len(vae.config.block_out_channels) - 1)
     if height % factor or width % factor:
         raise BadInput(f"invalid size {height}x{width}: must be multiples of {factor}")
     lh, lw = height // factor, width // factor
-    tlen = text.config.max_position_embeddings
+    tlen = texts[0].config.max_position_embeddings
     latents = torch.zeros(1, vae.config.latent_channels, lh, lw, device=meta)
     ids = torch.zeros(1, tlen, dtype=torch.long, device=meta)
     return ModelFlops(
         height=height, width=width, unet_batch=batch,
         unet_step=unet_call_flops(unet, lh, lw, batch, tlen),
         vae_decode=count_flops(lambda: vae.decode(latents)),
-        text_encoder=count_flops(lambda: text(ids)),
+        text_encoder=sum(count_flops(lambda te=te: te(ids)) for te in texts),
     )
 
 

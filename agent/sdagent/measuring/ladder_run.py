@@ -134,7 +134,7 @@ def count_flops(model: str, w: Workload, environ: Mapping[str, str], gemm_n: int
     """FLOPs (and GEMM peaks) from `python -m sdagent.measuring.flops` in a fresh stock process."""
     argv = [sys.executable, "-m", "sdagent.measuring.flops", "--model", model, "--height", str(size or w.height),
             "--width", str(size or w.width), "--gemm-n", str(gemm_n), "--json"]
-    if w.guidance <= 1.0:
+    if w.batch == 1:  # no classifier-free pass: guidance <= 1, or a guidance-embedding model (LCM)
         argv.append("--no-guidance")
     if not peak:
         argv.append("--no-peak")

@@ -137,9 +137,9 @@ def detect_family(index: Mapping[str, Any], unet: Mapping[str, Any], scheduler: 
         return FAMILIES["sdxl-turbo" if _is_turbo(scheduler) else "sdxl"]
     if lcm_unet:
         return FAMILIES["lcm"]
+    if scheduler.get("prediction_type") == "v_prediction":  # SD 2.x 768-v (SD 1.x was trained on epsilon)
+        return FAMILIES["sd2-v"]
     if int(unet.get("cross_attention_dim") or 768) >= SD2_CROSS_ATTENTION:
-        if scheduler.get("prediction_type") == "v_prediction":
-            return FAMILIES["sd2-v"]
         return FAMILIES["sd-turbo" if _is_turbo(scheduler) else "sd2"]
     return FAMILIES["sd1"]
 
@@ -182,3 +182,16 @@ def steps_warning(family: Family, steps: int) -> str | None:
         return None
     return (f"--steps {steps}: {family.name} is distilled for 1-{family.max_steps} steps (default "
             f"{family.default_steps}); more steps cost time without the quality a base model would gain")
+
+
+def negative_prompt_warning(family: Family, guidance: float, given: bool) -> str | None:
+    """A negative prompt that cannot act: it is the unconditional branch of classifier-free guidance, which
+    runs only above guidance 1, and never in a guidance-embedding model (LCM, whose pipeline has no
+    negative prompt: it is dropped). One line, or None."""
+    if not given:
+        return None
+    if not family.cfg:
+        return f"--negative-prompt: {family.name} has no unconditional pass (guidance embedding): it is not used"
+    if guidance <= 1.0:
+        return f"--negative-prompt: at guidance {guidance:g} there is no classifier-free pass, so it has no effect"
+    return None

@@ -125,9 +125,10 @@ class _Timer:
         def unet_post(_m, _a, out):
             check_finite(f"the UNet at step {len(self.step_s) + 1} of {self.steps}", out)
 
-        handles = [pipe.text_encoder.register_forward_pre_hook(pre),
-                   pipe.text_encoder.register_forward_hook(post),
-                   pipe.unet.register_forward_hook(unet_post)]
+        encoders = [pipe.text_encoder] + [e for e in (getattr(pipe, "text_encoder_2", None),) if e is not None]
+        handles = [h for e in encoders  # SDXL's second encoder's time counts as text encoding too
+                   for h in (e.register_forward_pre_hook(pre), e.register_forward_hook(post))]
+        handles.append(pipe.unet.register_forward_hook(unet_post))
         installed = vars(pipe.vae).get("decode")  # a compiled decoder installed on the instance, if any
         orig_decode = pipe.vae.decode
 
@@ -181,9 +182,10 @@ class PreparedPipeline:
         timer = _Timer(w.steps, step_callback)
         t0 = time.perf_counter()
         timer.mark = t0
+        kw = {} if w.negative_prompt is None else {"negative_prompt": w.negative_prompt}
         with timer.hooks(self.pipe), torch.no_grad():  # the precision is applied inside each part
             out = self.pipe(
-                prompt=w.prompt, negative_prompt=w.negative_prompt, num_inference_steps=w.steps,
+                prompt=w.prompt, num_inference_steps=w.steps, **kw,
                 height=w.height, width=w.width, guidance_scale=w.guidance, generator=gen,
                 latents=latents, output_type="np", callback_on_step_end=timer.on_step_end,
             )

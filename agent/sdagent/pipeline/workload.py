@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sdagent.errors import BadInput
+from sdagent.pipeline.family import Family, default_steps, guidance_warning, negative_prompt_warning, steps_warning
 
 #: Scheduler names the CLI accepts -> diffusers class names. "default" keeps the
 #: scheduler saved in the model directory (PNDM for SD-1.5).
@@ -50,11 +51,13 @@ class Workload:
     seed: int = 0
     scheduler: str = "default"
     negative_prompt: str | None = None
+    cfg: bool = True  # the family runs classifier-free guidance above 1 (False: LCM's guidance embedding)
 
     @property
     def batch(self) -> int:
-        """UNet batch per step: classifier-free guidance runs the prompt and the negative together."""
-        return 2 if self.guidance > 1.0 else 1
+        """UNet batch per step: classifier-free guidance runs the prompt and the negative together (a
+        guidance-embedding model, LCM, reads the scale in its UNet at batch 1)."""
+        return 2 if self.cfg and self.guidance > 1.0 else 1
 
     def with_seed(self, seed: int) -> "Workload":
         return replace(self, seed=seed)
@@ -73,7 +76,32 @@ def with_default_size(fields: dict[str, Any], default_size: Callable[[], int]) -
         size = default_size()
         f["height"] = size if f.get("height") is None else f["height"]
         f["width"] = size if f.get("width") is None else f["width"]
-    return Workload(**f)
+    return Workload(**{k: v for k, v in f.items() if v is not None or k == "negative_prompt"})
+
+
+def with_model_defaults(fields: dict[str, Any], default_size: Callable[[], int], family: Family,
+                        command_steps: int = 20) -> Workload:
+    """A workload from CLI fields (None = not given): a missing size is the model's own resolution, missing
+    steps the distilled family's (Turbo 1, LCM 4) else the command's, a missing guidance the family's
+    (SD 7.5, SDXL 5, Turbo 0, LCM 8.5); the family decides whether guidance doubles the UNet's batch."""
+    f = dict(fields)
+    if f.get("steps") is None:
+        f["steps"] = default_steps(family, command_steps)
+    if f.get("guidance") is None:
+        f["guidance"] = family.default_guidance
+    f["cfg"] = family.cfg
+    if not family.cfg:  # LCM's pipeline takes no negative prompt (negative_prompt_warning says so)
+        f["negative_prompt"] = None
+    return with_default_size(f, default_size)
+
+
+def workload_warnings(family: Family, w: Workload, given: set[str]) -> list[str]:
+    """The one-line warnings a workload earns on its family (pipeline.family's rules): a guidance scale
+    the model ignores, steps above a distilled model's range. `given`: the fields the user gave."""
+    notes = [guidance_warning(family, w.guidance, "guidance" in given),
+             steps_warning(family, w.steps) if "steps" in given else None,
+             negative_prompt_warning(family, w.guidance, "negative_prompt" in given)]
+    return [n for n in notes if n]
 
 
 #: SD's schedulers are trained on 1000 timesteps: more inference steps than that cannot be scheduled.
@@ -126,9 +154,24 @@ VAE_LIVE_TENSORS = 6
 UNET_LIVE_TENSORS = 10
 
 
+def loaded_weight_bytes(f: Path) -> int:
+    """Bytes a safetensors file's tensors take once loaded as fp32 (the loader's dtype): its size, doubled
+    for a 16-bit file (the fp16 presets). The header names each tensor's dtype (modeldir checked it)."""
+    size = f.stat().st_size
+    try:
+        with f.open("rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            header = json.loads(fh.read(n))
+        dtypes = {v.get("dtype") for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)}
+    except (OSError, ValueError, AttributeError):
+        return size
+    return 2 * size if dtypes and dtypes <= {"F16", "BF16"} else size
+
+
 def memory_estimate_bytes(md, w: Workload) -> int:
-    """Peak memory of one generation, eager (see the constants above for where the figures come from)."""
-    weights = sum(f.stat().st_size for sub in ("unet", "vae", "text_encoder")
+    """Peak memory of one generation, eager (see the constants above for where the figures come from).
+    Every part the loader loads counts (SDXL's second text encoder too), at fp32."""
+    weights = sum(loaded_weight_bytes(f) for sub in ("unet", "vae", "text_encoder", "text_encoder_2")
                   for f in (Path(md.path) / sub).glob("*.safetensors"))
 
     def first_width(sub: str) -> int:
