@@ -281,3 +281,44 @@ def test_bench_sdxl_and_lcm_defaults_with_the_warning(sdagent, tiny_sdxl, tiny_l
     assert d["unet_step_s"]["n"] == 4
     warn = [ln for ln in err.splitlines() if ln.startswith("sdagent: warning: --guidance 3")]
     assert len(warn) == 1 and "embedding" in warn[0]
+
+
+# ---------------------------------------------------------------------------
+# The compiled path: SDXL's added conditioning and LCM's embedding reach the package
+# ---------------------------------------------------------------------------
+
+
+def test_unet_runner_routes_the_family_inputs_to_the_compiled_path():
+    """The package of an SDXL UNet takes (latents, t, text, text_embeds, time_ids): the runner hands the
+    pipeline's added_cond_kwargs to it (a stand-in here; `sdagent model compile` builds the real one),
+    and UNetCall, what is exported, computes the UNet's own output from the same tensors."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("diffusers")
+    from sdagent.pipeline import modelgen
+    from sdagent.pipeline.components import UNetCall, UNetRunner
+    from sdagent.pipeline.family import unet_extra_shapes
+
+    assert tuple(unet_extra_shapes(modelgen.get_preset("tiny-lcm").unet, 1)) == ("timestep_cond",)
+    torch.manual_seed(0)
+    unet = modelgen.build_unet(modelgen.get_preset("tiny-sdxl")).eval()
+    names = tuple(unet_extra_shapes(unet.config, 2))
+    assert names == ("text_embeds", "time_ids")
+    seen = []
+
+    def fast(*a):
+        seen.append([tuple(x.shape) for x in a])
+        return torch.zeros(2, 4, 8, 8)
+
+    u = UNetRunner(unet, fast, unet, "aot", "fp32", ((2, 4, 8, 8), (2, 77, 64), (2, 32), (2, 6)), "id")
+    u.extra_names = names
+    s, h = torch.randn(2, 4, 8, 8), torch.randn(2, 77, 64)
+    added = {"text_embeds": torch.randn(2, 32), "time_ids": torch.randn(2, 6)}
+    u(s, 10, encoder_hidden_states=h, added_cond_kwargs=added, return_dict=False)
+    assert seen == [[(2, 4, 8, 8), (), (2, 77, 64), (2, 32), (2, 6)]] and u.fallbacks == 0
+    assert u.seen["path"] == "fast" and u.seen["mode"] == "aot"
+    u(s[:1], 10, encoder_hidden_states=h[:1], added_cond_kwargs={k: v[:1] for k, v in added.items()})
+    assert u.fallbacks == 1 and len(seen) == 1  # a shape the package was not built for runs eager
+    with torch.no_grad():
+        ref = unet(s, 10.0, encoder_hidden_states=h, added_cond_kwargs=added).sample
+        got = UNetCall(unet, "fp32", names)(s, torch.tensor(10.0), h, added["text_embeds"], added["time_ids"])
+    assert torch.equal(got, ref)

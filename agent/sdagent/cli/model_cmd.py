@@ -9,7 +9,13 @@ from sdagent.cli import cli
 from sdagent.cli.context import AgentContext
 from sdagent.cli.options import ModelArgs, check_backend_usable, model_options, pass_agent, resolve_plan
 from sdagent.errors import BadInput, Exit, SdagentError
-from sdagent.pipeline.modelgen import PRESETS
+from sdagent.pipeline.modelgen import PRESETS, STORAGE_DTYPES
+
+
+def preset_help() -> str:
+    """--preset's help, from the registry itself (each preset's description, family and default size)."""
+    return "; ".join(f"{p.name}: {p.description} ({p.family}, {p.default_size}x{p.default_size})"
+                     for p in PRESETS.values())
 
 
 @cli.group()
@@ -17,28 +23,37 @@ def model() -> None:
     """Model directories: create a random-weights pipeline to tune and test against.
 
     Every other command loads a model only with diffusers' from_pretrained on a
-    local directory, so a real SD-1.5 directory works the same way.
+    local directory, with the class its model_index.json names (SD 1.x/2.x,
+    SDXL, LCM; Turbo models are SD 2.1 / SDXL), so a real directory of any of
+    these families works the same way.
     """
 
 
 @model.command("create")
-@click.option("--preset", required=True, type=click.Choice(list(PRESETS)),
-              help="tiny: for tests, seconds, 64x64. sd15: SD-1.5's exact UNet/VAE/CLIP-L "
-                   "architecture (~1.6 TFLOP per UNet step at 512x512 with guidance; ~4 GB, "
-                   "a minute to write), so its latency is the real model's.")
+@click.option("--preset", required=True, type=click.Choice(list(PRESETS)), help=preset_help())
+@click.option("--dtype", type=click.Choice(STORAGE_DTYPES), default=None,
+              help="What the weights files hold (default: the preset's: fp16 for sd21, sd-turbo, sdxl and "
+                   "sdxl-turbo, half the disk and write time; fp32 otherwise). Every command loads them as "
+                   "fp32; the plan's precision applies from there.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of the random weights.")
 @click.option("--force", is_flag=True, help="Replace DIR if it is a model `sdagent model create` wrote (its "
                                            "sdagent-model.json marker); any other non-empty directory is refused.")
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
 @click.argument("directory", type=click.Path(file_okay=False))
-def create(preset: str, seed: int, force: bool, as_json: bool, directory: str) -> None:
-    """Write a complete diffusers StableDiffusionPipeline to DIRECTORY (random weights).
+def create(preset: str, dtype: str | None, seed: int, force: bool, as_json: bool, directory: str) -> None:
+    """Write a complete diffusers pipeline of the preset's family to DIRECTORY (random weights).
 
     \b
     The weights are random: images are noise, but the architecture, and so
-    the latency, are the preset's. The tokenizer (vocab.json + merges.txt) is
-    generated, so the directory loads under transformers 4 and 5 alike.
+    the latency, are the preset's: sd15, sd21 (SD 2.1 768-v), sd-turbo,
+    sdxl and sdxl-turbo have the real models' exact configs (a
+    StableDiffusionPipeline, or a StableDiffusionXLPipeline with its two
+    text encoders); tiny, tiny-sd21, tiny-sdxl and tiny-lcm are each
+    family's structure at tiny widths, for tests (seconds, 64x64). The
+    tokenizer (vocab.json + merges.txt) is generated, so the directory
+    loads under transformers 4 and 5 alike. Its sdagent-model.json names
+    the preset and the family.
     The directory is built beside DIRECTORY and renamed into place: an
     interrupted run leaves nothing half-written.
 
@@ -46,18 +61,20 @@ def create(preset: str, seed: int, force: bool, as_json: bool, directory: str) -
     Examples:
       sdagent model create --preset tiny /tmp/sd-tiny
       sdagent model create --preset sd15 /var/lib/sdagent/sd15
+      sdagent model create --preset sdxl-turbo /var/lib/sdagent/sdxl-turbo
     """
     from sdagent.pipeline.modelgen import check_target, create_model
 
     check_target(directory, force)  # before the slow imports
-    made = create_model(preset, directory, force=force, seed=seed)
+    made = create_model(preset, directory, force=force, seed=seed, dtype=dtype)
     if as_json:
         click.echo(json.dumps(made.to_dict(), indent=2))
         return
     total = sum(made.params.values())
     parts = ", ".join(f"{k} {v / 1e6:.2f}M" for k, v in made.params.items())
-    click.echo(f"wrote {made.preset} pipeline to {made.path} in {made.seconds:.1f} s: "
-               f"{total / 1e6:.2f}M parameters ({parts}), random weights, seed {made.seed}")
+    click.echo(f"wrote {made.preset} pipeline ({made.family}) to {made.path} in {made.seconds:.1f} s: "
+               f"{total / 1e6:.2f}M parameters ({parts}), random weights stored in {made.storage_dtype}, "
+               f"seed {made.seed}")
 
 
 @model.command("compile")

@@ -261,7 +261,8 @@ def check_compile_flag(plan: Plan, compile_: bool | None) -> None:
 
 #: The one rule for a missing --height/--width, in every command: the model's own resolution
 #: (ModelDir.default_size: the UNet's sample size x the VAE's scale; 512 for SD-1.5, 64 for the tiny preset).
-SIZE_RULE = "default: the model's own resolution (512 for SD-1.5, 64 for the tiny preset)"
+SIZE_RULE = ("default: the model's own resolution (512 for SD-1.5 and the Turbo models, 768 for SD 2.1, "
+             "1024 for SDXL, 64 for the tiny presets)")
 
 #: torch.Generator.manual_seed takes a signed or unsigned 64-bit seed; the agent keeps to the non-negative
 #: int64 range, which every backend (and OpenVINO's peer) reads the same way.
@@ -290,8 +291,9 @@ def model_options(*, steps: int = 20, prompt_required: bool = False, scheduler: 
     def deco(func: Callable[..., Any]) -> Callable[..., Any]:
         opts = [
             click.option("--model", "model_dir", required=True, type=click.Path(),
-                         help="A diffusers StableDiffusionPipeline directory (`sdagent model create`, "
-                              "or a real SD-1.5)."),
+                         help="A diffusers pipeline directory (`sdagent model create`, or a real SD 1.x, "
+                              "SD 2.x, SD-Turbo, SDXL, SDXL-Turbo or LCM): its model_index.json decides the "
+                              "family, the loader and the defaults."),
             click.option("--prompt", required=prompt_required, default=None if prompt_required else DEMO_PROMPT,
                          show_default=not prompt_required,
                          help="Text prompt (UTF-8; the text encoder reads its first 77 tokens)."),

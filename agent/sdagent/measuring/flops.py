@@ -107,13 +107,14 @@ def unet_inputs(unet, latent_h: int, latent_w: int, batch: int = 2, text_len: in
     sample = torch.zeros(batch, cfg.in_channels, latent_h, latent_w, device=dev)
     hidden = torch.zeros(batch, text_len, cfg.cross_attention_dim, device=dev)
     t = torch.full((batch,), 999.0, device=dev)
+    from sdagent.pipeline.family import unet_extra_shapes
+
+    extra = {k: torch.zeros(*shape, device=dev) for k, shape in unet_extra_shapes(cfg, batch).items()}
     kw: dict[str, Any] = {"encoder_hidden_states": hidden}
-    if cfg.addition_embed_type == "text_time":
-        pooled = cfg.projection_class_embeddings_input_dim - 6 * cfg.addition_time_embed_dim
-        kw["added_cond_kwargs"] = {"text_embeds": torch.zeros(batch, pooled, device=dev),
-                                   "time_ids": torch.zeros(batch, 6, device=dev)}
-    if cfg.time_cond_proj_dim is not None:
-        kw["timestep_cond"] = torch.zeros(batch, cfg.time_cond_proj_dim, device=dev)
+    if "text_embeds" in extra:
+        kw["added_cond_kwargs"] = {"text_embeds": extra["text_embeds"], "time_ids": extra["time_ids"]}
+    if "timestep_cond" in extra:
+        kw["timestep_cond"] = extra["timestep_cond"]
     return (sample, t), kw
 
 

@@ -59,7 +59,8 @@ def import_ipex():
 
 
 def unet_sample_input(pipe, workload: Workload, dtype=None) -> tuple:
-    """(latents, timestep, encoder_hidden_states) of the shapes the loop will feed the UNet."""
+    """(latents, timestep, encoder_hidden_states) of the shapes the loop will feed the UNet (the text
+    embeddings as wide as its cross-attention: SDXL's are both encoders' concatenated)."""
     torch = import_torch()
     dtype = dtype or torch.float32
     f = getattr(pipe, "vae_scale_factor", 8)
@@ -67,8 +68,16 @@ def unet_sample_input(pipe, workload: Workload, dtype=None) -> tuple:
                           workload.height // f, workload.width // f, dtype=dtype)
     timestep = torch.rand(1) * 999
     tokens = getattr(pipe.tokenizer, "model_max_length", 77)
-    hidden = torch.randn(workload.batch, tokens, pipe.text_encoder.config.hidden_size, dtype=dtype)
+    hidden = torch.randn(workload.batch, tokens, pipe.unet.config.cross_attention_dim, dtype=dtype)
     return latents, timestep, hidden
+
+
+def unet_extra_examples(pipe, workload: Workload) -> tuple:
+    """The family's further UNet inputs (pipeline.family.unet_extra_shapes), as example tensors."""
+    from sdagent.pipeline.family import unet_extra_shapes
+
+    torch = import_torch()
+    return tuple(torch.randn(*shape) for shape in unet_extra_shapes(pipe.unet.config, workload.batch).values())
 
 
 def _channels_last(pipe, names: tuple[str, ...]) -> None:
@@ -156,7 +165,8 @@ def _examples(pipe, workload: Workload, channels_last: bool) -> dict[str, tuple]
     if channels_last:
         lat, z = lat.contiguous(memory_format=torch.channels_last), z.contiguous(memory_format=torch.channels_last)
     ids = torch.zeros(1, getattr(pipe.tokenizer, "model_max_length", 77), dtype=torch.long)
-    return {"unet": (lat, t, hid), "vae_decoder": (z,), "text_encoder": (ids,)}
+    return {"unet": (lat, t, hid, *unet_extra_examples(pipe, workload)), "vae_decoder": (z,),
+            "text_encoder": (ids,)}
 
 
 def _load_or_build(store: ArtifactStore, keys: dict[str, ArtifactKey], calls: dict[str, Any],
@@ -193,7 +203,11 @@ def _install(pipe, spec: RunSpec, workload: Workload, notes: list[str], store_di
     from sdagent.pipeline.components import (DecodeCall, DecoderRunner, TextCall, TextEncoderRunner, UNetCall,
                                              UNetRunner)
 
-    calls = {"unet": UNetCall(pipe.unet, spec.precision), "vae_decoder": DecodeCall(pipe.vae, spec.precision),
+    from sdagent.pipeline.family import unet_extra_shapes
+
+    extra_names = tuple(unet_extra_shapes(pipe.unet.config, workload.batch))
+    calls = {"unet": UNetCall(pipe.unet, spec.precision, extra_names),
+             "vae_decoder": DecodeCall(pipe.vae, spec.precision),
              "text_encoder": TextCall(pipe.text_encoder, spec.precision)}
     examples = _examples(pipe, workload, spec.channels_last)
     shapes = {p: tuple(tuple(x.shape) for x in ex if x.dim() > 0) for p, ex in examples.items()}
@@ -217,10 +231,11 @@ def _install(pipe, spec: RunSpec, workload: Workload, notes: list[str], store_di
             error = build_error(exc)
         if error:
             notes.append(f"compile fell back to eager: {error}")
-    unet_shapes = (shapes["unet"][0], shapes["unet"][1])  # (latents, text embeddings); the timestep is 0-d
+    unet_shapes = shapes["unet"]  # (latents, text embeddings, *extra); the 0-d timestep is left out
     u = UNetRunner(pipe.unet, fast.get("unet", calls["unet"]), pipe.unet, mode if "unet" in fast or mode == "ipex"
                    else "eager", spec.precision, unet_shapes if "unet" in fast else None, ids.get("unet"))
     u.channels_last = spec.channels_last and "unet" in fast
+    u.extra_names = extra_names
     t = TextEncoderRunner(pipe.text_encoder, fast.get("text_encoder", calls["text_encoder"]), pipe.text_encoder,
                           u.mode, spec.precision, shapes["text_encoder"] if "text_encoder" in fast else None,
                           ids.get("text_encoder"))

@@ -33,16 +33,31 @@ def autocast_for(precision: str):
 # ---------------------------------------------------------------------------
 
 
+def unet_call_kwargs(names: tuple[str, ...], extra: tuple) -> dict[str, Any]:
+    """The UNet's keyword inputs from its extra tensors in unet_extra_shapes' order: SDXL's
+    added_cond_kwargs (text_embeds, time_ids), LCM's timestep_cond."""
+    named = dict(zip(names, extra))
+    kw: dict[str, Any] = {}
+    if "text_embeds" in named:
+        kw["added_cond_kwargs"] = {"text_embeds": named["text_embeds"], "time_ids": named["time_ids"]}
+    if "timestep_cond" in named:
+        kw["timestep_cond"] = named["timestep_cond"]
+    return kw
+
+
 class UNetCall(torch.nn.Module):
-    """(latents, timestep, text embeddings) -> noise prediction, in the run's precision."""
+    """(latents, timestep, text embeddings, *extra) -> noise prediction, in the run's precision. `extra`: the
+    family's further inputs as tensors (pipeline.family.unet_extra_shapes: SDXL's text_embeds and time_ids,
+    LCM's timestep_cond), so the exported graph takes tensors only."""
 
-    def __init__(self, unet: Any, precision: str) -> None:
+    def __init__(self, unet: Any, precision: str, extra_names: tuple[str, ...] = ()) -> None:
         super().__init__()
-        self.unet, self.precision = unet, precision
+        self.unet, self.precision, self.extra_names = unet, precision, extra_names
 
-    def forward(self, sample, timestep, hidden):
+    def forward(self, sample, timestep, hidden, *extra):
         with autocast_for(self.precision):
-            return self.unet(sample, timestep, encoder_hidden_states=hidden, return_dict=False)[0]
+            return self.unet(sample, timestep, encoder_hidden_states=hidden, return_dict=False,
+                             **unet_call_kwargs(self.extra_names, extra))[0]
 
 
 class DecodeCall(torch.nn.Module):
@@ -123,12 +138,27 @@ class Runner(torch.nn.Module):
 
 
 class UNetRunner(Runner):
+    extra_names: tuple[str, ...] = ()  # the family's further inputs the fast path takes (UNetCall's)
+
+    def _extras(self, kw: dict[str, Any]) -> tuple | None:
+        """The fast path's extra tensors from the call's keywords (SDXL's added_cond_kwargs, LCM's
+        timestep_cond), or None when the call carries anything else (it goes to the eager path)."""
+        rest = dict(kw)
+        added = rest.pop("added_cond_kwargs", None) or {}
+        cond = rest.pop("timestep_cond", None)
+        if any(v is not None for v in rest.values()) or set(added) - {"text_embeds", "time_ids"}:
+            return None
+        have = {**added, **({"timestep_cond": cond} if cond is not None else {})}
+        if set(have) != set(self.extra_names):
+            return None
+        return tuple(have[n] for n in self.extra_names)
+
     def forward(self, sample, timestep, encoder_hidden_states=None, *args, return_dict: bool = True, **kw):
-        extra = args or any(v is not None for v in kw.values())
+        extras = None if args else self._extras(kw)
         t = torch.as_tensor(timestep, dtype=torch.float32).reshape(())
-        if not extra and self._fits(sample, encoder_hidden_states):
+        if extras is not None and self._fits(sample, encoder_hidden_states, *extras):
             x = sample.contiguous(memory_format=torch.channels_last) if self.channels_last else sample
-            out = self.fast(x, t, encoder_hidden_states)
+            out = self.fast(x, t, encoder_hidden_states, *extras)
             self._record("fast", out)
         else:
             self.fallbacks += 1

@@ -150,6 +150,22 @@ def family_named(name: str) -> Family:
     return FAMILIES[name]
 
 
+def unet_extra_shapes(unet: Mapping[str, Any], batch: int) -> dict[str, tuple[int, ...]]:
+    """The UNet's inputs beyond (latents, timestep, text embeddings), by name, with their shapes, from its
+    config: SDXL's added conditioning ("text_time": the pooled text embeddings, projection_class_embeddings_
+    input_dim - 6 x addition_time_embed_dim = 2816 - 1536 = 1280 wide, and the 6 size/crop ids) and LCM's
+    guidance embedding (timestep_cond, time_cond_proj_dim wide). Empty for SD 1.x/2.x. The order is the
+    compiled UNet's positional order (pipeline.components.UNetCall)."""
+    out: dict[str, tuple[int, ...]] = {}
+    if unet.get("addition_embed_type") == "text_time":
+        pooled = int(unet["projection_class_embeddings_input_dim"]) - 6 * int(unet["addition_time_embed_dim"])
+        out["text_embeds"] = (batch, pooled)
+        out["time_ids"] = (batch, 6)
+    if unet.get("time_cond_proj_dim") is not None:
+        out["timestep_cond"] = (batch, int(unet["time_cond_proj_dim"]))
+    return out
+
+
 # ---------------------------------------------------------------------------
 # Workload rules: one function per rule, each with its reason
 # ---------------------------------------------------------------------------
