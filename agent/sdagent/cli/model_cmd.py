@@ -72,7 +72,7 @@ def create(preset: str, dtype: str | None, seed: int, force: bool, as_json: bool
         return
     total = sum(made.params.values())
     parts = ", ".join(f"{k} {v / 1e6:.2f}M" for k, v in made.params.items())
-    click.echo(f"wrote {made.preset} pipeline ({made.family}) to {made.path} in {made.seconds:.1f} s: "
+    click.echo(f"wrote {made.preset} pipeline to {made.path} in {made.seconds:.1f} s: {made.family} family, "
                f"{total / 1e6:.2f}M parameters ({parts}), random weights stored in {made.storage_dtype}, "
                f"seed {made.seed}")
 
