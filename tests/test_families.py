@@ -322,3 +322,22 @@ def test_unet_runner_routes_the_family_inputs_to_the_compiled_path():
         ref = unet(s, 10.0, encoder_hidden_states=h, added_cond_kwargs=added).sample
         got = UNetCall(unet, "fp32", names)(s, torch.tensor(10.0), h, added["text_embeds"], added["time_ids"])
     assert torch.equal(got, ref)
+
+
+@pytest.mark.slow
+def test_verify_passes_on_tiny_sdxl(tiny_sdxl, tmp_path):
+    """verify under the plan, through the CLI in a fresh process (what a fleet's timer runs), on SDXL."""
+    import yaml
+
+    from clirun import PY, sdagent
+
+    targets = tmp_path / "t.yml"
+    targets.write_text(yaml.safe_dump([{"name": "xl-smoke", "match": {"model": "tiny-sdxl"}, "p50_s": 120,
+                                        "p90_s": 240, "min_runs": 5, "bf16_max_diff": 0.05}]))
+    r = sdagent("exec", "--", PY, "-m", "sdagent", "verify", "--model", str(tiny_sdxl), "--targets",
+                str(targets), "--steps", "1", "--warmup", "1", "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    d = json.loads(r.stdout)
+    assert d["verdict"] == "pass" and d["target"]["name"] == "xl-smoke" and d["host_key"]["model"] == "tiny-sdxl"
+    checks = {c["name"]: c["status"] for c in d["checks"]}
+    assert checks["image_finite"] == checks["image_not_blank"] == checks["latency_p50"] == "pass"
