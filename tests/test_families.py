@@ -341,3 +341,23 @@ def test_verify_passes_on_tiny_sdxl(tiny_sdxl, tmp_path):
     assert d["verdict"] == "pass" and d["target"]["name"] == "xl-smoke" and d["host_key"]["model"] == "tiny-sdxl"
     checks = {c["name"]: c["status"] for c in d["checks"]}
     assert checks["image_finite"] == checks["image_not_blank"] == checks["latency_p50"] == "pass"
+
+
+def test_sdxl_second_text_encoder_runs_in_the_plans_precision(tiny_sdxl):
+    """Both SDXL encoders compute in the plan's bf16 (autocast inside each part), not only the first."""
+    from dataclasses import replace
+
+    from sdagent.pipeline.backends import ready
+    from sdagent.pipeline.workload import Workload
+    from sdagent.planning.runspec import STOCK_RUN
+
+    w = Workload(steps=1, height=64, width=64, guidance=5.0)
+    p = ready(tiny_sdxl, replace(STOCK_RUN, precision="bf16"), w)
+    computed = {}
+    for name in ("text_encoder", "text_encoder_2"):  # a Linear's output: bf16 only under the autocast
+        fc1 = next(m for n, m in getattr(p.pipe, name).original.named_modules() if n.endswith("mlp.fc1"))
+        fc1.register_forward_hook(lambda _m, _a, out, name=name: computed.setdefault(name, str(out.dtype)) and None)
+    g = p.generate(w)
+    assert g.array.shape == (64, 64, 3) and g.text_encode_s > 0
+    assert computed == {"text_encoder": "torch.bfloat16", "text_encoder_2": "torch.bfloat16"}
+    assert p.pipe.text_encoder_2.seen["param_dtype"] == "float32" and p.pipe.unet.seen["out_dtype"] == "bfloat16"

@@ -243,6 +243,10 @@ def _install(pipe, spec: RunSpec, workload: Workload, notes: list[str], store_di
                       spec.precision, shapes["vae_decoder"] if "vae_decoder" in fast else None, ids.get("vae_decoder"))
     d.channels_last = spec.channels_last and "vae_decoder" in fast
     pipe.unet, pipe.text_encoder = u, t
+    if getattr(pipe, "text_encoder_2", None) is not None:  # SDXL's bigG: eager in the run's precision (the
+        # pipeline asks it for its hidden states, which no package returns)
+        pipe.text_encoder_2 = TextEncoderRunner(pipe.text_encoder_2, None, pipe.text_encoder_2,
+                                                "ipex" if mode == "ipex" else "eager", spec.precision, None, None)
     pipe.vae.decode = d.__call__  # the VAE stays (diffusers reads its config); its decode is the runner
     return ids, error
 

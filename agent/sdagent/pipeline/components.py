@@ -175,7 +175,8 @@ class UNetRunner(Runner):
 class TextEncoderRunner(Runner):
     def forward(self, input_ids, attention_mask=None, *args, return_dict: bool | None = None,
                 output_hidden_states: bool | None = None, **kw):
-        if attention_mask is None and not args and not kw and not output_hidden_states and self._fits(input_ids):
+        if self.fast is not None and attention_mask is None and not args and not kw and not output_hidden_states \
+                and self._fits(input_ids):
             out = self.fast(input_ids)
             self._record("fast", out)
         else:
