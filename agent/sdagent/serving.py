@@ -20,7 +20,7 @@ from sdagent.pipeline.workload import DEMO_PROMPT, Workload, validate_workload
 
 
 def load_pipeline(model_dir: str | os.PathLike[str], *, height: int | None = None, width: int | None = None,
-                  guidance: float = 7.5, scheduler: str = "default", plan_file: str | None = None,
+                  guidance: float | None = None, scheduler: str = "default", plan_file: str | None = None,
                   artifacts: str | None = None, topology_file: str | None = None) -> Any:
     """A ready pipeline run the way the plan in effect says: a diffusers StableDiffusionPipeline for the
     native and ipex backends; for backend openvino a pipeline.ov_backend.OvPipeline, called the same way
@@ -29,8 +29,9 @@ def load_pipeline(model_dir: str | os.PathLike[str], *, height: int | None = Non
 
     The plan in effect is the one `sdagent exec` / `sdagent-tuned` started this process under, else
     `plan_file` (or $SDAGENT_PLAN_FILE), else the plan derived for this host. `height`, `width` and
-    `guidance` are the requests the compiled packages are built for (default: the model's own size,
-    guided); other requests still work, on the eager path. `pipe.sdagent` describes what was applied.
+    `guidance` are the requests the compiled packages are built for (default: the model's own size and
+    its family's guidance: 7.5 for SD 1.x/2.x, 5 for SDXL, 0 for Turbo, LCM's 8.5 as an embedding);
+    other requests still work, on the eager path. `pipe.sdagent` describes what was applied.
     """
     from sdagent.host.software import gather_facts
     from sdagent.host.topology import current_topology
@@ -41,7 +42,8 @@ def load_pipeline(model_dir: str | os.PathLike[str], *, height: int | None = Non
     md = check_model_dir(model_dir)
     size = md.default_size() if height is None or width is None else 0
     w = validate_workload(Workload(prompt=DEMO_PROMPT, height=height or size, width=width or size,
-                                   guidance=guidance, scheduler=scheduler))
+                                   guidance=md.family.default_guidance if guidance is None else guidance,
+                                   scheduler=scheduler, cfg=md.family.cfg))
     plan = plan_in_force(current_topology(topology_file=topology_file or os.environ.get("SDAGENT_TOPOLOGY_FILE")),
                          gather_facts(), plan_file=plan_file or os.environ.get("SDAGENT_PLAN_FILE"),
                          environ=os.environ)
