@@ -158,6 +158,14 @@ class FidelityBound:
 
 BOUND_KEYS = ("relative_to", "psnr_margin_db", "ssim_margin", "min_psnr_db", "min_ssim")
 
+#: The bound's keys and ranges in words, for --help (made from BOUND_RANGES, the ranges checked).
+BOUND_HELP = (
+    "Keys: relative_to=bf16|none (default bf16: at least bf16-vs-fp32's PSNR and SSIM on the same images, the "
+    "deviation the field accepts, issue 22), psnr_margin_db and ssim_margin (loosen the relative rule; default "
+    "0), min_psnr_db and min_ssim (absolute floors). Ranges: "
+    + ", ".join(f"{k} [{lo:g}, {hi:g}]" for k, (lo, hi) in BOUND_RANGES.items())
+    + "; outside them: exit 2.")
+
 
 def _number(v: Any, what: str) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float, str)):
