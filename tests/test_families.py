@@ -361,3 +361,15 @@ def test_sdxl_second_text_encoder_runs_in_the_plans_precision(tiny_sdxl):
     assert g.array.shape == (64, 64, 3) and g.text_encode_s > 0
     assert computed == {"text_encoder": "torch.bfloat16", "text_encoder_2": "torch.bfloat16"}
     assert p.pipe.text_encoder_2.seen["param_dtype"] == "float32" and p.pipe.unet.seen["out_dtype"] == "bfloat16"
+
+
+def test_help_states_the_family_defaults_from_the_same_table():
+    from click.testing import CliRunner
+
+    from sdagent.cli import cli
+    from sdagent.pipeline.family import guidance_help, steps_help
+
+    out = " ".join(CliRunner().invoke(cli, ["bench", "--help"]).output.split())
+    assert "sd-turbo 1 (1-4)" in steps_help() and "lcm 8.5 as an embedding" in guidance_help()
+    for text in (steps_help(), guidance_help()):
+        assert " ".join(text.split()) in out.replace("- ", "-")

@@ -16,6 +16,7 @@ from sdagent import atomicio
 from sdagent.cli.context import AgentContext
 from sdagent.errors import BadInput
 from sdagent.measuring.bench import Progress
+from sdagent.pipeline.family import guidance_help, steps_help
 from sdagent.pipeline.modeldir import ModelDir, check_model_dir
 from sdagent.pipeline.workload import (DEMO_PROMPT, SCHEDULERS, Workload, check_fits_in_memory, validate_workload,
                                       with_model_defaults, workload_warnings)
@@ -316,13 +317,12 @@ def model_options(*, steps: int = 20, prompt_required: bool = False, scheduler: 
         opts += [
             click.option("--steps", type=int, default=None,
                          help=f"Denoising (UNet) steps (default: {steps}, or the distilled model family's own: "
-                              "1 for SD-Turbo/SDXL-Turbo, 4 for LCM; more than a distilled model's range warns)."),
+                              f"{steps_help()}; more than a distilled model's range warns)."),
             click.option("--height", type=int, default=None, help=f"Image height, a multiple of 8 ({SIZE_RULE})."),
             click.option("--width", type=int, default=None, help=f"Image width, a multiple of 8 ({SIZE_RULE})."),
             click.option("--guidance", type=FiniteFloat(at_least=0), default=None,
                          help="Classifier-free guidance scale; above 1 the UNet runs at batch 2 (default: the "
-                              "model family's: 7.5 for SD 1.x/2.x, 5 for SDXL, 0 for Turbo; LCM reads its 8.5 "
-                              "as an embedding at batch 1). Given to a Turbo or LCM model, it warns."),
+                              f"model family's: {guidance_help()}). Given to a Turbo or LCM model, it warns."),
             click.option("--seed", type=SEED_RANGE, default=0, show_default=True,
                          help="Seed of the initial noise (0..2^63-1); every run uses it, so every run does "
                               "the same work."),

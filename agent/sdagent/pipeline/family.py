@@ -144,6 +144,18 @@ def detect_family(index: Mapping[str, Any], unet: Mapping[str, Any], scheduler: 
     return FAMILIES["sd1"]
 
 
+def steps_help() -> str:
+    """--steps' default, from FAMILIES itself: the distilled families' own steps and range."""
+    return ", ".join(f"{f.name} {f.default_steps} (1-{f.max_steps})" for f in FAMILIES.values()
+                     if f.default_steps is not None)
+
+
+def guidance_help() -> str:
+    """--guidance's default, from FAMILIES itself (an embedding where the family has no guided batch)."""
+    return ", ".join(f"{f.name} {f.default_guidance:g}" + ("" if f.cfg else " as an embedding")
+                     for f in FAMILIES.values())
+
+
 def family_named(name: str) -> Family:
     if name not in FAMILIES:
         raise BadInput(f"unknown model family {name!r}: one of {', '.join(FAMILIES)}")
