@@ -17,6 +17,7 @@ from sdagent.cli import cli
 from sdagent.cli.context import AgentContext
 from sdagent.cli.options import (FiniteFloat, MeasureArgs, OutputFile, PlanArgs, command_line, layout_options,
                                  measure_options, pass_agent, resolve_plan, spill_on_write_failure)
+from sdagent.tuning.axes import AXIS_NAMES
 from sdagent.tuning.rule import Rule
 
 
@@ -79,6 +80,9 @@ class BudgetBar:
 @click.option("--max-rounds", type=click.IntRange(min=6), default=Rule.max_rounds, show_default=True,
               help="The most paired rounds one comparison may take (the cap used is sized from the host's "
                    "noise floor, up to this).")
+@click.option("--axis", "only_axes", multiple=True, type=click.Choice(AXIS_NAMES),
+              help="Search only this axis (repeatable; default: every axis), e.g. --axis precision/backend "
+                   "to measure the backends alone: stock, the plan and the final check are always measured.")
 @click.option("--compile/--no-compile", "allow_compile", default=True, show_default=True,
               help="Try torch.compile (a cold cache costs minutes once; the warm-up is counted).")
 @click.option("-o", "--output", type=OutputFile(), default=None,
@@ -87,7 +91,8 @@ class BudgetBar:
 @click.option("--json", "as_json", is_flag=True, help="Print the tuning record and the plan as JSON.")
 @pass_agent
 def tune(agent: AgentContext, m: MeasureArgs, plan_args: PlanArgs, budget_min: float, objective: str,
-         max_rounds: int, allow_compile: bool, output: str | None, as_json: bool) -> None:
+         max_rounds: int, only_axes: tuple[str, ...], allow_compile: bool, output: str | None,
+         as_json: bool) -> None:
     """Measure candidate plans on this host and keep the fastest; stock is the fallback.
 
     \b
@@ -130,7 +135,7 @@ def tune(agent: AgentContext, m: MeasureArgs, plan_args: PlanArgs, budget_min: f
     md, w = m.model.checked()
     req = TuneRequest(md, w, budget_min * 60, Rule(max_rounds=max_rounds), m.repeats, m.warmup_for(w),
                       m.timeout_s, allow_compile, output, command_line(), start=resolve_plan(agent, plan_args),
-                      objective=objective)
+                      objective=objective, only_axes=tuple(only_axes))
     with agent.bench_lock("tune"), BudgetBar(req.budget_s) as bar:
         out = run_tune(agent.topology(), agent.facts(), req, environ=dict(os.environ), on_event=bar.event)
     if output:

@@ -202,6 +202,10 @@ AXES: tuple[tuple[str, Callable[[HostChoices, Resolve, Candidate], list[Candidat
 )
 
 
+#: Every axis's name (`sdagent tune --axis`).
+AXIS_NAMES: tuple[str, ...] = tuple(name for name, _ in AXES)
+
+
 def make_axes(host: HostChoices, resolve: Resolve) -> list[Axis]:
     """The axes of :data:`AXES`, bound to this host and resolver."""
     return [Axis(name, functools.partial(fn, host, resolve)) for name, fn in AXES]

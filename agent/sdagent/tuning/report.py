@@ -6,6 +6,7 @@ from typing import Any, Mapping, Sequence
 
 from sdagent.measuring.stats import summarize
 from sdagent.planning.plan import summary_line
+from sdagent.tuning.backends import backend_outcome
 from sdagent.tuning.search import TuneResult
 
 
@@ -32,6 +33,7 @@ def tune_table(result: TuneResult, samples: Mapping[str, list[float]]) -> str:
     lines.append("")
     lines.append(f"chosen: {result.chosen.name}: {summary_line(result.chosen.settings)}")
     lines.append(f"why:    {result.reason}")
+    lines.append(f"        {backend_outcome(result).line()}")
     lines.append(f"rule:   {result.rule}")
     lines.append(f"budget: {result.spent_s:.0f} s of {result.budget_s:.0f} s (a hard ceiling)")
     if result.budget_plan:

@@ -29,6 +29,7 @@ from sdagent.planning.plan import Plan, make_plan, summary_line
 from sdagent.planning.runspec import RunSpec
 from sdagent.planning.settings import LIBRARY_KNOBS
 from sdagent.tuning.axes import HostChoices, make_axes, plan_candidate, stock_candidate
+from sdagent.tuning.backends import backend_outcome
 from sdagent.tuning.priority import order_axes
 from sdagent.tuning.rule import Rule
 from sdagent.tuning.search import Axis, Candidate, Event, MeasureFailed, MeasureStopped, TuneResult, search
@@ -55,6 +56,7 @@ class TuneRequest:
     command: str = "sdagent tune"
     start: Plan | None = None  # the plan in force (--plan-file): measured as the first candidate
     objective: str = "latency"  # latency: one image's time on instance 0; throughput: the host's images/min
+    only_axes: tuple[str, ...] = ()  # --axis: search only these axes (tuning.axes names); () = every axis
 
 
 @dataclass(frozen=True)
@@ -134,8 +136,9 @@ class _Session:
                                         else latency_layouts(self.topo))
                         if lay != self.request.to_dict())
         derived = self.plan_for({})
-        return order_axes(make_axes(host_choices(derived, self.facts, self.req.allow_compile, layouts),
+        axes = order_axes(make_axes(host_choices(derived, self.facts, self.req.allow_compile, layouts),
                                     self.resolve))
+        return [a for a in axes if a.name in self.req.only_axes] if self.req.only_axes else axes
 
     # -- measuring -----------------------------------------------------------------------------
 
@@ -216,6 +219,8 @@ class _Session:
                         "memory_available_kb": state["memory_available_kb"],
                         "versions": state["versions"], "governor": state["governor"]},
             "processes": self.details,
+            # which backend won and by how much (issue 22 item 4): against stock and the runner-up backend
+            "backends": backend_outcome(result).to_dict(),
         })
         for c in record["candidates"]:
             c["description"] = summary_line(result.candidates[c["name"]].settings)
