@@ -144,7 +144,7 @@ def tune(agent: AgentContext, m: MeasureArgs, plan_args: PlanArgs, budget_min: f
     if as_json:
         click.echo(json.dumps({"tuning": out.record, "plan": out.plan.to_dict()}, indent=2))
         return
-    click.echo(tune_table(out.result, out.result.samples()), nl=False)
+    click.echo(tune_table(out.result, out.result.samples(), out.record.get("fidelity")), nl=False)
     if output:
         click.echo(f"plan:   {output} (use: sdagent --plan-file {shlex.quote(output)} env|exec|verify)")
     else:

@@ -191,6 +191,14 @@ def openvino_axis(host: HostChoices, resolve: Resolve, best: Candidate) -> list[
                      resolve)]
 
 
+def ov_weights_axis(host: HostChoices, resolve: Resolve, best: Candidate) -> list[Candidate]:
+    """Backend openvino's int8 exports (lossy: each passes tuning.gate's fidelity gate before it is measured)."""
+    if not _openvino(best):
+        return []
+    return [_variant(best, f"OpenVINO {w} weights", "OpenVINO weights", {"ov_weights": w}, resolve)
+            for w in ("int8", "int8-hybrid") if w != best.settings.get("ov_weights", "full")]
+
+
 #: The search directions, in the order expected to pay most first: precision and backend (bf16 on
 #: AMX halves a step); the layout (throughput); the preloads as a whole (one cheap candidate); compile;
 #: then the system knobs one at a time, which move both ways.
@@ -199,6 +207,7 @@ AXES: tuple[tuple[str, Callable[[HostChoices, Resolve, Candidate], list[Candidat
     ("torch.compile", compile_axis), ("memory format", channels_axis), ("allocator", allocator_axis),
     ("OpenMP runtime", omp_axis), ("KMP_BLOCKTIME", blocktime_axis), ("pinning", pinning_axis),
     ("KMP_AFFINITY", kmp_affinity_axis), ("threads", threads_axis), ("OpenVINO", openvino_axis),
+    ("OpenVINO weights", ov_weights_axis),
 )
 
 

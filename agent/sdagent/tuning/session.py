@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+from sdagent.errors import SdagentError
 from sdagent.host.hostclass import host_class, installed_software
 from sdagent.host.process import machine_state, read_load_average
 from sdagent.host.software import HostFacts
@@ -30,6 +31,7 @@ from sdagent.planning.runspec import RunSpec
 from sdagent.planning.settings import LIBRARY_KNOBS
 from sdagent.tuning.axes import HostChoices, make_axes, plan_candidate, stock_candidate
 from sdagent.tuning.backends import backend_outcome
+from sdagent.tuning.gate import Images, InProcessImages, fidelity_gate, gate_workloads, lossy
 from sdagent.tuning.priority import order_axes
 from sdagent.tuning.rule import Rule
 from sdagent.tuning.search import Axis, Candidate, Event, MeasureFailed, MeasureStopped, TuneResult, search
@@ -57,6 +59,8 @@ class TuneRequest:
     start: Plan | None = None  # the plan in force (--plan-file): measured as the first candidate
     objective: str = "latency"  # latency: one image's time on instance 0; throughput: the host's images/min
     only_axes: tuple[str, ...] = ()  # --axis: search only these axes (tuning.axes names); () = every axis
+    #: what a lossy candidate's images must reach (measuring.fidelity.FidelityBound); None: its default
+    fidelity_bound: Any = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,8 @@ class _Session:
     environ: Mapping[str, str]
     runner: Runner
     details: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # per candidate, per process
+    images: Images | None = None  # the fidelity gate's image maker (default: InProcessImages)
+    gates: dict[str, Any] = field(default_factory=dict)  # per lossy candidate: measuring.fidelity.GateDecision
 
     @property
     def throughput(self) -> bool:
@@ -189,10 +195,36 @@ class _Session:
             raise (MeasureStopped if stopped else MeasureFailed)(why)
         return 60.0 / figs.images_per_min
 
+    def gate(self, c: Candidate) -> None:
+        """A lossy candidate's images against the fp32 reference's, once, before it is measured (tuning.gate);
+        MeasureFailed with the gate's reason and figures when it fails: reported, never measured or shipped."""
+        why = lossy(c.settings)
+        if why is None:
+            return
+        if c.name not in self.gates:
+            from sdagent.measuring.fidelity import DEFAULT_BOUND
+
+            images = self.images or InProcessImages(str(self.req.model.path))
+            try:
+                self.gates[c.name] = fidelity_gate(RunSpec.from_settings(c.settings, self.topo.flags),
+                                                   gate_workloads(self.req.workload), images,
+                                                   self.req.fidelity_bound or DEFAULT_BOUND)
+            except SdagentError as exc:
+                raise MeasureFailed(f"the fidelity gate could not measure it ({why}): {exc}") from None
+            finally:
+                if isinstance(images, InProcessImages):
+                    images.close()
+                self.images = images
+        decision = self.gates[c.name]
+        if not decision.passed:
+            raise MeasureFailed(f"lossy ({why}): {decision.reason}")
+
     def measure(self, c: Candidate, limit_s: float) -> float:
+        self.gate(c)
         return self.host_seconds_per_image(c, limit_s) if self.throughput else self.latency(c, limit_s)
 
     def warm(self, c: Candidate, limit_s: float) -> None:
+        self.gate(c)
         self.run(c, 0, limit_s)
 
     # -- the record and the plan ---------------------------------------------------------------
@@ -221,6 +253,8 @@ class _Session:
             "processes": self.details,
             # which backend won and by how much (issue 22 item 4): against stock and the runner-up backend
             "backends": backend_outcome(result).to_dict(),
+            # each lossy candidate's images against the fp32 reference (issue 22 item 5), passed or not
+            "fidelity": {name: d.to_dict() for name, d in self.gates.items()},
         })
         for c in record["candidates"]:
             c["description"] = summary_line(result.candidates[c["name"]].settings)
@@ -236,13 +270,13 @@ class _Session:
 
 def tune(topo: Topology, facts: HostFacts, req: TuneRequest, *, environ: Mapping[str, str],
          on_event: Event | None = None, runner: Runner | None = None,
-         clock: Callable[[], float] = time.monotonic) -> TuneOutcome:
+         clock: Callable[[], float] = time.monotonic, images: Images | None = None) -> TuneOutcome:
     """Measure stock, the topology plan and each axis's variants; return the winner as a tuned plan.
 
     BudgetTooSmall (tuning.search, exit 2) when not even the minimum fits the budget.
     """
     go = runner or (lambda launch, job, timeout_s: run_worker(launch, job, timeout_s=timeout_s))
-    s = _Session(topo, facts, req, environ, go)
+    s = _Session(topo, facts, req, environ, go, images=images)
     stock = stock_candidate(s.resolve)
     load_before = list(read_load_average())
     started = time.time()
