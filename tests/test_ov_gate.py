@@ -181,3 +181,13 @@ def test_a_real_int8_export_of_the_tiny_model_passes_a_lax_bound_and_fails_a_str
     key = d["manifest"]["key"]
     assert key["weights"] == "int8" and d["manifest"]["export"]["weights"] == "int8"
     assert d["manifest"]["export"]["versions"]["nncf"] and d["unet_int8_constants"] > 0  # NNCF compressed them
+
+
+@pytest.mark.parametrize("args, word", [(["--fidelity-bound", "min_ssim=3"], "min_ssim=3 is outside its range [-1, 1]"),
+                                        (["--fidelity-bound", "psnr=1"], "unknown key 'psnr'"),
+                                        (["--axis", "vae-ish"], "'vae-ish' is not one of")])
+def test_tune_refuses_a_bad_bound_or_axis_in_one_line_before_measuring(tmp_path, args, word):
+    from clirun import sdagent
+
+    r = sdagent("tune", "--model", str(tmp_path), *args)
+    assert r.returncode == 2 and word in r.stderr and "Traceback" not in r.stderr, r.stderr

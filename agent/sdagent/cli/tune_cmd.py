@@ -17,6 +17,7 @@ from sdagent.cli import cli
 from sdagent.cli.context import AgentContext
 from sdagent.cli.options import (FiniteFloat, MeasureArgs, OutputFile, PlanArgs, command_line, layout_options,
                                  measure_options, pass_agent, resolve_plan, spill_on_write_failure)
+from sdagent.measuring.fidelity import BOUND_HELP, parse_bound
 from sdagent.tuning.axes import AXIS_NAMES
 from sdagent.tuning.rule import Rule
 
@@ -83,6 +84,11 @@ class BudgetBar:
 @click.option("--axis", "only_axes", multiple=True, type=click.Choice(AXIS_NAMES),
               help="Search only this axis (repeatable; default: every axis), e.g. --axis precision/backend "
                    "to measure the backends alone: stock, the plan and the final check are always measured.")
+@click.option("--fidelity-bound", "fidelity_bound", default=None, metavar="KEY=VALUE[,...]",
+              callback=lambda ctx, param, v: None if v is None else parse_bound(v),
+              help="What a lossy candidate's images (OpenVINO int8 weights) must reach against the fp32 "
+                   "reference's, at seeds 0 and 1 of this workload, before it is measured; one that fails is "
+                   "reported with its figures and never chosen. " + BOUND_HELP)
 @click.option("--compile/--no-compile", "allow_compile", default=True, show_default=True,
               help="Try torch.compile (a cold cache costs minutes once; the warm-up is counted).")
 @click.option("-o", "--output", type=OutputFile(), default=None,
@@ -91,8 +97,8 @@ class BudgetBar:
 @click.option("--json", "as_json", is_flag=True, help="Print the tuning record and the plan as JSON.")
 @pass_agent
 def tune(agent: AgentContext, m: MeasureArgs, plan_args: PlanArgs, budget_min: float, objective: str,
-         max_rounds: int, only_axes: tuple[str, ...], allow_compile: bool, output: str | None,
-         as_json: bool) -> None:
+         max_rounds: int, only_axes: tuple[str, ...], fidelity_bound: Any, allow_compile: bool,
+         output: str | None, as_json: bool) -> None:
     """Measure candidate plans on this host and keep the fastest; stock is the fallback.
 
     \b
@@ -100,11 +106,16 @@ def tune(agent: AgentContext, m: MeasureArgs, plan_args: PlanArgs, budget_min: f
     plan's CPUs and thread count), the plan in force (--plan-file) or the
     topology plan, then one axis at a time from the best so far, in order of
     expected effect (so a short budget covers what matters first):
-    precision/backend, torch.compile, no preloads (jemalloc and libiomp5 off
-    together), channels_last, threads, pinning, OpenMP runtime,
-    KMP_BLOCKTIME 0/1/200, allocator (glibc, jemalloc short/long/demo
-    MALLOC_CONF, tcmalloc). Each measurement is a fresh process taking the median of
-    --repeats timed calls. The layout options measure instance 0 of that layout.
+    precision/backend (native, ipex and openvino where their stack is in this
+    Python), torch.compile, OpenVINO weights (int8, int8-hybrid: lossy, each
+    first through the fidelity gate, --fidelity-bound), no preloads (jemalloc
+    and libiomp5 off together), channels_last, threads, pinning, OpenMP
+    runtime, KMP_BLOCKTIME 0/1/200, allocator (glibc, jemalloc short/long/demo
+    MALLOC_CONF, tcmalloc); --axis keeps only the named ones. Each measurement
+    is a fresh process taking the median of --repeats timed calls. The layout
+    options measure instance 0 of that layout. The record says which backend
+    won and by how much (vs stock and the runner-up backend) and each lossy
+    candidate's fidelity.
     \b
     --objective throughput measures the host's seconds per image with every
     instance running at once (--repeats images each), starts from one
@@ -135,7 +146,7 @@ def tune(agent: AgentContext, m: MeasureArgs, plan_args: PlanArgs, budget_min: f
     md, w = m.model.checked()
     req = TuneRequest(md, w, budget_min * 60, Rule(max_rounds=max_rounds), m.repeats, m.warmup_for(w),
                       m.timeout_s, allow_compile, output, command_line(), start=resolve_plan(agent, plan_args),
-                      objective=objective, only_axes=tuple(only_axes))
+                      objective=objective, only_axes=tuple(only_axes), fidelity_bound=fidelity_bound)
     with agent.bench_lock("tune"), BudgetBar(req.budget_s) as bar:
         out = run_tune(agent.topology(), agent.facts(), req, environ=dict(os.environ), on_event=bar.event)
     if output:
