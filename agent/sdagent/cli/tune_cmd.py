@@ -17,6 +17,7 @@ from sdagent.cli import cli
 from sdagent.cli.context import AgentContext
 from sdagent.cli.options import (FiniteFloat, MeasureArgs, OutputFile, PlanArgs, command_line, layout_options,
                                  measure_options, pass_agent, resolve_plan, spill_on_write_failure)
+from sdagent.measuring.fidelity import BOUND_HELP
 from sdagent.tuning.rule import Rule
 
 
@@ -39,6 +40,8 @@ class BudgetBar:
         self.bar.__exit__(*exc)
 
     def event(self, kind: str, data: dict[str, Any]) -> None:
+        if kind == "gate":  # a lossy candidate's fidelity, said whatever the terminal
+            click.echo(f"\ntune: {data['candidate']} {data['reason']}", err=True)
         if kind == "budget":  # said up front, whether or not a bar is drawn
             from sdagent.tuning.report import budget_plan_line
 
@@ -81,13 +84,17 @@ class BudgetBar:
                    "noise floor, up to this).")
 @click.option("--compile/--no-compile", "allow_compile", default=True, show_default=True,
               help="Try torch.compile (a cold cache costs minutes once; the warm-up is counted).")
+@click.option("--fidelity-bound", "fidelity_bound", default=None, metavar="KEY=VALUE[,...]",
+              help="What a lossy candidate (vae tiny: the model's MODEL/vae_tiny) must reach to be chosen, on its "
+                   "worst image against the fp32 reference's (same seeds and prompt). " + BOUND_HELP)
 @click.option("-o", "--output", type=OutputFile(), default=None,
               help="Write the chosen plan here (atomically, checked before measuring; an interrupted tune leaves "
                    "the old file; a write that fails prints the plan and the record on stdout).")
 @click.option("--json", "as_json", is_flag=True, help="Print the tuning record and the plan as JSON.")
 @pass_agent
 def tune(agent: AgentContext, m: MeasureArgs, plan_args: PlanArgs, budget_min: float, objective: str,
-         max_rounds: int, allow_compile: bool, output: str | None, as_json: bool) -> None:
+         max_rounds: int, allow_compile: bool, fidelity_bound: str | None, output: str | None,
+         as_json: bool) -> None:
     """Measure candidate plans on this host and keep the fastest; stock is the fallback.
 
     \b
@@ -98,7 +105,8 @@ def tune(agent: AgentContext, m: MeasureArgs, plan_args: PlanArgs, budget_min: f
     precision/backend, torch.compile, no preloads (jemalloc and libiomp5 off
     together), channels_last, threads, pinning, OpenMP runtime,
     KMP_BLOCKTIME 0/1/200, allocator (glibc, jemalloc short/long/demo
-    MALLOC_CONF, tcmalloc). Each measurement is a fresh process taking the median of
+    MALLOC_CONF, tcmalloc), and the VAE (full/tiny, where the model has
+    MODEL/vae_tiny). Each measurement is a fresh process taking the median of
     --repeats timed calls. The layout options measure instance 0 of that layout.
     \b
     --objective throughput measures the host's seconds per image with every
@@ -120,17 +128,26 @@ def tune(agent: AgentContext, m: MeasureArgs, plan_args: PlanArgs, budget_min: f
     `sdagent --plan-file F env/exec/verify` use it. Simulated operating
     characteristics: `python -m sdagent.tuning.simulation`.
     \b
+    Lossy candidates (vae tiny changes pixels) face the fidelity gate first:
+    their images on fixed seeds and the workload's prompt against the fp32
+    reference's (fp32 eager, full VAE), PSNR and SSIM of the worst image
+    (scikit-image), within --fidelity-bound. One that fails is reported with
+    its figures and never measured nor shipped; a winner's plan says its
+    speed and figures in its reason for the setting.
+    \b
     Example (tiny model, about a minute):
       sdagent tune --model /tmp/sd-tiny --steps 2 --height 64 --width 64 --budget 1 -o tuned.json
     """
+    from sdagent.measuring.fidelity import DEFAULT_BOUND, parse_bound
     from sdagent.tuning.report import tune_table
     from sdagent.tuning.session import TuneRequest, tune as run_tune
 
     m.check()
+    bound = parse_bound(fidelity_bound) if fidelity_bound is not None else DEFAULT_BOUND
     md, w = m.model.checked()
     req = TuneRequest(md, w, budget_min * 60, Rule(max_rounds=max_rounds), m.repeats, m.warmup_for(w),
                       m.timeout_s, allow_compile, output, command_line(), start=resolve_plan(agent, plan_args),
-                      objective=objective)
+                      objective=objective, fidelity_bound=bound)
     with agent.bench_lock("tune"), BudgetBar(req.budget_s) as bar:
         out = run_tune(agent.topology(), agent.facts(), req, environ=dict(os.environ), on_event=bar.event)
     if output:

@@ -35,7 +35,7 @@ RULE_SOURCES: tuple[tuple[str, tuple[Callable[..., Any], ...]], ...] = (
     ("latency", (C.latency_checks,)),
     ("throughput", (C.throughput_check,)),
     ("error", (C.image_checks, C.failed_run)),
-    ("quality", (C.image_checks, C.check_bf16_diff)),
+    ("quality", (C.image_checks, C.check_bf16_diff, C.check_fidelity)),
     ("stock", (C.check_stock,)),
     ("validity", (C.latency_checks,)),
 )

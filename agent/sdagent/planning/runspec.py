@@ -17,12 +17,12 @@ from typing import Any, Mapping
 
 from sdagent.errors import BadInput
 from sdagent.host.topology import native_bf16_flag
-from sdagent.planning.settings import BACKENDS, PRECISIONS
+from sdagent.planning.settings import BACKENDS, PRECISIONS, VAES
 
 #: The plan settings a RunSpec is made of (the rest of a plan is the process environment).
 RUN_KEYS: tuple[str, ...] = ("backend", "precision", "channels_last", "compile", "compile_autotune",
                              "weights_prepack", "ov_num_threads", "ov_num_streams", "ov_performance_hint",
-                             "ov_cpu_pinning")
+                             "ov_cpu_pinning", "vae")
 #: Backend openvino's settings when a record has none (a plan file written before they existed): OpenVINO's
 #: own defaults, but for the LATENCY hint the peer and the backend always state.
 OV_DEFAULTS: dict[str, Any] = {"ov_num_threads": "unset", "ov_num_streams": "unset", "ov_performance_hint": "latency",
@@ -44,12 +44,15 @@ class RunSpec:
     ov_num_streams: int | str = "unset"  # NUM_STREAMS, or "unset"
     ov_performance_hint: str = "latency"  # PERFORMANCE_HINT
     ov_cpu_pinning: bool = True  # ENABLE_CPU_PINNING
+    vae: str = "full"  # full | tiny (the model's AutoencoderTiny, MODEL/vae_tiny: pipeline/vae.py)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise BadInput(f"unknown backend {self.backend!r}: choose one of {', '.join(BACKENDS)}")
         if self.precision not in PRECISIONS:
             raise BadInput(f"unknown precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
+        if self.vae not in VAES:
+            raise BadInput(f"unknown vae {self.vae!r}: choose one of {', '.join(VAES)}")
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any], isa_flags: tuple[str, ...] | list[str]) -> "RunSpec":
@@ -57,7 +60,13 @@ class RunSpec:
         return cls(backend=str(settings["backend"]), precision=str(settings["precision"]),
                    channels_last=bool(settings["channels_last"]), compile=bool(settings["compile"]),
                    weights_prepack=bool(settings["weights_prepack"]), isa_flags=tuple(isa_flags),
-                   compile_autotune=bool(settings.get("compile_autotune", False)), **_ov_fields(settings))
+                   compile_autotune=bool(settings.get("compile_autotune", False)),
+                   vae=str(settings.get("vae", "full")), **_ov_fields(settings))
+
+    @property
+    def lossy(self) -> bool:
+        """Whether this run changes pixels beyond precision (the tiny VAE): its images pass the fidelity gate."""
+        return self.vae == "tiny"
 
     @property
     def native_bf16(self) -> bool:
@@ -83,7 +92,8 @@ class RunSpec:
                        channels_last=bool(d["channels_last"]), compile=bool(d["compile"]),
                        weights_prepack=bool(d["weights_prepack"]),
                        isa_flags=tuple(str(f) for f in d.get("isa_flags") or ()),
-                       compile_autotune=bool(d.get("compile_autotune", False)), **_ov_fields(d))
+                       compile_autotune=bool(d.get("compile_autotune", False)), vae=str(d.get("vae", "full")),
+                       **_ov_fields(d))
         except (KeyError, TypeError) as exc:
             raise BadInput(f"not a run record ({type(exc).__name__}: {exc})") from None
 
@@ -91,7 +101,9 @@ class RunSpec:
         if self.backend == "openvino":
             return f"openvino {self.precision}, the export compiled by OpenVINO's CPU plugin"
         comp = ("compiled (max-autotune)" if self.compile_autotune else "compiled") if self.compile else "eager"
-        return f"{self.backend} {self.precision}, {'channels_last' if self.channels_last else 'contiguous'}, {comp}"
+        tiny = ", tiny VAE" if self.vae == "tiny" else ""
+        return (f"{self.backend} {self.precision}, {'channels_last' if self.channels_last else 'contiguous'}, "
+                f"{comp}{tiny}")
 
 
 def _ov_fields(d: Mapping[str, Any]) -> dict[str, Any]:

@@ -10,16 +10,19 @@ effect (tuning.priority).
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping
 
+from sdagent.errors import BadInput, SdagentError, one_line
 from sdagent.host.hostclass import host_class, installed_software
 from sdagent.host.process import machine_state, read_load_average
 from sdagent.host.software import HostFacts
 from sdagent.host.topology import Topology, native_bf16_flag
+from sdagent.measuring.fidelity import DEFAULT_BOUND, FidelityBound
 from sdagent.measuring.runner import WorkerJob, worker_cmd
 from sdagent.pipeline.modeldir import ModelDir
 from sdagent.pipeline.workload import Workload
@@ -55,6 +58,8 @@ class TuneRequest:
     command: str = "sdagent tune"
     start: Plan | None = None  # the plan in force (--plan-file): measured as the first candidate
     objective: str = "latency"  # latency: one image's time on instance 0; throughput: the host's images/min
+    fidelity_bound: FidelityBound = DEFAULT_BOUND  # what a lossy candidate (vae tiny) must reach to be chosen
+    artifacts: str | None = None  # the compiled packages' store, for the gate's in-process images
 
 
 @dataclass(frozen=True)
@@ -65,7 +70,7 @@ class TuneOutcome:
 
 
 def host_choices(plan: Plan, facts: HostFacts, allow_compile: bool,
-                 layouts: tuple[dict[str, Any], ...] = ()) -> HostChoices:
+                 layouts: tuple[dict[str, Any], ...] = (), vae_tiny: bool = False) -> HostChoices:
     """What this host can try, from the derived plan and the host's facts."""
     return HostChoices(
         physical_cores=plan.settings["omp_num_threads"], bf16=native_bf16_flag(plan.isa_flags) is not None,
@@ -73,7 +78,8 @@ def host_choices(plan: Plan, facts: HostFacts, allow_compile: bool,
         tcmalloc=bool(facts.libraries.get("tcmalloc")), iomp=bool(facts.libraries.get("iomp")),
         pin=("numactl" if facts.numactl else "taskset" if facts.taskset else None),
         # no compiler, no compiled candidate: the planner refuses compile=True there (exit 2)
-        compile=allow_compile and bool(facts.cxx), layouts=layouts, openvino=_openvino_usable())
+        compile=allow_compile and bool(facts.cxx), layouts=layouts, openvino=_openvino_usable(),
+        vae_tiny=vae_tiny)
 
 
 def _openvino_usable() -> bool:
@@ -93,6 +99,8 @@ class _Session:
     environ: Mapping[str, str]
     runner: Runner
     details: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # per candidate, per process
+    judge: Any = None  # measuring.fidelity_run.FidelityJudge, made at the first lossy candidate
+    verdicts: dict[str, Any] = field(default_factory=dict)  # RunSpec as JSON -> its GateDecision
 
     @property
     def throughput(self) -> bool:
@@ -134,8 +142,44 @@ class _Session:
                                         else latency_layouts(self.topo))
                         if lay != self.request.to_dict())
         derived = self.plan_for({})
-        return order_axes(make_axes(host_choices(derived, self.facts, self.req.allow_compile, layouts),
-                                    self.resolve))
+        return order_axes(make_axes(host_choices(derived, self.facts, self.req.allow_compile, layouts,
+                                                 vae_tiny=self.vae_tiny()), self.resolve))
+
+    def vae_tiny(self) -> bool:
+        """The vae axis's condition: the model carries a tiny autoencoder, and it fits (else the axis is absent)."""
+        from sdagent.pipeline.vae import check_tiny, tiny_available
+
+        if not tiny_available(self.req.model.path):
+            return False
+        try:
+            check_tiny(self.req.model.path)
+        except BadInput:
+            return False
+        return True
+
+    # -- the fidelity gate -----------------------------------------------------------------------
+
+    def gate(self, c: Candidate) -> Any:
+        """None for a candidate that keeps the pixels; else its GateDecision (measuring.fidelity), its images
+        made in this process against the fp32 reference's (once per tune) on the same seeds and prompt.
+        A failure making them is MeasureFailed (the search then counts the gate failed)."""
+        spec = RunSpec.from_settings(c.settings, self.topo.flags)
+        if not spec.lossy:
+            return None
+        key = json.dumps(spec.to_dict(), sort_keys=True)
+        if key not in self.verdicts:
+            from sdagent.measuring.fidelity_run import FidelityJudge
+
+            if self.judge is None:
+                self.judge = FidelityJudge(str(self.req.model.path), self.req.workload, tuple(self.topo.flags),
+                                           self.req.fidelity_bound, store_dir=self.req.artifacts)
+            try:
+                self.verdicts[key] = self.judge.judge(spec)
+            except SdagentError as exc:
+                raise MeasureFailed(str(exc)) from None
+            except Exception as exc:  # noqa: BLE001 - a crash making the images fails the gate, not the tune
+                raise MeasureFailed(one_line(exc)) from None
+        return self.verdicts[key]
 
     # -- measuring -----------------------------------------------------------------------------
 
@@ -225,8 +269,29 @@ class _Session:
         """The winner as the tuned plan itself, not overrides on top of one."""
         chosen_layout = PlanRequest.from_dict(result.chosen.layout) if result.chosen.layout else self.request
         plan_file = os.path.abspath(self.req.plan_file) if self.req.plan_file else None
-        return make_plan(self.topo, self.facts, chosen_layout, file_settings=dict(result.chosen.overrides),
+        plan = make_plan(self.topo, self.facts, chosen_layout, file_settings=dict(result.chosen.overrides),
                          source="tuned", tuning=record, plan_file=plan_file, objective=self.req.objective)
+        return with_gate_reason(plan, result)
+
+
+def gate_speed_words(result: TuneResult, name: str) -> str:
+    """`1.25x faster` from the comparisons in which `name` was decided faster (the geometric mean of its
+    paired ratios), or '' when it never was."""
+    won = [c for c in result.comparisons if c.candidate == name and c.verdict is not None
+           and c.verdict.outcome == "faster" and c.ratios]
+    return f"{1 / math.exp(won[-1].mean_log_ratio):.2f}x faster per image" if won else ""
+
+
+def with_gate_reason(plan: Plan, result: TuneResult) -> Plan:
+    """A lossy winner's decision (vae tiny) says what shipped it: its speed and the gate's figures and bound."""
+    if plan.vae != "tiny":
+        return plan
+    name = next((n for n in reversed(result.path) if n in result.fidelity), None)
+    gate = result.fidelity.get(name or "", {})
+    speed = gate_speed_words(result, name or "")
+    words = f"vae tiny: {speed + ', ' if speed else ''}{gate.get('reason', 'no fidelity figures recorded')}"
+    decisions = tuple(replace(d, reason=words) if d.key == "vae" else d for d in plan.decisions)
+    return replace(plan, decisions=decisions)
 
 
 def tune(topo: Topology, facts: HostFacts, req: TuneRequest, *, environ: Mapping[str, str],
@@ -242,6 +307,6 @@ def tune(topo: Topology, facts: HostFacts, req: TuneRequest, *, environ: Mapping
     load_before = list(read_load_average())
     started = time.time()
     result = search(stock, s.first(), s.axes(), s.measure, budget_s=req.budget_s, clock=clock, warm=s.warm,
-                    rule=req.rule, on_event=on_event)
+                    rule=req.rule, on_event=on_event, gate=s.gate)
     record = s.record(result, load_before, started)
     return TuneOutcome(result, record, s.tuned_plan(result, record))
