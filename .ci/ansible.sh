@@ -6,6 +6,7 @@
 #   bash .ci/ansible.sh                 # lint + all scenarios
 #   SDAGENT_CI_SCENARIOS="jemalloc fleet" bash .ci/ansible.sh   # a subset
 #   SDAGENT_CI_SKIP_LINT=1 / SDAGENT_CI_SKIP_MOLECULE=1
+#   SDAGENT_CI_PARALLEL="jemalloc intel_openmp numactl"   # scenarios run side by side ("" for none)
 #
 # Everything it downloads or builds is cached under
 # ${SDAGENT_CI_CACHE:-$HOME/.cache/sdagent-ci}: the tool venv, the rootfs
@@ -171,28 +172,55 @@ if [ -z "${SDAGENT_CI_SKIP_LINT:-}" ]; then
 fi
 
 # --- 6. molecule -------------------------------------------------------------------
+# The scenarios of the small roles (no agent wheel, no benchmark: mostly apt, pip and
+# podman waits) run side by side, each into its own log printed when it ends; the agent's
+# scenarios (they build the wheel at one path and benchmark) run one after another.
+PARALLEL=${SDAGENT_CI_PARALLEL:-"jemalloc intel_openmp numactl"}
 failed=()
+molecule_one() {  # molecule_one SCENARIO: molecule test for a role's default scenario or fleet
+    local s=$1 dir args
+    if [ "$s" = fleet ]; then
+        dir="$REPO"; args=(test -s fleet)
+    else
+        dir="$REPO/roles/$s"; args=(test -s default)
+    fi
+    [ -d "$dir/molecule" ] || { log "no molecule scenario for $s"; return 1; }
+    (cd "$dir" && $SUDO env "PATH=$PATH" CONTAINERS_CONF="$CONTAINERS_CONF" \
+        SDAGENT_MOLECULE_IMAGE="$IMAGE" SDAGENT_WHEELHOUSE="$WHEELHOUSE" \
+        SDAGENT_CA_BUNDLE="$SDAGENT_CA_BUNDLE" NO_COLOR=1 PY_COLORS=0 ANSIBLE_FORCE_COLOR=0 \
+        ANSIBLE_CALLBACKS_ENABLED=ansible.posix.profile_tasks \
+        molecule "${args[@]}")
+}
 if [ -z "${SDAGENT_CI_SKIP_MOLECULE:-}" ]; then
+    LOGS=$(mktemp -d)
+    declare -A pids=() started=()
+    serial=()
     for s in $SCENARIOS; do
-        t0=$(date +%s)
-        if [ "$s" = fleet ]; then
-            dir="$REPO"; args=(test -s fleet)
+        if [[ " $PARALLEL " == *" $s "* ]]; then
+            log "molecule $s (side by side; its log follows when it ends)"
+            started[$s]=$(date +%s)
+            molecule_one "$s" >"$LOGS/$s.log" 2>&1 &
+            pids[$s]=$!
         else
-            dir="$REPO/roles/$s"; args=(test -s default)
+            serial+=("$s")
         fi
-        [ -d "$dir/molecule" ] || die "no molecule scenario for $s"
-        log "molecule ${args[*]} ($s)"
-        if (cd "$dir" && $SUDO env "PATH=$PATH" CONTAINERS_CONF="$CONTAINERS_CONF" \
-                SDAGENT_MOLECULE_IMAGE="$IMAGE" SDAGENT_WHEELHOUSE="$WHEELHOUSE" \
-                SDAGENT_CA_BUNDLE="$SDAGENT_CA_BUNDLE" NO_COLOR=1 PY_COLORS=0 ANSIBLE_FORCE_COLOR=0 \
-                ANSIBLE_CALLBACKS_ENABLED=ansible.posix.profile_tasks \
-                molecule "${args[@]}"); then
+    done
+    for s in "${!pids[@]}"; do
+        if wait "${pids[$s]}"; then ok=passed; else ok=FAILED; failed+=("$s"); fi
+        cat "$LOGS/$s.log"
+        log "molecule $s $ok in $(($(date +%s) - started[$s]))s"
+    done
+    for s in "${serial[@]}"; do
+        t0=$(date +%s)
+        log "molecule $s"
+        if molecule_one "$s"; then
             log "molecule $s passed in $(($(date +%s) - t0))s"
         else
             log "molecule $s FAILED after $(($(date +%s) - t0))s"
             failed+=("$s")
         fi
     done
+    rm -rf "$LOGS"
 fi
 
 if [ "${#failed[@]}" -gt 0 ]; then

@@ -87,12 +87,12 @@ for pin in sys.argv[1:]:
 if importlib.util.find_spec("torchvision") is not None:
     sys.exit(1)
 import openvino_genai, openvino_tokenizers  # noqa: F401  (the binary parts: they must load together)
-import click, jinja2, psutil, yaml  # noqa: F401  (the agent's own dependencies: it is installed --no-deps)
+import click, jinja2, psutil, yaml, skimage  # noqa: F401  (the agent's own dependencies: it is installed --no-deps)
 PYCHECK
   then
     log "installing the OpenVINO stack into $v (${pins[*]}, $TORCH_NATIVE, diffusers)"
     pip_q "$v" "$TORCH_NATIVE"
-    pip_q "$v" "${pins[@]}" "$TORCH_NATIVE" diffusers click jinja2 psutil pyyaml
+    pip_q "$v" "${pins[@]}" "$TORCH_NATIVE" diffusers click jinja2 psutil pyyaml scikit-image
     "$v/bin/pip" uninstall -y -q torchvision 2>/dev/null || true
   fi
   if [ "$REPO" != "$("$v/bin/python" -c 'import sdagent, pathlib; print(pathlib.Path(sdagent.__file__).resolve().parents[2])' 2>/dev/null)" ]; then

@@ -101,6 +101,10 @@ def test_bench_table_and_bad_runs(tiny_model):
                 "--precision", "fp32")
     assert r.returncode == 0, r.stderr
     assert "latency  median" in r.stdout and "libraries mapped:" in r.stdout and "load average:" in r.stdout
+    # stderr is a pipe here: progress as lines with counts (2 runs x 2 steps + 1 warmup x 2), no bare label
+    progress = [ln for ln in r.stderr.splitlines() if ln.startswith("bench")]
+    assert progress and all(ln.startswith("bench: ") and ln.endswith(" UNet steps") for ln in progress), r.stderr
+    assert progress[-1].split()[1].split("/")[0] == progress[-1].split()[1].split("/")[1], progress
     # outside exec the header says what the process runs with (the maps), not the plan's preloads
     runs_with = next(ln for ln in r.stdout.splitlines() if ln.startswith("runs with: "))
     from sdagent.cli.context import AgentContext

@@ -140,7 +140,15 @@ def test_exec_runs_under_the_plan():
 def test_exec_passes_exit_status_and_reports_missing_command():
     assert sdagent("exec", "--", sys.executable, "-c", "raise SystemExit(7)").returncode == 7
     r = sdagent("exec", "--", "no-such-command-xyz")
-    assert r.returncode == 2 and "command not found: no-such-command-xyz" in r.stderr
+    assert r.returncode == 127 and "command not found: no-such-command-xyz" in r.stderr
+
+
+def test_exec_refuses_a_file_it_cannot_execute_as_a_shell_does(tmp_path):
+    script = tmp_path / "serve.sh"
+    script.write_text("#!/bin/sh\nexit 0\n")
+    script.chmod(0o644)
+    r = sdagent("exec", "--", str(script))
+    assert r.returncode == 126 and f"command not executable: {script}" in r.stderr
 
 
 def test_exec_dry_run():

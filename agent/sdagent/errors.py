@@ -32,6 +32,10 @@ EXIT_CODES: tuple[ExitCode, ...] = (
              "inconclusive: too noisy, too few runs, or the host lock timed out"),
     ExitCode(6, "SLOWER_THAN_STOCK", "slower than stock", "the plan in effect is slower than stock on this host"),
     ExitCode(7, "ERROR", "error", "error: the run did not complete (crash, killed worker, full disk)"),
+    ExitCode(126, "NOT_EXECUTABLE", "not executable",
+             "exec: COMMAND exists but cannot be executed (as a POSIX shell says)"),
+    ExitCode(127, "COMMAND_NOT_FOUND", "command not found",
+             "exec: COMMAND is not found on the plan's PATH (as a POSIX shell says)"),
     ExitCode(130, "INTERRUPTED", "interrupted", "interrupted by SIGINT (Ctrl-C); no verdict"),
     ExitCode(143, "TERMINATED", "terminated", "terminated by SIGTERM (e.g. a unit's timeout); no verdict"),
 )

@@ -13,7 +13,7 @@ from sdagent import atomicio
 from sdagent.cli import cli
 from sdagent.cli.context import AgentContext
 from sdagent.cli.options import OutputFile, PlanArgs, pass_agent, plan_options, resolve_plan
-from sdagent.errors import BadInput
+from sdagent.errors import BadInput, Exit
 from sdagent.host.hostclass import host_class, installed_software
 from sdagent.host.topology import format_cpulist
 from sdagent.envvars import PLAN_ENV
@@ -153,6 +153,19 @@ def env(agent: AgentContext, plan_args: PlanArgs, fmt: str, instance: int, outpu
         click.echo(text, nl=False)
 
 
+def check_command(name: str, path: str | None) -> None:
+    """Refuse COMMAND as a POSIX shell would: 127 when not found, 126 when found but not executable.
+
+    Raises BadInput with Exit.COMMAND_NOT_FOUND / Exit.NOT_EXECUTABLE (wrappers and units read the
+    shell's codes: `env`, `nice`, `timeout` and `numactl` answer the same).
+    """
+    if shutil.which(name, path=path) is not None:
+        return
+    if os.sep in name and os.path.exists(name):
+        raise BadInput(f"command not executable: {name}", exit_code=Exit.NOT_EXECUTABLE)
+    raise BadInput(f"command not found: {name}", exit_code=Exit.COMMAND_NOT_FOUND)
+
+
 @cli.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @plan_options
 @click.option("--instance", type=int, default=0, show_default=True, help="Which instance of the plan.")
@@ -166,7 +179,8 @@ def exec_(agent: AgentContext, plan_args: PlanArgs, instance: int, dry_run: bool
     The tuning is scoped to COMMAND and its children. Put `--` before COMMAND:
       sdagent exec -- python serve.py --port 8000
       sdagent --plan-file /etc/sdagent/plan.json exec --instance 1 -- sdagent verify ...
-    The exit status is COMMAND's. When the plan preloads libiomp5, exec stays
+    The exit status is COMMAND's (127 when it is not found, 126 when it cannot
+    be executed, as a shell says). When the plan preloads libiomp5, exec stays
     COMMAND's parent: if COMMAND aborts (two OpenMP runtimes in one process,
     "OMP: Error #15"), one line names both runtimes and the remedy.
     """
@@ -178,8 +192,7 @@ def exec_(agent: AgentContext, plan_args: PlanArgs, instance: int, dry_run: bool
             click.echo(f"{k}={shlex.quote(v)}")
         click.echo(shlex.join(argv))
         return
-    if shutil.which(argv[0], path=env.get("PATH")) is None:
-        raise BadInput(f"command not found: {argv[0]}")
+    check_command(argv[0], env.get("PATH"))
     from sdagent.host.supervise import exec_command
 
     exec_command(argv, env, list(command))

@@ -101,10 +101,23 @@ def warn(plan: Plan) -> None:
 
 
 def progress_bar(label: str) -> Callable[[int], Any]:
-    """A measuring.bench.ProgressBar drawing a Click bar on stderr."""
+    """A measuring.bench.ProgressBar over `total` UNet steps: a Click bar on a terminal's stderr; into
+    a pipe, a log or the journal (where Click draws only the bare label), a line
+    "<label>: <done>/<total> UNet steps" at each tenth of the way, at most 10 lines."""
 
     @contextlib.contextmanager
     def bar(total: int) -> Iterator[Progress]:
+        if not sys.stderr.isatty():
+            done = 0
+
+            def step(n: int) -> None:
+                nonlocal done
+                before, done = done, done + n
+                if 10 * done // max(1, total) > 10 * before // max(1, total):
+                    click.echo(f"{label}: {done}/{total} UNet steps", err=True)
+
+            yield step
+            return
         with click.progressbar(length=max(1, total), label=label, file=sys.stderr, show_eta=True) as b:
             yield b.update
 
