@@ -146,6 +146,11 @@ class Plan:
     def ov_cpu_pinning(self) -> bool:
         return bool(self.settings["ov_cpu_pinning"])
 
+    @property
+    def ov_weights(self) -> str:
+        """The OpenVINO export's weights: full | int8 | int8-hybrid (backend openvino)."""
+        return str(self.settings["ov_weights"])
+
     def library_path(self, kind: str) -> str | None:
         """The path in effect of a preloadable library (jemalloc | tcmalloc | iomp), or None."""
         return self.settings.get(LIBRARY_KNOBS[kind])

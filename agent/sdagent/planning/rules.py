@@ -570,6 +570,15 @@ def ov_cpu_pinning_rule(ctx: PlanContext) -> tuple[bool, str]:
                    "backend's unpinned OpenMP")
 
 
+def ov_weights_rule(ctx: PlanContext) -> tuple[str, str]:
+    """The model's own weights: int8 forms are lossy, so only an explicit setting or a tune candidate that
+    passed the fidelity gate (tuning) chooses them."""
+    if not ctx.openvino:
+        return "full", "only backend openvino reads it"
+    return "full", ("the model's own weights: int8 and int8-hybrid are lossy, chosen only when asked or when "
+                    "`sdagent tune` measured them faster and within the fidelity bound")
+
+
 #: Every decided setting, in the order it is decided (later rules read earlier values).
 RULES: tuple[Rule, ...] = (
     *(Rule(key, library_path_rule(kind), library_path_honour(kind)) for kind, key in LIBRARY_KNOBS.items()),
@@ -594,4 +603,5 @@ RULES: tuple[Rule, ...] = (
     Rule("ov_num_streams", ov_num_streams_rule),
     Rule("ov_performance_hint", ov_performance_hint_rule),
     Rule("ov_cpu_pinning", ov_cpu_pinning_rule),
+    Rule("ov_weights", ov_weights_rule),
 )

@@ -20,9 +20,6 @@ The order of work:
    paired ratio per variant; a variant leaves the screen once decided. Of the
    variants found faster, the lowest mean ratio is **confirmed in a fresh
    comparison** before it becomes the best.
-   A **lossy** candidate (one that changes pixels: the tiny VAE) first faces the fidelity gate
-   (``gate(candidate)``, measuring/fidelity.py): one that fails it is reported with its figures
-   and never measured nor shipped; one that passes is compared like any other.
 3. **The final check against stock**, always: its budget is reserved before
    any axis starts, and an axis that would eat into it is skipped. If stock
    turns out faster, stock is chosen; the plan written is then exactly the
@@ -137,7 +134,6 @@ class TuneResult:
     round_cap: int = 0
     path: list[str] = field(default_factory=list)  # stock, then each candidate that became the best
     budget_plan: list[dict[str, Any]] = field(default_factory=list)  # said up front: each axis, its cost, fits
-    fidelity: dict[str, dict[str, Any]] = field(default_factory=dict)  # lossy candidate -> its gate decision
 
     def samples(self) -> dict[str, list[float]]:
         """Every measurement of every candidate, in the order taken."""
@@ -164,7 +160,6 @@ class TuneResult:
             ],
             "comparisons": [c.to_dict() for c in self.comparisons],
             "skipped": [{"candidate": n, "why": w} for n, w in self.skipped],
-            "fidelity": {k: dict(v) for k, v in self.fidelity.items()},
         }
 
 
@@ -184,9 +179,6 @@ Event = Callable[[str, dict[str, Any]], None]
 #: (candidate, seconds it may take) -> its latency; MeasureFailed when it fails or is stopped at the limit.
 Measure = Callable[[Candidate, float], float]
 Warm = Callable[[Candidate, float], None]
-#: candidate -> None (it keeps the pixels) or its fidelity gate decision (anything with .passed, .reason and
-#: .to_dict(): measuring.fidelity.GateDecision)
-Gate = Callable[[Candidate], Any]
 
 
 # ---------------------------------------------------------------------------
@@ -268,8 +260,6 @@ class _Search:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     path: list[str] = field(default_factory=list)
     budget_plan: list[dict[str, Any]] = field(default_factory=list)
-    gate: Gate | None = None
-    fidelity: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     # -- the budget ----------------------------------------------------------------------------
 
@@ -301,32 +291,6 @@ class _Search:
             self.seen[c.key] = c.name
             self.candidates[c.name] = c
             out.append(c)
-        return out
-
-    def gated(self, cands: list[Candidate]) -> list[Candidate]:
-        """The candidates that keep the pixels or pass the fidelity gate; the others are recorded (with their
-        figures) as skipped, never measured. A gate that cannot judge (a crash making the images) fails it."""
-        if self.gate is None:
-            return cands
-        out = []
-        for c in cands:
-            try:
-                d = self.gate(c)
-            except MeasureFailed as exc:
-                why = f"fails the fidelity gate: it could not be judged ({exc})"
-                self.fidelity[c.name] = {"passed": False, "reason": why}
-                self.skipped.append((c.name, why))
-                self.st.emit("gate", {"candidate": c.name, "passed": False, "reason": why})
-                continue
-            if d is None:
-                out.append(c)
-                continue
-            self.fidelity[c.name] = d.to_dict()
-            self.st.emit("gate", {"candidate": c.name, "passed": d.passed, "reason": d.reason})
-            if d.passed:
-                out.append(c)
-            else:
-                self.skipped.append((c.name, d.reason))
         return out
 
     def become_best(self, c: Candidate) -> None:
@@ -520,9 +484,6 @@ class _Search:
                                              f"{max(self.left(), 0):.0f} s left after the final check's reserve"))
                 self.st.emit("skipped", {"candidate": c.name})
             return
-        todo = self.gated(todo)  # after the budget's say: no gate images for an axis that does not fit
-        if not todo:
-            return
         screened = self.compare(todo, axis.name, "screen")
         winners = [c for c in screened if c.verdict and c.verdict.outcome == FASTER]
         if not winners:
@@ -565,7 +526,6 @@ def search(
     warm: Warm | None = None,
     rule: Rule = Rule(),
     on_event: Event | None = None,
-    gate: Gate | None = None,
 ) -> TuneResult:
     """Greedy, budgeted search (see the module docstring); never chooses a plan slower than stock beyond noise.
 
@@ -574,8 +534,8 @@ def search(
     st = _State(clock, measure, warm, on_event or (lambda kind, data: None))
     st.t0 = clock()
     s = _Search(st, rule, budget_s, stock, stock, rule.max_rounds, candidates={stock.name: stock},
-                seen={stock.key: stock.name}, path=[stock.name], gate=gate)
-    plan = s.gated(s.fresh(first))
+                seen={stock.key: stock.name}, path=[stock.name])
+    plan = s.fresh(first)
     if plan:
         s.first_plan(plan[0])
     if st.durations:
@@ -584,5 +544,4 @@ def search(
         s.one_axis(axis)
     reason = s.final_check()
     return TuneResult(s.best, stock, s.comparisons, s.candidates, s.skipped, reason, budget_s, st.spent(),
-                      rule.describe(), st.measured, st.noise.to_dict(), s.cap, s.path, s.budget_plan,
-                      s.fidelity)
+                      rule.describe(), st.measured, st.noise.to_dict(), s.cap, s.path, s.budget_plan)

@@ -96,11 +96,15 @@ class LocalMeasurer:
         return g.array, {"run": spec.to_dict(), "seed": self.w.seed, "latency_s": round(g.total_s, 6)}
 
     def fidelity(self, spec: RunSpec, bound: FidelityBound) -> Any:
-        """A lossy plan's images against the fp32 reference's, judged (measuring.fidelity_run: GateDecision)."""
-        from sdagent.measuring.fidelity_run import FidelityJudge
+        """A lossy plan's images against the fp32 reference's on tune's fixed seeds and prompts, judged the way
+        tune's gate judged it (tuning.gate.fidelity_gate: a measuring.fidelity.GateDecision)."""
+        from sdagent.tuning.gate import InProcessImages, fidelity_gate, gate_workloads
 
-        judge = FidelityJudge(str(self.model.path), self.w, spec.isa_flags, bound, store_dir=self.cache)
-        return judge.judge(spec)
+        images = InProcessImages(str(self.model.path), self.cache)
+        try:
+            return fidelity_gate(spec, gate_workloads(self.w), images, bound)
+        finally:
+            images.close()
 
     def stock(self, spec: RunSpec, runs: int, warmup: int) -> tuple[list[float] | str, dict[str, Any] | None]:
         """The same workload in a fresh stock process on this process's CPUs (it inherits the affinity)."""
