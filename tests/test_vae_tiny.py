@@ -226,3 +226,56 @@ def test_tune_cli_reports_a_lossy_candidate_failing_the_gate_and_never_ships_it(
     assert gate["passed"] is False and math.isfinite(gate["fidelity"]["psnr_db"])
     assert gate["bound"]["min_psnr_db"] == 100 and plan["settings"]["vae"] == "full"
     assert "vae=tiny" not in plan["tuning"]["processes"]  # never measured, never shipped
+
+
+# ---------------------------------------------------------------------------
+# verify: a lossy plan's fidelity is measured and judged (fake measurer), the target's bound first
+# ---------------------------------------------------------------------------
+
+
+def _verify_lossy(tmp_path: Path, fidelity_yaml: dict | None, psnr: float):
+    from test_verify_session import FACTS, FakeMeasurer, W, state_for
+
+    from hosts import HOSTS, write_tree
+    from sdagent.host.topology import read_topology
+    from sdagent.measuring.fidelity import Fidelity, passes_gate
+    from sdagent.pipeline.modeldir import ModelDir
+    from sdagent.planning.plan import make_plan
+    from sdagent.verifying.session import VerifyRequest, verify
+    from sdagent.verifying.targets import parse_targets
+
+    topo = read_topology(write_tree(tmp_path, HOSTS["epyc-2core-zen5"]))
+    plan = make_plan(topo, FACTS, overrides={"vae": "tiny"})
+    target = {"name": "t", "match": {"model": "tiny"}, "p50_s": 5, "min_runs": 5}
+    if fidelity_yaml is not None:
+        target["fidelity"] = fidelity_yaml
+    req = VerifyRequest(ModelDir(Path("/m/tiny"), "StableDiffusionPipeline", {}, "tiny"), W, plan, 0,
+                        parse_targets([target]), topo)
+
+    class Lossy(FakeMeasurer):
+        def fidelity(self, spec, bound):
+            self.calls.append(("fidelity", spec, bound))
+            return passes_gate(Fidelity(psnr, 0.9, 2, "the fp32 reference"), bound,
+                               Fidelity(30.0, 0.95, 2, "the fp32 reference"))
+
+    m = Lossy()
+    return verify(req, m, state_for(plan, topo)), m
+
+
+def test_verify_reports_a_lossy_plans_fidelity_and_holds_it_to_the_targets_bound(tmp_path):
+    res, m = _verify_lossy(tmp_path / "a", {"relative_to": "none", "min_psnr_db": 20}, psnr=25.0)
+    c = res.check("fidelity")
+    assert c.status == "pass" and c.value["psnr_db"] == 25.0 and "PSNR 25.0 dB" in c.detail
+    assert [x for x in m.calls if x[0] == "fidelity"][0][1].vae == "tiny"
+    res, _ = _verify_lossy(tmp_path / "b", None, psnr=25.0)  # the default bound: at least bf16's 30 dB
+    assert res.check("fidelity").status == "fail" and res.exit_code == 1
+    assert "bf16's 30.0" in res.check("fidelity").detail
+
+
+def test_a_targets_fidelity_bound_out_of_range_is_one_line(tmp_path):
+    from sdagent.errors import BadInput
+    from sdagent.verifying.targets import parse_targets
+
+    with pytest.raises(BadInput) as e:
+        parse_targets([{"name": "t", "match": {}, "p50_s": 5, "fidelity": {"min_ssim": 2}}])
+    assert "fidelity" in str(e.value) and "outside its range" in str(e.value) and "\n" not in str(e.value)
