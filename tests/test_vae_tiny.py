@@ -279,3 +279,32 @@ def test_a_targets_fidelity_bound_out_of_range_is_one_line(tmp_path):
     with pytest.raises(BadInput) as e:
         parse_targets([{"name": "t", "match": {}, "p50_s": 5, "fidelity": {"min_ssim": 2}}])
     assert "fidelity" in str(e.value) and "outside its range" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_vae_tiny_plan_without_the_models_tiny_autoencoder_is_refused_before_any_work(tmp_path, tiny_model):
+    from clirun import REPO
+
+    plan = tmp_path / "p.json"
+    assert sdagent("plan", "--set", "vae=tiny", "-o", str(plan), env=_env(tmp_path)).returncode == 0
+    r = sdagent("--plan-file", str(plan), "verify", "--model", str(tiny_model), "--targets",
+                str(REPO / "examples" / "targets.yml"), env=_env(tmp_path))
+    assert r.returncode == 2 and "vae tiny:" in r.stderr and "vae_tiny/config.json is missing" in r.stderr
+    assert "sdagent model create --preset taesd" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+def test_verify_cli_measures_a_lossy_plans_fidelity(tmp_path, tae_model):
+    from clirun import PY
+
+    plan, targets = tmp_path / "p.json", tmp_path / "t.yml"
+    targets.write_text("- name: tiny\n  match: {model: tiny}\n  p50_s: 600\n"
+                       "  fidelity: {relative_to: none, min_psnr_db: 1}\n")
+    assert sdagent("plan", "--set", "vae=tiny", "--set", "compile=false", "-o", str(plan),
+                   env=_env(tmp_path)).returncode == 0
+    r = sdagent("--plan-file", str(plan), "exec", "--", PY, "-m", "sdagent", "verify", "--model", str(tae_model),
+                "--targets", str(targets), "--steps", "1", "--json", env=_env(tmp_path), timeout=900)
+    assert r.returncode == 0, r.stderr
+    rec = json.loads(r.stdout)
+    fid = next(c for c in rec["checks"] if c["name"] == "fidelity")
+    assert fid["status"] == "pass" and "passes the fidelity gate: PSNR" in fid["detail"]
+    assert fid["limit"]["min_psnr_db"] == 1 and math.isfinite(fid["value"]["psnr_db"])

@@ -7,7 +7,7 @@ import click
 
 from sdagent.cli import cli
 from sdagent.cli.context import AgentContext
-from sdagent.cli.options import ModelArgs, check_backend_usable, model_options, pass_agent, resolve_plan
+from sdagent.cli.options import ModelArgs, check_backend_usable, check_vae, model_options, pass_agent, resolve_plan
 from sdagent.errors import BadInput, Exit, SdagentError
 from sdagent.pipeline.modelgen import PRESETS, WRITERS
 from sdagent.pipeline.modelgen_tae import TAE_PRESETS  # registers the tiny autoencoders into WRITERS
@@ -114,6 +114,7 @@ def compile_(agent: AgentContext, model: ModelArgs, artifacts: str | None, as_js
         raise BadInput(f"the plan's backend is {plan.backend}: compiled packages are for the native and "
                        "openvino backends")
     check_backend_usable(plan.backend)
+    check_vae(plan, md.path)
     if plan.backend == "native":
         facts = agent.facts()
         check_compiler(facts.cxx, facts.cxx_error)
