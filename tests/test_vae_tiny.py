@@ -308,3 +308,16 @@ def test_verify_cli_measures_a_lossy_plans_fidelity(tmp_path, tae_model):
     fid = next(c for c in rec["checks"] if c["name"] == "fidelity")
     assert fid["status"] == "pass" and "passes the fidelity gate: PSNR" in fid["detail"]
     assert fid["limit"]["min_psnr_db"] == 1 and math.isfinite(fid["value"]["psnr_db"])
+
+
+def test_a_compiled_tiny_decoder_has_a_package_key_of_its_own(tae_model):
+    """The decoder package of the tiny VAE is keyed on its weights too: never the full VAE's package loaded."""
+    from sdagent.pipeline.backends import artifact_keys
+    from sdagent.pipeline.workload import Workload
+    from sdagent.planning.runspec import RunSpec
+
+    spec = RunSpec("native", "fp32", True, True, False)
+    w = Workload(steps=1, height=64, width=64)
+    full, tiny = artifact_keys(tae_model, spec, w), artifact_keys(tae_model, replace(spec, vae="tiny"), w)
+    assert full["unet"] == tiny["unet"] and full["text_encoder"] == tiny["text_encoder"]
+    assert full["vae_decoder"].digest != tiny["vae_decoder"].digest and "+tae" in tiny["vae_decoder"].model
