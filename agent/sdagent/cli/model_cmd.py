@@ -7,9 +7,10 @@ import click
 
 from sdagent.cli import cli
 from sdagent.cli.context import AgentContext
-from sdagent.cli.options import ModelArgs, check_backend_usable, model_options, pass_agent, resolve_plan
+from sdagent.cli.options import ModelArgs, check_backend_usable, check_vae, model_options, pass_agent, resolve_plan
 from sdagent.errors import BadInput, Exit, SdagentError
-from sdagent.pipeline.modelgen import PRESETS
+from sdagent.pipeline.modelgen import PRESETS, WRITERS
+from sdagent.pipeline.modelgen_tae import TAE_PRESETS  # registers the tiny autoencoders into WRITERS
 
 
 @cli.group()
@@ -22,10 +23,12 @@ def model() -> None:
 
 
 @model.command("create")
-@click.option("--preset", required=True, type=click.Choice(list(PRESETS)),
+@click.option("--preset", required=True, type=click.Choice([*PRESETS, *WRITERS]),
               help="tiny: for tests, seconds, 64x64. sd15: SD-1.5's exact UNet/VAE/CLIP-L "
                    "architecture (~1.6 TFLOP per UNet step at 512x512 with guidance; ~4 GB, "
-                   "a minute to write), so its latency is the real model's.")
+                   "a minute to write), so its latency is the real model's. Tiny autoencoders "
+                   "(AutoencoderTiny, for `vae: tiny`; write them to MODEL/vae_tiny): "
+                   + "; ".join(f"{k}: {v[0]}" for k, v in TAE_PRESETS.items()) + ".")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of the random weights.")
 @click.option("--force", is_flag=True, help="Replace DIR if it is a model `sdagent model create` wrote (its "
@@ -46,6 +49,7 @@ def create(preset: str, seed: int, force: bool, as_json: bool, directory: str) -
     Examples:
       sdagent model create --preset tiny /tmp/sd-tiny
       sdagent model create --preset sd15 /var/lib/sdagent/sd15
+      sdagent model create --preset taesd /var/lib/sdagent/sd15/vae_tiny
     """
     from sdagent.pipeline.modelgen import check_target, create_model
 
@@ -56,7 +60,8 @@ def create(preset: str, seed: int, force: bool, as_json: bool, directory: str) -
         return
     total = sum(made.params.values())
     parts = ", ".join(f"{k} {v / 1e6:.2f}M" for k, v in made.params.items())
-    click.echo(f"wrote {made.preset} pipeline to {made.path} in {made.seconds:.1f} s: "
+    kind = "tiny autoencoder" if made.preset in WRITERS else "pipeline"
+    click.echo(f"wrote {made.preset} {kind} to {made.path} in {made.seconds:.1f} s: "
                f"{total / 1e6:.2f}M parameters ({parts}), random weights, seed {made.seed}")
 
 
@@ -109,6 +114,7 @@ def compile_(agent: AgentContext, model: ModelArgs, artifacts: str | None, as_js
         raise BadInput(f"the plan's backend is {plan.backend}: compiled packages are for the native and "
                        "openvino backends")
     check_backend_usable(plan.backend)
+    check_vae(plan, md.path)
     if plan.backend == "native":
         facts = agent.facts()
         check_compiler(facts.cxx, facts.cxx_error)

@@ -86,7 +86,7 @@ class BudgetBar:
                    "to measure the backends alone: stock, the plan and the final check are always measured.")
 @click.option("--fidelity-bound", "fidelity_bound", default=None, metavar="KEY=VALUE[,...]",
               callback=lambda ctx, param, v: None if v is None else parse_bound(v),
-              help="What a lossy candidate's images (OpenVINO int8 weights) must reach against the fp32 "
+              help="What a lossy candidate's images (OpenVINO int8 weights, the tiny VAE) must reach against the fp32 "
                    "reference's, at seeds 0 and 1 of this workload, before it is measured; one that fails is "
                    "reported with its figures and never chosen. " + BOUND_HELP)
 @click.option("--compile/--no-compile", "allow_compile", default=True, show_default=True,
@@ -108,7 +108,9 @@ def tune(agent: AgentContext, m: MeasureArgs, plan_args: PlanArgs, budget_min: f
     expected effect (so a short budget covers what matters first):
     precision/backend (native, ipex and openvino where their stack is in this
     Python), torch.compile, OpenVINO weights (int8, int8-hybrid: lossy, each
-    first through the fidelity gate, --fidelity-bound), no preloads (jemalloc
+    first through the fidelity gate, --fidelity-bound), VAE (the model's tiny
+    autoencoder, MODEL/vae_tiny, where it has one: lossy, gated the same
+    way), no preloads (jemalloc
     and libiomp5 off together), channels_last, threads, pinning, OpenMP
     runtime, KMP_BLOCKTIME 0/1/200, allocator (glibc, jemalloc short/long/demo
     MALLOC_CONF, tcmalloc); --axis keeps only the named ones. Each measurement

@@ -20,7 +20,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from sdagent import atomicio
 from sdagent.errors import BadInput, one_line
@@ -104,9 +104,14 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+#: Presets that are not whole pipelines, by name -> writer(out_dir, *, force, seed) -> CreatedModel: the tiny
+#: autoencoders (taesd, taesdxl, tiny-tae), registered by pipeline/modelgen_tae.py when it is imported.
+WRITERS: dict[str, Callable[..., "CreatedModel"]] = {}
+
+
 def get_preset(name: str) -> Preset:
     if name not in PRESETS:
-        raise BadInput(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
+        raise BadInput(f"unknown preset {name!r}: choose one of {', '.join([*PRESETS, *WRITERS])}")
     return PRESETS[name]
 
 
@@ -341,6 +346,8 @@ def check_target(directory: str | os.PathLike[str], force: bool) -> Path:
 def create_model(preset_name: str, out_dir: str | os.PathLike[str], *, force: bool = False,
                  seed: int = 0) -> CreatedModel:
     """Write a complete pipeline directory: built in a temp sibling, then renamed into place."""
+    if preset_name in WRITERS:
+        return WRITERS[preset_name](out_dir, force=force, seed=seed)
     preset = get_preset(preset_name)
     out = check_target(out_dir, force)
     t0 = time.perf_counter()

@@ -118,6 +118,11 @@ class Plan:
         return bool(self.settings["compile_autotune"])
 
     @property
+    def vae(self) -> str:
+        """full | tiny (a plan file written before the setting existed: full)."""
+        return str(self.settings.get("vae", "full"))
+
+    @property
     def weights_prepack(self) -> bool:
         return bool(self.settings["weights_prepack"])
 
@@ -256,6 +261,8 @@ def summary_line(settings: Mapping[str, Any]) -> str:
     parts += [f"{s.get('backend')} {s.get('precision')}",
               "channels_last" if s.get("channels_last") else "contiguous",
               "compiled" if s.get("compile") else "eager"]
+    if s.get("vae") == "tiny":
+        parts.append("tiny VAE")
     return ", ".join(str(p) for p in parts)
 
 

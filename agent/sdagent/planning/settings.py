@@ -27,6 +27,9 @@ from sdagent.host.software import unsafe_library
 #: Compute precisions, and backends, the pipeline knows.
 PRECISIONS: tuple[str, ...] = ("bf16", "fp32")
 BACKENDS: tuple[str, ...] = ("ipex", "native", "openvino")
+#: The VAE that decodes the latents: the model's own (full) or its tiny autoencoder (MODEL/vae_tiny/,
+#: diffusers' AutoencoderTiny: TAESD/TAESDXL; pipeline/vae.py). Tiny changes pixels: a lossy choice.
+VAES: tuple[str, ...] = ("full", "tiny")
 #: OpenVINO's PERFORMANCE_HINT values, lower-case as settings are (sent upper-case).
 OV_PERFORMANCE_HINTS: tuple[str, ...] = ("latency", "throughput")
 #: The OpenVINO export's weights: the model's own ("full"), int8 weight compression (data-free, NNCF) or
@@ -79,6 +82,8 @@ KNOBS: dict[str, Knob] = {k.name: k for k in (
     Knob("membind", "bool", "bind memory to the instance's NUMA node (numactl -m)"),
     Knob("precision", "choice", "compute precision", PRECISIONS),
     Knob("backend", "choice", "inference backend", BACKENDS),
+    Knob("vae", "choice", "the VAE decoding the latents: full (the model's own) or tiny (its AutoencoderTiny in "
+         "MODEL/vae_tiny/, TAESD: a lossy speedup, which `sdagent tune` keeps only past the fidelity gate)", VAES),
     Knob("channels_last", "bool", "channels_last memory format for the UNet and VAE"),
     Knob("compile", "bool", "run the UNet, VAE decoder and text encoder as compiled AOTInductor packages (native)"),
     Knob("compile_autotune", "bool", "build the packages with inductor's max-autotune (longer builds; tune measures)"),

@@ -13,10 +13,10 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping
 
-from sdagent.errors import SdagentError
+from sdagent.errors import BadInput, SdagentError
 from sdagent.host.hostclass import host_class, installed_software
 from sdagent.host.process import machine_state, read_load_average
 from sdagent.host.software import HostFacts
@@ -71,7 +71,7 @@ class TuneOutcome:
 
 
 def host_choices(plan: Plan, facts: HostFacts, allow_compile: bool,
-                 layouts: tuple[dict[str, Any], ...] = ()) -> HostChoices:
+                 layouts: tuple[dict[str, Any], ...] = (), vae_tiny: bool = False) -> HostChoices:
     """What this host can try, from the derived plan and the host's facts."""
     return HostChoices(
         physical_cores=plan.settings["omp_num_threads"], bf16=native_bf16_flag(plan.isa_flags) is not None,
@@ -79,7 +79,8 @@ def host_choices(plan: Plan, facts: HostFacts, allow_compile: bool,
         tcmalloc=bool(facts.libraries.get("tcmalloc")), iomp=bool(facts.libraries.get("iomp")),
         pin=("numactl" if facts.numactl else "taskset" if facts.taskset else None),
         # no compiler, no compiled candidate: the planner refuses compile=True there (exit 2)
-        compile=allow_compile and bool(facts.cxx), layouts=layouts, openvino=_openvino_usable())
+        compile=allow_compile and bool(facts.cxx), layouts=layouts, openvino=_openvino_usable(),
+        vae_tiny=vae_tiny)
 
 
 def _openvino_usable() -> bool:
@@ -142,9 +143,21 @@ class _Session:
                                         else latency_layouts(self.topo))
                         if lay != self.request.to_dict())
         derived = self.plan_for({})
-        axes = order_axes(make_axes(host_choices(derived, self.facts, self.req.allow_compile, layouts),
-                                    self.resolve))
+        axes = order_axes(make_axes(host_choices(derived, self.facts, self.req.allow_compile, layouts,
+                                                 vae_tiny=self.vae_tiny()), self.resolve))
         return [a for a in axes if a.name in self.req.only_axes] if self.req.only_axes else axes
+
+    def vae_tiny(self) -> bool:
+        """The VAE axis's condition: the model carries a tiny autoencoder that fits it (pipeline/vae.py)."""
+        from sdagent.pipeline.vae import check_tiny, tiny_available
+
+        if not tiny_available(self.req.model.path):
+            return False
+        try:
+            check_tiny(self.req.model.path)
+        except BadInput:
+            return False
+        return True
 
     # -- measuring -----------------------------------------------------------------------------
 
@@ -264,8 +277,29 @@ class _Session:
         """The winner as the tuned plan itself, not overrides on top of one."""
         chosen_layout = PlanRequest.from_dict(result.chosen.layout) if result.chosen.layout else self.request
         plan_file = os.path.abspath(self.req.plan_file) if self.req.plan_file else None
-        return make_plan(self.topo, self.facts, chosen_layout, file_settings=dict(result.chosen.overrides),
+        plan = make_plan(self.topo, self.facts, chosen_layout, file_settings=dict(result.chosen.overrides),
                          source="tuned", tuning=record, plan_file=plan_file, objective=self.req.objective)
+        return with_gate_reason(plan, result, self.gates)
+
+
+def gate_speed_words(result: TuneResult, name: str) -> str:
+    """`1.25x faster per image` from the last comparison in which `name` was decided faster (the geometric
+    mean of its paired ratios), or '' when it never was."""
+    won = [c for c in result.comparisons if c.candidate == name and c.verdict is not None
+           and c.verdict.outcome == "faster" and c.ratios]
+    return f"{1 / math.exp(won[-1].mean_log_ratio):.2f}x faster per image" if won else ""
+
+
+def with_gate_reason(plan: Plan, result: TuneResult, gates: Mapping[str, Any]) -> Plan:
+    """A tiny-VAE winner's decision says what shipped it: its speed, the gate's figures and the bound."""
+    if plan.vae != "tiny":
+        return plan
+    name = next((n for n in reversed(result.path) if n in gates), None)
+    if name is None:
+        return plan
+    speed = gate_speed_words(result, name)
+    words = f"vae tiny: {speed + ', ' if speed else ''}{gates[name].reason}"
+    return replace(plan, decisions=tuple(replace(d, reason=words) if d.key == "vae" else d for d in plan.decisions))
 
 
 def tune(topo: Topology, facts: HostFacts, req: TuneRequest, *, environ: Mapping[str, str],
