@@ -7,6 +7,24 @@ from pathlib import Path
 import pytest
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_bench_lock(tmp_path_factory: pytest.TempPathFactory):
+    """The suite's benchmarks take a lock of their own (SDAGENT_LOCK_FILE, unless the caller set one):
+    they still wait for each other, but never for a benchmark another process runs on this host (a
+    developer's tune, another checkout's suite), which would time a test out for reasons outside it.
+    Tests of the lock itself name their own files."""
+    import os
+
+    if "SDAGENT_LOCK_FILE" in os.environ:
+        yield
+        return
+    os.environ["SDAGENT_LOCK_FILE"] = str(tmp_path_factory.mktemp("lock") / "bench.lock")
+    try:
+        yield
+    finally:
+        os.environ.pop("SDAGENT_LOCK_FILE", None)
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A `tiny` pipeline directory written by sdagent.modelgen (64x64, seconds to run)."""

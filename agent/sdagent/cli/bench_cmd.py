@@ -12,7 +12,7 @@ from sdagent.atomicio import write_json
 from sdagent.cli import cli
 from sdagent.cli.context import AgentContext
 from sdagent.cli.options import (FiniteFloat, ModelArgs, OutputFile, PlanArgs, backend_options, check_backend_usable,
-                                 check_compile_flag, layout_options, model_options, pass_agent, progress_bar,
+                                 check_compile_flag, check_vae, layout_options, model_options, pass_agent, progress_bar,
                                  resolve_plan, run_overrides, spill_on_write_failure)
 from sdagent.measuring.bench import bench_model, check_counts
 from sdagent.textfmt import runs_with
@@ -40,7 +40,7 @@ from sdagent.textfmt import runs_with
               help="Also write the JSON result to this file (atomically; checked before measuring).")
 @pass_agent
 def bench(agent: AgentContext, model: ModelArgs, runs: int, warmup: int, backend: str,
-          precision: str, compile_: bool | None, channels_last: bool | None, artifacts: str | None,
+          precision: str, compile_: bool | None, vae: str, channels_last: bool | None, artifacts: str | None,
           plan_args: PlanArgs, throughput: bool, images: int | None, window_s: float | None, as_json: bool,
           output: str | None) -> None:
     """Measure latency: WARMUP untimed runs, then RUNS timed ones, same seed each.
@@ -75,8 +75,9 @@ def bench(agent: AgentContext, model: ModelArgs, runs: int, warmup: int, backend
     """
     check_counts(runs, warmup)
     md, w = model.checked()
-    plan = resolve_plan(agent, plan_args, extra=run_overrides(backend, precision, compile_, channels_last))
+    plan = resolve_plan(agent, plan_args, extra=run_overrides(backend, precision, compile_, channels_last, vae))
     check_compile_flag(plan, compile_)
+    check_vae(plan, md.path)
     check_backend_usable(plan.backend)
     if throughput or plan_args.instances is not None or images is not None or window_s is not None:
         return _throughput(agent, md, w, plan, images, window_s, artifacts, as_json, output)

@@ -7,15 +7,19 @@ import click
 
 from sdagent.cli import cli
 from sdagent.cli.context import AgentContext
-from sdagent.cli.options import ModelArgs, check_backend_usable, model_options, pass_agent, resolve_plan
+from sdagent.cli.options import ModelArgs, check_backend_usable, check_vae, model_options, pass_agent, resolve_plan
 from sdagent.errors import BadInput, Exit, SdagentError
-from sdagent.pipeline.modelgen import PRESETS, STORAGE_DTYPES
+from sdagent.pipeline.modelgen import PRESETS, STORAGE_DTYPES, WRITERS
+from sdagent.pipeline.modelgen_tae import TAE_PRESETS  # registers the tiny autoencoders into WRITERS
 
 
 def preset_help() -> str:
-    """--preset's help, from the registry itself (each preset's description, family and default size)."""
-    return "; ".join(f"{p.name}: {p.description} ({p.family}, {p.default_size}x{p.default_size})"
-                     for p in PRESETS.values())
+    """--preset's help, from the registries themselves (each preset's description, family and default size;
+    the tiny autoencoders')."""
+    return ("; ".join(f"{p.name}: {p.description} ({p.family}, {p.default_size}x{p.default_size})"
+                      for p in PRESETS.values())
+            + ". Tiny autoencoders (AutoencoderTiny, for `vae: tiny`; write them to MODEL/vae_tiny): "
+            + "; ".join(f"{k}: {v[0]}" for k, v in TAE_PRESETS.items()) + ".")
 
 
 @cli.group()
@@ -30,7 +34,7 @@ def model() -> None:
 
 
 @model.command("create")
-@click.option("--preset", required=True, type=click.Choice(list(PRESETS)), help=preset_help())
+@click.option("--preset", required=True, type=click.Choice([*PRESETS, *WRITERS]), help=preset_help())
 @click.option("--dtype", type=click.Choice(STORAGE_DTYPES), default=None,
               help="What the weights files hold (default: the preset's: fp16 for sd21, sd-turbo, sdxl and "
                    "sdxl-turbo, half the disk and write time; fp32 otherwise). Every command loads them as "
@@ -62,6 +66,7 @@ def create(preset: str, dtype: str | None, seed: int, force: bool, as_json: bool
       sdagent model create --preset tiny /tmp/sd-tiny
       sdagent model create --preset sd15 /var/lib/sdagent/sd15
       sdagent model create --preset sdxl-turbo /var/lib/sdagent/sdxl-turbo
+      sdagent model create --preset taesd /var/lib/sdagent/sd15/vae_tiny
     """
     from sdagent.pipeline.modelgen import check_target, create_model
 
@@ -72,6 +77,10 @@ def create(preset: str, dtype: str | None, seed: int, force: bool, as_json: bool
         return
     total = sum(made.params.values())
     parts = ", ".join(f"{k} {v / 1e6:.2f}M" for k, v in made.params.items())
+    if made.preset in WRITERS:
+        click.echo(f"wrote {made.preset} tiny autoencoder to {made.path} in {made.seconds:.1f} s: "
+                   f"{total / 1e6:.2f}M parameters ({parts}), random weights, seed {made.seed}")
+        return
     click.echo(f"wrote {made.preset} pipeline to {made.path} in {made.seconds:.1f} s: {made.family} family, "
                f"{total / 1e6:.2f}M parameters ({parts}), random weights stored in {made.storage_dtype}, "
                f"seed {made.seed}")
@@ -126,6 +135,7 @@ def compile_(agent: AgentContext, model: ModelArgs, artifacts: str | None, as_js
         raise BadInput(f"the plan's backend is {plan.backend}: compiled packages are for the native and "
                        "openvino backends")
     check_backend_usable(plan.backend)
+    check_vae(plan, md.path)
     if plan.backend == "native":
         facts = agent.facts()
         check_compiler(facts.cxx, facts.cxx_error)

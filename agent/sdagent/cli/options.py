@@ -22,7 +22,7 @@ from sdagent.pipeline.workload import (DEMO_PROMPT, SCHEDULERS, Workload, check_
                                       with_model_defaults, workload_warnings)
 from sdagent.planning.layout import PlanRequest
 from sdagent.planning.plan import Plan
-from sdagent.planning.settings import BACKENDS, PRECISIONS, load_overrides_file, parse_assignments
+from sdagent.planning.settings import BACKENDS, KNOBS, PRECISIONS, VAES, load_overrides_file, parse_assignments
 
 
 class FiniteFloat(click.ParamType):
@@ -216,7 +216,7 @@ def resolve_plan(agent: AgentContext, plan_args: PlanArgs | None = None,
 
 
 def backend_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """--backend/--precision/--compile/--artifacts: 'auto' or unset means the plan's value."""
+    """--backend/--precision/--compile/--vae/--artifacts: 'auto' or unset means the plan's value."""
     for decorator in reversed((
         click.option("--backend", type=click.Choice(["auto", *BACKENDS]), default="auto",
                      show_default=True, help="auto = the plan's (ipex where IPEX imports and matches torch). openvino: OpenVINO GenAI "
@@ -226,6 +226,8 @@ def backend_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="auto = the plan's (bf16 where the CPU has AMX-BF16 or AVX512-BF16)."),
         click.option("--compile/--no-compile", "compile_", default=None,
                      help="torch.compile the UNet (native backend; inductor with freezing). Default: the plan's."),
+        click.option("--vae", type=click.Choice(["auto", *VAES]), default="auto", show_default=True,
+                     help="auto = the plan's. " + KNOBS["vae"].help[0].upper() + KNOBS["vae"].help[1:] + "."),
         click.option("--artifacts", type=click.Path(file_okay=False), default=None,
                      help="Where the compiled packages are kept (default ~/.cache/sdagent/artifacts); a "
                           "missing one is built once (minutes for SD-1.5; `sdagent model compile` does it ahead)."),
@@ -235,7 +237,7 @@ def backend_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def run_overrides(backend: str, precision: str, compile_: bool | None,
-                  channels_last: bool | None = None) -> dict[str, Any]:
+                  channels_last: bool | None = None, vae: str = "auto") -> dict[str, Any]:
     """Explicit CLI values override the plan; "auto" (and an absent flag) mean the plan's."""
     o: dict[str, Any] = {}
     if backend != "auto":
@@ -246,7 +248,17 @@ def run_overrides(backend: str, precision: str, compile_: bool | None,
         o["compile"] = compile_
     if channels_last is not None:
         o["channels_last"] = channels_last
+    if vae != "auto":
+        o["vae"] = vae
     return o
+
+
+def check_vae(plan: Plan, model_dir: Any) -> None:
+    """A plan with vae tiny needs the model's tiny autoencoder, fitting it: one line before any load."""
+    if plan.vae == "tiny":
+        from sdagent.pipeline.vae import check_tiny
+
+        check_tiny(model_dir)
 
 
 def check_backend_usable(backend: str) -> None:

@@ -12,6 +12,7 @@ from sdagent.atomicio import write_bytes
 from sdagent.cli import cli
 from sdagent.cli.context import AgentContext
 from sdagent.cli.options import (ModelArgs, OutputFile, backend_options, check_backend_usable, check_compile_flag,
+                                 check_vae,
                                  model_options, pass_agent, resolve_plan, run_overrides, spill_on_write_failure)
 from sdagent.errors import BadInput
 from sdagent.host.software import ipex_status, package_versions
@@ -36,7 +37,7 @@ def _progress(step: int, steps: int, seconds: float) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print settings, notes and timings as JSON.")
 @pass_agent
 def run(agent: AgentContext, model: ModelArgs, backend: str, precision: str, compile_: bool | None,
-        artifacts: str | None, output: str, as_json: bool) -> None:
+        vae: str, artifacts: str | None, output: str, as_json: bool) -> None:
     """Generate one image from PROMPT with the tuned backend and write it to OUTPUT.
 
     \b
@@ -65,8 +66,9 @@ def run(agent: AgentContext, model: ModelArgs, backend: str, precision: str, com
         if not st.usable:
             raise BadInput(ipex_unusable_message(st))
     check_backend_usable(backend)
-    plan = resolve_plan(agent, extra=run_overrides(backend, precision, compile_))
+    plan = resolve_plan(agent, extra=run_overrides(backend, precision, compile_, vae=vae))
     check_compile_flag(plan, compile_)
+    check_vae(plan, md.path)
     check_backend_usable(plan.backend)
     spec = plan.run_spec
 

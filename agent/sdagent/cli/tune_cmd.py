@@ -17,6 +17,8 @@ from sdagent.cli import cli
 from sdagent.cli.context import AgentContext
 from sdagent.cli.options import (FiniteFloat, MeasureArgs, OutputFile, PlanArgs, command_line, layout_options,
                                  measure_options, pass_agent, resolve_plan, spill_on_write_failure)
+from sdagent.measuring.fidelity import BOUND_HELP, parse_bound
+from sdagent.tuning.axes import AXIS_NAMES
 from sdagent.tuning.rule import Rule
 
 
@@ -79,6 +81,14 @@ class BudgetBar:
 @click.option("--max-rounds", type=click.IntRange(min=6), default=Rule.max_rounds, show_default=True,
               help="The most paired rounds one comparison may take (the cap used is sized from the host's "
                    "noise floor, up to this).")
+@click.option("--axis", "only_axes", multiple=True, type=click.Choice(AXIS_NAMES),
+              help="Search only this axis (repeatable; default: every axis), e.g. --axis precision/backend "
+                   "to measure the backends alone: stock, the plan and the final check are always measured.")
+@click.option("--fidelity-bound", "fidelity_bound", default=None, metavar="KEY=VALUE[,...]",
+              callback=lambda ctx, param, v: None if v is None else parse_bound(v),
+              help="What a lossy candidate's images (OpenVINO int8 weights, the tiny VAE) must reach against the fp32 "
+                   "reference's, at seeds 0 and 1 of this workload, before it is measured; one that fails is "
+                   "reported with its figures and never chosen. " + BOUND_HELP)
 @click.option("--compile/--no-compile", "allow_compile", default=True, show_default=True,
               help="Try torch.compile (a cold cache costs minutes once; the warm-up is counted).")
 @click.option("-o", "--output", type=OutputFile(), default=None,
@@ -87,7 +97,8 @@ class BudgetBar:
 @click.option("--json", "as_json", is_flag=True, help="Print the tuning record and the plan as JSON.")
 @pass_agent
 def tune(agent: AgentContext, m: MeasureArgs, plan_args: PlanArgs, budget_min: float, objective: str,
-         max_rounds: int, allow_compile: bool, output: str | None, as_json: bool) -> None:
+         max_rounds: int, only_axes: tuple[str, ...], fidelity_bound: Any, allow_compile: bool,
+         output: str | None, as_json: bool) -> None:
     """Measure candidate plans on this host and keep the fastest; stock is the fallback.
 
     \b
@@ -95,11 +106,18 @@ def tune(agent: AgentContext, m: MeasureArgs, plan_args: PlanArgs, budget_min: f
     plan's CPUs and thread count), the plan in force (--plan-file) or the
     topology plan, then one axis at a time from the best so far, in order of
     expected effect (so a short budget covers what matters first):
-    precision/backend, torch.compile, no preloads (jemalloc and libiomp5 off
-    together), channels_last, threads, pinning, OpenMP runtime,
-    KMP_BLOCKTIME 0/1/200, allocator (glibc, jemalloc short/long/demo
-    MALLOC_CONF, tcmalloc). Each measurement is a fresh process taking the median of
-    --repeats timed calls. The layout options measure instance 0 of that layout.
+    precision/backend (native, ipex and openvino where their stack is in this
+    Python), torch.compile, OpenVINO weights (int8, int8-hybrid: lossy, each
+    first through the fidelity gate, --fidelity-bound), VAE (the model's tiny
+    autoencoder, MODEL/vae_tiny, where it has one: lossy, gated the same
+    way), no preloads (jemalloc
+    and libiomp5 off together), channels_last, threads, pinning, OpenMP
+    runtime, KMP_BLOCKTIME 0/1/200, allocator (glibc, jemalloc short/long/demo
+    MALLOC_CONF, tcmalloc); --axis keeps only the named ones. Each measurement
+    is a fresh process taking the median of --repeats timed calls. The layout
+    options measure instance 0 of that layout. The record says which backend
+    won and by how much (vs stock and the runner-up backend) and each lossy
+    candidate's fidelity.
     \b
     --objective throughput measures the host's seconds per image with every
     instance running at once (--repeats images each), starts from one
@@ -130,7 +148,7 @@ def tune(agent: AgentContext, m: MeasureArgs, plan_args: PlanArgs, budget_min: f
     md, w = m.model.checked()
     req = TuneRequest(md, w, budget_min * 60, Rule(max_rounds=max_rounds), m.repeats, m.warmup_for(w),
                       m.timeout_s, allow_compile, output, command_line(), start=resolve_plan(agent, plan_args),
-                      objective=objective)
+                      objective=objective, only_axes=tuple(only_axes), fidelity_bound=fidelity_bound)
     with agent.bench_lock("tune"), BudgetBar(req.budget_s) as bar:
         out = run_tune(agent.topology(), agent.facts(), req, environ=dict(os.environ), on_event=bar.event)
     if output:
@@ -139,7 +157,7 @@ def tune(agent: AgentContext, m: MeasureArgs, plan_args: PlanArgs, budget_min: f
     if as_json:
         click.echo(json.dumps({"tuning": out.record, "plan": out.plan.to_dict()}, indent=2))
         return
-    click.echo(tune_table(out.result, out.result.samples()), nl=False)
+    click.echo(tune_table(out.result, out.result.samples(), out.record.get("fidelity")), nl=False)
     if output:
         click.echo(f"plan:   {output} (use: sdagent --plan-file {shlex.quote(output)} env|exec|verify)")
     else:

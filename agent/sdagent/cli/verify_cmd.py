@@ -14,8 +14,8 @@ import click
 from sdagent import __version__, atomicio
 from sdagent.cli import cli, last_words
 from sdagent.cli.context import AgentContext
-from sdagent.cli.options import (ModelArgs, OutputFile, PlanArgs, model_options, pass_agent, plan_options,
-                                 progress_bar, resolve_plan)
+from sdagent.cli.options import (ModelArgs, OutputFile, PlanArgs, check_vae, model_options, pass_agent,
+                                 plan_options, progress_bar, resolve_plan)
 from sdagent.errors import BadInput, Exit, SdagentError, Terminated, exit_codes_help, one_line
 from sdagent.host.process import process_state
 from sdagent.measuring.bench import check_counts
@@ -35,7 +35,7 @@ RULE_SOURCES: tuple[tuple[str, tuple[Callable[..., Any], ...]], ...] = (
     ("latency", (C.latency_checks,)),
     ("throughput", (C.throughput_check,)),
     ("error", (C.image_checks, C.failed_run)),
-    ("quality", (C.image_checks, C.check_bf16_diff)),
+    ("quality", (C.image_checks, C.check_bf16_diff, C.check_fidelity)),
     ("stock", (C.check_stock,)),
     ("validity", (C.latency_checks,)),
 )
@@ -209,6 +209,7 @@ def _run(agent: AgentContext, model: ModelArgs, plan_args: PlanArgs, targets_fil
     md, w = model.checked()
     plan = resolve_plan(agent, plan_args)
     plan.instance(instance)  # BadInput when out of range
+    check_vae(plan, md.path)  # vae tiny: the model's tiny autoencoder, fitting it
     req = VerifyRequest(md, w, plan, instance, targets, agent.topology(), runs, warmup, against_stock)
     measurer = LocalMeasurer(md, w, environ=os.environ, plan=plan, artifacts_dir=artifacts,
                              bar=progress_bar("verify"))

@@ -152,8 +152,15 @@ def artifact_keys(model_dir: str | os.PathLike[str], spec: RunSpec, workload: Wo
         return ArtifactKey(fp, part, workload.height, workload.width, batch, spec.precision, spec.channels_last,
                            opts, torch.__version__, host_isa())
 
-    return {"unet": key("unet", workload.batch), "vae_decoder": key("vae_decoder", 1),
+    keys = {"unet": key("unet", workload.batch), "vae_decoder": key("vae_decoder", 1),
             "text_encoder": key("text_encoder", 1)}
+    if spec.vae == "tiny":  # the decoder package is the tiny autoencoder's: keyed on its weights too
+        from dataclasses import replace as _replace
+
+        from sdagent.pipeline.vae import tiny_fingerprint
+
+        keys["vae_decoder"] = _replace(keys["vae_decoder"], model=f"{fp}+tae{tiny_fingerprint(model_dir)}")
+    return keys
 
 
 def _examples(pipe, workload: Workload, channels_last: bool) -> dict[str, tuple]:
@@ -264,6 +271,10 @@ def prepare(pipe, spec: RunSpec, workload: Workload | None = None, store_dir: st
         raise BadInput("backend openvino loads its export, not a diffusers pipeline: use ready(model_dir, ...)")
     t0 = time.perf_counter()
     notes: list[str] = []
+    if spec.vae == "tiny":  # before channels_last, IPEX and the packages: they apply to the VAE in use
+        from sdagent.pipeline.vae import use_tiny_vae
+
+        notes.append(use_tiny_vae(pipe, pipe.name_or_path))
     for n in ("unet", "vae", "text_encoder"):
         getattr(pipe, n).eval()
     if spec.precision == "bf16" and spec.isa_flags and not spec.native_bf16:
@@ -283,6 +294,9 @@ def ready(model_dir: str | os.PathLike[str], spec: RunSpec, workload: Workload,
     Backend openvino: its export (found, or built once) in OpenVINO GenAI (pipeline.ov_backend.OvPrepared,
     the same generate()/describe())."""
     if spec.backend == "openvino":
+        if spec.vae == "tiny":
+            raise BadInput("vae tiny: backend openvino decodes with its export's own VAE (vae tiny is for the "
+                           "native and ipex backends)")
         from sdagent.pipeline.ov_backend import ready_openvino
 
         return ready_openvino(model_dir, spec, workload, store_dir, build)

@@ -24,7 +24,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from sdagent import atomicio
 from sdagent.errors import BadInput, one_line
@@ -267,10 +267,15 @@ register_preset(TINY.variant(
 ))
 
 
+#: Presets that are not whole pipelines, by name -> writer(out_dir, *, force, seed) -> CreatedModel: the tiny
+#: autoencoders (taesd, taesdxl, tiny-tae), registered by pipeline/modelgen_tae.py when it is imported.
+WRITERS: dict[str, Callable[..., "CreatedModel"]] = {}
+
+
 def get_preset(name: str) -> Preset:
     """The registered preset, or BadInput listing them."""
     if name not in PRESETS:
-        raise BadInput(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
+        raise BadInput(f"unknown preset {name!r}: choose one of {', '.join([*PRESETS, *WRITERS])}")
     return PRESETS[name]
 
 
@@ -536,6 +541,8 @@ def create_model(preset_name: str, out_dir: str | os.PathLike[str], *, force: bo
     """Write a complete pipeline directory: built in a temp sibling, then renamed into place.
 
     dtype: what the weights files hold (fp32 | fp16; default the preset's storage dtype)."""
+    if preset_name in WRITERS:
+        return WRITERS[preset_name](out_dir, force=force, seed=seed)
     preset = get_preset(preset_name)
     dtype = check_storage_dtype(dtype or preset.storage_dtype)
     out = check_target(out_dir, force)

@@ -92,11 +92,15 @@ class OvKey:
     versions: Mapping[str, str | None]  # toolchain_versions()
     cpu: tuple[str, ...]  # pipeline.artifacts.cpu_identity(): vendor, family, model, every flag
     recipe: int = RECIPE
+    #: the weights (planning.settings.OV_WEIGHTS): full | int8 | int8-hybrid (with ov_export.HYBRID_RECIPE)
+    weights: str = "full"
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["versions"] = dict(sorted(self.versions.items()))
         d["cpu"] = list(self.cpu)
+        if self.weights == "full":
+            del d["weights"]  # a full export's key (and digest) as before the int8 forms existed
         return d
 
     @property
@@ -104,7 +108,8 @@ class OvKey:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:20]
 
     def label(self) -> str:
-        return f"OpenVINO export {self.height}x{self.width} batch {self.batch} {self.precision}"
+        weights = "" if self.weights == "full" else f" {self.weights} weights"
+        return f"OpenVINO export {self.height}x{self.width} batch {self.batch} {self.precision}{weights}"
 
 
 def key_difference(built: Mapping[str, Any], want: OvKey) -> str:
@@ -114,6 +119,8 @@ def key_difference(built: Mapping[str, Any], want: OvKey) -> str:
     for f in ("model", "height", "width", "batch", "precision", "recipe"):
         if built.get(f) != w[f]:
             out.append(f"{f} {built.get(f)!r} (here {w[f]!r})")
+    if built.get("weights", "full") != w.get("weights", "full"):
+        out.append(f"weights {built.get('weights', 'full')!r} (here {w.get('weights', 'full')!r})")
     vb = built.get("versions") if isinstance(built.get("versions"), Mapping) else {}
     out += [f"{n} {vb.get(n)} (here {v})" for n, v in w["versions"].items() if vb.get(n) != v]
     if built.get("cpu") != w["cpu"]:
@@ -230,7 +237,8 @@ class OvStore:
         return OvLookup(None, self.stale_for(key))
 
     def stale_for(self, key: OvKey) -> list[str]:
-        """Exports of the same model and shape built for another precision, toolchain, CPU or recipe."""
+        """Exports of the same model, shape and weights built for another precision, toolchain, CPU or recipe
+        (an export of other weights is another artifact, kept: a tune measures full and int8 side by side)."""
         out: list[str] = []
         if not self.root.is_dir():
             return out
@@ -238,7 +246,8 @@ class OvStore:
         for d in sorted(self.root.iterdir()):
             m = self.manifest(d) if d.is_dir() and d.name != key.digest else None
             k = m.get("key") if m else None
-            if isinstance(k, dict) and all(k.get(f) == want[f] for f in ("model", "height", "width", "batch")):
+            if isinstance(k, dict) and all(k.get(f) == want[f] for f in ("model", "height", "width", "batch")) \
+                    and k.get("weights", "full") == key.weights:
                 out.append(f"{d.name}: built for {key_difference(k, key)}")
         return out
 

@@ -103,7 +103,14 @@ def require_openvino() -> Any:
 def ov_key(model_dir: str | os.PathLike[str], spec: RunSpec, workload: Workload) -> OvKey:
     """The export a run of `spec` on `workload` calls for, on this CPU with this toolchain."""
     return OvKey(ov_model_fingerprint(model_dir), workload.height, workload.width, workload.batch, spec.precision,
-                 toolchain_versions(), host_cpu())
+                 toolchain_versions(), host_cpu(), weights=_weights_key(spec.ov_weights))
+
+
+def _weights_key(weights: str) -> str:
+    """The key's weights: int8-hybrid with its recipe's version (ov_export.HYBRID_RECIPE), as its cache key."""
+    from sdagent.pipeline.ov_export import HYBRID_RECIPE
+
+    return f"{weights}/{HYBRID_RECIPE}" if weights == "int8-hybrid" else weights
 
 
 def compile_config(spec: RunSpec, cache_dir: str | os.PathLike[str] | None) -> dict[str, str]:
@@ -138,7 +145,7 @@ def build_export(model_dir: Path, tmp: Path, key: OvKey) -> tuple[str | None, di
     from sdagent.pipeline.ov_export import export_model, probe_precision
 
     ov_genai = require_openvino()
-    exported = export_model(model_dir, tmp / "ir", python=sys.executable)
+    exported = export_model(model_dir, tmp / "ir", python=sys.executable, weights=key.weights.split("/")[0])
     spec = RunSpec("openvino", key.precision, False, False, True)
     cfg = compile_config(spec, tmp / "blobs")
     pipe = ov_genai.Text2ImagePipeline(str(tmp / "ir"))

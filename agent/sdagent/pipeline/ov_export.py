@@ -58,6 +58,19 @@ REQUIRED_FILES: tuple[str, ...] = (
     "vae_decoder/openvino_model.xml", "vae_decoder/openvino_model.bin",
     "tokenizer/openvino_tokenizer.xml", "tokenizer/openvino_tokenizer.bin",
 )
+#: The export's weights (planning.settings.OV_WEIGHTS) -> what the exporter is told. "full": optimum-cli's
+#: defaults, as the peer exports (no compression below optimum-intel's 1e9-parameter threshold: SD-1.5's
+#: largest model, the UNet, has 0.86e9); "int8": `--weight-format int8`, NNCF's data-free int8 weight
+#: compression of every model; "int8-hybrid": pipeline/ov_hybrid.py (the UNet's weights and activations
+#: int8, calibrated on its fixed prompts; the rest int8 weights).
+WEIGHT_ARGS: dict[str, tuple[str, ...]] = {"full": (), "int8": ("--weight-format", "int8")}
+HYBRID_SCRIPT = Path(__file__).with_name("ov_hybrid.py")
+#: Runs a script with nothing of its directory (sdagent/pipeline, whose module names are generic: loader,
+#: stack, components) nor the working directory on sys.path, on every Python the agent supports (-P is 3.11+).
+_RUN_SCRIPT = "import runpy, sys; del sys.path[0]; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+#: Bump when ov_hybrid.py's recipe (prompts, samples, config) changes: part of an int8-hybrid export's key.
+HYBRID_RECIPE = 1
+
 #: openvino-tokenizers converts the CLIP tokenizer from these (transformers 5 alone writes only tokenizer.json).
 TOKENIZER_FILES: tuple[str, ...] = ("tokenizer/vocab.json", "tokenizer/merges.txt")
 
@@ -129,10 +142,22 @@ def model_stamps(model_dir: Path) -> tuple[FileStamp, ...]:
     return tuple(out)
 
 
-def export_key(stamps: tuple[FileStamp, ...], versions: Mapping[str, str | None], task: str = TASK) -> str:
-    """12 hex digits of a hash of the model's files (path, size, mtime), the toolchain's versions and the task."""
-    doc = {"format": EXPORT_FORMAT, "task": task, "files": [asdict(s) for s in stamps],
-           "versions": {k: versions.get(k) for k in sorted(versions)}}
+def check_weights(weights: str) -> str:
+    """`weights` when it is one the exporter knows (WEIGHT_ARGS or int8-hybrid), else BadInput naming them."""
+    known = (*WEIGHT_ARGS, "int8-hybrid")
+    if weights not in known:
+        raise BadInput(f"invalid OpenVINO export weights {weights!r}: choose one of {', '.join(known)}")
+    return weights
+
+
+def export_key(stamps: tuple[FileStamp, ...], versions: Mapping[str, str | None], task: str = TASK,
+               weights: str = "full") -> str:
+    """12 hex digits of a hash of the model's files (path, size, mtime), the toolchain's versions, the task
+    and, for an int8 export, the weights (with the hybrid recipe's version); a full export's key is unchanged."""
+    doc: dict[str, Any] = {"format": EXPORT_FORMAT, "task": task, "files": [asdict(s) for s in stamps],
+                           "versions": {k: versions.get(k) for k in sorted(versions)}}
+    if weights != "full":
+        doc["weights"] = weights if weights != "int8-hybrid" else f"{weights}/{HYBRID_RECIPE}"
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -140,10 +165,14 @@ def export_dirname(model_dir: Path, key: str) -> str:
     return f"{model_dir.name}-{key}"
 
 
-def export_argv(python: str, model_dir: Path, out: Path, task: str = TASK) -> list[str]:
-    """optimum-cli, run as a module of the OpenVINO venv's python (no reliance on its bin/ being on PATH)."""
+def export_argv(python: str, model_dir: Path, out: Path, task: str = TASK, weights: str = "full") -> list[str]:
+    """optimum-cli, run as a module of the OpenVINO venv's python (no reliance on its bin/ being on PATH), with
+    the weights' arguments; for int8-hybrid, pipeline/ov_hybrid.py run as a script by that python (the output
+    directory is the last argument either way)."""
+    if check_weights(weights) == "int8-hybrid":
+        return [python, "-c", _RUN_SCRIPT, str(HYBRID_SCRIPT), "--model", str(model_dir), "--out", str(out)]
     return [python, "-m", "optimum.commands.optimum_cli", "export", "openvino", "--model", str(model_dir),
-            "--task", task, str(out)]
+            "--task", task, *WEIGHT_ARGS[weights], str(out)]
 
 
 # ---------------------------------------------------------------------------
@@ -191,6 +220,7 @@ class ExportResult:
     reused: bool
     export_s: float | None  # seconds this call spent exporting (None when reused)
     versions: dict[str, str | None] = field(default_factory=dict)
+    weights: str = "full"  # WEIGHT_ARGS' names or int8-hybrid
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -254,13 +284,14 @@ def _remove_leftovers(parent: Path, name: str) -> None:
         shutil.rmtree(p, ignore_errors=True)
 
 
-def superseded_exports(root: Path, model_dir: Path, keep: str) -> list[Path]:
-    """Earlier exports of the same model directory in the cache (another key): a re-created model's
-    old IR (3.3 GB for sd15) would otherwise stay forever."""
+def superseded_exports(root: Path, model_dir: Path, keep: str, weights: str = "full") -> list[Path]:
+    """Earlier exports of the same model directory and weights in the cache (another key): a re-created
+    model's old IR (3.3 GB for sd15) would otherwise stay forever. Another weights' export is kept."""
     out = []
     for p in root.glob(f"{model_dir.name}-*"):
         marker = read_marker(p)
-        if p.is_dir() and p.name != keep and marker is not None and marker.get("model") == str(model_dir):
+        if p.is_dir() and p.name != keep and marker is not None and marker.get("model") == str(model_dir) \
+                and marker.get("weights", "full") == weights:
             out.append(p)
     return out
 
@@ -268,50 +299,52 @@ def superseded_exports(root: Path, model_dir: Path, keep: str) -> list[Path]:
 def export_model(model_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, *,
                  python: str | None = None, root: str | os.PathLike[str] | None = None,
                  environ: Mapping[str, str] | None = None, run: Runner = subprocess.run,
-                 timeout_s: float = 3600.0) -> ExportResult:
+                 timeout_s: float = 3600.0, weights: str = "full") -> ExportResult:
     """The model's OpenVINO IR: reused when a complete export with this key exists, else exported now.
 
     `out` names the directory (a non-empty one that is not an sdagent export is refused);
     by default it is <cache>/openvino/<model-dir-name>-<key>, and earlier keys' exports of the
-    same model are removed there once the new one is in place.
+    same model are removed there once the new one is in place. `weights` (full, int8, int8-hybrid) is
+    part of the key and of the default directory's name (<name>-<weights>-<key> for an int8 export).
     """
     env = dict(os.environ if environ is None else environ)
+    check_weights(weights)
     md = check_model_dir(model_dir)
     py = python or require_openvino_python(env)
     versions = query_versions(py, run)
     stamps = model_stamps(md)
-    key = export_key(stamps, versions)
+    key = export_key(stamps, versions, weights=weights)
     if out is None:
         base = Path(root) if root is not None else default_export_root(env)
         base.mkdir(parents=True, exist_ok=True)
-        target = base / export_dirname(md, key)
+        target = base / export_dirname(md, key if weights == "full" else f"{weights}-{key}")
     else:
         target = atomicio.check_parent(Path(out).absolute())
     if is_complete(target, key):
-        return ExportResult(str(target), key, True, None, versions)
+        return ExportResult(str(target), key, True, None, versions, weights)
     with _locked(target.parent / f".{target.name}.lock"):
         if is_complete(target, key):  # another process finished it while we waited
-            return ExportResult(str(target), key, True, None, versions)
+            return ExportResult(str(target), key, True, None, versions, weights)
         if target.exists() and not target.is_dir():
             raise BadInput(f"export path exists and is not a directory: {target}")
         if target.is_dir() and any(target.iterdir()) and read_marker(target) is None and out is not None:
             raise BadInput(f"export directory is not empty and not an sdagent export: {target}")
         _remove_leftovers(target.parent, target.name)
-        seconds = _export_into_place(py, md, target, key, stamps, versions, env, run, timeout_s)
+        seconds = _export_into_place(py, md, target, key, stamps, versions, env, run, timeout_s, weights)
     if out is None:
-        for old in superseded_exports(target.parent, md, target.name):
+        for old in superseded_exports(target.parent, md, target.name, weights):
             shutil.rmtree(old, ignore_errors=True)
-    return ExportResult(str(target), key, False, round(seconds, 3), versions)
+    return ExportResult(str(target), key, False, round(seconds, 3), versions, weights)
 
 
 def _export_into_place(py: str, md: Path, target: Path, key: str, stamps: tuple[FileStamp, ...],
                        versions: dict[str, str | None], env: dict[str, str], run: Runner,
-                       timeout_s: float) -> float:
+                       timeout_s: float, weights: str = "full") -> float:
     from sdagent.workers.parent import child_options  # the parent's side only: the worker never exports
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
-        argv = export_argv(py, md, tmp)
+        argv = export_argv(py, md, tmp, weights=weights)
         child_env = {**stock_env(env), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
         t0 = time.perf_counter()
         try:
@@ -330,6 +363,7 @@ def _export_into_place(py: str, md: Path, target: Path, key: str, stamps: tuple[
             raise SdagentError(f"model {md} changed during its export: run it again", Exit.ERROR)
         atomicio.write_json(tmp / MARKER, {
             "format": EXPORT_FORMAT, "key": key, "model": str(md), "task": TASK, "versions": versions,
+            "weights": weights,
             "argv": [str(a) for a in argv[1:-1]], "export_s": round(seconds, 3), "created": time.time(),
         })
         for f in [tmp, *tmp.rglob("*")]:  # mkdtemp is 0700; other users' workers read the cache too

@@ -118,6 +118,11 @@ class Plan:
         return bool(self.settings["compile_autotune"])
 
     @property
+    def vae(self) -> str:
+        """full | tiny (a plan file written before the setting existed: full)."""
+        return str(self.settings.get("vae", "full"))
+
+    @property
     def weights_prepack(self) -> bool:
         return bool(self.settings["weights_prepack"])
 
@@ -140,6 +145,11 @@ class Plan:
     @property
     def ov_cpu_pinning(self) -> bool:
         return bool(self.settings["ov_cpu_pinning"])
+
+    @property
+    def ov_weights(self) -> str:
+        """The OpenVINO export's weights: full | int8 | int8-hybrid (backend openvino)."""
+        return str(self.settings["ov_weights"])
 
     def library_path(self, kind: str) -> str | None:
         """The path in effect of a preloadable library (jemalloc | tcmalloc | iomp), or None."""
@@ -251,6 +261,8 @@ def summary_line(settings: Mapping[str, Any]) -> str:
     parts += [f"{s.get('backend')} {s.get('precision')}",
               "channels_last" if s.get("channels_last") else "contiguous",
               "compiled" if s.get("compile") else "eager"]
+    if s.get("vae") == "tiny":
+        parts.append("tiny VAE")
     return ", ".join(str(p) for p in parts)
 
 

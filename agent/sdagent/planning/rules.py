@@ -501,6 +501,24 @@ def compile_autotune_rule(ctx: PlanContext) -> tuple[bool, str]:
     return False, "max-autotune makes builds much longer; `sdagent tune` measures it"
 
 
+def vae_rule(ctx: PlanContext) -> tuple[str, str]:
+    """The model's own VAE: the tiny autoencoder changes pixels, so no rule picks it without a measurement.
+
+    Source: issue 22, item 5 (lossy speedups only behind a quality gate): `sdagent tune` measures `vae: tiny`
+    where the model carries one (MODEL/vae_tiny) and keeps it only if it is faster and its images pass the
+    fidelity gate against the fp32 reference (measuring/fidelity.py).
+    """
+    return "full", ("the model's own VAE: the tiny autoencoder (MODEL/vae_tiny) changes pixels; `sdagent tune` "
+                    "keeps it only where faster and within the fidelity bound")
+
+
+def vae_check(ctx: PlanContext, value: Any) -> None:
+    """Honour check: the tiny VAE swaps a torch module; backend openvino decodes with its export's own VAE."""
+    if value == "tiny" and ctx.values.get("backend") == "openvino":
+        raise BadInput("invalid value 'tiny' for plan setting 'vae': backend openvino decodes with its export's "
+                       "own VAE (vae tiny is for the native and ipex backends)")
+
+
 def ipex_prepack_supported(topo: Topology) -> bool:
     """IPEX 2.8's bf16 weight prepack asserts without AVX512-BW/VL/DQ or AVX-NE-CONVERT."""
     return all(topo.has(f) for f in ("avx512bw", "avx512vl", "avx512dq")) or topo.has("avx_ne_convert")
@@ -552,6 +570,15 @@ def ov_cpu_pinning_rule(ctx: PlanContext) -> tuple[bool, str]:
                    "backend's unpinned OpenMP")
 
 
+def ov_weights_rule(ctx: PlanContext) -> tuple[str, str]:
+    """The model's own weights: int8 forms are lossy, so only an explicit setting or a tune candidate that
+    passed the fidelity gate (tuning) chooses them."""
+    if not ctx.openvino:
+        return "full", "only backend openvino reads it"
+    return "full", ("the model's own weights: int8 and int8-hybrid are lossy, chosen only when asked or when "
+                    "`sdagent tune` measured them faster and within the fidelity bound")
+
+
 #: Every decided setting, in the order it is decided (later rules read earlier values).
 RULES: tuple[Rule, ...] = (
     *(Rule(key, library_path_rule(kind), library_path_honour(kind)) for kind, key in LIBRARY_KNOBS.items()),
@@ -562,6 +589,7 @@ RULES: tuple[Rule, ...] = (
     Rule("allocator", allocator_rule, allocator_honour),
     Rule("malloc_conf", malloc_conf_rule, normalize=malloc_conf_normalize),
     Rule("channels_last", channels_last_rule),
+    Rule("vae", vae_rule, check=vae_check),
     Rule("compile", compile_rule, compile_honour),
     Rule("compile_autotune", compile_autotune_rule),
     Rule("weights_prepack", weights_prepack_rule),
@@ -575,4 +603,5 @@ RULES: tuple[Rule, ...] = (
     Rule("ov_num_streams", ov_num_streams_rule),
     Rule("ov_performance_hint", ov_performance_hint_rule),
     Rule("ov_cpu_pinning", ov_cpu_pinning_rule),
+    Rule("ov_weights", ov_weights_rule),
 )

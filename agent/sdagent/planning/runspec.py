@@ -17,16 +17,16 @@ from typing import Any, Mapping
 
 from sdagent.errors import BadInput
 from sdagent.host.topology import native_bf16_flag
-from sdagent.planning.settings import BACKENDS, PRECISIONS
+from sdagent.planning.settings import BACKENDS, OV_WEIGHTS, PRECISIONS, VAES
 
 #: The plan settings a RunSpec is made of (the rest of a plan is the process environment).
 RUN_KEYS: tuple[str, ...] = ("backend", "precision", "channels_last", "compile", "compile_autotune",
                              "weights_prepack", "ov_num_threads", "ov_num_streams", "ov_performance_hint",
-                             "ov_cpu_pinning")
+                             "ov_cpu_pinning", "ov_weights", "vae")
 #: Backend openvino's settings when a record has none (a plan file written before they existed): OpenVINO's
 #: own defaults, but for the LATENCY hint the peer and the backend always state.
 OV_DEFAULTS: dict[str, Any] = {"ov_num_threads": "unset", "ov_num_streams": "unset", "ov_performance_hint": "latency",
-                               "ov_cpu_pinning": True}
+                               "ov_cpu_pinning": True, "ov_weights": "full"}
 
 
 @dataclass(frozen=True)
@@ -44,12 +44,18 @@ class RunSpec:
     ov_num_streams: int | str = "unset"  # NUM_STREAMS, or "unset"
     ov_performance_hint: str = "latency"  # PERFORMANCE_HINT
     ov_cpu_pinning: bool = True  # ENABLE_CPU_PINNING
+    ov_weights: str = "full"  # the export's weights: full | int8 | int8-hybrid (planning.settings.OV_WEIGHTS)
+    vae: str = "full"  # full | tiny (the model's AutoencoderTiny, MODEL/vae_tiny: pipeline/vae.py)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise BadInput(f"unknown backend {self.backend!r}: choose one of {', '.join(BACKENDS)}")
         if self.precision not in PRECISIONS:
             raise BadInput(f"unknown precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
+        if self.ov_weights not in OV_WEIGHTS:
+            raise BadInput(f"unknown ov_weights {self.ov_weights!r}: choose one of {', '.join(OV_WEIGHTS)}")
+        if self.vae not in VAES:
+            raise BadInput(f"unknown vae {self.vae!r}: choose one of {', '.join(VAES)}")
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any], isa_flags: tuple[str, ...] | list[str]) -> "RunSpec":
@@ -57,7 +63,14 @@ class RunSpec:
         return cls(backend=str(settings["backend"]), precision=str(settings["precision"]),
                    channels_last=bool(settings["channels_last"]), compile=bool(settings["compile"]),
                    weights_prepack=bool(settings["weights_prepack"]), isa_flags=tuple(isa_flags),
-                   compile_autotune=bool(settings.get("compile_autotune", False)), **_ov_fields(settings))
+                   compile_autotune=bool(settings.get("compile_autotune", False)),
+                   vae=str(settings.get("vae", "full")), **_ov_fields(settings))
+
+    @property
+    def lossy(self) -> bool:
+        """Whether this run changes pixels beyond precision (the tiny VAE, OpenVINO's int8 weights): its images
+        face the fidelity gate (tuning.gate.lossy says why for a candidate's settings)."""
+        return self.vae == "tiny" or (self.backend == "openvino" and self.ov_weights != "full")
 
     @property
     def native_bf16(self) -> bool:
@@ -83,25 +96,30 @@ class RunSpec:
                        channels_last=bool(d["channels_last"]), compile=bool(d["compile"]),
                        weights_prepack=bool(d["weights_prepack"]),
                        isa_flags=tuple(str(f) for f in d.get("isa_flags") or ()),
-                       compile_autotune=bool(d.get("compile_autotune", False)), **_ov_fields(d))
+                       compile_autotune=bool(d.get("compile_autotune", False)), vae=str(d.get("vae", "full")),
+                       **_ov_fields(d))
         except (KeyError, TypeError) as exc:
             raise BadInput(f"not a run record ({type(exc).__name__}: {exc})") from None
 
     def describe(self) -> str:
         if self.backend == "openvino":
-            return f"openvino {self.precision}, the export compiled by OpenVINO's CPU plugin"
+            weights = "" if self.ov_weights == "full" else f" {self.ov_weights} weights"
+            return f"openvino {self.precision}{weights}, the export compiled by OpenVINO's CPU plugin"
         comp = ("compiled (max-autotune)" if self.compile_autotune else "compiled") if self.compile else "eager"
-        return f"{self.backend} {self.precision}, {'channels_last' if self.channels_last else 'contiguous'}, {comp}"
+        tiny = ", tiny VAE" if self.vae == "tiny" else ""
+        return (f"{self.backend} {self.precision}, {'channels_last' if self.channels_last else 'contiguous'}, "
+                f"{comp}{tiny}")
 
 
 def _ov_fields(d: Mapping[str, Any]) -> dict[str, Any]:
-    """Backend openvino's four settings from a plan's settings or a run record (OV_DEFAULTS where absent)."""
+    """Backend openvino's five settings from a plan's settings or a run record (OV_DEFAULTS where absent)."""
     def count(v: Any) -> int | str:
         return "unset" if v in (None, "unset") else int(v)
 
     g = {**OV_DEFAULTS, **{k: d[k] for k in OV_DEFAULTS if k in d}}
     return {"ov_num_threads": count(g["ov_num_threads"]), "ov_num_streams": count(g["ov_num_streams"]),
-            "ov_performance_hint": str(g["ov_performance_hint"]), "ov_cpu_pinning": bool(g["ov_cpu_pinning"])}
+            "ov_performance_hint": str(g["ov_performance_hint"]), "ov_cpu_pinning": bool(g["ov_cpu_pinning"]),
+            "ov_weights": str(g["ov_weights"])}
 
 
 #: What a user gets with no tuning: upstream PyTorch, fp32, contiguous tensors, eager.

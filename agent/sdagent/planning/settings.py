@@ -27,8 +27,15 @@ from sdagent.host.software import unsafe_library
 #: Compute precisions, and backends, the pipeline knows.
 PRECISIONS: tuple[str, ...] = ("bf16", "fp32")
 BACKENDS: tuple[str, ...] = ("ipex", "native", "openvino")
+#: The VAE that decodes the latents: the model's own (full) or its tiny autoencoder (MODEL/vae_tiny/,
+#: diffusers' AutoencoderTiny: TAESD/TAESDXL; pipeline/vae.py). Tiny changes pixels: a lossy choice.
+VAES: tuple[str, ...] = ("full", "tiny")
 #: OpenVINO's PERFORMANCE_HINT values, lower-case as settings are (sent upper-case).
 OV_PERFORMANCE_HINTS: tuple[str, ...] = ("latency", "throughput")
+#: The OpenVINO export's weights: the model's own ("full"), int8 weight compression (data-free, NNCF) or
+#: NNCF's hybrid quantization (the UNet's weights and activations int8, calibrated; the rest int8 weights).
+#: Both int8 forms are lossy: pipeline.ov_export builds them, tune ships one only through the fidelity gate.
+OV_WEIGHTS: tuple[str, ...] = ("full", "int8", "int8-hybrid")
 
 #: MALLOC_CONF profiles. "demo" is the published HF demo's string; "short" is
 #: PyTorch's launcher's; "long" is IPEX's tuning guide's (can OOM on long runs).
@@ -75,6 +82,8 @@ KNOBS: dict[str, Knob] = {k.name: k for k in (
     Knob("membind", "bool", "bind memory to the instance's NUMA node (numactl -m)"),
     Knob("precision", "choice", "compute precision", PRECISIONS),
     Knob("backend", "choice", "inference backend", BACKENDS),
+    Knob("vae", "choice", "the VAE decoding the latents: full (the model's own) or tiny (its AutoencoderTiny in "
+         "MODEL/vae_tiny/, TAESD: a lossy speedup, which `sdagent tune` keeps only past the fidelity gate)", VAES),
     Knob("channels_last", "bool", "channels_last memory format for the UNet and VAE"),
     Knob("compile", "bool", "run the UNet, VAE decoder and text encoder as compiled AOTInductor packages (native)"),
     Knob("compile_autotune", "bool", "build the packages with inductor's max-autotune (longer builds; tune measures)"),
@@ -87,6 +96,9 @@ KNOBS: dict[str, Knob] = {k.name: k for k in (
          OV_PERFORMANCE_HINTS),
     Knob("ov_cpu_pinning", "bool", "OpenVINO ENABLE_CPU_PINNING: pin its threads to the process's CPUs "
          "(backend openvino)"),
+    Knob("ov_weights", "choice", "the OpenVINO export's weights (backend openvino): full (the model's own), int8 "
+         "(NNCF weight compression, data-free) or int8-hybrid (the UNet's weights and activations int8, "
+         "calibrated on fixed prompts); int8 forms are lossy", OV_WEIGHTS),
     Knob("jemalloc_path", "path", "path of libjemalloc to preload (absolute, root-owned, not writable by others)"),
     Knob("tcmalloc_path", "path", "path of libtcmalloc to preload (absolute, root-owned, not writable by others)"),
     Knob("iomp_path", "path", "path of libiomp5 to preload (absolute, root-owned, not writable by others)"),

@@ -38,6 +38,7 @@ class HostChoices:
     #: the instance layouts to try (PlanRequest fields): throughput's splits; latency's one sub-NUMA node
     #: instead of the socket (SNC/NPS) and P+E-cores (hybrid), from planning.layout.latency_layouts
     layouts: tuple[Mapping[str, Any], ...] = ()
+    vae_tiny: bool = False  # the model carries a tiny autoencoder that fits it (MODEL/vae_tiny; pipeline/vae.py)
 
 
 def _variant(best: Candidate, name: str, axis: str, change: Mapping[str, Any], resolve: Resolve,
@@ -191,6 +192,23 @@ def openvino_axis(host: HostChoices, resolve: Resolve, best: Candidate) -> list[
                      resolve)]
 
 
+def vae_axis(host: HostChoices, resolve: Resolve, best: Candidate) -> list[Candidate]:
+    """The other VAE: the model's tiny autoencoder where it has one (not for openvino: its export decodes).
+    A lossy variant: the session puts it through the fidelity gate before measuring it (tuning.gate)."""
+    if not host.vae_tiny or _openvino(best):
+        return []
+    v = "full" if best.settings.get("vae") == "tiny" else "tiny"
+    return [_variant(best, f"vae={v}", "VAE", {"vae": v}, resolve)]
+
+
+def ov_weights_axis(host: HostChoices, resolve: Resolve, best: Candidate) -> list[Candidate]:
+    """Backend openvino's int8 exports (lossy: each passes tuning.gate's fidelity gate before it is measured)."""
+    if not _openvino(best):
+        return []
+    return [_variant(best, f"OpenVINO {w} weights", "OpenVINO weights", {"ov_weights": w}, resolve)
+            for w in ("int8", "int8-hybrid") if w != best.settings.get("ov_weights", "full")]
+
+
 #: The search directions, in the order expected to pay most first: precision and backend (bf16 on
 #: AMX halves a step); the layout (throughput); the preloads as a whole (one cheap candidate); compile;
 #: then the system knobs one at a time, which move both ways.
@@ -199,7 +217,13 @@ AXES: tuple[tuple[str, Callable[[HostChoices, Resolve, Candidate], list[Candidat
     ("torch.compile", compile_axis), ("memory format", channels_axis), ("allocator", allocator_axis),
     ("OpenMP runtime", omp_axis), ("KMP_BLOCKTIME", blocktime_axis), ("pinning", pinning_axis),
     ("KMP_AFFINITY", kmp_affinity_axis), ("threads", threads_axis), ("OpenVINO", openvino_axis),
+    ("VAE", vae_axis),
+    ("OpenVINO weights", ov_weights_axis),
 )
+
+
+#: Every axis's name (`sdagent tune --axis`).
+AXIS_NAMES: tuple[str, ...] = tuple(name for name, _ in AXES)
 
 
 def make_axes(host: HostChoices, resolve: Resolve) -> list[Axis]:

@@ -23,6 +23,10 @@ from sdagent.tuning.search import Axis
 EXPECTED_EFFECT: tuple[tuple[str, str], ...] = (
     ("precision/backend", "bf16 (AMX, AVX512-BF16) or IPEX: other kernels under every FLOP"),
     ("torch.compile", "AOTInductor packages: fused kernels, no eager per-op overhead"),
+    ("OpenVINO weights", "int8 weights (and int8 UNet activations, hybrid): the next factor, lossy, gated on "
+                         "fidelity"),
+    ("VAE", "the tiny autoencoder: the decode is most of an image's cost at one or few steps (Turbo, LCM), a "
+            "few percent at 20; lossy, so its fidelity gate comes first and rejects it without a measurement"),
     ("layout", "throughput: how many instances share the host's cores; latency: one sub-NUMA node or the "
                "socket (SNC/NPS), P-cores alone or with the E-cores (hybrid)"),
     ("preloads", "jemalloc and libiomp5 together: measured faster and slower than stock by host"),

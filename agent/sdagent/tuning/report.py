@@ -6,11 +6,14 @@ from typing import Any, Mapping, Sequence
 
 from sdagent.measuring.stats import summarize
 from sdagent.planning.plan import summary_line
+from sdagent.tuning.backends import backend_outcome
 from sdagent.tuning.search import TuneResult
 
 
-def tune_table(result: TuneResult, samples: Mapping[str, list[float]]) -> str:
-    """Median and range of every measurement per candidate, its verdict, and the chosen plan."""
+def tune_table(result: TuneResult, samples: Mapping[str, list[float]],
+               fidelity: Mapping[str, Mapping[str, Any]] | None = None) -> str:
+    """Median and range of every measurement per candidate, its verdict, and the chosen plan; `fidelity`
+    (the record's, per lossy candidate: measuring.fidelity.GateDecision.to_dict()) adds the gate's lines."""
     verdict: dict[str, str] = {}
     for c in result.comparisons:
         if c.verdict:
@@ -32,6 +35,9 @@ def tune_table(result: TuneResult, samples: Mapping[str, list[float]]) -> str:
     lines.append("")
     lines.append(f"chosen: {result.chosen.name}: {summary_line(result.chosen.settings)}")
     lines.append(f"why:    {result.reason}")
+    lines.append(f"        {backend_outcome(result).line()}")
+    for name, gate in (fidelity or {}).items():
+        lines.append(f"gate:   {name}: {gate.get('reason')}")
     lines.append(f"rule:   {result.rule}")
     lines.append(f"budget: {result.spent_s:.0f} s of {result.budget_s:.0f} s (a hard ceiling)")
     if result.budget_plan:

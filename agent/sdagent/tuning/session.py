@@ -13,9 +13,10 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping
 
+from sdagent.errors import BadInput, SdagentError
 from sdagent.host.hostclass import host_class, installed_software
 from sdagent.host.process import machine_state, read_load_average
 from sdagent.host.software import HostFacts
@@ -29,6 +30,8 @@ from sdagent.planning.plan import Plan, make_plan, summary_line
 from sdagent.planning.runspec import RunSpec
 from sdagent.planning.settings import LIBRARY_KNOBS
 from sdagent.tuning.axes import HostChoices, make_axes, plan_candidate, stock_candidate
+from sdagent.tuning.backends import backend_outcome
+from sdagent.tuning.gate import Images, InProcessImages, fidelity_gate, gate_workloads, lossy
 from sdagent.tuning.priority import order_axes
 from sdagent.tuning.rule import Rule
 from sdagent.tuning.search import Axis, Candidate, Event, MeasureFailed, MeasureStopped, TuneResult, search
@@ -55,6 +58,9 @@ class TuneRequest:
     command: str = "sdagent tune"
     start: Plan | None = None  # the plan in force (--plan-file): measured as the first candidate
     objective: str = "latency"  # latency: one image's time on instance 0; throughput: the host's images/min
+    only_axes: tuple[str, ...] = ()  # --axis: search only these axes (tuning.axes names); () = every axis
+    #: what a lossy candidate's images must reach (measuring.fidelity.FidelityBound); None: its default
+    fidelity_bound: Any = None
 
 
 @dataclass(frozen=True)
@@ -65,7 +71,7 @@ class TuneOutcome:
 
 
 def host_choices(plan: Plan, facts: HostFacts, allow_compile: bool,
-                 layouts: tuple[dict[str, Any], ...] = ()) -> HostChoices:
+                 layouts: tuple[dict[str, Any], ...] = (), vae_tiny: bool = False) -> HostChoices:
     """What this host can try, from the derived plan and the host's facts."""
     return HostChoices(
         physical_cores=plan.settings["omp_num_threads"], bf16=native_bf16_flag(plan.isa_flags) is not None,
@@ -73,7 +79,8 @@ def host_choices(plan: Plan, facts: HostFacts, allow_compile: bool,
         tcmalloc=bool(facts.libraries.get("tcmalloc")), iomp=bool(facts.libraries.get("iomp")),
         pin=("numactl" if facts.numactl else "taskset" if facts.taskset else None),
         # no compiler, no compiled candidate: the planner refuses compile=True there (exit 2)
-        compile=allow_compile and bool(facts.cxx), layouts=layouts, openvino=_openvino_usable())
+        compile=allow_compile and bool(facts.cxx), layouts=layouts, openvino=_openvino_usable(),
+        vae_tiny=vae_tiny)
 
 
 def _openvino_usable() -> bool:
@@ -93,6 +100,8 @@ class _Session:
     environ: Mapping[str, str]
     runner: Runner
     details: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # per candidate, per process
+    images: Images | None = None  # the fidelity gate's image maker (default: InProcessImages)
+    gates: dict[str, Any] = field(default_factory=dict)  # per lossy candidate: measuring.fidelity.GateDecision
 
     @property
     def throughput(self) -> bool:
@@ -134,8 +143,21 @@ class _Session:
                                         else latency_layouts(self.topo))
                         if lay != self.request.to_dict())
         derived = self.plan_for({})
-        return order_axes(make_axes(host_choices(derived, self.facts, self.req.allow_compile, layouts),
-                                    self.resolve))
+        axes = order_axes(make_axes(host_choices(derived, self.facts, self.req.allow_compile, layouts,
+                                                 vae_tiny=self.vae_tiny()), self.resolve))
+        return [a for a in axes if a.name in self.req.only_axes] if self.req.only_axes else axes
+
+    def vae_tiny(self) -> bool:
+        """The VAE axis's condition: the model carries a tiny autoencoder that fits it (pipeline/vae.py)."""
+        from sdagent.pipeline.vae import check_tiny, tiny_available
+
+        if not tiny_available(self.req.model.path):
+            return False
+        try:
+            check_tiny(self.req.model.path)
+        except BadInput:
+            return False
+        return True
 
     # -- measuring -----------------------------------------------------------------------------
 
@@ -186,10 +208,36 @@ class _Session:
             raise (MeasureStopped if stopped else MeasureFailed)(why)
         return 60.0 / figs.images_per_min
 
+    def gate(self, c: Candidate) -> None:
+        """A lossy candidate's images against the fp32 reference's, once, before it is measured (tuning.gate);
+        MeasureFailed with the gate's reason and figures when it fails: reported, never measured or shipped."""
+        why = lossy(c.settings)
+        if why is None:
+            return
+        if c.name not in self.gates:
+            from sdagent.measuring.fidelity import DEFAULT_BOUND
+
+            images = self.images or InProcessImages(str(self.req.model.path))
+            try:
+                self.gates[c.name] = fidelity_gate(RunSpec.from_settings(c.settings, self.topo.flags),
+                                                   gate_workloads(self.req.workload), images,
+                                                   self.req.fidelity_bound or DEFAULT_BOUND)
+            except SdagentError as exc:
+                raise MeasureFailed(f"the fidelity gate could not measure it ({why}): {exc}") from None
+            finally:
+                if isinstance(images, InProcessImages):
+                    images.close()
+                self.images = images
+        decision = self.gates[c.name]
+        if not decision.passed:
+            raise MeasureFailed(f"lossy ({why}): {decision.reason}")
+
     def measure(self, c: Candidate, limit_s: float) -> float:
+        self.gate(c)
         return self.host_seconds_per_image(c, limit_s) if self.throughput else self.latency(c, limit_s)
 
     def warm(self, c: Candidate, limit_s: float) -> None:
+        self.gate(c)
         self.run(c, 0, limit_s)
 
     # -- the record and the plan ---------------------------------------------------------------
@@ -216,6 +264,10 @@ class _Session:
                         "memory_available_kb": state["memory_available_kb"],
                         "versions": state["versions"], "governor": state["governor"]},
             "processes": self.details,
+            # which backend won and by how much (issue 22 item 4): against stock and the runner-up backend
+            "backends": backend_outcome(result).to_dict(),
+            # each lossy candidate's images against the fp32 reference (issue 22 item 5), passed or not
+            "fidelity": {name: d.to_dict() for name, d in self.gates.items()},
         })
         for c in record["candidates"]:
             c["description"] = summary_line(result.candidates[c["name"]].settings)
@@ -225,19 +277,40 @@ class _Session:
         """The winner as the tuned plan itself, not overrides on top of one."""
         chosen_layout = PlanRequest.from_dict(result.chosen.layout) if result.chosen.layout else self.request
         plan_file = os.path.abspath(self.req.plan_file) if self.req.plan_file else None
-        return make_plan(self.topo, self.facts, chosen_layout, file_settings=dict(result.chosen.overrides),
+        plan = make_plan(self.topo, self.facts, chosen_layout, file_settings=dict(result.chosen.overrides),
                          source="tuned", tuning=record, plan_file=plan_file, objective=self.req.objective)
+        return with_gate_reason(plan, result, self.gates)
+
+
+def gate_speed_words(result: TuneResult, name: str) -> str:
+    """`1.25x faster per image` from the last comparison in which `name` was decided faster (the geometric
+    mean of its paired ratios), or '' when it never was."""
+    won = [c for c in result.comparisons if c.candidate == name and c.verdict is not None
+           and c.verdict.outcome == "faster" and c.ratios]
+    return f"{1 / math.exp(won[-1].mean_log_ratio):.2f}x faster per image" if won else ""
+
+
+def with_gate_reason(plan: Plan, result: TuneResult, gates: Mapping[str, Any]) -> Plan:
+    """A tiny-VAE winner's decision says what shipped it: its speed, the gate's figures and the bound."""
+    if plan.vae != "tiny":
+        return plan
+    name = next((n for n in reversed(result.path) if n in gates), None)
+    if name is None:
+        return plan
+    speed = gate_speed_words(result, name)
+    words = f"vae tiny: {speed + ', ' if speed else ''}{gates[name].reason}"
+    return replace(plan, decisions=tuple(replace(d, reason=words) if d.key == "vae" else d for d in plan.decisions))
 
 
 def tune(topo: Topology, facts: HostFacts, req: TuneRequest, *, environ: Mapping[str, str],
          on_event: Event | None = None, runner: Runner | None = None,
-         clock: Callable[[], float] = time.monotonic) -> TuneOutcome:
+         clock: Callable[[], float] = time.monotonic, images: Images | None = None) -> TuneOutcome:
     """Measure stock, the topology plan and each axis's variants; return the winner as a tuned plan.
 
     BudgetTooSmall (tuning.search, exit 2) when not even the minimum fits the budget.
     """
     go = runner or (lambda launch, job, timeout_s: run_worker(launch, job, timeout_s=timeout_s))
-    s = _Session(topo, facts, req, environ, go)
+    s = _Session(topo, facts, req, environ, go, images=images)
     stock = stock_candidate(s.resolve)
     load_before = list(read_load_average())
     started = time.time()

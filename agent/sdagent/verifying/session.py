@@ -20,17 +20,18 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Protocol
 
 from sdagent import __version__
-from sdagent.errors import Exit, SdagentError, one_line
+from sdagent.errors import BadInput, Exit, SdagentError, one_line
 from sdagent.host.process import ProcessState
 from sdagent.host.topology import Topology
 from sdagent.measuring.bench import BenchResult, ProgressBar, bench_model, no_bar
+from sdagent.measuring.fidelity import DEFAULT_BOUND, FidelityBound
 from sdagent.pipeline.modeldir import ModelDir
 from sdagent.pipeline.workload import Workload
 from sdagent.planning.layout import instance_physical_cores
 from sdagent.planning.plan import Plan
 from sdagent.planning.runspec import FP32_REFERENCE, STOCK_RUN, RunSpec
 from sdagent.verifying.checks import (
-    FAIL, INCONCLUSIVE, Check, StockFigures, VerifyResult, check_bf16_diff, check_observed, check_stock,
+    FAIL, INCONCLUSIVE, Check, StockFigures, VerifyResult, check_bf16_diff, check_fidelity, check_observed, check_stock,
     check_artifacts, check_target, decide_exit, image_checks, latency_checks, mean_abs_diff, process_checks, skip_measured,
     skipped, stock_figures_from_tuning, throughput_check,
 )
@@ -68,6 +69,8 @@ class Measurer(Protocol):
 
     def artifact_ids(self, spec: RunSpec) -> dict[str, str]: ...
 
+    def fidelity(self, spec: RunSpec, bound: FidelityBound) -> Any: ...
+
 
 class LocalMeasurer:
     """The real measurer: the plan's pipeline in this process, stock in a fresh stock-environment worker."""
@@ -91,6 +94,17 @@ class LocalMeasurer:
 
         g = ready(self.model.path, spec, self.w, self.cache).generate(self.w)
         return g.array, {"run": spec.to_dict(), "seed": self.w.seed, "latency_s": round(g.total_s, 6)}
+
+    def fidelity(self, spec: RunSpec, bound: FidelityBound) -> Any:
+        """A lossy plan's images against the fp32 reference's on tune's fixed seeds and prompts, judged the way
+        tune's gate judged it (tuning.gate.fidelity_gate: a measuring.fidelity.GateDecision)."""
+        from sdagent.tuning.gate import InProcessImages, fidelity_gate, gate_workloads
+
+        images = InProcessImages(str(self.model.path), self.cache)
+        try:
+            return fidelity_gate(spec, gate_workloads(self.w), images, bound)
+        finally:
+            images.close()
 
     def stock(self, spec: RunSpec, runs: int, warmup: int) -> tuple[list[float] | str, dict[str, Any] | None]:
         """The same workload in a fresh stock process on this process's CPUs (it inherits the affinity)."""
@@ -217,6 +231,8 @@ def _measured(req: VerifyRequest, target: Target, measurer: Measurer, figures: d
         checks.append(skipped("stock_measured", "stock", "skipped: the tuning is not in effect"))
         checks.append(skipped("images_per_min", "throughput", "skipped: the tuning is not in effect"))
         checks.append(skipped("class_figures", "class", "skipped: the tuning is not in effect"))
+        if spec.lossy:
+            checks.append(skipped("fidelity", "quality", "skipped: the tuning is not in effect"))
         return checks
     flags = plan.isa_flags
     if plan.precision == "bf16":
@@ -227,6 +243,10 @@ def _measured(req: VerifyRequest, target: Target, measurer: Measurer, figures: d
         checks.append(check_bf16_diff(diff, target.bf16_max_diff))
     else:
         checks.append(skipped("bf16_vs_fp32", "quality", "precision is fp32: nothing to compare"))
+    if spec.lossy:
+        decision = measurer.fidelity(spec, fidelity_bound_for(plan, target))
+        figures["fidelity"] = decision.to_dict()
+        checks.append(check_fidelity(decision))
     if req.against_stock or target.stock_check:
         stock_s, data = measurer.stock(STOCK_RUN.on_host(flags), n, req.warmup)
         if isinstance(stock_s, str):
@@ -246,6 +266,20 @@ def _measured(req: VerifyRequest, target: Target, measurer: Measurer, figures: d
         checks.append(skipped("images_per_min", "throughput", "the target sets no min_images_per_min"))
     checks.append(_class_check(req, bench.latencies))
     return checks
+
+
+def fidelity_bound_for(plan: Plan, target: Target) -> FidelityBound:
+    """The bound a lossy plan is held to: the target's `fidelity`, else the bound tune chose it under (its
+    record's gate decision), else the default (measuring.fidelity.DEFAULT_BOUND)."""
+    if target.fidelity is not None:
+        return target.fidelity
+    for gate in ((plan.tuning or {}).get("fidelity") or {}).values():
+        if gate.get("passed") and gate.get("bound"):
+            try:
+                return FidelityBound.from_dict(gate["bound"], "the tuned plan's fidelity bound")
+            except BadInput:
+                break
+    return DEFAULT_BOUND
 
 
 def _host_class(req: VerifyRequest) -> Any:

@@ -31,6 +31,12 @@ Format (a top-level list, or a mapping with the single key `targets`)::
       max_spread: 0.2           # optional: IQR/median above this -> inconclusive (the host is too noisy)
       bf16_max_diff: 0.08       # mean |bf16 - fp32| pixel difference in [0,1] (default 0.1)
       stock_check: false        # also measure stock in a fresh process (default false)
+      fidelity:                 # optional, lossy plans (vae tiny): the bound their images must stay within
+        relative_to: bf16       #   bf16 (default: at least bf16-vs-fp32's PSNR/SSIM) | none
+        psnr_margin_db: 0       #   loosen the relative rule ([0, 100] dB)
+        ssim_margin: 0          #   ([0, 2])
+        min_psnr_db: 30         #   absolute floors (optional): [0, 100] dB, SSIM [-1, 1]
+        min_ssim: 0.9
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from typing import Any, Callable
 
 from sdagent.atomicio import read_yaml
 from sdagent.errors import BadInput
+from sdagent.measuring.fidelity import FidelityBound
 from sdagent.planning.settings import BACKENDS, PRECISIONS
 
 #: At 95%, five runs are the fewest whose order statistics bound a median from both sides.
@@ -53,7 +60,7 @@ DEFAULT_BF16_MAX_DIFF = 0.1
 
 ENTRY_KEYS = ("name", "description", "match", "p50_s", "p90_s", "min_images_per_min", "min_runs", "confidence",
               "max_spread",
-              "bf16_max_diff", "stock_check")
+              "bf16_max_diff", "stock_check", "fidelity")
 MATCH_KEYS = ("isa", "cpu_model", "min_physical_cores", "max_physical_cores", "model", "height",
               "width", "steps", "precision", "backend")
 
@@ -90,12 +97,14 @@ class Target:
     max_spread: float | None = None  # IQR/median bound; None: no bound
     bf16_max_diff: float = DEFAULT_BF16_MAX_DIFF
     stock_check: bool = False
+    fidelity: FidelityBound | None = None  # lossy plans' bound (measuring.fidelity); None: the tuned or default
     description: str = ""
     source: str = ""  # "FILE#INDEX"
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["match"] = self.match.to_dict()
+        d["fidelity"] = self.fidelity.to_dict() if self.fidelity else None
         return d
 
 
@@ -248,13 +257,17 @@ def parse_targets(data: Any, path: str = "<targets>") -> tuple[Target, ...]:
         stock = raw.get("stock_check", False)
         if not isinstance(stock, bool):
             raise fail("stock_check", f"must be true or false, got {stock!r}")
+        try:
+            fid = FidelityBound.from_dict(raw["fidelity"], "bound") if raw.get("fidelity") is not None else None
+        except BadInput as exc:
+            raise fail("fidelity", str(exc)) from None
         desc = raw.get("description", "")
         if not isinstance(desc, str):
             raise fail("description", f"must be a string, got {desc!r}")
         out.append(Target(
             name=name, match=_parse_match(raw["match"], fail), p50_s=p50, p90_s=p90, min_images_per_min=ipm,
             min_runs=min_runs,
-            confidence=float(conf), max_spread=max_spread, bf16_max_diff=diff, stock_check=stock, description=desc,
+            confidence=float(conf), max_spread=max_spread, bf16_max_diff=diff, stock_check=stock, fidelity=fid, description=desc,
             source=f"{path}#{i}",
         ))
     return tuple(out)

@@ -1,0 +1,193 @@
+"""The int8 OpenVINO candidates behind the fidelity gate (issue 22 item 5): which candidates are gated, on which
+images, how tune reports a failing one (with its figures, never measured or shipped) and measures a passing
+one; and, in the OpenVINO venv on the tiny model, a real int8 export's images through the gate, passing a lax
+bound and failing a strict one.
+
+The unit tests fake the images and the workers. The end-to-end test skips, saying why, where the OpenVINO venv
+is absent (scripts/lib.sh venv_openvino creates it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import numpy as np
+import pytest
+
+from clirun import REPO, clean_env
+from sdagent.peers import ovexport
+from sdagent.pipeline.ov_hybrid import CALIBRATION_PROMPTS
+from sdagent.pipeline.workload import Workload
+from sdagent.planning.runspec import RunSpec
+from sdagent.tuning import gate as G
+
+pytest.importorskip("skimage", reason="scikit-image (the fidelity measure) is not installed")
+pytest.importorskip("sdagent.measuring.fidelity", reason="measuring/fidelity.py (the gate's measure) is not here yet")
+from sdagent.measuring.fidelity import FidelityBound  # noqa: E402
+
+
+def test_only_openvino_int8_weights_are_gated():
+    assert G.lossy({"backend": "openvino", "ov_weights": "int8"}) == "OpenVINO int8 weights"
+    assert G.lossy({"backend": "openvino", "ov_weights": "int8-hybrid"}) == "OpenVINO int8-hybrid weights"
+    assert G.lossy({"backend": "openvino", "ov_weights": "full"}) is None
+    assert G.lossy({"backend": "native", "precision": "bf16"}) is None
+    assert G.lossy({"backend": "native", "ov_weights": "int8"}) is None  # only backend openvino reads it
+
+
+def test_the_gate_images_are_fixed_seeds_and_prompts_at_the_tunes_workload_none_calibrated_on():
+    w = Workload(prompt="a cat", steps=2, height=64, width=64, seed=7, scheduler="euler")
+    ws = G.gate_workloads(w)
+    assert [x.seed for x in ws] == [0, 1] and ws[0].prompt == "a cat" and ws[1].prompt != "a cat"
+    assert all((x.steps, x.height, x.width, x.scheduler) == (2, 64, 64, "euler") for x in ws)
+    assert not {x.prompt for x in G.gate_workloads(Workload())} & set(CALIBRATION_PROMPTS)
+
+
+def fake_images(noise: dict[tuple[str, str, str], float]):
+    """A reference image per workload; each spec's image is it plus that spec's noise (fixed per seed)."""
+    calls = []
+
+    def images(spec: RunSpec, w: Workload):
+        calls.append((spec.backend, spec.precision, spec.ov_weights, w.seed))
+        base = np.random.default_rng(w.seed).random((16, 16, 3))
+        amp = noise[(spec.backend, spec.precision, spec.ov_weights)]
+        jitter = np.random.default_rng(100 + w.seed).standard_normal(base.shape) * amp
+        return np.clip(base + jitter, 0.0, 1.0)
+    return images, calls
+
+
+NOISE = {("native", "fp32", "full"): 0.0, ("native", "bf16", "full"): 0.02,
+         ("openvino", "fp32", "int8"): 0.01, ("openvino", "fp32", "int8-hybrid"): 0.2}
+
+
+@pytest.mark.parametrize("weights, passed", [("int8", True), ("int8-hybrid", False)])
+def test_a_candidate_passes_when_no_further_from_fp32_than_bf16_and_fails_otherwise(weights, passed):
+    images, calls = fake_images(NOISE)
+    spec = RunSpec("openvino", "fp32", False, False, True, ov_weights=weights)
+    d = G.fidelity_gate(spec, G.gate_workloads(Workload(steps=2, height=64, width=64)), images, FidelityBound())
+    assert d.passed is passed and d.bf16 is not None and d.fidelity.n_images == 2
+    assert ("passes" if passed else "fails") in d.reason and "PSNR" in d.reason and "bf16" in d.reason
+    assert {c[:3] for c in calls} == {("native", "fp32", "full"), ("native", "bf16", "full"),
+                                      ("openvino", "fp32", weights)}
+    absolute = FidelityBound(relative_to="none", min_psnr_db=5.0)  # no bf16 images for an absolute bound
+    images2, calls2 = fake_images(NOISE)
+    assert G.fidelity_gate(spec, G.gate_workloads(Workload()), images2, absolute).bf16 is None
+    assert not any(c[1] == "bf16" for c in calls2)
+
+
+def test_tune_measures_the_int8_candidate_that_passes_and_reports_the_one_that_fails(tmp_path, monkeypatch):
+    """tune() under fake workers and images, searching the backend and OpenVINO weights axes: the int8 export
+    passes the gate and wins; int8-hybrid fails it, is recorded with its figures, and no worker ever runs it."""
+    from hosts import HOSTS, write_tree
+    from sdagent.host.software import HostFacts, IpexStatus
+    from sdagent.host.topology import read_topology
+    from sdagent.pipeline.modeldir import ModelDir
+    from sdagent.tuning import session as S
+    from sdagent.tuning.report import tune_table
+    from sdagent.workers.result import Measurement, ProcessRecord, WorkerResult
+
+    monkeypatch.setattr(S, "_openvino_usable", lambda: True)
+    topo = read_topology(write_tree(tmp_path, HOSTS["epyc-2core-avx2"]))
+    facts = HostFacts(libraries={"jemalloc": None, "tcmalloc": None, "iomp": None}, numactl=None,
+                      taskset="/usr/bin/taskset", numa_permitted=False,
+                      ipex=IpexStatus(False, None, "2.13.0", "not installed"), cxx=None)
+    now, ran = [0.0], []
+    lat = {"stock": 10.0, "topology plan": 8.0, "openvino fp32": 6.0, "OpenVINO int8 weights": 4.0,
+           "OpenVINO int8-hybrid weights": 3.0}
+
+    def runner(launch, job, timeout_s):
+        ran.append(launch.name)
+        x = lat[launch.name] * (1 + 0.003 * (len(ran) % 3))
+        now[0] += x + 1.0
+        m = Measurement("images", job.workload, (x,), ProcessRecord((), 2, (0, 1)), runs=({"unet_steps_s": [x]},),
+                        unet_evals=1)
+        return WorkerResult(True, "ok", x + 1.0, m)
+
+    images, calls = fake_images(NOISE)
+    w = Workload(steps=2, height=64, width=64)
+    req = S.TuneRequest(ModelDir(tmp_path, "StableDiffusionPipeline", {}, "tiny"), w, 1e5, allow_compile=False,
+                        only_axes=("precision/backend", "OpenVINO weights"))
+    out = S.tune(topo, facts, req, environ={}, runner=runner, clock=lambda: now[0], images=images)
+    assert out.result.chosen.name == "OpenVINO int8 weights"
+    assert out.plan.settings["ov_weights"] == "int8" and out.plan.settings["backend"] == "openvino"
+    assert "OpenVINO int8-hybrid weights" not in ran  # failed the gate: never measured
+    fid = json.loads(json.dumps(out.record["fidelity"]))
+    assert fid["OpenVINO int8 weights"]["passed"] is True
+    hyb = fid["OpenVINO int8-hybrid weights"]
+    assert hyb["passed"] is False and hyb["fidelity"]["psnr_db"] < hyb["bf16"]["psnr_db"]
+    failed = [c for c in out.record["comparisons"] if c["candidate"] == "OpenVINO int8-hybrid weights"]
+    assert failed and failed[0]["verdict"] == "failed" and "fails the fidelity gate" in failed[0]["reason"]
+    assert out.record["backends"]["chosen_backend"] == "openvino"
+    assert {c[2] for c in calls if c[0] == "openvino"} == {"int8", "int8-hybrid"}  # each gated candidate's images
+    table = tune_table(out.result, out.result.samples(), out.record["fidelity"])
+    assert "gate:   OpenVINO int8-hybrid weights: fails the fidelity gate" in table
+
+
+# ---------------------------------------------------------------------------
+# A real int8 export of the tiny model through the gate, in the OpenVINO venv
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ov_python() -> str:
+    given = os.environ.get(ovexport.PYTHON_ENV)
+    py = given or ovexport.openvino_python()
+    if py is None or not os.access(py, os.X_OK):
+        pytest.skip(f"no OpenVINO venv: {ovexport.PYTHON_ENV} is unset and {ovexport.cache_base()}/venv-openvino "
+                    "does not exist (scripts/lib.sh venv_openvino creates it)")
+    return py
+
+
+GATE_SCRIPT = """
+import json, sys
+from pathlib import Path
+from sdagent.measuring.fidelity import FidelityBound
+from sdagent.pipeline.workload import Workload
+from sdagent.planning.runspec import RunSpec
+from sdagent.tuning.gate import InProcessImages, fidelity_gate, gate_workloads
+model, store = sys.argv[1], sys.argv[2]
+images = InProcessImages(model, store)
+spec = RunSpec("openvino", "fp32", False, False, True, ov_weights="int8")
+ws = gate_workloads(Workload(steps=2, height=64, width=64))
+out = {}
+for name, bound in (("lax", FidelityBound(relative_to="none", min_psnr_db=1.0)),
+                    ("strict", FidelityBound(relative_to="none", min_ssim=1.0))):
+    out[name] = fidelity_gate(spec, ws, images, bound).to_dict()
+images.close()
+d = next((Path(store) / "openvino").iterdir())
+out["manifest"] = json.loads((d / "manifest.json").read_text())
+xml = (d / "ir" / "unet" / "openvino_model.xml").read_text()
+out["unet_int8_constants"] = xml.count('element_type="u8"') + xml.count('element_type="i8"')
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.openvino
+def test_a_real_int8_export_of_the_tiny_model_passes_a_lax_bound_and_fails_a_strict_one(ov_python, tiny_model,
+                                                                                        tmp_path):
+    """optimum-cli's int8 weight compression of the tiny model (built into a private store), its images at
+    fixed seeds against torch's fp32 images: PSNR >= 1 dB passes, SSIM >= 1 (identical) fails, with figures."""
+    p = subprocess.run([ov_python, "-c", GATE_SCRIPT, str(tiny_model), str(tmp_path / "store")], env=clean_env(),
+                       capture_output=True, text=True, timeout=900, cwd=str(REPO))
+    assert p.returncode == 0, p.stderr[-3000:]
+    d = json.loads(p.stdout.strip().splitlines()[-1])
+    lax, strict = d["lax"], d["strict"]
+    assert lax["passed"] is True and "passes the fidelity gate" in lax["reason"]
+    assert strict["passed"] is False and "SSIM" in strict["reason"] and "< 1" in strict["reason"]
+    assert lax["fidelity"]["n_images"] == 2 and lax["fidelity"]["psnr_db"] != "inf"  # int8 changed pixels
+    assert lax["fidelity"] == strict["fidelity"]  # one measurement, two bounds
+    key = d["manifest"]["key"]
+    assert key["weights"] == "int8" and d["manifest"]["export"]["weights"] == "int8"
+    assert d["manifest"]["export"]["versions"]["nncf"] and d["unet_int8_constants"] > 0  # NNCF compressed them
+
+
+@pytest.mark.parametrize("args, word", [(["--fidelity-bound", "min_ssim=3"], "min_ssim=3 is outside its range [-1, 1]"),
+                                        (["--fidelity-bound", "psnr=1"], "unknown key 'psnr'"),
+                                        (["--axis", "vae-ish"], "'vae-ish' is not one of")])
+def test_tune_refuses_a_bad_bound_or_axis_in_one_line_before_measuring(tmp_path, args, word):
+    from clirun import sdagent
+
+    r = sdagent("tune", "--model", str(tmp_path), *args)
+    assert r.returncode == 2 and word in r.stderr and "Traceback" not in r.stderr, r.stderr
