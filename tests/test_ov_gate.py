@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -292,3 +293,67 @@ def test_tune_refuses_a_bad_bound_or_axis_in_one_line_before_measuring(tmp_path,
 
     r = sdagent("tune", "--model", str(tmp_path), *args)
     assert r.returncode == 2 and word in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+# ---------------------------------------------------------------------------
+# verify: the fidelity a lossy plan was shipped with, beside the speed (issue 22 item 5)
+# ---------------------------------------------------------------------------
+
+
+def tune_record(chosen="OpenVINO int8 weights", passed=True):
+    fid = {"format": "sdagent-fidelity/1", "psnr_db": 39.9, "ssim": 0.999, "n_images": 2, "reference": "fp32",
+           "per_image": []}
+    bf16 = {**fid, "psnr_db": "inf", "ssim": 1.0}
+    gate = {"passed": passed, "reason": "passes the fidelity gate: PSNR 39.9 dB, bound: at least bf16-vs-fp32's",
+            "fidelity": fid, "bound": FidelityBound().to_dict(), "bf16": bf16}
+    return {"chosen": chosen, "fidelity": {chosen: gate},
+            "backends": {"chosen": chosen, "x_vs_stock": 2.4, "paired_x_vs_stock": 2.5}}
+
+
+def test_the_shipped_fidelity_is_the_chosen_candidates_passed_gate_with_tunes_speed():
+    from sdagent.verifying.shipped import shipped_fidelity
+
+    s = shipped_fidelity(tune_record())
+    assert (s.candidate, s.psnr_db, s.ssim, s.bf16_psnr_db, s.x_vs_stock) == ("OpenVINO int8 weights", 39.9, 0.999,
+                                                                              "inf", 2.5)
+    assert s.bound["relative_to"] == "bf16" and json.loads(json.dumps(s.to_dict()))["x_vs_stock"] == 2.5
+    assert "PSNR 39.9 dB / SSIM 0.999 (bf16: inf dB / 1.000), 2.50x stock's speed" in s.line()
+    assert shipped_fidelity(tune_record(passed=False)) is None  # never shipped: nothing to report
+    assert shipped_fidelity({**tune_record(), "chosen": "stock"}) is None and shipped_fidelity(None) is None
+
+
+def test_verify_reports_the_shipped_fidelity_beside_the_measured_one_in_json_and_table(tmp_path):
+    from test_verify_session import FACTS, FakeMeasurer, W, state_for
+
+    from hosts import HOSTS, write_tree
+    from sdagent.host.topology import read_topology
+    from sdagent.measuring.fidelity import Fidelity, passes_gate
+    from sdagent.pipeline.modeldir import ModelDir
+    from sdagent.planning.plan import make_plan
+    from sdagent.verifying.report import verify_table
+    from sdagent.verifying.session import VerifyRequest, verify
+    from sdagent.verifying.targets import parse_targets
+
+    topo = read_topology(write_tree(tmp_path, HOSTS["epyc-2core-zen5"]))
+    # a lossy plan the fake measurer's process state honours (the tiny VAE: lossy like an int8 export)
+    plan = make_plan(topo, FACTS, overrides={"vae": "tiny"}, tuning=tune_record("vae=tiny"))
+    assert plan.run_spec.lossy
+    req = VerifyRequest(ModelDir(Path("/m/tiny"), "StableDiffusionPipeline", {}, "tiny"), W, plan, 0,
+                        parse_targets([{"name": "t", "match": {"model": "tiny"}, "p50_s": 5, "min_runs": 5}]), topo)
+
+    class Lossy(FakeMeasurer):
+        def fidelity(self, spec, bound):
+            return passes_gate(Fidelity(38.0, 0.998, 2, "fp32"), bound, Fidelity(30.0, 0.95, 2, "fp32"))
+
+    res = verify(req, Lossy(), state_for(plan, topo))
+    from dataclasses import replace
+
+    d = json.loads(json.dumps(replace(res, bench=None).to_dict()))  # the fake bench has no machine record
+    assert d["shipped_fidelity"]["psnr_db"] == 39.9 and d["shipped_fidelity"]["x_vs_stock"] == 2.5
+    table = verify_table(res)
+    assert "fidelity: now PSNR 38 dB / SSIM 0.998 vs the fp32 reference (pass)" in table
+    assert "shipped by tune (vae=tiny) with PSNR 39.9 dB / SSIM 0.999" in table
+    assert table.index("latency: median") < table.index("fidelity: now")  # beside the speed
+    plain = make_plan(topo, FACTS, tuning=tune_record())  # not lossy: nothing shipped through a gate
+    assert verify(VerifyRequest(req.model, W, plain, 0, req.targets, topo), Lossy(),
+                  state_for(plain, topo)).shipped_fidelity is None
