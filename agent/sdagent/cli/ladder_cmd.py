@@ -166,6 +166,7 @@ def ladder(agent: AgentContext, m: MeasureArgs, quick: bool, rounds: int, with_c
                 atomicio.write_json(plan_file, plan.to_dict())
             report, rows = run_ladder(plan, plan_file, req, environ=dict(os.environ), on_event=progress.event,
                                       plan_for=lambda lay: agent.plan(PlanRequest.from_dict(lay)),
+                                      plan_with=lambda overrides: agent.plan(overrides=overrides),
                                       layouts=throughput_layouts(agent.topology()) if throughput_images else ())
     finally:
         progress.close()
