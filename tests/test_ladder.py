@@ -252,7 +252,8 @@ def test_backend_rungs_run_the_plan_in_force_per_backend_and_show_int8_fidelity(
         assert "/ov/bin/python" in r.launch.argv and "KMP_AFFINITY" not in r.launch.env
     assert rungs["backend: openvino bf16"].job.run.precision == "bf16"
     assert rungs["backend: openvino int8"].job.run.ov_weights == "int8"
-    assert "fidelity (tune's gate): passes the fidelity gate: PSNR 39.9 dB" in rungs["backend: openvino int8"].description
+    int8 = rungs["backend: openvino int8"].description
+    assert "fidelity (tune's gate): passes the fidelity gate: PSNR 39.9 dB" in int8
     untuned = backend_rungs(make_plan(topo, facts), plan_with, "/m", req, {}, "/ov/bin/python")
     assert "fidelity not measured" in next(r for r in untuned if r.name.endswith("int8")).description
 
