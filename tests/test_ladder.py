@@ -176,6 +176,10 @@ def test_ladder_quick_smoke(tiny_model, tmp_path):
     assert set(by) >= {"vanilla", "run_cpu", "tuned", "tuned+backend", "tuned+backend+dpm"}
     assert by["vanilla"]["latency_s"]["median"] > 0 and by["tuned"]["speedup_vs_vanilla"]["median"] > 0
     assert by["tuned+backend+compile"]["failed"].startswith("skipped")
+    # the backend rungs: native eager measured as the plan in force runs it; compiled and openvino off in --quick
+    assert by["backend: native eager"]["latency_s"]["median"] > 0 and by["backend: native eager"]["failed"] is None
+    assert by["backend: native compiled"]["failed"].startswith("skipped: --quick")
+    assert all(by[f"backend: openvino {x}"]["failed"].startswith("skipped") for x in ("fp32", "bf16", "int8"))
     assert d["flops"]["unet_step"] > 0 and d["gemm_peak"]["fp32"]["peak_flops"] > 0
     assert d["machine"]["load_before"] and d["machine"]["versions"]["torch"]
     assert "| vanilla |" in (tmp_path / "ladder.md").read_text()
@@ -187,6 +191,71 @@ def test_ladder_quick_smoke(tiny_model, tmp_path):
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
     # stderr is a pipe here, where Click draws no bar: one line per measured process instead
     assert "ladder: vanilla round 1/1: " in r.stderr and " s wall)" in r.stderr
+
+
+def test_the_backend_rungs_each_backend_as_the_host_supports_them():
+    from sdagent.measuring.ladder_backends import backend_rung_specs
+
+    def why(**kw):
+        args = dict(native_bf16=True, with_compile=True, compile_why="skipped: --no-compile", with_openvino=True,
+                    openvino_python="/ov/python")
+        return {s.name[len("backend: "):]: s.unavailable for s in backend_rung_specs(**{**args, **kw})}
+
+    assert why() == dict.fromkeys(["native eager", "native compiled", "openvino fp32", "openvino bf16",
+                                   "openvino int8"])
+    assert why(native_bf16=False)["openvino bf16"].startswith("skipped: no native bf16")
+    assert why(native_bf16=False)["openvino int8"] is None
+    assert why(with_compile=False)["native compiled"] == "skipped: --no-compile"
+    off = why(with_openvino=False)
+    assert off["native eager"] is None and all(off[k].startswith("skipped") for k in off if "openvino" in k)
+    assert why(openvino_python=None)["openvino fp32"].startswith("skipped: no Python with OpenVINO GenAI")
+
+
+def test_backend_rungs_run_the_plan_in_force_per_backend_and_show_int8_fidelity(tmp_path):
+    """Planned through plan_with (the plan in force + the backend's settings), launched under that plan; the
+    openvino rungs in the OpenVINO Python; the int8 rung's description carries tune's gate figures; a plan the
+    planner refuses is a skipped rung with its reason."""
+    from hosts import HOSTS, write_tree
+    from sdagent.errors import BadInput
+    from sdagent.host.software import HostFacts, IpexStatus
+    from sdagent.host.topology import read_topology
+    from sdagent.measuring.ladder_backends import backend_rungs
+    from sdagent.measuring.ladder_run import LadderRequest
+    from sdagent.pipeline.modeldir import ModelDir
+    from sdagent.pipeline.workload import Workload
+    from sdagent.planning.plan import make_plan
+
+    topo = read_topology(write_tree(tmp_path, HOSTS["epyc-2core-zen5"]))  # native bf16
+    facts = HostFacts(libraries={"jemalloc": None, "tcmalloc": None, "iomp": None},
+                      ipex=IpexStatus(False, None, None, "absent"))
+    gate = {"passed": True, "reason": "passes the fidelity gate: PSNR 39.9 dB / SSIM 0.999 vs the fp32 reference"}
+    tuning = {"candidates": [{"name": "OpenVINO int8 weights", "overrides": {"backend": "openvino",
+                                                                             "ov_weights": "int8"}}],
+              "fidelity": {"OpenVINO int8 weights": gate}}
+    plan = make_plan(topo, facts, tuning=tuning)
+
+    def plan_with(overrides):
+        if overrides.get("compile"):
+            raise BadInput("compile=True but no C++ compiler (g++) to build compiled packages")
+        return make_plan(topo, facts, overrides=overrides)
+
+    req = LadderRequest(ModelDir(tmp_path, "StableDiffusionPipeline", {}, "tiny"), Workload(steps=1, height=64,
+                                                                                           width=64))
+    rungs = {r.name: r for r in backend_rungs(plan, plan_with, "/m", req, {"PATH": "/bin"}, "/ov/bin/python")}
+    assert rungs["backend: native compiled"].unavailable == (
+        "skipped: compile=True but no C++ compiler (g++) to build compiled packages")
+    eager = rungs["backend: native eager"]
+    assert eager.job.run.backend == "native" and not eager.job.run.compile and eager.launch.argv[0] != "/ov/bin/python"
+    for x in ("fp32", "bf16", "int8"):
+        r = rungs[f"backend: openvino {x}"]
+        assert r.unavailable is None and r.job.run.backend == "openvino" and r.warm_cache
+        assert "/ov/bin/python" in r.launch.argv and "KMP_AFFINITY" not in r.launch.env
+    assert rungs["backend: openvino bf16"].job.run.precision == "bf16"
+    assert rungs["backend: openvino int8"].job.run.ov_weights == "int8"
+    int8 = rungs["backend: openvino int8"].description
+    assert "fidelity (tune's gate): passes the fidelity gate: PSNR 39.9 dB" in int8
+    untuned = backend_rungs(make_plan(topo, facts), plan_with, "/m", req, {}, "/ov/bin/python")
+    assert "fidelity not measured" in next(r for r in untuned if r.name.endswith("int8")).description
 
 
 def test_ladder_bad_input_is_one_line(tmp_path):

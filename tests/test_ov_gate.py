@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -76,15 +77,15 @@ def test_a_candidate_passes_when_no_further_from_fp32_than_bf16_and_fails_otherw
     assert not any(c[1] == "bf16" for c in calls2)
 
 
-def test_tune_measures_the_int8_candidate_that_passes_and_reports_the_one_that_fails(tmp_path, monkeypatch):
-    """tune() under fake workers and images, searching the backend and OpenVINO weights axes: the int8 export
-    passes the gate and wins; int8-hybrid fails it, is recorded with its figures, and no worker ever runs it."""
+def tune_with_fakes(tmp_path, monkeypatch, budget_s=1e5, image_s=0.0, noise=NOISE, timeouts=None):
+    """tune() under fake workers and images on the fake clock, searching the backend and OpenVINO weights axes.
+    Each fake image advances the clock by `image_s`; `timeouts` collects (candidate, the worker's timeout).
+    Returns (the outcome, the candidates a worker ran, the images made)."""
     from hosts import HOSTS, write_tree
     from sdagent.host.software import HostFacts, IpexStatus
     from sdagent.host.topology import read_topology
     from sdagent.pipeline.modeldir import ModelDir
     from sdagent.tuning import session as S
-    from sdagent.tuning.report import tune_table
     from sdagent.workers.result import Measurement, ProcessRecord, WorkerResult
 
     monkeypatch.setattr(S, "_openvino_usable", lambda: True)
@@ -98,17 +99,36 @@ def test_tune_measures_the_int8_candidate_that_passes_and_reports_the_one_that_f
 
     def runner(launch, job, timeout_s):
         ran.append(launch.name)
+        if timeouts is not None:
+            timeouts.append((launch.name, timeout_s))
         x = lat[launch.name] * (1 + 0.003 * (len(ran) % 3))
         now[0] += x + 1.0
         m = Measurement("images", job.workload, (x,), ProcessRecord((), 2, (0, 1)), runs=({"unet_steps_s": [x]},),
                         unet_evals=1)
         return WorkerResult(True, "ok", x + 1.0, m)
 
-    images, calls = fake_images(NOISE)
+    fake, calls = fake_images(noise)
+    made = {}
+
+    def images(spec, w):  # like InProcessImages: each image made once, then kept
+        if (spec, w) not in made:
+            now[0] += image_s
+            made[(spec, w)] = fake(spec, w)
+        return made[(spec, w)]
+
     w = Workload(steps=2, height=64, width=64)
-    req = S.TuneRequest(ModelDir(tmp_path, "StableDiffusionPipeline", {}, "tiny"), w, 1e5, allow_compile=False,
+    req = S.TuneRequest(ModelDir(tmp_path, "StableDiffusionPipeline", {}, "tiny"), w, budget_s, allow_compile=False,
                         only_axes=("precision/backend", "OpenVINO weights"))
     out = S.tune(topo, facts, req, environ={}, runner=runner, clock=lambda: now[0], images=images)
+    return out, ran, calls
+
+
+def test_tune_measures_the_int8_candidate_that_passes_and_reports_the_one_that_fails(tmp_path, monkeypatch):
+    """The int8 export passes the gate and wins; int8-hybrid fails it, is recorded with its figures, and no worker
+    ever runs it."""
+    from sdagent.tuning.report import tune_table
+
+    out, ran, calls = tune_with_fakes(tmp_path, monkeypatch)
     assert out.result.chosen.name == "OpenVINO int8 weights"
     assert out.plan.settings["ov_weights"] == "int8" and out.plan.settings["backend"] == "openvino"
     assert "OpenVINO int8-hybrid weights" not in ran  # failed the gate: never measured
@@ -122,6 +142,88 @@ def test_tune_measures_the_int8_candidate_that_passes_and_reports_the_one_that_f
     assert {c[2] for c in calls if c[0] == "openvino"} == {"int8", "int8-hybrid"}  # each gated candidate's images
     table = tune_table(out.result, out.result.samples(), out.record["fidelity"])
     assert "gate:   OpenVINO int8-hybrid weights: fails the fidelity gate" in table
+
+
+# -- the gate within the budget (issue 21 item 5: a hard ceiling) -------------------------------------------
+
+
+def test_gate_images_are_the_images_fidelity_gate_asks_for_in_its_order():
+    """Honour check of gate_images, which the budget estimate counts: the calls fidelity_gate makes."""
+    spec = RunSpec("openvino", "fp32", False, False, True, ov_weights="int8")
+    ws = G.gate_workloads(Workload(steps=2, height=64, width=64))
+    for bound in (FidelityBound(), FidelityBound(relative_to="none", min_psnr_db=5.0)):
+        asked = []
+        fake, _ = fake_images(NOISE)
+        G.fidelity_gate(spec, ws, lambda s, w: asked.append((s, w)) or fake(s, w), bound)
+        assert tuple(asked) == G.gate_images(spec, ws, bound)
+
+
+def test_the_gate_cost_counts_a_load_per_new_spec_and_each_new_image_and_made_images_free():
+    spec = RunSpec("openvino", "fp32", False, False, True, ov_weights="int8")
+    todo = G.gate_images(spec, G.gate_workloads(Workload(steps=2, height=64, width=64)), FidelityBound())
+    cost = G.ImageCost(load_s=5.0, image_s=10.0)
+    assert G.gate_cost_s(todo, set(), cost) == 3 * 5.0 + 6 * 10.0
+    refs = {x for x in todo if x[0] != spec}  # the fp32 and bf16 references, made for an earlier candidate
+    assert G.gate_cost_s(todo, refs, cost) == 5.0 + 2 * 10.0
+
+
+def test_budgeted_images_refuse_an_image_that_would_cross_the_deadline_and_reuse_made_ones_free():
+    now = [0.0]
+    spec = RunSpec("openvino", "fp32", False, False, True, ov_weights="int8")
+    w0, w1 = G.gate_workloads(Workload(steps=2, height=64, width=64))
+
+    def images(s, w):
+        now[0] += 10.0
+        return w.seed
+
+    b = G.BudgetedImages(images, lambda: now[0], deadline=25.0, cost=G.ImageCost(load_s=2.0, image_s=10.0))
+    assert b(spec, w0) == 0 and now[0] == 10.0  # 12 s needed, 25 left
+    assert b(spec, w1) == 1 and now[0] == 20.0  # 10 s needed (loaded), 15 left
+    with pytest.raises(G.GateOverBudget, match="needs ~12 s, 5 s left"):
+        b(RunSpec("native", "fp32", False, False, True), w0)  # a new spec's load and image: 12 s > 5 s
+    assert now[0] == 20.0  # not started
+    assert b.made == {(spec, w0), (spec, w1)}
+
+
+def test_a_gate_that_does_not_fit_the_budget_is_skipped_recorded_and_the_candidate_never_shipped(tmp_path,
+                                                                                                monkeypatch):
+    """Each gate image costs 60 s on the fake clock, six times what stock's 10 s image predicts: the first int8
+    gate is stopped before the image that would cross its limit, the second is skipped up front on the estimate
+    its predecessor's images corrected; both are recorded "not gated: budget", never run by a worker nor shipped,
+    and the tune ends within its budget."""
+    from sdagent.tuning.report import tune_table
+
+    budget = 300.0
+    out, ran, calls = tune_with_fakes(tmp_path, monkeypatch, budget_s=budget, image_s=60.0)
+    fid = json.loads(json.dumps(out.record["fidelity"]))
+    skipped = {n: g for n, g in fid.items() if g.get("gated") is False}
+    assert skipped and all(g["reason"].startswith(G.NOT_GATED_BUDGET) and g["passed"] is False
+                           for g in skipped.values()), fid
+    assert not any(n in ran for n in skipped) and out.result.chosen.name not in skipped
+    assert out.plan.settings.get("ov_weights", "full") == "full"
+    reasons = sorted(g["reason"] for g in skipped.values())
+    assert len(reasons) == 2 and "its images need ~" in reasons[0] and "stopped after 60 s" in reasons[1], reasons
+    assert len(calls) == 1  # one image made, the next refused before it started
+    assert out.result.spent_s <= budget
+    failed = [c for c in out.record["comparisons"] if c["candidate"] in skipped]
+    assert failed and all(c["verdict"] == "failed" and G.NOT_GATED_BUDGET in c["reason"] for c in failed)
+    table = tune_table(out.result, out.result.samples(), out.record["fidelity"])
+    assert f": {G.NOT_GATED_BUDGET} (" in table
+
+
+def test_a_gate_that_fits_is_charged_to_its_measurement_the_worker_gets_what_it_left(tmp_path, monkeypatch):
+    """The gate's images (6 x 5 s on the fake clock) run inside the candidate's measurement: its first worker's
+    timeout is exactly 30 s less than the same tune's with free images, and the tune stays within the budget."""
+    first_timeout = []
+    for image_s in (0.0, 5.0):
+        timeouts = []
+        out, ran, _ = tune_with_fakes(tmp_path / str(image_s), monkeypatch, budget_s=1200.0, image_s=image_s,
+                                      timeouts=timeouts)
+        assert out.record["fidelity"]["OpenVINO int8 weights"]["passed"] is True
+        assert out.result.spent_s <= 1200.0
+        first_timeout.append(next(t for n, t in timeouts if n == "OpenVINO int8 weights"))
+    assert first_timeout[0] < 1800.0 and first_timeout[0] - first_timeout[1] == pytest.approx(30.0)
+
 
 
 # ---------------------------------------------------------------------------
@@ -191,3 +293,67 @@ def test_tune_refuses_a_bad_bound_or_axis_in_one_line_before_measuring(tmp_path,
 
     r = sdagent("tune", "--model", str(tmp_path), *args)
     assert r.returncode == 2 and word in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+# ---------------------------------------------------------------------------
+# verify: the fidelity a lossy plan was shipped with, beside the speed (issue 22 item 5)
+# ---------------------------------------------------------------------------
+
+
+def tune_record(chosen="OpenVINO int8 weights", passed=True):
+    fid = {"format": "sdagent-fidelity/1", "psnr_db": 39.9, "ssim": 0.999, "n_images": 2, "reference": "fp32",
+           "per_image": []}
+    bf16 = {**fid, "psnr_db": "inf", "ssim": 1.0}
+    gate = {"passed": passed, "reason": "passes the fidelity gate: PSNR 39.9 dB, bound: at least bf16-vs-fp32's",
+            "fidelity": fid, "bound": FidelityBound().to_dict(), "bf16": bf16}
+    return {"chosen": chosen, "fidelity": {chosen: gate},
+            "backends": {"chosen": chosen, "x_vs_stock": 2.4, "paired_x_vs_stock": 2.5}}
+
+
+def test_the_shipped_fidelity_is_the_chosen_candidates_passed_gate_with_tunes_speed():
+    from sdagent.verifying.shipped import shipped_fidelity
+
+    s = shipped_fidelity(tune_record())
+    assert (s.candidate, s.psnr_db, s.ssim, s.bf16_psnr_db, s.x_vs_stock) == ("OpenVINO int8 weights", 39.9, 0.999,
+                                                                              "inf", 2.5)
+    assert s.bound["relative_to"] == "bf16" and json.loads(json.dumps(s.to_dict()))["x_vs_stock"] == 2.5
+    assert "PSNR 39.9 dB / SSIM 0.999 (bf16: inf dB / 1.000), 2.50x stock's speed" in s.line()
+    assert shipped_fidelity(tune_record(passed=False)) is None  # never shipped: nothing to report
+    assert shipped_fidelity({**tune_record(), "chosen": "stock"}) is None and shipped_fidelity(None) is None
+
+
+def test_verify_reports_the_shipped_fidelity_beside_the_measured_one_in_json_and_table(tmp_path):
+    from test_verify_session import FACTS, FakeMeasurer, W, state_for
+
+    from hosts import HOSTS, write_tree
+    from sdagent.host.topology import read_topology
+    from sdagent.measuring.fidelity import Fidelity, passes_gate
+    from sdagent.pipeline.modeldir import ModelDir
+    from sdagent.planning.plan import make_plan
+    from sdagent.verifying.report import verify_table
+    from sdagent.verifying.session import VerifyRequest, verify
+    from sdagent.verifying.targets import parse_targets
+
+    topo = read_topology(write_tree(tmp_path, HOSTS["epyc-2core-zen5"]))
+    # a lossy plan the fake measurer's process state honours (the tiny VAE: lossy like an int8 export)
+    plan = make_plan(topo, FACTS, overrides={"vae": "tiny"}, tuning=tune_record("vae=tiny"))
+    assert plan.run_spec.lossy
+    req = VerifyRequest(ModelDir(Path("/m/tiny"), "StableDiffusionPipeline", {}, "tiny"), W, plan, 0,
+                        parse_targets([{"name": "t", "match": {"model": "tiny"}, "p50_s": 5, "min_runs": 5}]), topo)
+
+    class Lossy(FakeMeasurer):
+        def fidelity(self, spec, bound):
+            return passes_gate(Fidelity(38.0, 0.998, 2, "fp32"), bound, Fidelity(30.0, 0.95, 2, "fp32"))
+
+    res = verify(req, Lossy(), state_for(plan, topo))
+    from dataclasses import replace
+
+    d = json.loads(json.dumps(replace(res, bench=None).to_dict()))  # the fake bench has no machine record
+    assert d["shipped_fidelity"]["psnr_db"] == 39.9 and d["shipped_fidelity"]["x_vs_stock"] == 2.5
+    table = verify_table(res)
+    assert "fidelity: now PSNR 38 dB / SSIM 0.998 vs the fp32 reference (pass)" in table
+    assert "shipped by tune (vae=tiny) with PSNR 39.9 dB / SSIM 0.999" in table
+    assert table.index("latency: median") < table.index("fidelity: now")  # beside the speed
+    plain = make_plan(topo, FACTS, tuning=tune_record())  # not lossy: nothing shipped through a gate
+    assert verify(VerifyRequest(req.model, W, plain, 0, req.targets, topo), Lossy(),
+                  state_for(plain, topo)).shipped_fidelity is None

@@ -91,7 +91,8 @@ class LadderProgress:
 @click.option("--compile/--no-compile", "with_compile", default=True, show_default=True,
               help="Include the compiled rung (its packages are built or loaded once, untimed, before round 1).")
 @click.option("--openvino/--no-openvino", "with_openvino", default=None,
-              help="Include the OpenVINO peer rung (default: on where its venv exists; off under --quick).")
+              help="Include the OpenVINO rungs: the peer and the openvino backend rungs (default: on where its venv "
+                   "exists; off under --quick).")
 @click.option("--step-size", type=int, default=512, show_default=True, metavar="PX",
               help="Also time single guided UNet calls at PX x PX for the eager fp32/bf16 rungs: a "
                    "per-step figure at the published size, too slow for whole images on a small host "
@@ -120,6 +121,10 @@ def ladder(agent: AgentContext, m: MeasureArgs, quick: bool, rounds: int, with_c
       tuned+backend+compile  + the compiled packages (UNet, VAE decoder, text encoder)
       tuned+backend+dpm      + DPM-Solver at the same step count
       openvino               the peer: OpenVINO GenAI on the same model (its own venv)
+      backend: native eager / native compiled / openvino fp32 / openvino bf16 /
+      openvino int8          each backend as the plan in force would run it
+                             (openvino bf16 where the CPU has native bf16; int8
+                             with its fidelity from the plan's tune gate)
     A rung that fails is reported with its reason; the others go on. The plan
     is the one in force (--plan-file, e.g. from `sdagent tune`, or derived).
     Each row also says how long a fresh process takes to its first whole image.
@@ -166,6 +171,7 @@ def ladder(agent: AgentContext, m: MeasureArgs, quick: bool, rounds: int, with_c
                 atomicio.write_json(plan_file, plan.to_dict())
             report, rows = run_ladder(plan, plan_file, req, environ=dict(os.environ), on_event=progress.event,
                                       plan_for=lambda lay: agent.plan(PlanRequest.from_dict(lay)),
+                                      plan_with=lambda overrides: agent.plan(overrides=overrides),
                                       layouts=throughput_layouts(agent.topology()) if throughput_images else ())
     finally:
         progress.close()

@@ -208,14 +208,21 @@ def throughput_table(plan_for: Callable[[dict[str, Any]], Plan], layouts: Sequen
 def run(plan: Plan, plan_file: str, req: LadderRequest, *, environ: Mapping[str, str],
         on_event: L.Event | None = None, runner: Runner | None = None,
         plan_for: Callable[[dict[str, Any]], Plan] | None = None,
-        layouts: Sequence[dict[str, Any]] = ()) -> tuple[dict[str, Any], list[L.RungRow]]:
-    """Measure the ladder; returns the report record (ladder.json) and the table's rows."""
+        layouts: Sequence[dict[str, Any]] = (),
+        plan_with: Callable[[dict[str, Any]], Plan] | None = None) -> tuple[dict[str, Any], list[L.RungRow]]:
+    """Measure the ladder; returns the report record (ladder.json) and the table's rows. `plan_with(overrides)`:
+    the plan in force with settings on top; given, the backend rungs are measured too (measuring.ladder_backends)."""
     emit = on_event or (lambda kind, data: None)
     go = runner or (lambda launch, job, timeout: run_worker(launch, job, timeout_s=timeout))
     started = time.time()
     load_before = list(read_load_average())
     rungs = export_for_openvino(build_rungs(plan, plan_file, req, environ), req, environ, emit)
     steps = step_rungs(rungs, req.step_size, req.step_calls)
+    if plan_with is not None:
+        from sdagent.measuring.ladder_backends import backend_rungs, openvino_worker_python
+
+        ov_py = openvino_worker_python(environ) if req.with_openvino else None
+        rungs += backend_rungs(plan, plan_with, str(req.model.path), req, environ, ov_py)
     tp_runs = len(layouts) * (2 if req.with_compile else 1) if req.throughput_images else 0
     emit("plan", {"processes": planned_processes(rungs, steps, req.rounds) + tp_runs})
     bf16 = plan.settings["precision"] == "bf16"

@@ -106,3 +106,74 @@ class InProcessImages:
         """Drop the pipelines (the images stay: the next candidate's gate reuses the references')."""
         self.pipelines.clear()
         gc.collect()
+
+
+# ---------------------------------------------------------------------------
+# The gate within tune's budget (issue 21 item 5: the budget is a hard ceiling)
+# ---------------------------------------------------------------------------
+
+#: The reason a lossy candidate is recorded with when its gate does not fit what the budget has left: it is then
+#: neither gated nor measured nor shipped (never shipped ungated).
+NOT_GATED_BUDGET = "not gated: budget"
+
+
+class GateOverBudget(Exception):
+    """The gate's next image would not fit the seconds it was given: the gate stops, the candidate is not shipped."""
+
+
+def gate_images(spec: RunSpec, workloads: tuple[Workload, ...], bound: Any) -> tuple[tuple[RunSpec, Workload], ...]:
+    """The (spec, workload) images fidelity_gate asks `images` for, in its order (pure): the fp32 reference's,
+    the candidate's and, for a bound relative to bf16, bf16 autocast's. Honour check: tests/test_ov_gate.py
+    compares it with the calls fidelity_gate makes."""
+    ref = FP32_REFERENCE.on_host(spec.isa_flags)
+    specs = [ref, spec] + ([bf16_reference(spec)] if bound.relative_to == "bf16" else [])
+    return tuple((s, w) for s in specs for w in workloads)
+
+
+@dataclass(frozen=True)
+class ImageCost:
+    """What one gate image costs, in seconds: `load_s` once per pipeline (spec) not loaded yet, `image_s` per
+    image. Source: the tune's own measurements (the session takes stock's fresh process: its wall time less its
+    images is the load and warm-up, its median latency one image)."""
+
+    load_s: float
+    image_s: float
+
+
+def gate_cost_s(todo: tuple[tuple[RunSpec, Workload], ...], made: set[tuple[RunSpec, Workload]],
+                cost: ImageCost) -> float:
+    """Seconds the images of `todo` not in `made` take (pure): one load per spec with an image to make, plus
+    one image each. Images already made (the fp32 reference's, once per tune) cost nothing."""
+    new = [(s, w) for s, w in todo if (s, w) not in made]
+    return len({s for s, _ in new}) * cost.load_s + len(new) * cost.image_s
+
+
+@dataclass
+class BudgetedImages:
+    """`images` for fidelity_gate within a deadline: an image not made yet is started only if its estimated
+    cost (ImageCost: a load for a spec not seen yet, plus the image) fits before `deadline` on `clock`;
+    otherwise GateOverBudget. Every image made is remembered in `made` (the caller keeps it across
+    candidates: the reference images are made once). The ceiling holds to the estimate's accuracy: an
+    image in progress is not interrupted (the images are made in the tune process), and the estimate learns:
+    an image is taken to cost at least the slowest one made so far (`seconds`, its load included)."""
+
+    images: Images
+    clock: Callable[[], float]
+    deadline: float
+    cost: ImageCost
+    made: set[tuple[RunSpec, Workload]] = field(default_factory=set)
+    seconds: list[float] = field(default_factory=list)  # each image made here, its load included
+
+    def __call__(self, spec: RunSpec, w: Workload) -> Any:
+        if (spec, w) in self.made:
+            return self.images(spec, w)
+        need = max([self.cost.image_s + (0.0 if any(s == spec for s, _ in self.made) else self.cost.load_s)]
+                   + self.seconds)
+        start = self.clock()
+        if need > self.deadline - start:
+            raise GateOverBudget(f"the next image ({spec.describe()}) needs ~{need:.0f} s, "
+                                 f"{max(self.deadline - start, 0):.0f} s left")
+        img = self.images(spec, w)
+        self.seconds.append(self.clock() - start)
+        self.made.add((spec, w))
+        return img

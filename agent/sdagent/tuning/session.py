@@ -31,7 +31,10 @@ from sdagent.planning.runspec import RunSpec
 from sdagent.planning.settings import LIBRARY_KNOBS
 from sdagent.tuning.axes import HostChoices, make_axes, plan_candidate, stock_candidate
 from sdagent.tuning.backends import backend_outcome
-from sdagent.tuning.gate import Images, InProcessImages, fidelity_gate, gate_workloads, lossy
+from sdagent.tuning.gate import (
+    NOT_GATED_BUDGET, BudgetedImages, GateOverBudget, ImageCost, Images, InProcessImages, fidelity_gate, gate_cost_s,
+    gate_images, gate_workloads, lossy,
+)
 from sdagent.tuning.priority import order_axes
 from sdagent.tuning.rule import Rule
 from sdagent.tuning.search import Axis, Candidate, Event, MeasureFailed, MeasureStopped, TuneResult, search
@@ -102,6 +105,10 @@ class _Session:
     details: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # per candidate, per process
     images: Images | None = None  # the fidelity gate's image maker (default: InProcessImages)
     gates: dict[str, Any] = field(default_factory=dict)  # per lossy candidate: measuring.fidelity.GateDecision
+    clock: Callable[[], float] = time.monotonic  # the search's clock: the gate's images count against the budget
+    not_gated: dict[str, dict[str, Any]] = field(default_factory=dict)  # per lossy candidate the budget left ungated
+    gate_made: set[tuple[RunSpec, Workload]] = field(default_factory=set)  # the gate's images made so far
+    gate_seconds: list[float] = field(default_factory=list)  # what each of them took (its load included)
 
     @property
     def throughput(self) -> bool:
@@ -208,20 +215,56 @@ class _Session:
             raise (MeasureStopped if stopped else MeasureFailed)(why)
         return 60.0 / figs.images_per_min
 
-    def gate(self, c: Candidate) -> None:
-        """A lossy candidate's images against the fp32 reference's, once, before it is measured (tuning.gate);
-        MeasureFailed with the gate's reason and figures when it fails: reported, never measured or shipped."""
+    def image_cost(self) -> ImageCost:
+        """What one gate image costs here, from stock's fresh processes (stock runs first, and the gate's
+        reference is stock's compute path): the median wall time less the images as the load, the median
+        latency as one image, or the gate's own images' median when larger. Nothing measured yet: ImageCost(0, 0),
+        and BudgetedImages still refuses to start an image past the deadline."""
+        import statistics
+
+        runs = [d for d in self.details.get("stock", []) if d.get("latency_s")]
+        if not runs:
+            return ImageCost(0.0, 0.0)
+        image_s = max([statistics.median(x for d in runs for x in d["latency_s"])]
+                      + ([statistics.median(self.gate_seconds)] if self.gate_seconds else []))
+        load_s = statistics.median(max(d["wall_s"] - sum(d["latency_s"]), 0.0) for d in runs)
+        return ImageCost(load_s, image_s)
+
+    def skip_gate(self, c: Candidate, bound: Any, words: str) -> MeasureFailed:
+        """Record a lossy candidate the budget left ungated (NOT_GATED_BUDGET and why) and say so: MeasureFailed,
+        so the search never measures nor ships it."""
+        reason = f"{NOT_GATED_BUDGET} ({words})"
+        self.not_gated[c.name] = {"passed": False, "gated": False, "reason": reason, "fidelity": None,
+                                  "bound": bound.to_dict(), "bf16": None}
+        return MeasureFailed(f"lossy ({lossy(c.settings)}): {reason}")
+
+    def gate(self, c: Candidate, limit_s: float = math.inf) -> float:
+        """A lossy candidate's images against the fp32 reference's, once, before it is measured (tuning.gate),
+        within `limit_s` (the seconds the search gave this measurement: the gate's images count against the
+        budget). Returns the seconds the gate took (0 when not lossy or already gated). MeasureFailed with the
+        gate's reason and figures when it fails, or NOT_GATED_BUDGET when its images do not fit `limit_s`
+        (estimated up front, then checked before each image): reported, never measured or shipped."""
         why = lossy(c.settings)
         if why is None:
-            return
+            return 0.0
+        if c.name in self.not_gated:
+            raise MeasureFailed(f"lossy ({why}): {self.not_gated[c.name]['reason']}")
+        start = self.clock()
         if c.name not in self.gates:
             from sdagent.measuring.fidelity import DEFAULT_BOUND
 
+            bound = self.req.fidelity_bound or DEFAULT_BOUND
+            spec, workloads = RunSpec.from_settings(c.settings, self.topo.flags), gate_workloads(self.req.workload)
+            cost = self.image_cost()
+            need = gate_cost_s(gate_images(spec, workloads, bound), self.gate_made, cost)
+            if need > limit_s:
+                raise self.skip_gate(c, bound, f"its images need ~{need:.0f} s, {max(limit_s, 0):.0f} s left")
             images = self.images or InProcessImages(str(self.req.model.path))
+            budgeted = BudgetedImages(images, self.clock, start + limit_s, cost, self.gate_made, self.gate_seconds)
             try:
-                self.gates[c.name] = fidelity_gate(RunSpec.from_settings(c.settings, self.topo.flags),
-                                                   gate_workloads(self.req.workload), images,
-                                                   self.req.fidelity_bound or DEFAULT_BOUND)
+                self.gates[c.name] = fidelity_gate(spec, workloads, budgeted, bound)
+            except GateOverBudget as exc:
+                raise self.skip_gate(c, bound, f"stopped after {self.clock() - start:.0f} s: {exc}") from None
             except SdagentError as exc:
                 raise MeasureFailed(f"the fidelity gate could not measure it ({why}): {exc}") from None
             finally:
@@ -231,14 +274,22 @@ class _Session:
         decision = self.gates[c.name]
         if not decision.passed:
             raise MeasureFailed(f"lossy ({why}): {decision.reason}")
+        return self.clock() - start
+
+    def after_gate(self, c: Candidate, limit_s: float) -> float:
+        """The seconds the measurement may take once the gate has taken its share of `limit_s`; MeasureStopped
+        when nothing is left (the budget is a hard ceiling)."""
+        left = limit_s - self.gate(c, limit_s)
+        if left <= 0:
+            raise MeasureStopped("not started: the fidelity gate used the seconds the budget left")
+        return left
 
     def measure(self, c: Candidate, limit_s: float) -> float:
-        self.gate(c)
-        return self.host_seconds_per_image(c, limit_s) if self.throughput else self.latency(c, limit_s)
+        left = self.after_gate(c, limit_s)  # the measurement gets what the gate left of its limit
+        return self.host_seconds_per_image(c, left) if self.throughput else self.latency(c, left)
 
     def warm(self, c: Candidate, limit_s: float) -> None:
-        self.gate(c)
-        self.run(c, 0, limit_s)
+        self.run(c, 0, self.after_gate(c, limit_s))
 
     # -- the record and the plan ---------------------------------------------------------------
 
@@ -267,7 +318,8 @@ class _Session:
             # which backend won and by how much (issue 22 item 4): against stock and the runner-up backend
             "backends": backend_outcome(result).to_dict(),
             # each lossy candidate's images against the fp32 reference (issue 22 item 5), passed or not
-            "fidelity": {name: d.to_dict() for name, d in self.gates.items()},
+            # and those the budget left ungated (NOT_GATED_BUDGET: "gated": false, no figures, never shipped)
+            "fidelity": {**{name: d.to_dict() for name, d in self.gates.items()}, **self.not_gated},
         })
         for c in record["candidates"]:
             c["description"] = summary_line(result.candidates[c["name"]].settings)
@@ -310,7 +362,7 @@ def tune(topo: Topology, facts: HostFacts, req: TuneRequest, *, environ: Mapping
     BudgetTooSmall (tuning.search, exit 2) when not even the minimum fits the budget.
     """
     go = runner or (lambda launch, job, timeout_s: run_worker(launch, job, timeout_s=timeout_s))
-    s = _Session(topo, facts, req, environ, go, images=images)
+    s = _Session(topo, facts, req, environ, go, images=images, clock=clock)
     stock = stock_candidate(s.resolve)
     load_before = list(read_load_average())
     started = time.time()

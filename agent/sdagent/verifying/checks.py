@@ -552,6 +552,8 @@ class VerifyResult:
     lock_wait_s: float | None = None  # seconds waited for the host benchmark lock before measuring
     #: this host's class and its ratios to stock and to the class's tuned figures (verifying.classcheck)
     host_class: dict[str, Any] | None = None
+    #: a lossy plan's fidelity as tune's gate shipped it, with tune's speed (verifying.shipped); None otherwise
+    shipped_fidelity: dict[str, Any] | None = None
 
     @property
     def verdict(self) -> str:
@@ -603,6 +605,7 @@ class VerifyResult:
             "lock_wait_s": None if self.lock_wait_s is None else round(self.lock_wait_s, 3),
             "error": self.error,
             "host_class": self.host_class,
+            "shipped_fidelity": self.shipped_fidelity,
             "summary": self.summary(),
         }
 

@@ -22,6 +22,22 @@ from sdagent.verifying.checks import SKIP, VerifyResult
 # ---------------------------------------------------------------------------
 
 
+def fidelity_lines(result: VerifyResult) -> list[str]:
+    """A lossy plan's fidelity beside the speed: measured now (the `fidelity` check) and as tune shipped it."""
+    from sdagent.verifying.shipped import ShippedFidelity
+
+    out = []
+    c = result.check("fidelity")
+    if c is not None and isinstance(c.value, dict):
+        psnr = c.value.get("psnr_db")
+        out.append(f"fidelity: now PSNR {psnr if isinstance(psnr, str) else fmt(psnr)} dB / SSIM "
+                   f"{fmt(c.value.get('ssim'), 3)} vs the fp32 reference ({c.status})")
+    if result.shipped_fidelity:
+        d = {k: v for k, v in result.shipped_fidelity.items() if k != "format"}
+        out.append(("fidelity: " if not out else "          ") + ShippedFidelity(**d).line())
+    return ([""] if out else []) + out
+
+
 def verify_table(result: VerifyResult) -> str:
     """The terminal view of a verify: verdict first, then every check with value and limit."""
     code = int(result.exit_code)
@@ -50,6 +66,7 @@ def verify_table(result: VerifyResult) -> str:
                    f"spread {fmt(lat.spread, 3)}, {lat.n} run(s) after {result.bench.warmup} warm-up; "
                    f"{fmt(result.bench.images_per_s)} images/s; start-up (process start to the first image) "
                    f"{fmt(result.bench.startup_s)} s")
+    out += fidelity_lines(result)
     if result.lock_wait_s:
         out.append(f"host lock: waited {fmt(result.lock_wait_s)} s for another benchmark (not in the start-up)")
     if result.throughput is not None:

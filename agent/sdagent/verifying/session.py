@@ -182,7 +182,8 @@ def verify(req: VerifyRequest, measurer: Measurer, state: ProcessState, *,
             selection=selection, plan=plan.to_dict(), instance=req.instance, model=req.model.name,
             bench=figures.get("bench"), reference=figures.get("reference"), stock=figures.get("stock"),
             throughput=figures.get("throughput"), host_class=_class_record(req, checks),
-            started_at=started, duration_s=clock() - t0, version=__version__, lock_wait_s=lock_wait_s)
+            started_at=started, duration_s=clock() - t0, version=__version__, lock_wait_s=lock_wait_s,
+            shipped_fidelity=shipped_record(plan))
 
     checks += process_checks(plan, state, plan.expected_affinity(req.instance, req.topology.allowed_cpus))
     sel = select_target(req.targets, key)
@@ -266,6 +267,16 @@ def _measured(req: VerifyRequest, target: Target, measurer: Measurer, figures: d
         checks.append(skipped("images_per_min", "throughput", "the target sets no min_images_per_min"))
     checks.append(_class_check(req, bench.latencies))
     return checks
+
+
+def shipped_record(plan: Plan) -> dict[str, Any] | None:
+    """A lossy plan's fidelity as tune's gate shipped it, with tune's speed (verifying.shipped), for the report."""
+    from sdagent.verifying.shipped import shipped_fidelity
+
+    if not plan.run_spec.lossy:
+        return None
+    shipped = shipped_fidelity(plan.tuning)
+    return shipped.to_dict() if shipped is not None else None
 
 
 def fidelity_bound_for(plan: Plan, target: Target) -> FidelityBound:
