@@ -63,3 +63,18 @@ def tiny_sdxl(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_lcm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A `tiny-lcm` directory (guidance embedding, LCMScheduler; 64x64, seconds to run)."""
     return _created(tmp_path_factory, "tiny-lcm")
+
+
+@pytest.fixture(scope="session")
+def ov_python() -> str:
+    """The OpenVINO venv's python (SDAGENT_OPENVINO_PYTHON, else the cache's venv-openvino); the test is
+    skipped, saying so, where neither exists."""
+    import os
+
+    from sdagent.peers import ovexport
+
+    py = os.environ.get(ovexport.PYTHON_ENV) or ovexport.openvino_python()
+    if py is None or not os.access(py, os.X_OK):
+        pytest.skip(f"no OpenVINO venv: {ovexport.PYTHON_ENV} is unset and {ovexport.cache_base()}/venv-openvino "
+                    "does not exist (scripts/lib.sh venv_openvino creates it)")
+    return py

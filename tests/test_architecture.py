@@ -147,7 +147,7 @@ def test_stock_env_and_the_recorded_env_come_from_one_table():
 def test_the_run_record_crosses_to_a_worker_as_one_json_job(topologies):
     from sdagent.measuring.runner import WorkerJob
     from sdagent.pipeline.workload import Workload
-    from sdagent.planning.runspec import FP32_REFERENCE, STOCK_RUN, STOCK_SETTINGS, RunSpec
+    from sdagent.planning.runspec import FP32_REFERENCE, STOCK_RUN, STOCK_SETTINGS
 
     topo = topologies["epyc-2core-zen5"]
     plan = make_plan(topo, BARE)

@@ -55,7 +55,7 @@ def test_the_shipped_evidence_is_what_its_results_files_say():
 def test_the_preloads_measured_slower_on_every_class_measured(cls, lever):
     f = lever_finding(default_evidence(), lever, cls)
     assert not f.keep and f.on_class and all(m.verdict == SLOWER for m in f.on_class if m.precision == "fp32")
-    assert f.evidence_text().startswith(f"measured ") and f" on {cls} hosts" in f.evidence_text()
+    assert f.evidence_text().startswith("measured ") and f" on {cls} hosts" in f.evidence_text()
 
 
 def test_the_issue_example_reason():

@@ -10,9 +10,7 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -20,9 +18,8 @@ import pytest
 from clirun import PY, REPO, clean_env, sdagent, sdagent_popen
 from sdagent.errors import Exit
 from sdagent.host.openmp import abort_diagnosis, duplicate_runtimes, family, find_runtime_files, search_roots
-from sdagent.host.process import ProcessState
 from sdagent.host.software import find_library
-from sdagent.verifying.checks import FAIL, PASS, check_child_affinity, check_openmp_runtimes, decide_exit
+from sdagent.verifying.checks import FAIL, PASS, check_child_affinity, check_openmp_runtimes
 
 IOMP = find_library("iomp")
 needs_iomp = pytest.mark.skipif(IOMP is None, reason="no libiomp5 on this host (the intel-openmp wheel puts one "

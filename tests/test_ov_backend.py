@@ -8,7 +8,6 @@ model and skip, saying why, where that venv is absent (scripts/lib.sh venv_openv
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -349,16 +348,6 @@ def test_tune_tries_no_preload_for_openvino_and_toggles_its_pinning():
 # ---------------------------------------------------------------------------
 
 WL = ["--steps", "2", "--height", "64", "--width", "64"]
-
-
-@pytest.fixture(scope="module")
-def ov_python() -> str:
-    given = os.environ.get(ovexport.PYTHON_ENV)
-    py = given or ovexport.openvino_python()
-    if py is None or not os.access(py, os.X_OK):
-        pytest.skip(f"no OpenVINO venv: {ovexport.PYTHON_ENV} is unset and {ovexport.cache_base()}/venv-openvino "
-                    "does not exist (scripts/lib.sh venv_openvino creates it)")
-    return py
 
 
 def ov_sdagent(py: str, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:

@@ -10,7 +10,6 @@ is absent (scripts/lib.sh venv_openvino creates it).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
@@ -18,7 +17,6 @@ import numpy as np
 import pytest
 
 from clirun import REPO, clean_env
-from sdagent.peers import ovexport
 from sdagent.pipeline.ov_hybrid import CALIBRATION_PROMPTS
 from sdagent.pipeline.workload import Workload
 from sdagent.planning.runspec import RunSpec
@@ -229,16 +227,6 @@ def test_a_gate_that_fits_is_charged_to_its_measurement_the_worker_gets_what_it_
 # ---------------------------------------------------------------------------
 # A real int8 export of the tiny model through the gate, in the OpenVINO venv
 # ---------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def ov_python() -> str:
-    given = os.environ.get(ovexport.PYTHON_ENV)
-    py = given or ovexport.openvino_python()
-    if py is None or not os.access(py, os.X_OK):
-        pytest.skip(f"no OpenVINO venv: {ovexport.PYTHON_ENV} is unset and {ovexport.cache_base()}/venv-openvino "
-                    "does not exist (scripts/lib.sh venv_openvino creates it)")
-    return py
 
 
 GATE_SCRIPT = """

@@ -8,15 +8,12 @@ where the OpenVINO venv is absent (scripts/lib.sh venv_openvino creates it).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
 from clirun import REPO, clean_env
-from sdagent.peers import ovexport
 from sdagent.tuning import search as T
 from sdagent.tuning.backends import backend_outcome, best_per_backend, paired_speed
 from sdagent.tuning.search import Axis, Candidate
@@ -105,16 +102,6 @@ def test_the_tune_table_says_which_backend_won():
 # ---------------------------------------------------------------------------
 # A small real tune in the OpenVINO venv: the backend axis measures openvino beside native
 # ---------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def ov_python() -> str:
-    given = os.environ.get(ovexport.PYTHON_ENV)
-    py = given or ovexport.openvino_python()
-    if py is None or not os.access(py, os.X_OK):
-        pytest.skip(f"no OpenVINO venv: {ovexport.PYTHON_ENV} is unset and {ovexport.cache_base()}/venv-openvino "
-                    "does not exist (scripts/lib.sh venv_openvino creates it)")
-    return py
 
 
 @pytest.mark.slow

@@ -170,12 +170,12 @@ def check_model_dir(model_dir: "str | os.PathLike[str] | ModelDir") -> ModelDir:
     return ModelDir(p, cls, {k: v for k, v in data.items() if isinstance(v, list)}, preset, family)
 
 
-def read_config(path: Path) -> dict:
-    """A component's JSON config, or BadInput naming the file."""
+def read_config(path: Path, what: str = "config") -> dict:
+    """A component's JSON config (`what` names it in the message), or BadInput naming the file."""
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise BadInput(f"unreadable {path}: {exc.__class__.__name__}") from None
+        raise BadInput(f"cannot read {what} {path}: {getattr(exc, 'strerror', None) or exc}") from None
     if not isinstance(data, dict):
-        raise BadInput(f"{path} is not a JSON object")
+        raise BadInput(f"{what} {path} is not a JSON object")
     return data

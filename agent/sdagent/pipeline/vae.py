@@ -20,12 +20,12 @@ model's VAE scale factor (2^(blocks-1) on both sides); otherwise one line, exit 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any, Mapping
 
 from sdagent.errors import BadInput
+from sdagent.pipeline.modeldir import read_config
 from sdagent.planning.settings import VAES
 
 VAE_CHOICES: tuple[str, ...] = VAES
@@ -44,16 +44,6 @@ def tiny_available(model_dir: str | os.PathLike[str]) -> bool:
     condition in `sdagent tune`."""
     d = tiny_dir(model_dir)
     return (d / "config.json").is_file() and (d / TINY_WEIGHTS).is_file()
-
-
-def _read_json(path: Path, what: str) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise BadInput(f"cannot read {what} {path}: {getattr(exc, 'strerror', None) or exc}") from None
-    if not isinstance(data, dict):
-        raise BadInput(f"{what} {path} is not a JSON object")
-    return data
 
 
 def upscale_of_tiny(cfg: Mapping[str, Any]) -> int:
@@ -91,9 +81,9 @@ def check_tiny(model_dir: str | os.PathLike[str]) -> Path:
                        f"`sdagent model create --preset taesd {d}`, or copy madebyollin/taesd there)")
     if not (d / TINY_WEIGHTS).is_file():
         raise BadInput(f"vae tiny: {d}/{TINY_WEIGHTS} is missing")
-    why = fit_problem(_read_json(d / "config.json", "tiny autoencoder config"),
-                      _read_json(root / "vae" / "config.json", "VAE config"),
-                      _read_json(root / "unet" / "config.json", "UNet config"))
+    why = fit_problem(read_config(d / "config.json", "tiny autoencoder config"),
+                      read_config(root / "vae" / "config.json", "VAE config"),
+                      read_config(root / "unet" / "config.json", "UNet config"))
     if why:
         raise BadInput(f"vae tiny: the tiny autoencoder in {d} does not fit this model: {why}")
     return d
