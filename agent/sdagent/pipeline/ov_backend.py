@@ -145,7 +145,10 @@ def build_export(model_dir: Path, tmp: Path, key: OvKey) -> tuple[str | None, di
     from sdagent.pipeline.ov_export import export_model, probe_precision
 
     ov_genai = require_openvino()
-    exported = export_model(model_dir, tmp / "ir", python=sys.executable, weights=key.weights.split("/")[0])
+    from sdagent.pipeline.modeldir import check_model_dir
+
+    exported = export_model(model_dir, tmp / "ir", python=sys.executable, weights=key.weights.split("/")[0],
+                            family=check_model_dir(model_dir).family.name)
     spec = RunSpec("openvino", key.precision, False, False, True)
     cfg = compile_config(spec, tmp / "blobs")
     pipe = ov_genai.Text2ImagePipeline(str(tmp / "ir"))
@@ -338,11 +341,12 @@ def ready_openvino(model_dir: str | os.PathLike[str], spec: RunSpec, workload: W
                    builder: Callable[..., Any] = build_export) -> OvPrepared:
     """Find (or build) the export for this run, load it, reshape to the workload, compile for the CPU."""
     from sdagent.pipeline.ov_export import check_model_dir as check_exportable
-    from sdagent.pipeline.ov_export import genai_scheduler, scheduler_name
+    from sdagent.pipeline.ov_export import genai_scheduler, ov_class_for, scheduler_name
     from sdagent.pipeline.modeldir import check_model_dir
 
-    ov_genai = require_openvino()
     md = check_model_dir(model_dir)
+    ov_class_for(md.family.name)  # a family the backend cannot run: one line, before any export
+    ov_genai = require_openvino()
     check_exportable(md.path)
     genai_scheduler(workload.scheduler)  # dpm/unipc: refused before minutes of export
     notes: list[str] = []
