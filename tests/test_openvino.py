@@ -507,3 +507,16 @@ def test_backend_openvino_refuses_a_family_it_cannot_run_before_anything_else(mo
     monkeypatch.setattr(ov_backend, "require_openvino", lambda: pytest.fail("the refusal comes first"))
     with pytest.raises(BadInput, match="^backend openvino cannot run the lcm-sdxl family"):
         ov_backend.ready_openvino("/m/lcm-xl", RunSpec("openvino", "fp32", False, False, True), Workload())
+
+
+def test_an_lcm_pipeline_takes_its_guidance_at_unet_batch_1():
+    """LCM reads the guidance scale as an embedding (family cfg False): its export is compiled at UNet batch 1, and
+    a guidance of 8.5 (its default) must not be refused as another batch's; SD's still is."""
+    from types import SimpleNamespace
+
+    from sdagent.pipeline.ov_backend import OvPipeline
+
+    key = SimpleNamespace(height=64, width=64, batch=1)
+    OvPipeline(None, None, Path("/ir"), key, None, "LCMScheduler", cfg=False).check_shape(64, 64, 8.5)
+    with pytest.raises(BadInput, match=r"UNet batch 1 .*guidance 8.5 \(batch 2\)"):
+        OvPipeline(None, None, Path("/ir"), key, None, "PNDMScheduler").check_shape(64, 64, 8.5)

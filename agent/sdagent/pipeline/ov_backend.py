@@ -208,8 +208,9 @@ class OvPipeline:
     """
 
     def __init__(self, genai: Any, ov_genai: Any, ir: Path, key: OvKey, resolved_precision: str | None,
-                 scheduler: str) -> None:
+                 scheduler: str, cfg: bool = True) -> None:
         self.genai, self._ov, self.ir, self.key = genai, ov_genai, ir, key
+        self.cfg = cfg  # the family's: whether a guidance scale above 1 doubles the UNet batch (LCM's does not)
         self.resolved_precision = resolved_precision
         self.scheduler_name = scheduler
         self.exported_scheduler = scheduler  # the export's own (scheduler/scheduler_config.json)
@@ -217,7 +218,7 @@ class OvPipeline:
         self.sdagent: dict[str, Any] = {}
 
     def check_shape(self, height: int, width: int, guidance: float) -> None:
-        batch = 2 if guidance > 1.0 else 1
+        batch = 2 if guidance > 1.0 and self.cfg else 1
         if (height, width, batch) != (self.key.height, self.key.width, self.key.batch):
             raise BadInput(f"this OpenVINO pipeline is compiled for {self.key.width}x{self.key.height} with UNet "
                            f"batch {self.key.batch} (static shapes); asked {width}x{height}, guidance {guidance} "
@@ -366,7 +367,7 @@ def ready_openvino(model_dir: str | os.PathLike[str], spec: RunSpec, workload: W
                        f"`sdagent model compile`") from None
     load_s = time.perf_counter() - t1
     exported = scheduler_name(art.ir, None)
-    pipe = OvPipeline(genai, ov_genai, art.ir, key, art.resolved_precision, exported)
+    pipe = OvPipeline(genai, ov_genai, art.ir, key, art.resolved_precision, exported, cfg=md.family.cfg)
     set_scheduler(pipe, workload.scheduler)
     _generator(ov_genai, 0)  # TorchGenerator imports torch (seconds): here, not in the first image
     cfg = compile_config(spec, art.blobs)
