@@ -173,7 +173,7 @@ def few_step_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
              f"end of its first whole image). Published column: {FASTSD_HOST}; quoted as published, not measured "
              "here.", "",
              "| workload | rung | s / image | images/min | start to first image, s | OpenVINO s / image "
-             "| OpenVINO images/min | OpenVINO start, s | × vs OpenVINO | FastSD CPU published |",
+             "| OpenVINO images/min | OpenVINO start, s | × vs OpenVINO (> 1: faster) | FastSD CPU published |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r.get("missing"):
