@@ -460,3 +460,63 @@ def test_the_worker_process_fails_with_a_reason_for_a_scheduler_genai_lacks(tiny
     assert p.returncode == 2 and "scheduler 'dpm' is not available in OpenVINO GenAI" in p.stderr
     assert json.loads(out.read_text()) == {"format": "sdagent-result/1", "ok": False,
                                            "error": p.stderr.strip().split("error: ", 1)[1]}
+
+
+def test_the_family_decides_the_export_class_and_its_files():
+    """Issue 23 item 4: SD 1.x/2.x and Turbo export as OVStableDiffusionPipeline, SDXL (and SDXL-Turbo) as
+    OVStableDiffusionXLPipeline with its second text encoder's files, LCM as OVLatentConsistencyModelPipeline;
+    a family the backend cannot run is one line naming it and the ones it runs."""
+    from sdagent.pipeline.family import FAMILIES
+
+    assert {f: ovexport.ov_class_for(f) for f in ("sd1", "sd2-v", "sd-turbo")} == dict.fromkeys(
+        ("sd1", "sd2-v", "sd-turbo"), "OVStableDiffusionPipeline")
+    assert ovexport.ov_class_for("sdxl") == ovexport.ov_class_for("sdxl-turbo") == "OVStableDiffusionXLPipeline"
+    assert ovexport.ov_class_for("lcm") == "OVLatentConsistencyModelPipeline"
+    assert set(ovexport.OV_CLASSES) <= set(FAMILIES)
+    assert ovexport.required_files() == ovexport.required_files("sd-turbo") == REQUIRED_FILES
+    assert "text_encoder_2/openvino_model.bin" in ovexport.required_files("sdxl-turbo")
+    with pytest.raises(BadInput) as exc:
+        ovexport.ov_class_for("lcm-sdxl")
+    msg = str(exc.value)
+    assert msg.startswith("backend openvino cannot run the lcm-sdxl family:") and "sdxl-turbo" in msg
+    assert "\n" not in msg
+
+
+def test_an_sdxl_export_without_its_second_encoder_is_incomplete_and_an_unrunnable_family_exports_nothing(tmp_path):
+    model, root = make_model(tmp_path / "xl"), tmp_path / "cache"
+    with pytest.raises(SdagentError, match="is incomplete: no text_encoder_2/openvino_model.xml"):
+        ovexport.export_model(model, python="/p", root=root, run=FakeOptimum(), family="sdxl-turbo")
+    fake = FakeOptimum(write=ovexport.required_files("sdxl"))
+    res = ovexport.export_model(model, python="/p", root=root, run=fake, family="sdxl")
+    marker = json.loads((Path(res.path) / MARKER).read_text())
+    assert marker["ov_class"] == "OVStableDiffusionXLPipeline" and marker["family"] == "sdxl"
+    never = FakeOptimum()
+    with pytest.raises(BadInput, match="cannot run the lcm-sdxl family"):
+        ovexport.export_model(model, python="/p", root=root, run=never, family="lcm-sdxl")
+    assert never.exports == []
+
+
+def test_backend_openvino_refuses_a_family_it_cannot_run_before_anything_else(monkeypatch):
+    from sdagent.pipeline import modeldir, ov_backend
+    from sdagent.pipeline.family import FAMILIES, SDXL
+    from sdagent.pipeline.workload import Workload
+    from sdagent.planning.runspec import RunSpec
+
+    monkeypatch.setattr(modeldir, "check_model_dir",
+                        lambda p: modeldir.ModelDir(Path(p), SDXL, {}, None, FAMILIES["lcm-sdxl"]))
+    monkeypatch.setattr(ov_backend, "require_openvino", lambda: pytest.fail("the refusal comes first"))
+    with pytest.raises(BadInput, match="^backend openvino cannot run the lcm-sdxl family"):
+        ov_backend.ready_openvino("/m/lcm-xl", RunSpec("openvino", "fp32", False, False, True), Workload())
+
+
+def test_an_lcm_pipeline_takes_its_guidance_at_unet_batch_1():
+    """LCM reads the guidance scale as an embedding (family cfg False): its export is compiled at UNet batch 1, and
+    a guidance of 8.5 (its default) must not be refused as another batch's; SD's still is."""
+    from types import SimpleNamespace
+
+    from sdagent.pipeline.ov_backend import OvPipeline
+
+    key = SimpleNamespace(height=64, width=64, batch=1)
+    OvPipeline(None, None, Path("/ir"), key, None, "LCMScheduler", cfg=False).check_shape(64, 64, 8.5)
+    with pytest.raises(BadInput, match=r"UNet batch 1 .*guidance 8.5 \(batch 2\)"):
+        OvPipeline(None, None, Path("/ir"), key, None, "PNDMScheduler").check_shape(64, 64, 8.5)

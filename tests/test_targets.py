@@ -153,3 +153,39 @@ def test_yaml_text_with_comments(tmp_path):
     """))
     (t,) = load_targets(p)
     assert t.p50_s == 2.0 and t.stock_check is True and t.match.model == ("tiny",)
+
+
+def test_family_matches_one_name_or_a_list():
+    from dataclasses import replace
+
+    (one, many) = parse_targets([entry(name="one", match={"family": "sd-turbo"}),
+                                 entry(name="many", match={"family": ["sdxl-turbo", "lcm"]})])
+    assert one.match.family == ("sd-turbo",) and one.match.to_dict() == {"family": ["sd-turbo"]}
+    turbo = replace(VM, family="sd-turbo")
+    assert mismatches(one.match, turbo) == []
+    assert mismatches(one.match, VM) == ["family sd1 is not sd-turbo"]
+    assert mismatches(many.match, replace(VM, family="lcm")) == []
+    assert select_target((one, many), replace(VM, family="sdxl-turbo")).target.name == "many"
+    assert select_target((one, many), VM).target is None
+    assert VM.family == "sd1" and VM.to_dict()["family"] == "sd1"  # the default: the seed's family
+
+
+@pytest.mark.parametrize("family", ["sdxl_turbo", ["sd1", "SD2"], [], 3])
+def test_unknown_family_is_one_line_naming_it_and_the_known(family):
+    with pytest.raises(BadInput) as exc:
+        parse_targets([entry(match={"family": family})], "t.yml")
+    msg = str(exc.value)
+    assert msg.startswith("targets file t.yml: entry #1 'e': key 'match.family': ") and "\n" not in msg
+    if isinstance(family, str) or family == ["sd1", "SD2"]:
+        bad = family if isinstance(family, str) else "SD2"
+        assert f"unknown family {bad!r}" in msg
+        assert "known: sd1, sd2, sd2-v, sd-turbo, sdxl, sdxl-turbo, lcm, lcm-sdxl" in msg
+
+
+def test_shipped_examples_match_the_tiny_families_by_family():
+    from dataclasses import replace
+
+    ts = load_targets(example_targets())
+    assert select_target(ts, replace(VM, model="tiny-sdxl", family="sdxl")).target.name == "tiny-families-smoke"
+    assert select_target(ts, replace(VM, model="tiny-lcm", family="lcm")).target.name == "tiny-families-smoke"
+    assert select_target(ts, replace(VM, model="tiny-other", family="sd1")).target is None

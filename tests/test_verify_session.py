@@ -180,3 +180,22 @@ def test_the_wait_for_the_host_lock_is_reported_on_its_own_not_in_the_start_up(z
 
     assert _replace(out, bench=None).to_dict()["lock_wait_s"] == 262.0  # the JSON report carries it
     assert "sdagent_lock_wait_seconds{sdagent_instance=\"0\"} 262" in prometheus_text(out)
+
+
+def test_the_target_matches_on_the_models_family_and_the_report_names_it(zen5):
+    """A `match: {family: ...}` entry picks a Turbo directory's target; the key, JSON and table say the family."""
+    from dataclasses import replace
+
+    from sdagent.pipeline.family import FAMILIES
+    from sdagent.verifying.report import verify_table
+
+    targets = [{"name": "sd1-only", "match": {"family": "sd1"}, "p50_s": 5},
+               {"name": "turbo", "match": {"family": ["sd-turbo", "sdxl-turbo"]}, "p50_s": 5}]
+    req, plan = request(zen5, targets)
+    req = replace(req, model=replace(req.model, family=FAMILIES["sd-turbo"]))
+    res = verify(req, FakeMeasurer(), state_for(plan, zen5))
+    assert res.target.name == "turbo" and res.host_key.family == "sd-turbo"
+    assert res.host_key.to_dict()["family"] == "sd-turbo"
+    assert "model: tiny, family sd-turbo (SD-Turbo" in verify_table(res)
+    plain, _ = request(zen5, targets)
+    assert verify(plain, FakeMeasurer(), state_for(plan, zen5)).target.name == "sd1-only"

@@ -136,6 +136,9 @@ def ladder(agent: AgentContext, m: MeasureArgs, quick: bool, rounds: int, with_c
     --throughput N adds every instance split of this host, eager and compiled.
     --quick proves the machinery on the tiny model in about a minute:
       sdagent ladder --model /tmp/sd-tiny --quick --out-dir /tmp/ladder
+    FastSD CPU's few-step workloads (SD-Turbo and SDXL-Turbo 1 step with
+    the tiny autoencoder, LCM 4 steps), one ladder each, and their table:
+      bash scripts/ladder.sh --few-step
     """
     from sdagent.measuring.ladder_report import markdown
     from sdagent.measuring.ladder_plot import plot_png

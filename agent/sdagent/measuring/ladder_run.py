@@ -161,7 +161,7 @@ def export_for_openvino(rungs: list[L.Rung], req: LadderRequest, environ: Mappin
 
             emit("export", {"rung": r.name})
             try:
-                res = export_model(req.model.path, environ=environ)
+                res = export_model(req.model.path, environ=environ, family=req.model.family.name)
                 r = replace(r, job=replace(r.job, ov_model=res.path),
                             description=r.description + ("" if res.reused else
                                                          f"; exported in {res.export_s:.0f} s, once"))

@@ -148,7 +148,7 @@ TINY = register_preset(Preset(
     default_size=64, test_only=True,
 ))
 
-register_preset(Preset(
+SD15 = register_preset(Preset(
     name="sd15",
     description="SD-1.5's exact UNet (860M), VAE (84M) and CLIP ViT-L/14 text encoder (123M), random weights",
     # runwayml/stable-diffusion-v1-5 unet/config.json
@@ -266,6 +266,16 @@ register_preset(TINY.variant(
     unet={**TINY.unet, "time_cond_proj_dim": 32}, family="lcm", scheduler=LCM_SCHEDULER,
 ))
 
+
+# SimianLuo/LCM_Dreamshaper_v7 (the LCM FastSD CPU and diffusers' docs use): SD-1.5's exact UNet with a
+# 256-d guidance embedding (unet/config.json time_cond_proj_dim 256), LCMScheduler; the few-step ladder's
+# LCM workload (measuring/ladder_fewstep.py). Stored fp16 like the other big presets.
+register_preset(SD15.variant(
+    name="lcm",
+    description="a Latent Consistency Model on SD-1.5's exact architecture (UNet with a 256-d guidance "
+                "embedding, LCMScheduler; LCM_Dreamshaper_v7's configs), random weights, 4 steps",
+    unet={**SD15.unet, "time_cond_proj_dim": 256}, family="lcm", scheduler=LCM_SCHEDULER, storage_dtype="fp16",
+))
 
 #: Presets that are not whole pipelines, by name -> writer(out_dir, *, force, seed) -> CreatedModel: the tiny
 #: autoencoders (taesd, taesdxl, tiny-tae), registered by pipeline/modelgen_tae.py when it is imported.

@@ -145,7 +145,10 @@ def build_export(model_dir: Path, tmp: Path, key: OvKey) -> tuple[str | None, di
     from sdagent.pipeline.ov_export import export_model, probe_precision
 
     ov_genai = require_openvino()
-    exported = export_model(model_dir, tmp / "ir", python=sys.executable, weights=key.weights.split("/")[0])
+    from sdagent.pipeline.modeldir import check_model_dir
+
+    exported = export_model(model_dir, tmp / "ir", python=sys.executable, weights=key.weights.split("/")[0],
+                            family=check_model_dir(model_dir).family.name)
     spec = RunSpec("openvino", key.precision, False, False, True)
     cfg = compile_config(spec, tmp / "blobs")
     pipe = ov_genai.Text2ImagePipeline(str(tmp / "ir"))
@@ -205,8 +208,9 @@ class OvPipeline:
     """
 
     def __init__(self, genai: Any, ov_genai: Any, ir: Path, key: OvKey, resolved_precision: str | None,
-                 scheduler: str) -> None:
+                 scheduler: str, cfg: bool = True) -> None:
         self.genai, self._ov, self.ir, self.key = genai, ov_genai, ir, key
+        self.cfg = cfg  # the family's: whether a guidance scale above 1 doubles the UNet batch (LCM's does not)
         self.resolved_precision = resolved_precision
         self.scheduler_name = scheduler
         self.exported_scheduler = scheduler  # the export's own (scheduler/scheduler_config.json)
@@ -214,7 +218,7 @@ class OvPipeline:
         self.sdagent: dict[str, Any] = {}
 
     def check_shape(self, height: int, width: int, guidance: float) -> None:
-        batch = 2 if guidance > 1.0 else 1
+        batch = 2 if guidance > 1.0 and self.cfg else 1
         if (height, width, batch) != (self.key.height, self.key.width, self.key.batch):
             raise BadInput(f"this OpenVINO pipeline is compiled for {self.key.width}x{self.key.height} with UNet "
                            f"batch {self.key.batch} (static shapes); asked {width}x{height}, guidance {guidance} "
@@ -338,11 +342,12 @@ def ready_openvino(model_dir: str | os.PathLike[str], spec: RunSpec, workload: W
                    builder: Callable[..., Any] = build_export) -> OvPrepared:
     """Find (or build) the export for this run, load it, reshape to the workload, compile for the CPU."""
     from sdagent.pipeline.ov_export import check_model_dir as check_exportable
-    from sdagent.pipeline.ov_export import genai_scheduler, scheduler_name
+    from sdagent.pipeline.ov_export import genai_scheduler, ov_class_for, scheduler_name
     from sdagent.pipeline.modeldir import check_model_dir
 
-    ov_genai = require_openvino()
     md = check_model_dir(model_dir)
+    ov_class_for(md.family.name)  # a family the backend cannot run: one line, before any export
+    ov_genai = require_openvino()
     check_exportable(md.path)
     genai_scheduler(workload.scheduler)  # dpm/unipc: refused before minutes of export
     notes: list[str] = []
@@ -362,7 +367,7 @@ def ready_openvino(model_dir: str | os.PathLike[str], spec: RunSpec, workload: W
                        f"`sdagent model compile`") from None
     load_s = time.perf_counter() - t1
     exported = scheduler_name(art.ir, None)
-    pipe = OvPipeline(genai, ov_genai, art.ir, key, art.resolved_precision, exported)
+    pipe = OvPipeline(genai, ov_genai, art.ir, key, art.resolved_precision, exported, cfg=md.family.cfg)
     set_scheduler(pipe, workload.scheduler)
     _generator(ov_genai, 0)  # TorchGenerator imports torch (seconds): here, not in the first image
     cfg = compile_config(spec, art.blobs)

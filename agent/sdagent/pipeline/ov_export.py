@@ -58,6 +58,39 @@ REQUIRED_FILES: tuple[str, ...] = (
     "vae_decoder/openvino_model.xml", "vae_decoder/openvino_model.bin",
     "tokenizer/openvino_tokenizer.xml", "tokenizer/openvino_tokenizer.bin",
 )
+#: optimum-intel's pipeline class per family: what `optimum-cli export openvino --task text-to-image` exports
+#: a directory of that family as (it reads model_index.json's class; optimum.intel's OVStableDiffusionPipeline,
+#: OVStableDiffusionXLPipeline, OVLatentConsistencyModelPipeline), and what OpenVINO GenAI's Text2ImagePipeline
+#: runs (SD 1.5, SD 2.x, SDXL, LCM: its supported-models list; Turbo is the SD 2.1 / SDXL architecture).
+#: lcm-sdxl is absent: an LCM-distilled SDXL UNet takes a guidance embedding (timestep_cond) that sdagent has
+#: not checked GenAI's SDXL pipeline feeds, so backend openvino refuses it rather than run it wrongly.
+OV_CLASSES: dict[str, str] = {
+    "sd1": "OVStableDiffusionPipeline", "sd2": "OVStableDiffusionPipeline", "sd2-v": "OVStableDiffusionPipeline",
+    "sd-turbo": "OVStableDiffusionPipeline",
+    "sdxl": "OVStableDiffusionXLPipeline", "sdxl-turbo": "OVStableDiffusionXLPipeline",
+    "lcm": "OVLatentConsistencyModelPipeline",
+}
+#: What an SDXL export has beside REQUIRED_FILES: the second text encoder and its tokenizer.
+SDXL_REQUIRED_FILES: tuple[str, ...] = (
+    "text_encoder_2/openvino_model.xml", "text_encoder_2/openvino_model.bin",
+    "tokenizer_2/openvino_tokenizer.xml", "tokenizer_2/openvino_tokenizer.bin",
+)
+
+
+def ov_class_for(family: str) -> str:
+    """optimum-intel's pipeline class for a family (pipeline.family name), or BadInput in one line naming the
+    family and the ones backend openvino runs."""
+    if family not in OV_CLASSES:
+        raise BadInput(f"backend openvino cannot run the {family} family: its export and OpenVINO GenAI's "
+                       f"Text2ImagePipeline run {', '.join(OV_CLASSES)}")
+    return OV_CLASSES[family]
+
+
+def required_files(family: str | None = None) -> tuple[str, ...]:
+    """The files an export of this family must hold (None: SD 1.x/2.x's, REQUIRED_FILES)."""
+    return REQUIRED_FILES + (SDXL_REQUIRED_FILES if family is not None and "XL" in ov_class_for(family) else ())
+
+
 #: The export's weights (planning.settings.OV_WEIGHTS) -> what the exporter is told. "full": optimum-cli's
 #: defaults, as the peer exports (no compression below optimum-intel's 1e9-parameter threshold: SD-1.5's
 #: largest model, the UNet, has 0.86e9); "int8": `--weight-format int8`, NNCF's data-free int8 weight
@@ -188,20 +221,21 @@ def read_marker(export_dir: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) and data.get("format") == EXPORT_FORMAT else None
 
 
-def missing_files(export_dir: Path) -> list[str]:
-    """Required files absent or empty (an interrupted writer leaves zero-length .bin files)."""
+def missing_files(export_dir: Path, family: str | None = None) -> list[str]:
+    """Required files (required_files(family)) absent or empty (an interrupted writer leaves zero-length .bin
+    files)."""
     out = []
-    for f in REQUIRED_FILES:
+    for f in required_files(family):
         p = export_dir / f
         if not p.is_file() or p.stat().st_size == 0:
             out.append(f)
     return out
 
 
-def is_complete(export_dir: Path, key: str) -> bool:
-    """Reusable: the marker names this key and every required file is there."""
+def is_complete(export_dir: Path, key: str, family: str | None = None) -> bool:
+    """Reusable: the marker names this key and every required file (of the family's export) is there."""
     marker = read_marker(export_dir)
-    return marker is not None and marker.get("key") == key and not missing_files(export_dir)
+    return marker is not None and marker.get("key") == key and not missing_files(export_dir, family)
 
 
 # ---------------------------------------------------------------------------
@@ -299,16 +333,20 @@ def superseded_exports(root: Path, model_dir: Path, keep: str, weights: str = "f
 def export_model(model_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, *,
                  python: str | None = None, root: str | os.PathLike[str] | None = None,
                  environ: Mapping[str, str] | None = None, run: Runner = subprocess.run,
-                 timeout_s: float = 3600.0, weights: str = "full") -> ExportResult:
+                 timeout_s: float = 3600.0, weights: str = "full", family: str | None = None) -> ExportResult:
     """The model's OpenVINO IR: reused when a complete export with this key exists, else exported now.
 
     `out` names the directory (a non-empty one that is not an sdagent export is refused);
     by default it is <cache>/openvino/<model-dir-name>-<key>, and earlier keys' exports of the
     same model are removed there once the new one is in place. `weights` (full, int8, int8-hybrid) is
     part of the key and of the default directory's name (<name>-<weights>-<key> for an int8 export).
+    `family` (pipeline.family name, None: not checked): a family backend openvino cannot run is refused
+    before anything runs (ov_class_for), and an SDXL export must hold its second text encoder too.
     """
     env = dict(os.environ if environ is None else environ)
     check_weights(weights)
+    if family is not None:
+        ov_class_for(family)
     md = check_model_dir(model_dir)
     py = python or require_openvino_python(env)
     versions = query_versions(py, run)
@@ -320,17 +358,17 @@ def export_model(model_dir: str | os.PathLike[str], out: str | os.PathLike[str] 
         target = base / export_dirname(md, key if weights == "full" else f"{weights}-{key}")
     else:
         target = atomicio.check_parent(Path(out).absolute())
-    if is_complete(target, key):
+    if is_complete(target, key, family):
         return ExportResult(str(target), key, True, None, versions, weights)
     with _locked(target.parent / f".{target.name}.lock"):
-        if is_complete(target, key):  # another process finished it while we waited
+        if is_complete(target, key, family):  # another process finished it while we waited
             return ExportResult(str(target), key, True, None, versions, weights)
         if target.exists() and not target.is_dir():
             raise BadInput(f"export path exists and is not a directory: {target}")
         if target.is_dir() and any(target.iterdir()) and read_marker(target) is None and out is not None:
             raise BadInput(f"export directory is not empty and not an sdagent export: {target}")
         _remove_leftovers(target.parent, target.name)
-        seconds = _export_into_place(py, md, target, key, stamps, versions, env, run, timeout_s, weights)
+        seconds = _export_into_place(py, md, target, key, stamps, versions, env, run, timeout_s, weights, family)
     if out is None:
         for old in superseded_exports(target.parent, md, target.name, weights):
             shutil.rmtree(old, ignore_errors=True)
@@ -339,7 +377,7 @@ def export_model(model_dir: str | os.PathLike[str], out: str | os.PathLike[str] 
 
 def _export_into_place(py: str, md: Path, target: Path, key: str, stamps: tuple[FileStamp, ...],
                        versions: dict[str, str | None], env: dict[str, str], run: Runner,
-                       timeout_s: float, weights: str = "full") -> float:
+                       timeout_s: float, weights: str = "full", family: str | None = None) -> float:
     from sdagent.workers.parent import child_options  # the parent's side only: the worker never exports
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
@@ -356,14 +394,14 @@ def _export_into_place(py: str, md: Path, target: Path, key: str, stamps: tuple[
         if p.returncode != 0:
             raise SdagentError(f"export of {md} failed (exit {p.returncode}): "
                                f"{_tail(p.stderr) or _tail(p.stdout) or 'no output'}", Exit.ERROR)
-        missing = missing_files(tmp)
+        missing = missing_files(tmp, family)
         if missing:
             raise SdagentError(f"export of {md} is incomplete: no {', '.join(missing)}", Exit.ERROR)
         if model_stamps(md) != stamps:
             raise SdagentError(f"model {md} changed during its export: run it again", Exit.ERROR)
         atomicio.write_json(tmp / MARKER, {
             "format": EXPORT_FORMAT, "key": key, "model": str(md), "task": TASK, "versions": versions,
-            "weights": weights,
+            "weights": weights, "family": family, "ov_class": ov_class_for(family) if family else None,
             "argv": [str(a) for a in argv[1:-1]], "export_s": round(seconds, 3), "created": time.time(),
         })
         for f in [tmp, *tmp.rglob("*")]:  # mkdtemp is 0700; other users' workers read the cache too

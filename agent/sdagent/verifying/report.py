@@ -13,6 +13,7 @@ from typing import Any
 
 from sdagent import atomicio
 from sdagent.errors import EXIT_CODES
+from sdagent.pipeline.family import FAMILIES
 from sdagent.textfmt import columns, fmt, plan_line, workload_line
 from sdagent.verifying.checks import SKIP, VerifyResult
 
@@ -53,6 +54,9 @@ def verify_table(result: VerifyResult) -> str:
                            if hc.get(k) is not None)
         out.append(f"host class: {hc.get('id')} ({hc.get('description')})" + (f"; {ratios}" if ratios else ""))
     out.append(plan_line(result.plan))
+    if result.host_key is not None:
+        fam = FAMILIES.get(result.host_key.family)
+        out.append(f"model: {result.model}, family {result.host_key.family}" + (f" ({fam.description})" if fam else ""))
     if result.bench is not None:
         out.append(workload_line(result.model, result.bench.workload.to_dict()))
     out.append("")
@@ -134,6 +138,7 @@ def prometheus_text(result: VerifyResult) -> str:
     s = (result.plan or {}).get("settings", {})
     p.metric("sdagent_verify_info", "gauge", "What the last sdagent verify ran against (value always 1).",
              [("", {"target": result.target.name if result.target else "", "model": result.model,
+                    "family": result.host_key.family if result.host_key is not None else "",
                     "backend": s.get("backend", ""), "precision": s.get("precision", ""),
                     "plan_source": (result.plan or {}).get("source", ""), "version": result.version}, 1)])
     p.metric("sdagent_check_ok", "gauge", "1 when the check passed (or passed with a warning), 0 when it "

@@ -157,7 +157,7 @@ def host_key(req: VerifyRequest) -> HostKey:
     return HostKey(flags=tuple(topo.flags), cpu_model=topo.model_name,
                    physical_cores=instance_physical_cores(topo, plan.instance(req.instance).cpus),
                    model=req.model.name, height=w.height, width=w.width, steps=w.steps,
-                   precision=plan.precision, backend=plan.backend)
+                   precision=plan.precision, backend=plan.backend, family=req.model.family.name)
 
 
 def verify(req: VerifyRequest, measurer: Measurer, state: ProcessState, *,

@@ -18,6 +18,7 @@ Format (a top-level list, or a mapping with the single key `targets`)::
         min_physical_cores: 32  # physical cores of this instance (plan's instance, cgroup-capped)
         max_physical_cores: 64
         model: sd15             # glob(s) on the model name (preset, else the directory name)
+        family: [sd-turbo, sdxl-turbo]  # the model's family (pipeline.family.FAMILIES), one or a list
         height: 512             # workload shape
         width: 512
         steps: 20
@@ -51,6 +52,7 @@ from typing import Any, Callable
 from sdagent.atomicio import read_yaml
 from sdagent.errors import BadInput
 from sdagent.measuring.fidelity import FidelityBound
+from sdagent.pipeline.family import FAMILIES
 from sdagent.planning.settings import BACKENDS, PRECISIONS
 
 #: At 95%, five runs are the fewest whose order statistics bound a median from both sides.
@@ -61,7 +63,7 @@ DEFAULT_BF16_MAX_DIFF = 0.1
 ENTRY_KEYS = ("name", "description", "match", "p50_s", "p90_s", "min_images_per_min", "min_runs", "confidence",
               "max_spread",
               "bf16_max_diff", "stock_check", "fidelity")
-MATCH_KEYS = ("isa", "cpu_model", "min_physical_cores", "max_physical_cores", "model", "height",
+MATCH_KEYS = ("isa", "cpu_model", "min_physical_cores", "max_physical_cores", "model", "family", "height",
               "width", "steps", "precision", "backend")
 
 
@@ -74,6 +76,7 @@ class Match:
     min_physical_cores: int | None = None
     max_physical_cores: int | None = None
     model: tuple[str, ...] = ()
+    family: tuple[str, ...] = ()  # names from pipeline.family.FAMILIES; any of them matches
     height: int | None = None
     width: int | None = None
     steps: int | None = None
@@ -121,6 +124,7 @@ class HostKey:
     steps: int
     precision: str
     backend: str
+    family: str = "sd1"  # pipeline.family.detect_family's name for the model directory
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -183,6 +187,8 @@ def _parse_match(raw: Any, fail: Callable[[str | None, str], BadInput]) -> Match
             kw[key] = tuple(x.lower() for x in _str_list(v, f))
         elif key == "model":
             kw[key] = _str_list(v, f)
+        elif key == "family":
+            kw[key] = parse_family_list(v, f)
         elif key == "cpu_model":
             if not isinstance(v, str) or not v.strip():
                 raise f(f"must be a non-empty string, got {v!r}")
@@ -199,6 +205,17 @@ def _parse_match(raw: Any, fail: Callable[[str | None, str], BadInput]) -> Match
         raise fail("match.min_physical_cores", f"{m.min_physical_cores} is above max_physical_cores "
                                                f"{m.max_physical_cores}: the entry can never match")
     return m
+
+
+def parse_family_list(v: Any, fail: Callable[[str], BadInput]) -> tuple[str, ...]:
+    """`match.family`: one family name or a list of them, each a key of pipeline.family.FAMILIES
+    (sd1, sd2, sd2-v, sd-turbo, sdxl, sdxl-turbo, lcm, lcm-sdxl). An unknown name is BadInput naming it
+    and the known ones: a misspelt family would otherwise never match and hide behind exit 4."""
+    names = _str_list(v, fail)
+    unknown = [n for n in names if n not in FAMILIES]
+    if unknown:
+        raise fail(f"unknown family {unknown[0]!r} (known: {', '.join(FAMILIES)})")
+    return names
 
 
 def parse_targets(data: Any, path: str = "<targets>") -> tuple[Target, ...]:
@@ -299,6 +316,8 @@ def mismatches(m: Match, key: HostKey) -> list[str]:
         why.append(f"{key.physical_cores} cores > {m.max_physical_cores}")
     if m.model and not any(fnmatch.fnmatchcase(key.model, pat) for pat in m.model):
         why.append(f"model {key.model!r} is not {'|'.join(m.model)}")
+    if m.family and key.family not in m.family:
+        why.append(f"family {key.family} is not {'|'.join(m.family)}")
     for attr in ("height", "width", "steps", "precision", "backend"):
         want = getattr(m, attr)
         if want is not None and getattr(key, attr) != want:
@@ -319,7 +338,7 @@ class Selection:
 
 def select_target(targets: tuple[Target, ...] | list[Target], key: HostKey) -> Selection:
     """The first entry of the targets file whose every match condition holds (ISA flags, CPU model, cores,
-    model, size, steps, precision, backend) is the target; no entry matching fails."""
+    model, family, size, steps, precision, backend) is the target; no entry matching fails."""
     skipped: list[tuple[str, tuple[str, ...]]] = []
     for t in targets:
         why = mismatches(t.match, key)
