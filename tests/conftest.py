@@ -78,3 +78,17 @@ def ov_python() -> str:
         pytest.skip(f"no OpenVINO venv: {ovexport.PYTHON_ENV} is unset and {ovexport.cache_base()}/venv-openvino "
                     "does not exist (scripts/lib.sh venv_openvino creates it)")
     return py
+
+
+@pytest.fixture
+def sdagent_in_process(capsys):
+    """Run `sdagent ARGS...` in this process (sdagent.cli.main): (exit code, stdout, stderr)."""
+    from sdagent.cli import main
+
+    def run(*args: str) -> tuple[int, str, str]:
+        with pytest.raises(SystemExit) as ei:
+            main(list(args))
+        out, err = capsys.readouterr()
+        return int(ei.value.code or 0), out, err
+
+    return run

@@ -239,25 +239,14 @@ def test_fp16_storage_halves_the_files_and_loads_as_fp32(tiny_model, tmp_path):
 EAGER = ["--backend", "native", "--precision", "fp32", "--no-compile"]
 
 
-@pytest.fixture
-def sdagent(capsys):
-    from sdagent.cli import main
-
-    def run(*args: str) -> tuple[int, str, str]:
-        with pytest.raises(SystemExit) as ei:
-            main(list(args))
-        out, err = capsys.readouterr()
-        return int(ei.value.code or 0), out, err
-
-    return run
 
 
 @pytest.mark.parametrize("fixture, cls", [("tiny_sd21", "StableDiffusionPipeline"),
                                           ("tiny_sdxl", "StableDiffusionXLPipeline")])
-def test_run_each_family(sdagent, request, tmp_path, fixture, cls):
+def test_run_each_family(sdagent_in_process, request, tmp_path, fixture, cls):
     model = request.getfixturevalue(fixture)
     out = tmp_path / "x.png"
-    code, stdout, err = sdagent("run", "--model", str(model), "--prompt", "a red ship", "--steps", "1",
+    code, stdout, err = sdagent_in_process("run", "--model", str(model), "--prompt", "a red ship", "--steps", "1",
                                 *EAGER, "-o", str(out), "--json")
     assert code == 0, err
     r = json.loads(stdout)
@@ -267,13 +256,13 @@ def test_run_each_family(sdagent, request, tmp_path, fixture, cls):
     assert r["timings"]["text_encode_s"] > 0 and len(r["timings"]["unet_steps_s"]) == 1
 
 
-def test_bench_sdxl_and_lcm_defaults_with_the_warning(sdagent, tiny_sdxl, tiny_lcm):
-    code, stdout, err = sdagent("bench", "--model", str(tiny_sdxl), "--steps", "1", "--runs", "2",
+def test_bench_sdxl_and_lcm_defaults_with_the_warning(sdagent_in_process, tiny_sdxl, tiny_lcm):
+    code, stdout, err = sdagent_in_process("bench", "--model", str(tiny_sdxl), "--steps", "1", "--runs", "2",
                                 "--warmup", "0", *EAGER, "--json")
     assert code == 0, err
     d = json.loads(stdout)
     assert d["workload"]["steps"] == 1 and d["latency_s"]["n"] == 2 and d["model"] == "tiny-sdxl"
-    code, stdout, err = sdagent("bench", "--model", str(tiny_lcm), "--runs", "1", "--warmup", "0",
+    code, stdout, err = sdagent_in_process("bench", "--model", str(tiny_lcm), "--runs", "1", "--warmup", "0",
                                 "--guidance", "3", *EAGER, "--json")
     assert code == 0, err
     d = json.loads(stdout)
