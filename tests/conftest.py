@@ -66,6 +66,37 @@ def tiny_lcm(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def aot_store(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The tiny model's ahead-of-time packages (unet, vae_decoder, text_encoder at 64x64, bf16), built once
+    per session by the CLI as a user would (`sdagent plan --set compile=true --set precision=bf16`, then
+    `sdagent --plan-file PLAN model compile`): {"plan": Path, "store": Path, "compile": its --json output}.
+
+    A build costs a minute or more on 2 cores; tests that need packages copy `store` (copy_store) rather
+    than build their own. The tests of the build itself build in their own store."""
+    import json
+
+    from clirun import clean_env, sdagent
+
+    where = tmp_path_factory.mktemp("aot")
+    env = clean_env(SDAGENT_LOCK_FILE=str(where / "bench.lock"))
+    plan, store = where / "plan.json", where / "artifacts"
+    r = sdagent("plan", "--set", "compile=true", "--set", "precision=bf16", "-o", str(plan), env=env)
+    assert r.returncode == 0, r.stderr
+    r = sdagent("--plan-file", str(plan), "model", "compile", "--model", str(tiny_model), "--height", "64",
+                "--width", "64", "--artifacts", str(store), "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    return {"plan": plan, "store": store, "compile": json.loads(r.stdout)}
+
+
+def copy_store(aot: dict, dest: Path) -> Path:
+    """A private copy of the session's package store (aot_store), for a test that changes it."""
+    import shutil
+
+    shutil.copytree(aot["store"], dest)
+    return dest
+
+
+@pytest.fixture(scope="session")
 def ov_python() -> str:
     """The OpenVINO venv's python (SDAGENT_OPENVINO_PYTHON, else the cache's venv-openvino); the test is
     skipped, saying so, where neither exists."""

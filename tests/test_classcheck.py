@@ -113,3 +113,17 @@ def test_figures_from_a_tune_record():
     assert isinstance(f, ClassFigures) and f.class_id == "abc" and f.median_s == 1.0 and f.sigma_pair == 0.05
     assert "no measurements" in class_figures_from_tuning({"chosen": "x", "candidates": []})
     assert "throughput" in class_figures_from_tuning({**tuning("abc"), "objective": "throughput"})
+
+
+def test_a_plan_tune_chose_stock_for_is_at_1x_stock(zen5):
+    """Tune kept stock (nothing beat it beyond noise): the plan in effect is stock's settings, so the report
+    says 1.00x stock with that reason rather than leaving the ratio blank."""
+    hc = host_class(zen5, SW)
+    tune = dict(tuning(hc.id), chosen="stock")
+    plan = make_plan(zen5, FACTS, source="tuned", tuning=tune)
+    md = ModelDir(Path("/m/tiny"), "StableDiffusionPipeline", {}, "tiny")
+    no_stock_run = [{k: v for k, v in TARGET[0].items() if k != "stock_check"}]
+    req = VerifyRequest(md, W, plan, 0, parse_targets(no_stock_run), zen5, host_class=hc)
+    d = verify(req, FakeMeasurer(latencies=(2.0, 2.05, 1.95, 2.0, 2.02)), state_for(plan, zen5)).host_class
+    assert d["ratio_to_stock"] == 1.0 and d["stock_source"].startswith("tune chose stock")
+    assert d["ratio_to_class"] == pytest.approx(2.0 / 2.0, abs=0.02)  # the class's figures: stock's, as chosen

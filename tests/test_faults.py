@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from clirun import PY, clean_env, sdagent, sdagent_popen
+from conftest import copy_store
 from sdagent.host.software import find_library
 
 pytestmark = pytest.mark.slow
@@ -182,17 +183,13 @@ def test_sizes_beyond_memory_are_refused_up_front_with_the_estimate(tiny_model):
 
 
 def test_compiled_packages_built_ahead_are_verified_and_a_fallback_is_exit_3(tiny_model, tmp_path, targets,
-                                                                            lock_env):
-    store = tmp_path / "artifacts"
-    plan = tmp_path / "plan.json"
-    r = sdagent("plan", "--set", "compile=true", "--set", "precision=bf16", "-o", str(plan), env=lock_env)
-    assert r.returncode == 0, r.stderr
-    r = sdagent("--plan-file", str(plan), "model", "compile", "--model", str(tiny_model), "--height", "64",
-                "--width", "64", "--artifacts", str(store), "--json", env=lock_env)
-    assert r.returncode == 0, r.stderr
-    built = json.loads(r.stdout)["artifacts"]
+                                                                            lock_env, aot_store):
+    # the session's build (conftest aot_store: `model compile` into an empty store) built all three
+    plan = aot_store["plan"]
+    store = copy_store(aot_store, tmp_path / "artifacts")
+    built = aot_store["compile"]["artifacts"]
     assert set(built) == {"unet", "vae_decoder", "text_encoder"}
-    assert set(json.loads(r.stdout)["built"]) == set(built)
+    assert set(aot_store["compile"]["built"]) == set(built)
     # again, with verify's own workload options: every package is found, nothing built (the role's `changed`)
     again = sdagent("--plan-file", str(plan), "model", "compile", "--model", str(tiny_model), *WL[:6],
                     "--artifacts", str(store), "--json", env=lock_env)

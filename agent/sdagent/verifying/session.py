@@ -317,4 +317,6 @@ def _class_record(req: VerifyRequest, checks: list[Check]) -> dict[str, Any]:
         if c is not None and isinstance(c.value, (int, float)) and isinstance(c.limit, (int, float)):
             stock = (float(c.value), float(c.limit), source)
             break
+    if stock is None and stock_figures_from_tuning(req.plan.tuning) == "stock":
+        stock = (1.0, 1.0, "tune chose stock: the plan in effect is stock's settings")
     return class_record(hc.to_dict(), class_figures_from_tuning(req.plan.tuning), comparison, stock)
