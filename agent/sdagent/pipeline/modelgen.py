@@ -546,6 +546,35 @@ def check_target(directory: str | os.PathLike[str], force: bool) -> Path:
     return out_dir
 
 
+def write_model_dir(out: Path, fill: Callable[[Path], dict[str, Any]]) -> list[str]:
+    """Build a model directory in a temporary sibling of `out`, then rename it into place.
+
+    fill(tmp) writes the model's files into tmp and returns its marker record (MARKER, written last). Every
+    file is made readable by the services (0644, directories 0755: save_pretrained leaves some 0600).
+    Returns the files written, relative to `out`, the marker last. Errors: atomicio.OutputError naming
+    `out` when a write fails (a full disk, a filesystem gone read-only: OSError, or safetensors' own
+    SafetensorError wrapping one); nothing half-written stays, and `out` keeps what it held.
+    """
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    except OSError as exc:
+        raise atomicio.OutputError(f"cannot write the model to {out}: {exc.strerror or exc}") from None
+    try:
+        marker = fill(tmp)
+        files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
+        (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+        for f in [tmp, *tmp.rglob("*")]:
+            os.chmod(f, 0o755 if f.is_dir() else 0o644)
+        atomicio.replace_dir(tmp, out)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, Exception):  # this phase only writes
+            why = (exc.strerror or str(exc)) if isinstance(exc, OSError) else one_line(exc)
+            raise atomicio.OutputError(f"cannot write the model to {out}: {why}") from None
+        raise
+    return files + [MARKER]
+
+
 def create_model(preset_name: str, out_dir: str | os.PathLike[str], *, force: bool = False,
                  seed: int = 0, dtype: str | None = None) -> CreatedModel:
     """Write a complete pipeline directory: built in a temp sibling, then renamed into place.
@@ -558,36 +587,22 @@ def create_model(preset_name: str, out_dir: str | os.PathLike[str], *, force: bo
     out = check_target(out_dir, force)
     t0 = time.perf_counter()
     pipe = build_pipeline(preset, seed, dtype)
-    try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    except OSError as exc:
-        raise atomicio.OutputError(f"cannot write the model to {out}: {exc.strerror or exc}") from None
-    try:
+    params = {"unet": param_count(pipe.unet), "vae": param_count(pipe.vae),
+              "text_encoder": param_count(pipe.text_encoder)}
+    if getattr(pipe, "text_encoder_2", None) is not None:
+        params["text_encoder_2"] = param_count(pipe.text_encoder_2)
+
+    def fill(tmp: Path) -> dict[str, Any]:
         pipe.save_pretrained(tmp, safe_serialization=True)
         use_transformers4_key_layout(tmp / "text_encoder")
         vocab, merges = clip_tokenizer_files()
-        params = {"unet": param_count(pipe.unet), "vae": param_count(pipe.vae),
-                  "text_encoder": param_count(pipe.text_encoder)}
         for tok in ("tokenizer", "tokenizer_2"):
             if (tmp / tok).is_dir():
                 write_tokenizer_files(tmp / tok, vocab, merges)
-        if getattr(pipe, "text_encoder_2", None) is not None:
-            params["text_encoder_2"] = param_count(pipe.text_encoder_2)
-        files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
-        (tmp / MARKER).write_text(json.dumps({
-            "format": "sdagent-model/1", "preset": preset.name, "family": preset.family, "seed": seed,
-            "description": preset.description, "params": params, "storage_dtype": dtype,
-            "random_weights": True,
-        }, indent=2) + "\n")
-        for f in [tmp, *tmp.rglob("*")]:  # save_pretrained leaves some files 0600; services read them
-            os.chmod(f, 0o755 if f.is_dir() else 0o644)
-        atomicio.replace_dir(tmp, out)
-    except BaseException as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(exc, Exception):  # this phase only writes: a full disk, a filesystem gone read-only
-            # (OSError, or safetensors' own SafetensorError wrapping one); nothing half-written stays
-            why = (exc.strerror or str(exc)) if isinstance(exc, OSError) else one_line(exc)
-            raise atomicio.OutputError(f"cannot write the model to {out}: {why}") from None
-        raise
-    return CreatedModel(str(out), preset.name, seed, params, round(time.perf_counter() - t0, 3),
-                        files + [MARKER], preset.family, dtype)
+        return {"format": "sdagent-model/1", "preset": preset.name, "family": preset.family, "seed": seed,
+                "description": preset.description, "params": params, "storage_dtype": dtype,
+                "random_weights": True}
+
+    files = write_model_dir(out, fill)
+    return CreatedModel(str(out), preset.name, seed, params, round(time.perf_counter() - t0, 3), files,
+                        preset.family, dtype)

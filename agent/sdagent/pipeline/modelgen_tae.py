@@ -23,18 +23,13 @@ Registered into :data:`sdagent.pipeline.modelgen.WRITERS` on import (the CLI imp
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from sdagent import atomicio
-from sdagent.errors import one_line
 from sdagent.pipeline import modelgen
-from sdagent.pipeline.modelgen import MARKER, CreatedModel, check_target
+from sdagent.pipeline.modelgen import CreatedModel, check_target, write_model_dir
 
 #: madebyollin/taesd config.json (see the module's sources).
 TAESD_CONFIG: dict[str, Any] = {
@@ -71,27 +66,14 @@ def create_tae(preset_name: str, out_dir: str | os.PathLike[str], *, force: bool
     torch.manual_seed(seed)
     vae = AutoencoderTiny(**config).eval()
     params = {"vae_tiny": sum(p.numel() for p in vae.parameters())}
-    try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    except OSError as exc:
-        raise atomicio.OutputError(f"cannot write the model to {out}: {exc.strerror or exc}") from None
-    try:
+
+    def fill(tmp: Path) -> dict[str, Any]:
         vae.save_pretrained(tmp, safe_serialization=True)
-        files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
-        (tmp / MARKER).write_text(json.dumps({
-            "format": "sdagent-model/1", "preset": preset_name, "seed": seed, "description": description,
-            "params": params, "random_weights": True, "kind": "AutoencoderTiny",
-        }, indent=2) + "\n")
-        for f in [tmp, *tmp.rglob("*")]:
-            os.chmod(f, 0o755 if f.is_dir() else 0o644)
-        atomicio.replace_dir(tmp, out)
-    except BaseException as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(exc, Exception):
-            why = (exc.strerror or str(exc)) if isinstance(exc, OSError) else one_line(exc)
-            raise atomicio.OutputError(f"cannot write the model to {out}: {why}") from None
-        raise
-    return CreatedModel(str(out), preset_name, seed, params, round(time.perf_counter() - t0, 3), files + [MARKER])
+        return {"format": "sdagent-model/1", "preset": preset_name, "seed": seed, "description": description,
+                "params": params, "random_weights": True, "kind": "AutoencoderTiny"}
+
+    files = write_model_dir(out, fill)
+    return CreatedModel(str(out), preset_name, seed, params, round(time.perf_counter() - t0, 3), files)
 
 
 for _name in TAE_PRESETS:
