@@ -7,9 +7,9 @@
 #   SDAGENT_TEST_SERIAL=1 ...         run lint and Molecule after the Python tests, not beside them
 #
 # Lint and Molecule run beside the Python tests by default: the suite keeps about one core
-# busy (measured: 33 CPU-minutes in 36 minutes on a 2-core VM) and Molecule mostly waits on
-# Ansible, podman and pip, so side by side the whole run takes about as long as its longest
-# half. Their log is printed when both have ended; the exit status is the first failure's.
+# busy and Molecule mostly waits on Ansible, podman and pip, so side by side the whole run
+# takes little more than its longest half. Their log is printed when both have ended; the
+# exit status is the first failure's.
 source "$(dirname "$0")/lib.sh"
 cd "$REPO"
 

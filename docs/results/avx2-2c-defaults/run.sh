@@ -6,6 +6,8 @@
 # Four configurations, interleaved rounds with the order rotated, a fresh process each
 # (scripts/compare_plans.py): stock (fp32 eager), stock + bf16, the derived plan, and the derived
 # plan with jemalloc + libiomp5 preloaded (the seed's first lever) as "tuned plan".
+# Not yet run to its end: on a 2-core AVX2 VM each process is minutes (fp32, and bf16 emulated),
+# so the three rounds take about an hour on an otherwise idle host.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 OUT=${OUT:-docs/results/avx2-2c-defaults}
@@ -17,8 +19,8 @@ export PYTHONPATH=$PWD/agent PYTHONUNBUFFERED=1
 SD="$PY -m sdagent"
 { lscpu; echo; free -g; echo; uptime; git rev-parse --short HEAD; "$PY" -c 'import torch, diffusers, transformers; print("torch", torch.__version__, "diffusers", diffusers.__version__, "transformers", transformers.__version__)'; } > "$OUT/host.txt" 2>&1
 $SD topology --json > "$OUT/topology.json"
-$SD plan --json -o "$OUT/plan-derived.json"
-$SD plan --set allocator=jemalloc --set omp_runtime=intel --json -o "$OUT/plan-preloads.json"
+$SD plan --json -o "$OUT/plan-derived.json" >/dev/null
+$SD plan --set allocator=jemalloc --set omp_runtime=intel --json -o "$OUT/plan-preloads.json" >/dev/null
 [ -f "$MODEL/model_index.json" ] || { echo "$(date +%T) model create"; $SD model create --preset sd15 "$MODEL" >/dev/null; }
 echo "$(date +%T) compare"
 "$PY" scripts/compare_plans.py --model "$MODEL" --plan "$OUT/plan-preloads.json" --rounds "$ROUNDS" --repeats 2 \
