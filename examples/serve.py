@@ -10,6 +10,10 @@ compiled packages of the same plan:
     curl -s localhost:8000/health
     curl -s -X POST localhost:8000/generate -d '{"prompt": "sailing ship in storm", "steps": 20}' -o ship.png
 
+A request without steps or guidance gets the model family's (pipe.sdagent["defaults"]: SD-Turbo and
+SDXL-Turbo 1 step without guidance, LCM 4 steps, SD 1.x/2.x 20 steps at 7.5, SDXL 5): the request the
+compiled packages or the OpenVINO export were built for.
+
 One request at a time per process (a CPU instance is saturated by one image);
 for throughput, run one server per instance of the plan (SDAGENT_INSTANCE=i).
 Standard library only, besides sdagent itself.
@@ -29,6 +33,8 @@ from sdagent.errors import SdagentError
 
 
 def make_handler(pipe, lock: threading.Lock, max_steps: int):
+    defaults = pipe.sdagent["defaults"]
+
     class Handler(BaseHTTPRequestHandler):
         def _send(self, code: int, body: bytes, kind: str) -> None:
             self.send_response(code)
@@ -52,17 +58,18 @@ def make_handler(pipe, lock: threading.Lock, max_steps: int):
             try:
                 req = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
                 prompt = str(req["prompt"])
-                steps = int(req.get("steps", 20))
+                steps = int(req.get("steps", defaults["steps"]))
+                guidance = float(req.get("guidance", defaults["guidance"]))
                 seed = int(req.get("seed", 0))
-                if not prompt.strip() or not 1 <= steps <= max_steps:
-                    raise ValueError(f"prompt must be non-empty and steps in 1..{max_steps}")
+                if not prompt.strip() or not 1 <= steps <= max_steps or not 0 <= guidance <= 100:
+                    raise ValueError(f"prompt must be non-empty, steps in 1..{max_steps} and guidance in 0..100")
             except (ValueError, KeyError, TypeError) as exc:
                 return self._error(400, f"bad request: {exc}")
             import torch
 
             with lock, torch.no_grad():
-                image = pipe(prompt, num_inference_steps=steps,
-                             generator=torch.Generator("cpu").manual_seed(seed)).images[0]
+                image = pipe(prompt, num_inference_steps=steps, guidance_scale=guidance, height=defaults["height"],
+                             width=defaults["width"], generator=torch.Generator("cpu").manual_seed(seed)).images[0]
             buf = io.BytesIO()
             image.save(buf, format="PNG")
             self._send(200, buf.getvalue(), "image/png")

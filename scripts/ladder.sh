@@ -10,6 +10,8 @@
 #                                             TAESDXL, LCM (SD 1.5) 4 steps, all 512x512, each a ladder with the
 #                                             OpenVINO peer; writes $OUT/<workload>/ and $OUT/few-step.md.
 #                                             Writes sd-turbo, sdxl-turbo (~7 GB) and lcm models once.
+#                                             Measures stock, the shipped plan, the peer and the openvino
+#                                             backend (ladder_fewstep.DEFAULT_RUNGS) unless --rungs is given.
 #   PLAN=plan.json bash scripts/ladder.sh     measure a plan from `sdagent tune -o`
 # Results (ladder.md, ladder.json, ladder.png) land in $OUT (default ./out/ladder).
 source "$(dirname "$0")/lib.sh"
@@ -32,6 +34,10 @@ if [ "$few" = 1 ]; then
   # the runs, one shell-quoted line each; exit 2 on a ladder option the workloads fix (--model, --steps, ...)
   runs=$(PYTHONPATH="$REPO/agent" "$V/bin/python" -m sdagent.measuring.ladder_fewstep runs "$MODELS" "$OUT" \
          ${args[@]+"${args[@]}"}) || exit 2
+  case " ${args[*]-} " in
+    *" --rungs"*) ;;
+    *) args+=(--rungs "$(PYTHONPATH="$REPO/agent" "$V/bin/python" -m sdagent.measuring.ladder_fewstep rungs)") ;;
+  esac
   while IFS= read -r line; do
     eval "set -- $line"
     name=$1 preset=$2 model=$3 tae=$4 taedir=$5 out=$6 vae=$7 steps=$8 height=$9 width=${10} ov=${11}

@@ -111,6 +111,33 @@ def ov_python() -> str:
     return py
 
 
+@pytest.fixture(scope="session")
+def ov_setup(ov_python, tiny_model, tmp_path_factory) -> dict:
+    """A plan file with backend openvino (fp32: the same on every CPU) and the tiny model's export for the
+    64x64 guided workload (batch 2), built once a session by `sdagent model compile` (the export-build
+    test's subject, test_ov_backend.py) into a private artifact store, in the OpenVINO venv:
+    {"plan", "art" (the store), "first" (compile's --json output), "py", "model"}. A test that changes the
+    store works on a copy."""
+    import json
+    import subprocess
+
+    from clirun import REPO, clean_env
+
+    def ov(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([ov_python, "-m", "sdagent", *args], env=clean_env(), capture_output=True, text=True,
+                              timeout=900, cwd=str(REPO))
+
+    d = tmp_path_factory.mktemp("ovb")
+    plan, art = d / "plan.json", d / "artifacts"
+    p = ov("plan", "--set", "backend=openvino", "--set", "precision=fp32", "-o", str(plan))
+    assert p.returncode == 0, p.stderr
+    first = ov("--plan-file", str(plan), "model", "compile", "--model", str(tiny_model), "--steps", "2",
+               "--height", "64", "--width", "64", "--artifacts", str(art), "--json")
+    assert first.returncode == 0, first.stderr
+    return {"plan": str(plan), "art": str(art), "first": json.loads(first.stdout), "py": ov_python,
+            "model": str(tiny_model)}
+
+
 @pytest.fixture
 def sdagent_in_process(capsys):
     """Run `sdagent ARGS...` in this process (sdagent.cli.main): (exit code, stdout, stderr)."""

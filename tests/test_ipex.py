@@ -92,6 +92,33 @@ def test_ipex_bf16_without_prepack_casts_modules(tiny_model, reference):
     assert 0 < diff < 0.02, diff
 
 
+#: Each family's own workload at 64x64: SDXL guided (its added conditioning at batch 2), LCM at batch 1 (its
+#: guidance embedding, timestep_cond). pipeline.family's defaults.
+FAMILY_W = {"tiny_sdxl": Workload(prompt=W.prompt, steps=2, height=64, width=64, guidance=5.0, seed=0),
+            "tiny_lcm": Workload(prompt=W.prompt, steps=2, height=64, width=64, guidance=8.5, seed=0, cfg=False)}
+
+
+@pytest.mark.parametrize("fixture", sorted(FAMILY_W))
+def test_ipex_runs_sdxl_and_lcm_with_their_unet_inputs(request, fixture):
+    """ipex.optimize runs the UNet once on its sample input: SDXL's needs added_cond_kwargs (text_embeds,
+    time_ids) and LCM's timestep_cond, or its forward raises there. fp32 draws the native image; bf16
+    without prepack casts every part, SDXL's second text encoder too."""
+    model = request.getfixturevalue(fixture)
+    w = FAMILY_W[fixture]
+    ref = prepare(load_pipeline(model, "default"), RunSpec("native", "fp32", True, False, True), w).generate(w).array
+    pp = prepare(load_pipeline(model, "default"), RunSpec("ipex", "fp32", True, False, True), w)
+    extra = "text_embeds, time_ids" if fixture == "tiny_sdxl" else "timestep_cond"
+    assert any(f"+ {extra})" in n for n in pp.notes), pp.notes
+    assert ipex_modules(pp.pipe.unet)
+    assert float(abs(pp.generate(w).array - ref).max()) < 1e-3
+    bf = prepare(load_pipeline(model, "default"), RunSpec("ipex", "bf16", True, False, False, ("avx2",)), w)
+    parts = ("unet", "vae", "text_encoder", *(("text_encoder_2",) if fixture == "tiny_sdxl" else ()))
+    for name in parts:
+        assert next(getattr(bf.pipe, name).parameters()).dtype == torch.bfloat16, name
+    g = bf.generate(w)
+    assert bool(torch.isfinite(torch.from_numpy(g.array)).all()) and float(abs(g.array - ref).mean()) < 0.05
+
+
 def cli(capsys, *args):
     with pytest.raises(SystemExit) as ei:
         main(list(args))

@@ -10,6 +10,7 @@ import pytest
 from dataclasses import replace
 
 from clirun import sdagent
+from sdagent.errors import BadInput
 from sdagent.measuring import ladder as L
 from sdagent.planning.runspec import STOCK_RUN
 from sdagent.measuring.ladder_report import markdown
@@ -317,3 +318,42 @@ def test_launches_start_from_the_stock_environment():
     rc = run_cpu_launch(worker_file(), environ)
     assert rc.argv[1:4] == ("-m", "torch.backends.xeon.run_cpu", "--enable-jemalloc")
     assert rc.argv[-1].endswith("measuring/worker.py")
+
+
+def test_rungs_selects_by_name_or_shipped_and_reports_the_rest_as_skipped():
+    from sdagent.measuring import ladder as L
+    from sdagent.measuring.ladder_run import parse_rungs, select_rungs
+
+    rungs = [L.Rung(n, n, None, None) for n in ("vanilla", "tuned", "tuned+backend", "openvino")]
+    rungs.append(L.Rung("backend: openvino bf16", "", None, None, unavailable="skipped: no native bf16"))
+    only = parse_rungs(" vanilla, shipped ,openvino")
+    assert only == ("vanilla", "shipped", "openvino")
+    got = {r.name: r.unavailable for r in select_rungs(rungs, only, shipped="tuned+backend")}
+    assert got == {"vanilla": None, "tuned": "skipped: not in --rungs", "tuned+backend": None, "openvino": None,
+                   "backend: openvino bf16": "skipped: no native bf16"}  # an unavailable rung keeps its reason
+    assert select_rungs(rungs, (), shipped="tuned") == rungs  # no --rungs: every rung
+    for bad, needle in [("vanilla,nope", "invalid --rungs name 'nope': choose from vanilla, run_cpu"),
+                        (" , ", "invalid --rungs ' , ': name at least one of vanilla")]:
+        with pytest.raises(BadInput, match=needle):
+            parse_rungs(bad)
+
+
+def test_rungs_bad_name_is_one_line_exit_2_before_any_work(tiny_model, tmp_path):
+    r = sdagent("ladder", "--model", str(tiny_model), "--quick", "--rungs", "vanilla,fastest",
+                "--out-dir", str(tmp_path / "o"))
+    assert r.returncode == 2 and r.stderr.startswith("sdagent: error: invalid --rungs name 'fastest'")
+    assert "Traceback" not in r.stderr and not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_ladder_with_rungs_starts_only_the_named_processes(tiny_model, tmp_path):
+    r = sdagent("ladder", "--model", str(tiny_model), "--quick", "--rungs", "vanilla,shipped",
+                "--out-dir", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    d = json.loads((tmp_path / "ladder.json").read_text())
+    by = {x["rung"]: x for x in d["rungs"]}
+    assert d["rungs_selected"] == ["vanilla", "shipped"]
+    measured = {n for n, x in by.items() if x["failed"] is None}
+    assert measured == {"vanilla", d["shipped_rung"]} and set(d["samples"]) >= measured
+    assert by["run_cpu"]["failed"] == "skipped: not in --rungs" and not d["samples"].get("run_cpu")
+    assert r.stderr.count(" round 1/1: ") == 2  # two processes measured, one line each

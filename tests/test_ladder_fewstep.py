@@ -23,7 +23,8 @@ def test_the_workloads_are_fastsd_cpus():
         "lcm-sd15": ("lcm", "lcm", None, "full", 512, 512, 4),
     }
     assert all(w.peer for w in F.FEW_STEP)  # OpenVINO GenAI runs SD 2.x, SDXL and LCM
-    assert [w.published for w in F.FEW_STEP] == ["SD-Turbo 1 step 1.7 s", None, "SDXL-Turbo 1 step 2.5 s", None]
+    assert [w.published for w in F.FEW_STEP] == ["SD-Turbo 1 step 1.7 s", None, None, "SDXL-Turbo 1 step 2.5 s"]
+    assert F.FEW_STEP[-1].family == "sdxl-turbo"  # the heaviest last: the others finish first
 
 
 def test_each_workload_names_a_registered_preset_of_its_family():
@@ -59,7 +60,7 @@ def test_runs_put_the_tiny_autoencoder_in_the_models_vae_tiny(tmp_path):
     fields = shlex.split(r.shell_line())
     assert fields == ["sd-turbo-taesd", "sd-turbo", str(r.model_dir), "taesd", str(r.tae_dir), str(r.out_dir),
                       "tiny", "1", "512", "512", "openvino"]
-    assert shlex.split(runs[3].shell_line())[3:5] == ["-", "-"]
+    assert shlex.split(runs[2].shell_line())[3:5] == ["-", "-"]  # lcm: its own VAE
     only = F.few_step_runs("m", "o", only=["lcm-sd15"])
     assert [x.workload.name for x in only] == ["lcm-sd15"]
     with pytest.raises(BadInput, match="unknown few-step workload 'sdxs'"):
@@ -123,3 +124,10 @@ def test_ladder_sh_knows_the_mode():
     text = script.read_text()
     assert "--few-step" in text and "sdagent.measuring.ladder_fewstep runs" in text
     assert "ladder_fewstep table" in text
+
+
+def test_the_default_rungs_are_valid_names_and_printed_for_the_script(capsys):
+    from sdagent.measuring.ladder_run import parse_rungs
+
+    assert set(parse_rungs(F.DEFAULT_RUNGS)) >= {"vanilla", "shipped", "openvino"}  # what few_step_row reads
+    assert F.main(["rungs"]) == 0 and capsys.readouterr().out.strip() == F.DEFAULT_RUNGS

@@ -355,19 +355,7 @@ def ov_sdagent(py: str, *args: str, timeout: float = 900) -> subprocess.Complete
                           timeout=timeout, cwd=str(REPO))
 
 
-@pytest.fixture(scope="module")
-def ov_setup(ov_python, tiny_model, tmp_path_factory) -> dict:
-    """A plan file with backend openvino (fp32: the same on every CPU) and its export, built by
-    `sdagent model compile` (the export-build test's subject) into a private artifact store."""
-    d = tmp_path_factory.mktemp("ovb")
-    plan, art = d / "plan.json", d / "artifacts"
-    p = ov_sdagent(ov_python, "plan", "--set", "backend=openvino", "--set", "precision=fp32", "-o", str(plan))
-    assert p.returncode == 0, p.stderr
-    first = ov_sdagent(ov_python, "--plan-file", str(plan), "model", "compile", "--model", str(tiny_model), *WL,
-                       "--artifacts", str(art), "--json")
-    assert first.returncode == 0, first.stderr
-    return {"plan": str(plan), "art": str(art), "first": json.loads(first.stdout), "py": ov_python,
-            "model": str(tiny_model)}
+# ov_setup (conftest): a plan with backend openvino and the tiny model's export, built once a session.
 
 
 @pytest.mark.slow

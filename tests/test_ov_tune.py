@@ -106,14 +106,19 @@ def test_the_tune_table_says_which_backend_won():
 
 @pytest.mark.slow
 @pytest.mark.openvino
-def test_a_small_tune_measures_backend_openvino_and_records_the_backends(ov_python, tiny_model, tmp_path):
+def test_a_small_tune_measures_backend_openvino_and_records_the_backends(ov_setup, tiny_model, tmp_path):
     """tune in the OpenVINO venv on the tiny model, the backend axis alone (--axis; fp32 only where the CPU
-    lacks bf16), at most 6 rounds a comparison: the axis offers openvino, its worker builds the export once
-    into this test's private cache (XDG_CACHE_HOME) and measures it; the plan's record says which backend won
-    and by how much (on the tiny model, whichever it is: its 0.05 s images are within a loaded host's noise)."""
+    lacks bf16), at most 6 rounds a comparison: the axis offers openvino, its worker finds the export the
+    session built (conftest ov_setup, copied into this test's private cache, XDG_CACHE_HOME: the build is
+    test_ov_backend.py's subject) and measures it; the plan's record says which backend won and by how much
+    (on the tiny model, whichever it is: its 0.05 s images are within a loaded host's noise)."""
     out = tmp_path / "tuned.json"
+    store = tmp_path / "cache" / "sdagent" / "artifacts"
+    shutil.copytree(ov_setup["art"], store)
+    digest = ov_setup["first"]["artifacts"]["openvino"]
+    before = (store / "openvino" / digest / "manifest.json").stat().st_mtime_ns
     env = clean_env(XDG_CACHE_HOME=str(tmp_path / "cache"))
-    p = subprocess.run([ov_python, "-m", "sdagent", "tune", "--model", str(tiny_model), "--steps", "2",
+    p = subprocess.run([ov_setup["py"], "-m", "sdagent", "tune", "--model", str(tiny_model), "--steps", "2",
                         "--height", "64", "--width", "64", "--warmup-steps", "1", "--repeats", "1",
                         "--no-compile", "--axis", "precision/backend", "--max-rounds", "6", "--budget", "12",
                         "-o", str(out)],
@@ -129,6 +134,7 @@ def test_a_small_tune_measures_backend_openvino_and_records_the_backends(ov_pyth
     assert b["runner_up"]["backend"] in ("native", "openvino") and b["runner_up"]["backend"] != b["chosen_backend"]
     assert b["x_vs_runner_up"] > 0 and (b["paired_x_vs_runner_up"] is None or b["paired_x_vs_runner_up"] > 0)
     assert "backend: " + b["chosen_backend"] in p.stdout
-    exports = list((tmp_path / "cache" / "sdagent" / "artifacts" / "openvino").iterdir())
-    assert len(exports) == 1 and (exports[0] / "manifest.json").is_file()  # built once, atomically
+    exports = {e.name: e for e in (store / "openvino").iterdir()}
+    assert (exports[digest] / "manifest.json").stat().st_mtime_ns == before  # found, never rebuilt
+    assert all((e / "manifest.json").is_file() for e in exports.values())  # any other (bf16) built whole
     shutil.rmtree(tmp_path / "cache", ignore_errors=True)

@@ -32,6 +32,25 @@ def test_load_pipeline_applies_the_plan_in_force(tiny_model, tmp_path, monkeypat
         assert bf16.unet.seen["out_dtype"] == "bfloat16"
 
 
+@pytest.mark.parametrize("fixture, steps, guidance, cls", [("tiny_sdxl", 20, 5.0, "StableDiffusionXLPipeline"),
+                                                           ("tiny_lcm", 4, 8.5, "LatentConsistencyModelPipeline")])
+def test_load_pipeline_gives_each_familys_pipeline_and_its_defaults(request, fixture, steps, guidance, cls, tmp_path):
+    """The family decides the pipeline class and the request a server should make where its client says
+    nothing (pipe.sdagent["defaults"], what examples/serve.py uses): the one the packages are built for."""
+    import sdagent
+    from clirun import sdagent as run
+
+    model = request.getfixturevalue(fixture)
+    plan = tmp_path / "plan.json"
+    assert run("plan", "--set", "precision=fp32", "--set", "compile=false", "-o", str(plan)).returncode == 0
+    pipe = sdagent.load_pipeline(model, plan_file=str(plan))
+    d = pipe.sdagent["defaults"]
+    assert type(pipe).__name__ == cls
+    assert d == {"family": fixture[len("tiny_"):], "steps": steps, "guidance": guidance, "height": 64, "width": 64}
+    out = pipe("a ship", num_inference_steps=1, guidance_scale=d["guidance"], height=64, width=64, output_type="np")
+    assert out.images[0].shape == (64, 64, 3) and pipe.unet.seen["mode"] == "eager"
+
+
 def test_the_example_server_answers_under_exec(tiny_model, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -31,7 +31,9 @@ def load_pipeline(model_dir: str | os.PathLike[str], *, height: int | None = Non
     `plan_file` (or $SDAGENT_PLAN_FILE), else the plan derived for this host. `height`, `width` and
     `guidance` are the requests the compiled packages are built for (default: the model's own size and
     its family's guidance: 7.5 for SD 1.x/2.x, 5 for SDXL, 0 for Turbo, LCM's 8.5 as an embedding);
-    other requests still work, on the eager path. `pipe.sdagent` describes what was applied.
+    other requests still work, on the eager path. `pipe.sdagent` describes what was applied, and under
+    "defaults" the request the pipeline was built for: {"family", "steps" (the family's: Turbo 1, LCM 4,
+    else 20), "guidance", "height", "width"}, what a server should use where a request says nothing.
     """
     from sdagent.host.software import gather_facts
     from sdagent.host.topology import current_topology
@@ -49,5 +51,9 @@ def load_pipeline(model_dir: str | os.PathLike[str], *, height: int | None = Non
                          environ=os.environ)
     prepared = ready(md.path, plan.run_spec, w, artifacts)
     pipe = prepared.pipe
-    pipe.sdagent = {"plan_source": plan.source, "plan": plan.summary(), **prepared.describe()}
+    from sdagent.pipeline.family import default_steps
+
+    defaults = {"family": md.family.name, "steps": default_steps(md.family, 20), "guidance": w.guidance,
+                "height": w.height, "width": w.width}
+    pipe.sdagent = {"plan_source": plan.source, "plan": plan.summary(), **prepared.describe(), "defaults": defaults}
     return pipe

@@ -102,6 +102,10 @@ class LadderProgress:
 @click.option("--throughput", "throughput_images", type=click.IntRange(min=0), default=0, metavar="IMAGES",
               help="Also the throughput table: every instance split of this host (1 x all cores, 2 x half, ...), "
                    "eager and compiled, IMAGES images per instance (0 = off).")
+@click.option("--rungs", "rungs_text", default=None, metavar="NAMES",
+              help="Measure only these rungs, comma-separated (the others are reported as skipped): rung names "
+                   "as in the table, or `shipped` for the plan's own rung; e.g. "
+                   "--rungs 'vanilla,shipped,openvino' (default: all).")
 @click.option("--out-dir", type=click.Path(file_okay=False), default=".", show_default=True,
               help="Where ladder.md, ladder.json and ladder.png are written (atomically, at the end); created "
                    "when missing, checked before measuring.")
@@ -109,7 +113,7 @@ class LadderProgress:
 @pass_agent
 def ladder(agent: AgentContext, m: MeasureArgs, quick: bool, rounds: int, with_compile: bool,
            with_openvino: bool | None, step_size: int,
-           step_calls: int, throughput_images: int, out_dir: str, as_json: bool) -> None:
+           step_calls: int, throughput_images: int, rungs_text: str | None, out_dir: str, as_json: bool) -> None:
     """Measure the latency ladder: each tuning step against stock, run_cpu and this CPU's peak.
 
     \b
@@ -142,7 +146,7 @@ def ladder(agent: AgentContext, m: MeasureArgs, quick: bool, rounds: int, with_c
     """
     from sdagent.measuring.ladder_report import markdown
     from sdagent.measuring.ladder_plot import plot_png
-    from sdagent.measuring.ladder_run import LadderRequest, run as run_ladder
+    from sdagent.measuring.ladder_run import LadderRequest, parse_rungs, run as run_ladder
     from sdagent.planning.layout import PlanRequest, throughput_layouts
 
     if quick:
@@ -157,6 +161,7 @@ def ladder(agent: AgentContext, m: MeasureArgs, quick: bool, rounds: int, with_c
         raise BadInput(f"invalid --step-size {step_size}: a positive multiple of 8 (or 0 for none)")
     if step_calls < 1:
         raise BadInput(f"invalid --step-calls {step_calls}: at least 1")
+    only = parse_rungs(rungs_text) if rungs_text is not None else ()
     md, w = m.model.checked()
     out = atomicio.check_output_dir(out_dir, "--out-dir")
     req = LadderRequest(md, w, rounds, m.repeats, m.warmup_for(w), m.timeout_s,
@@ -164,7 +169,8 @@ def ladder(agent: AgentContext, m: MeasureArgs, quick: bool, rounds: int, with_c
                         compile_why="skipped: --quick (a cold compile takes minutes)" if quick else "skipped: --no-compile",
                         step_size=step_size, step_calls=step_calls, gemm_n=QUICK["gemm_n"] if quick else 2048,
                         quick=quick, command=command_line(), throughput_images=throughput_images,
-                        with_openvino=with_openvino if with_openvino is not None else not quick)
+                        with_openvino=with_openvino if with_openvino is not None else not quick,
+                        only=only)
     plan = agent.plan()
     progress = LadderProgress()
     try:

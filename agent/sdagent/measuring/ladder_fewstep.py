@@ -69,17 +69,24 @@ class FewStepWorkload:
         return FASTSD_PUBLISHED.get(self.name)
 
 
-#: The workloads, in the order they run. Source: issue 23 item 5 (FastSD CPU's shapes).
+#: The workloads, in the order they run, the heaviest (SDXL: 3.5 B parameters, its export the longest)
+#: last. Source: issue 23 item 5 (FastSD CPU's shapes).
 FEW_STEP: tuple[FewStepWorkload, ...] = (
     FewStepWorkload("sd-turbo-taesd", "sd-turbo", "sd-turbo", "taesd", "tiny", 512, 512, 1,
                     "SD-Turbo architecture, 512x512, 1 step, TAESD"),
     FewStepWorkload("sd-turbo-full-vae", "sd-turbo", "sd-turbo", None, "full", 512, 512, 1,
                     "SD-Turbo architecture, 512x512, 1 step, the full VAE"),
-    FewStepWorkload("sdxl-turbo-taesdxl", "sdxl-turbo", "sdxl-turbo", "taesdxl", "tiny", 512, 512, 1,
-                    "SDXL-Turbo architecture, 512x512, 1 step, TAESDXL"),
     FewStepWorkload("lcm-sd15", "lcm", "lcm", None, "full", 512, 512, 4,
                     "LCM on the SD 1.5 architecture, 512x512, 4 steps"),
+    FewStepWorkload("sdxl-turbo-taesdxl", "sdxl-turbo", "sdxl-turbo", "taesdxl", "tiny", 512, 512, 1,
+                    "SDXL-Turbo architecture, 512x512, 1 step, TAESDXL"),
 )
+
+#: The rungs each few-step ladder measures unless the user gives --rungs: stock (the baseline), the shipped
+#: plan, the OpenVINO GenAI peer and the openvino backend (what `sdagent tune`'s backend axis can ship).
+#: Why not every rung: at 512x512 one process takes a minute or more on a small host (SDXL more), and the
+#: few-step table reads these (few_step_row).
+DEFAULT_RUNGS = "vanilla,shipped,openvino,backend: openvino fp32"
 
 #: Ladder options the workloads fix: the user may not give them beside --few-step.
 FIXED_OPTIONS = ("--model", "--steps", "--height", "--width", "--quick", "--out-dir", "--json")
@@ -191,10 +198,14 @@ def few_step_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m sdagent.measuring.ladder_fewstep runs MODEL_ROOT OUT_ROOT [LADDER ARGS...]`: the runs, one
-    shell-quoted line each (exit 2 on a ladder option the workloads fix); `... table OUT_ROOT`: write
+    shell-quoted line each (exit 2 on a ladder option the workloads fix); `... rungs`: DEFAULT_RUNGS, the
+    --rungs scripts/ladder.sh gives where the user gives none; `... table OUT_ROOT`: write
     OUT_ROOT/few-step.md (and .json) from each workload's ladder.json and print it."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:
+        if args == ["rungs"]:
+            print(DEFAULT_RUNGS)
+            return 0
         if len(args) >= 3 and args[0] == "runs":
             check_extra_args(args[3:])
             for r in few_step_runs(args[1], args[2]):
@@ -216,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BadInput as exc:
         print(f"sdagent: error: {exc}", file=sys.stderr)
         return 2
-    print("usage: python -m sdagent.measuring.ladder_fewstep runs MODEL_ROOT OUT_ROOT [LADDER ARGS...] | "
+    print("usage: python -m sdagent.measuring.ladder_fewstep runs MODEL_ROOT OUT_ROOT [LADDER ARGS...] | rungs | "
           "table OUT_ROOT", file=sys.stderr)
     return 2
 

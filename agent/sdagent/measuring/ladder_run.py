@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from sdagent.errors import one_line
+from sdagent.errors import BadInput, one_line
 from sdagent.host.process import machine_state, read_load_average
 from sdagent.measuring import ladder as L
 from sdagent.measuring.flops import ModelFlops
@@ -48,6 +48,7 @@ class LadderRequest:
     command: str = "sdagent ladder"
     throughput_images: int = 0  # > 0: the throughput table, this many images per instance and layout
     with_openvino: bool = True  # the OpenVINO peer rung, where its venv exists
+    only: tuple[str, ...] = ()  # --rungs: the rungs to measure (rung names, or SHIPPED); empty: all
 
 
 def build_rungs(plan: Plan, plan_file: str, req: LadderRequest, environ: Mapping[str, str]) -> list[L.Rung]:
@@ -82,6 +83,43 @@ def build_rungs(plan: Plan, plan_file: str, req: LadderRequest, environ: Mapping
     if req.with_openvino:
         rungs.append(openvino_rung(plan, req, environ))
     return rungs
+
+
+#: The rungs by name, in the table's order (measuring.ladder_backends adds the backend rungs). --rungs
+#: takes these and SHIPPED, the plan's own rung (shipped_rung).
+BASE_RUNGS = (L.VANILLA, L.RUN_CPU, "tuned", "tuned+backend", "tuned+backend+compile", "tuned+backend+dpm",
+              L.OPENVINO)
+SHIPPED = "shipped"
+
+
+def rung_names() -> tuple[str, ...]:
+    """Every rung name --rungs accepts (SHIPPED included)."""
+    from sdagent.measuring.ladder_backends import BACKEND_VARIANTS
+
+    return (*BASE_RUNGS, *(n for n, _ in BACKEND_VARIANTS), SHIPPED)
+
+
+def parse_rungs(text: str) -> tuple[str, ...]:
+    """--rungs's comma-separated names, checked (BadInput names the first unknown and lists the choices)."""
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        raise BadInput(f"invalid --rungs {text!r}: name at least one of {', '.join(rung_names())}")
+    for n in names:
+        if n not in rung_names():
+            raise BadInput(f"invalid --rungs name {n!r}: choose from {', '.join(rung_names())}")
+    return names
+
+
+def select_rungs(rungs: Sequence[L.Rung], only: Sequence[str], shipped: str) -> list[L.Rung]:
+    """Rule: --rungs measures the named rungs only; the others are reported as skipped, with that reason.
+    Why: a workload where one process takes a minute (SD-Turbo or SDXL at 512x512 on a small host) cannot
+    afford every rung each round; the few-step ladder needs stock, the shipped plan and the peer. An
+    unselected rung starts no process and no export (honoured: tests/test_ladder.py)."""
+    if not only:
+        return list(rungs)
+    keep = {shipped if n == SHIPPED else n for n in only}
+    return [r if r.name in keep or r.unavailable else replace(r, unavailable="skipped: not in --rungs")
+            for r in rungs]
 
 
 def shipped_rung(plan: Plan) -> str:
@@ -216,13 +254,16 @@ def run(plan: Plan, plan_file: str, req: LadderRequest, *, environ: Mapping[str,
     go = runner or (lambda launch, job, timeout: run_worker(launch, job, timeout_s=timeout))
     started = time.time()
     load_before = list(read_load_average())
-    rungs = export_for_openvino(build_rungs(plan, plan_file, req, environ), req, environ, emit)
+    shipped = shipped_rung(plan)
+    rungs = export_for_openvino(select_rungs(build_rungs(plan, plan_file, req, environ), req.only, shipped), req,
+                                environ, emit)
     steps = step_rungs(rungs, req.step_size, req.step_calls)
     if plan_with is not None:
         from sdagent.measuring.ladder_backends import backend_rungs, openvino_worker_python
 
         ov_py = openvino_worker_python(environ) if req.with_openvino else None
-        rungs += backend_rungs(plan, plan_with, str(req.model.path), req, environ, ov_py)
+        rungs += select_rungs(backend_rungs(plan, plan_with, str(req.model.path), req, environ, ov_py), req.only,
+                              shipped)
     tp_runs = len(layouts) * (2 if req.with_compile else 1) if req.throughput_images else 0
     emit("plan", {"processes": planned_processes(rungs, steps, req.rounds) + tp_runs})
     bf16 = plan.settings["precision"] == "bf16"
@@ -263,7 +304,7 @@ def run(plan: Plan, plan_file: str, req: LadderRequest, *, environ: Mapping[str,
                     "governor": state["governor"], "hostname": state["hostname"],
                     "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))},
         "duration_s": round(time.time() - started, 1),
-        "shipped_rung": shipped_rung(plan),
+        "shipped_rung": shipped, "rungs_selected": list(req.only),
     }
     if steps:
         sflops = (step_fl.get("flops") or {}).get("unet_step")

@@ -80,6 +80,43 @@ def unet_extra_examples(pipe, workload: Workload) -> tuple:
     return tuple(torch.randn(*shape) for shape in unet_extra_shapes(pipe.unet.config, workload.batch).values())
 
 
+def ipex_sample_input(pipe, workload: Workload, dtype=None) -> tuple:
+    """The UNet's sample input for ipex.optimize, positional as IPEX calls it (`module(*sample_input)`, IPEX
+    2.8 nn/utils/_weight_prepack.py): (latents, timestep, text embeddings) and, where the family has them,
+    its further inputs at their places in UNet2DConditionModel.forward: LCM's timestep_cond (5th) and
+    SDXL's added_cond_kwargs dict (8th). Without them an SDXL or LCM UNet's forward raises there."""
+    import inspect
+
+    torch = import_torch()
+    base = unet_sample_input(pipe, workload, dtype)
+    extra = dict(zip(_extra_names(pipe, workload), unet_extra_examples(pipe, workload)))
+    if not extra:
+        return base
+    dtype = dtype or torch.float32
+    extra = {k: v.to(dtype) for k, v in extra.items()}
+    names = list(inspect.signature(pipe.unet.forward).parameters)
+    kw: dict[str, Any] = {}
+    if "timestep_cond" in extra:
+        kw["timestep_cond"] = extra["timestep_cond"]
+    added = {k: extra[k] for k in ("text_embeds", "time_ids") if k in extra}
+    if added:
+        kw["added_cond_kwargs"] = added
+    last = max(names.index(k) for k in kw)
+    return (*base, *[kw.get(n) for n in names[len(base):last + 1]])
+
+
+def _extra_names(pipe, workload: Workload) -> tuple[str, ...]:
+    from sdagent.pipeline.family import unet_extra_shapes
+
+    return tuple(unet_extra_shapes(pipe.unet.config, workload.batch))
+
+
+def _text_encoders(pipe) -> tuple[str, ...]:
+    """The pipeline's text encoders by attribute: SDXL has a second (OpenCLIP bigG), the others one."""
+    return ("text_encoder", "text_encoder_2") if getattr(pipe, "text_encoder_2", None) is not None \
+        else ("text_encoder",)
+
+
 def _channels_last(pipe, names: tuple[str, ...]) -> None:
     torch = import_torch()
     for n in names:
@@ -92,6 +129,9 @@ def _prepare_ipex(pipe, s: RunSpec, workload: Workload, notes: list[str]) -> Non
     notes.append(f"IPEX {getattr(ipex, '__version__', '?')} on torch {torch.__version__}")
     if s.compile:
         notes.append("compile ignored: on the ipex backend IPEX optimizes the graph itself")
+    encoders = _text_encoders(pipe)
+    parts = ("unet", "vae", *encoders)
+    rest = "vae and " + ("both text encoders" if len(encoders) > 1 else "text encoder")
     if s.channels_last:
         _channels_last(pipe, ("unet", "vae", "text_encoder"))
         notes.append("channels_last on unet, vae and text encoder")
@@ -102,21 +142,22 @@ def _prepare_ipex(pipe, s: RunSpec, workload: Workload, notes: list[str]) -> Non
     if bf16 and not s.weights_prepack:
         # IPEX 2.8's bf16 prepack asserts without AVX512-BW/VL/DQ or AVX-NE-CONVERT; without
         # prepack, oneDNN's LayerNorm rejects fp32 weights beside bf16 activations: cast them.
-        for n in ("unet", "vae", "text_encoder"):
+        for n in parts:
             getattr(pipe, n).to(torch.bfloat16)
         kw["weights_prepack"] = False
         sample_dtype = torch.bfloat16
         notes.append("bf16 weight prepack off (this CPU lacks AVX512-BW/VL/DQ and AVX-NE-CONVERT); "
-                     "unet, vae and text encoder cast to bf16 so oneDNN LayerNorm accepts them")
-    sample = unet_sample_input(pipe, workload, sample_dtype)
+                     f"unet, {rest} cast to bf16 so oneDNN LayerNorm accepts them")
+    sample = ipex_sample_input(pipe, workload, sample_dtype)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         pipe.unet = ipex.optimize(pipe.unet.eval(), dtype=dtype, inplace=True, sample_input=sample, **kw)
-        pipe.vae = ipex.optimize(pipe.vae.eval(), dtype=dtype, inplace=True, **kw)
-        pipe.text_encoder = ipex.optimize(pipe.text_encoder.eval(), dtype=dtype, inplace=True, **kw)
+        for n in ("vae", *encoders):
+            setattr(pipe, n, ipex.optimize(getattr(pipe, n).eval(), dtype=dtype, inplace=True, **kw))
     shape = "x".join(str(d) for d in sample[0].shape)
+    extra = _extra_names(pipe, workload)
     notes.append(f"ipex.optimize(dtype={'bfloat16' if bf16 else 'float32'}, inplace=True) on unet "
-                 f"(sample input latents {shape}), vae and text encoder"
+                 f"(sample input latents {shape}{' + ' + ', '.join(extra) if extra else ''}), {rest}"
                  + ("" if kw else "; weights prepacked"))
     if bf16:
         notes.append("inference under torch.autocast('cpu', dtype=torch.bfloat16), inside each part")

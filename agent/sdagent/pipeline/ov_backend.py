@@ -201,16 +201,17 @@ class OvPipeline:
 
         image = pipe("sailing ship in storm by Rembrandt", num_inference_steps=20).images[0]
 
-    Accepts prompt, negative_prompt, num_inference_steps (default 50, as diffusers), guidance_scale,
-    height, width, generator (a seed, or a torch.Generator whose initial seed is used) and output_type
+    Accepts prompt, negative_prompt, num_inference_steps (default 50, as diffusers), guidance_scale
+    (default: the guidance it was loaded for, the family's unless given: 0 for Turbo), height, width, generator (a seed, or a torch.Generator whose initial seed is used) and output_type
     ("pil" or "np": float32 HxWx3 in [0, 1]). A height, width or guidance of another UNet batch than
     the compiled one is refused (BadInput): the shapes are static.
     """
 
     def __init__(self, genai: Any, ov_genai: Any, ir: Path, key: OvKey, resolved_precision: str | None,
-                 scheduler: str, cfg: bool = True) -> None:
+                 scheduler: str, cfg: bool = True, guidance: float = 7.5) -> None:
         self.genai, self._ov, self.ir, self.key = genai, ov_genai, ir, key
         self.cfg = cfg  # the family's: whether a guidance scale above 1 doubles the UNet batch (LCM's does not)
+        self.default_guidance = guidance  # what it was loaded (and its UNet batch compiled) for
         self.resolved_precision = resolved_precision
         self.scheduler_name = scheduler
         self.exported_scheduler = scheduler  # the export's own (scheduler/scheduler_config.json)
@@ -239,7 +240,7 @@ class OvPipeline:
         return out
 
     def __call__(self, prompt: str, negative_prompt: str | None = None,
-                 num_inference_steps: int = DIFFUSERS_DEFAULT_STEPS, guidance_scale: float = 7.5,
+                 num_inference_steps: int = DIFFUSERS_DEFAULT_STEPS, guidance_scale: float | None = None,
                  height: int | None = None, width: int | None = None, generator: Any = None,
                  output_type: str = "pil", **unused: Any) -> SimpleNamespace:
         if unused:
@@ -248,7 +249,8 @@ class OvPipeline:
             raise BadInput(f"invalid output_type {output_type!r}: pil or np")
         seed = generator if isinstance(generator, int) else (
             generator.initial_seed() if generator is not None else int.from_bytes(os.urandom(4), "little"))
-        t = self.run(prompt, negative_prompt, num_inference_steps, guidance_scale, height or self.key.height,
+        guidance = self.default_guidance if guidance_scale is None else guidance_scale
+        t = self.run(prompt, negative_prompt, num_inference_steps, guidance, height or self.key.height,
                      width or self.key.width, seed)
         arr = t.data[0].astype("float32") / 255.0
         return SimpleNamespace(images=[to_pil(arr) if output_type == "pil" else arr])
@@ -367,7 +369,8 @@ def ready_openvino(model_dir: str | os.PathLike[str], spec: RunSpec, workload: W
                        f"`sdagent model compile`") from None
     load_s = time.perf_counter() - t1
     exported = scheduler_name(art.ir, None)
-    pipe = OvPipeline(genai, ov_genai, art.ir, key, art.resolved_precision, exported, cfg=md.family.cfg)
+    pipe = OvPipeline(genai, ov_genai, art.ir, key, art.resolved_precision, exported, cfg=md.family.cfg,
+                      guidance=workload.guidance)
     set_scheduler(pipe, workload.scheduler)
     _generator(ov_genai, 0)  # TorchGenerator imports torch (seconds): here, not in the first image
     cfg = compile_config(spec, art.blobs)
