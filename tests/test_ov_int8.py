@@ -135,3 +135,45 @@ def test_a_plan_keeps_full_weights_unless_asked(tmp_path):
     assert p.ov_weights == "full" and "lossy" in {d.key: d.reason for d in p.decisions}["ov_weights"]
     asked = make_plan(topo, facts, overrides={"backend": "openvino", "ov_weights": "int8"})
     assert asked.run_spec.ov_weights == "int8"
+
+
+# ---------------------------------------------------------------------------
+# A real int8-hybrid export (NNCF's hybrid quantization through optimum-intel), in the OpenVINO venv
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.openvino
+def test_model_compile_builds_a_real_int8_hybrid_export_and_the_backend_runs_it(ov_python, tiny_model, tmp_path):
+    """`ov_weights=int8-hybrid`: pipeline/ov_hybrid.py exports the tiny model, calibrates on its prompts and
+    quantizes it; the UNet's IR then holds FakeQuantize nodes (int8 activations: the hybrid part) and int8
+    weight constants, the key records the recipe, and the backend generates an image on it."""
+    import subprocess
+
+    from clirun import REPO, clean_env
+
+    def ov(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([ov_python, "-m", "sdagent", *args], env=clean_env(), capture_output=True, text=True,
+                              timeout=1200, cwd=str(REPO))
+
+    plan, store = tmp_path / "plan.json", tmp_path / "artifacts"
+    p = ov("plan", "--set", "backend=openvino", "--set", "precision=fp32", "--set", "ov_weights=int8-hybrid",
+           "-o", str(plan))
+    assert p.returncode == 0, p.stderr
+    wl = ("--steps", "2", "--height", "64", "--width", "64")
+    c = ov("--plan-file", str(plan), "model", "compile", "--model", str(tiny_model), *wl, "--artifacts", str(store),
+           "--json")
+    assert c.returncode == 0, c.stderr[-3000:]
+    digest = json.loads(c.stdout)["artifacts"]["openvino"]
+    d = store / "openvino" / digest
+    m = json.loads((d / "manifest.json").read_text())
+    assert m["key"]["weights"] == "int8-hybrid" and m["export"]["weights"] == f"int8-hybrid/{E.HYBRID_RECIPE}"
+    unet = (d / "ir" / "unet" / "openvino_model.xml").read_text()
+    assert unet.count('type="FakeQuantize"') > 0  # activations quantized: what int8 weights alone never add
+    assert unet.count('element_type="i8"') + unet.count('element_type="u8"') > 0
+    text = (d / "ir" / "text_encoder" / "openvino_model.xml").read_text()
+    assert 'type="FakeQuantize"' not in text  # the other models: weights only (data-free)
+    r = ov("--plan-file", str(plan), "run", "--model", str(tiny_model), "--prompt", "a red ship", *wl,
+           "--artifacts", str(store), "-o", str(tmp_path / "a.png"), "--json")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads(r.stdout)["artifacts"]["openvino"] == digest

@@ -251,9 +251,7 @@ def _install(pipe, spec: RunSpec, workload: Workload, notes: list[str], store_di
     from sdagent.pipeline.components import (DecodeCall, DecoderRunner, TextCall, TextEncoderRunner, UNetCall,
                                              UNetRunner)
 
-    from sdagent.pipeline.family import unet_extra_shapes
-
-    extra_names = tuple(unet_extra_shapes(pipe.unet.config, workload.batch))
+    extra_names = _extra_names(pipe, workload)
     calls = {"unet": UNetCall(pipe.unet, spec.precision, extra_names),
              "vae_decoder": DecodeCall(pipe.vae, spec.precision),
              "text_encoder": TextCall(pipe.text_encoder, spec.precision)}

@@ -150,28 +150,45 @@ def validate_workload(w: Workload, latent_factor: int = 8) -> Workload:
 #: tensors per output pixel of the VAE decoder's widest stage and per latent pixel of the UNet's
 #: first stage (4-byte elements). The estimate is an upper bound there by 3-15%.
 WEIGHT_COPIES = 2.15
+#: The same for 16-bit files (the fp16 presets), relative to their loaded fp32 size: the fp32 tensors plus the
+#: 16-bit file's mapping (half as large), 1.5. Measured (docs/results/memory.md, 16-bit files: peak RSS after
+#: loading, one step at 512 and 1024 px, eager fp32, on sd-turbo, lcm and sdxl-turbo): 1.06-1.42x; 2.15 there
+#: refused SDXL-Turbo at 512x512 on a 23 GiB host (28.6 GiB estimated, 14.9 GiB measured).
+WEIGHT_COPIES_16BIT = 1.5
 VAE_LIVE_TENSORS = 6
 UNET_LIVE_TENSORS = 10
 
 
-def loaded_weight_bytes(f: Path) -> int:
-    """Bytes a safetensors file's tensors take once loaded as fp32 (the loader's dtype): its size, doubled
-    for a 16-bit file (the fp16 presets). The header names each tensor's dtype (modeldir checked it)."""
-    size = f.stat().st_size
+def is_16bit_file(f: Path) -> bool:
+    """Whether every tensor of a safetensors file is 16-bit (F16/BF16), from its header (modeldir checked it);
+    False where the header cannot be read."""
     try:
         with f.open("rb") as fh:
             n = int.from_bytes(fh.read(8), "little")
             header = json.loads(fh.read(n))
         dtypes = {v.get("dtype") for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)}
     except (OSError, ValueError, AttributeError):
-        return size
-    return 2 * size if dtypes and dtypes <= {"F16", "BF16"} else size
+        return False
+    return bool(dtypes) and dtypes <= {"F16", "BF16"}
+
+
+def loaded_weight_bytes(f: Path) -> int:
+    """Bytes a safetensors file's tensors take once loaded as fp32 (the loader's dtype): its size, doubled
+    for a 16-bit file (the fp16 presets)."""
+    size = f.stat().st_size
+    return 2 * size if is_16bit_file(f) else size
+
+
+def held_weight_bytes(f: Path) -> int:
+    """Bytes a process holds for a weight file at its peak: its loaded fp32 size times WEIGHT_COPIES, or
+    WEIGHT_COPIES_16BIT for a 16-bit file."""
+    return int(loaded_weight_bytes(f) * (WEIGHT_COPIES_16BIT if is_16bit_file(f) else WEIGHT_COPIES))
 
 
 def memory_estimate_bytes(md, w: Workload) -> int:
     """Peak memory of one generation, eager (see the constants above for where the figures come from).
     Every part the loader loads counts (SDXL's second text encoder too), at fp32."""
-    weights = sum(loaded_weight_bytes(f) for sub in ("unet", "vae", "text_encoder", "text_encoder_2")
+    weights = sum(held_weight_bytes(f) for sub in ("unet", "vae", "text_encoder", "text_encoder_2")
                   for f in (Path(md.path) / sub).glob("*.safetensors"))
 
     def first_width(sub: str) -> int:
@@ -182,7 +199,7 @@ def memory_estimate_bytes(md, w: Workload) -> int:
     pixels = w.height * w.width
     vae = pixels * first_width("vae") * 4 * VAE_LIVE_TENSORS
     unet = (pixels // 64) * w.batch * first_width("unet") * 4 * UNET_LIVE_TENSORS
-    return int(weights * WEIGHT_COPIES) + vae + unet
+    return weights + vae + unet
 
 
 def check_fits_in_memory(md, w: Workload, available: int | None = None) -> None:
