@@ -246,10 +246,9 @@ def test_fp16_storage_halves_the_files_and_loads_as_fp32(tiny_model, tmp_path):
 EAGER = ["--backend", "native", "--precision", "fp32", "--no-compile"]
 
 
-
-
 @pytest.mark.parametrize("fixture, cls", [("tiny_sd21", "StableDiffusionPipeline"),
-                                          ("tiny_sdxl", "StableDiffusionXLPipeline")])
+                                          ("tiny_sdxl", "StableDiffusionXLPipeline"),
+                                          ("tiny_lcm", "LatentConsistencyModelPipeline")])
 def test_run_each_family(sdagent_in_process, request, tmp_path, fixture, cls):
     model = request.getfixturevalue(fixture)
     out = tmp_path / "x.png"
@@ -258,17 +257,18 @@ def test_run_each_family(sdagent_in_process, request, tmp_path, fixture, cls):
     assert code == 0, err
     r = json.loads(stdout)
     assert r["workload"]["height"] == 64 and r["workload"]["steps"] == 1 and out.is_file()
-    expected_guidance = 5.0 if cls == "StableDiffusionXLPipeline" else 7.5  # the family's default
+    expected_guidance = {"StableDiffusionXLPipeline": 5.0, "LatentConsistencyModelPipeline": 8.5}.get(cls, 7.5)
     assert r["workload"]["guidance"] == expected_guidance
     assert r["timings"]["text_encode_s"] > 0 and len(r["timings"]["unet_steps_s"]) == 1
 
 
-def test_bench_sdxl_and_lcm_defaults_with_the_warning(sdagent_in_process, tiny_sdxl, tiny_lcm):
-    code, stdout, err = sdagent_in_process("bench", "--model", str(tiny_sdxl), "--steps", "1", "--runs", "2",
-                                "--warmup", "0", *EAGER, "--json")
-    assert code == 0, err
-    d = json.loads(stdout)
-    assert d["workload"]["steps"] == 1 and d["latency_s"]["n"] == 2 and d["model"] == "tiny-sdxl"
+def test_bench_sd21_sdxl_and_lcm_defaults_with_the_warning(sdagent_in_process, tiny_sd21, tiny_sdxl, tiny_lcm):
+    for model, name in ((tiny_sd21, "tiny-sd21"), (tiny_sdxl, "tiny-sdxl")):
+        code, stdout, err = sdagent_in_process("bench", "--model", str(model), "--steps", "1", "--runs", "2",
+                                               "--warmup", "0", *EAGER, "--json")
+        assert code == 0, err
+        d = json.loads(stdout)
+        assert d["workload"]["steps"] == 1 and d["latency_s"]["n"] == 2 and d["model"] == name
     code, stdout, err = sdagent_in_process("bench", "--model", str(tiny_lcm), "--runs", "1", "--warmup", "0",
                                 "--guidance", "3", *EAGER, "--json")
     assert code == 0, err

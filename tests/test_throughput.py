@@ -65,9 +65,12 @@ def test_throughput_layouts_split_each_node_evenly(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_instances_at_once_end_to_end(tiny_model, tmp_path):
+@pytest.mark.parametrize("fixture", ["tiny_model", "tiny_sdxl", "tiny_lcm"])
+def test_two_instances_at_once_end_to_end(request, fixture, tmp_path):
+    """Every family's throughput: SDXL's two text encoders and added conditioning, LCM's unguided batch."""
+    model = request.getfixturevalue(fixture)
     env = clean_env(SDAGENT_LOCK_FILE=str(tmp_path / "lock"))
-    r = sdagent("bench", "--model", str(tiny_model), *WL, "--instances", "2", "--images", "5", "--json", env=env)
+    r = sdagent("bench", "--model", str(model), *WL, "--instances", "2", "--images", "5", "--json", env=env)
     assert r.returncode == 0, r.stderr
     d = json.loads(r.stdout)
     assert d["format"] == "sdagent-throughput/1" and d["instances"] == 2 and not d["failed"]
