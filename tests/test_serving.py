@@ -51,7 +51,10 @@ def test_load_pipeline_gives_each_familys_pipeline_and_its_defaults(request, fix
     assert out.images[0].shape == (64, 64, 3) and pipe.unet.seen["mode"] == "eager"
 
 
-def test_the_example_server_answers_under_exec(tiny_model, tmp_path):
+@pytest.mark.parametrize("fixture", ["tiny_model", "tiny_lcm"])
+def test_the_example_server_answers_under_exec(request, fixture, tmp_path):
+    """examples/serve.py under the plan; on LCM a request without steps gets the family's 4 (its defaults)."""
+    tiny_model = request.getfixturevalue(fixture)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -73,6 +76,11 @@ def test_the_example_server_answers_under_exec(tiny_model, tmp_path):
                                      method="POST")
         png = urllib.request.urlopen(req, timeout=120).read()
         assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        if fixture == "tiny_lcm":
+            assert health["sdagent"]["defaults"]["steps"] == 4 and health["sdagent"]["defaults"]["guidance"] == 8.5
+            plain = urllib.request.Request(f"http://127.0.0.1:{port}/generate", data=b'{"prompt": "ship"}',
+                                           method="POST")
+            assert urllib.request.urlopen(plain, timeout=120).read()[:8] == b"\x89PNG\r\n\x1a\n"
         bad = urllib.request.Request(f"http://127.0.0.1:{port}/generate", data=b'{"steps": 2}', method="POST")
         with pytest.raises(urllib.error.HTTPError) as e:
             urllib.request.urlopen(bad, timeout=30)
