@@ -174,9 +174,10 @@ fi
 
 # --- 6. molecule -------------------------------------------------------------------
 # The scenarios of the small roles (no agent wheel, no benchmark: mostly apt, pip and
-# podman waits) run side by side, each into its own log printed when it ends. Then the
+# podman waits) run side by side, each into its own log printed when it ends, and the
+# fleet scenario (its own wheel directory; the longest) starts beside them. Then the
 # roles' agent scenarios (sdagent, tuned_env: they keep the wheel at one path) run one
-# after another while the fleet scenario (its own wheel directory) runs beside them: most
+# after another while the fleet scenario goes on beside them: most
 # of a scenario's time is Ansible's and podman's, not the benchmarks' (tiny model), and
 # the benchmarks in them are judged on behaviour, never on speed.
 PARALLEL=${SDAGENT_CI_PARALLEL-"jemalloc intel_openmp numactl"}
@@ -224,8 +225,9 @@ if [ -z "${SDAGENT_CI_SKIP_MOLECULE:-}" ]; then
             serial+=("$s")
         fi
     done
-    [ "${#small[@]}" -eq 0 ] || wait_bg "${small[@]}"
+    # the longest scenario (fleet) starts at once, beside the small ones: it is the critical path
     for s in "${beside[@]}"; do start_bg "$s" "beside the others"; done
+    [ "${#small[@]}" -eq 0 ] || wait_bg "${small[@]}"
     for s in "${serial[@]}"; do
         t0=$(date +%s)
         log "molecule $s"

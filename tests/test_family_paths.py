@@ -2,7 +2,10 @@
 compiled packages (`sdagent model compile`, then `verify` under `exec` loading them) and the OpenVINO
 backend (its export built by `model compile`, then `run` and `verify` on it), for SD 2.x (v-prediction),
 SDXL (two text encoders, added conditioning) and LCM (guidance embedding). SD 1.x, the tiny preset, has
-the same paths in test_faults.py (conftest aot_store) and test_ov_backend.py.
+the same paths in test_faults.py (conftest aot_store) and test_ov_backend.py. The compiled path is
+tested on the families whose UNet takes further inputs (SDXL, LCM): SD 2.x's UNet is called as SD 1.x's
+(its 1024-d cross-attention and v-prediction are config and scheduler, which run, bench, verify and the
+OpenVINO export here cover), and an inductor build costs 1.5-3 minutes a family on a loaded 2-core host.
 
 Through the CLI in fresh processes, as the Ansible role and a fleet's timer run them, with each family's
 own workload defaults (size, steps, guidance): the arguments a service verifies with build exactly the
@@ -46,7 +49,7 @@ def compile_plan(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     return plan, env
 
 
-@pytest.mark.parametrize("fixture", sorted(FAMILIES))
+@pytest.mark.parametrize("fixture", ["tiny_sdxl", "tiny_lcm"])
 def test_model_compile_builds_each_familys_packages_and_verify_loads_them(request, fixture, compile_plan,
                                                                           tmp_path):
     model, preset = request.getfixturevalue(fixture), FAMILIES[fixture]

@@ -441,8 +441,9 @@ TINY_WORKLOAD = ("--steps", "2", "--height", "64", "--width", "64", "--warmup-st
 @pytest.mark.slow
 def test_tune_cli_writes_a_plan_that_env_and_exec_accept(tiny_model, tmp_path):
     out = tmp_path / "tuned.json"
+    # every axis, at the rule's smallest round cap (the search itself: the unit tests above)
     r = sdagent("tune", "--model", str(tiny_model), *TINY_WORKLOAD, "--budget", "5", "--repeats", "1",
-                "--no-compile", "-o", str(out), timeout=600)
+                "--max-rounds", "6", "--no-compile", "-o", str(out), timeout=600)
     assert r.returncode == 0, r.stderr
     assert "chosen:" in r.stdout and "stock" in r.stdout
     plan = json.loads(out.read_text())
