@@ -175,6 +175,10 @@ def test_ladder_quick_smoke(tiny_model, tmp_path):
     d = json.loads((tmp_path / "ladder.json").read_text())
     by = {x["rung"]: x for x in d["rungs"]}
     assert set(by) >= {"vanilla", "run_cpu", "tuned", "tuned+backend", "tuned+backend+dpm"}
+    from sdagent.measuring.ladder_run import SHIPPED, rung_names
+
+    # --rungs knows every rung the ladder builds, no other (the peer's rung is not built under --quick)
+    assert set(by) | {"openvino"} == set(rung_names()) - {SHIPPED}
     assert by["vanilla"]["latency_s"]["median"] > 0 and by["tuned"]["speedup_vs_vanilla"]["median"] > 0
     assert by["tuned+backend+compile"]["failed"].startswith("skipped")
     # the backend rungs: native eager measured as the plan in force runs it; compiled and openvino off in --quick

@@ -202,7 +202,8 @@ class OvPipeline:
         image = pipe("sailing ship in storm by Rembrandt", num_inference_steps=20).images[0]
 
     Accepts prompt, negative_prompt, num_inference_steps (default 50, as diffusers), guidance_scale
-    (default: the guidance it was loaded for, the family's unless given: 0 for Turbo), height, width, generator (a seed, or a torch.Generator whose initial seed is used) and output_type
+    (default: the guidance it was loaded for, the family's unless given: 0 for Turbo), height, width,
+    generator (a seed, or a torch.Generator whose initial seed is used) and output_type
     ("pil" or "np": float32 HxWx3 in [0, 1]). A height, width or guidance of another UNet batch than
     the compiled one is refused (BadInput): the shapes are static.
     """

@@ -181,8 +181,9 @@ def loaded_weight_bytes(f: Path) -> int:
 
 def held_weight_bytes(f: Path) -> int:
     """Bytes a process holds for a weight file at its peak: its loaded fp32 size times WEIGHT_COPIES, or
-    WEIGHT_COPIES_16BIT for a 16-bit file."""
-    return int(loaded_weight_bytes(f) * (WEIGHT_COPIES_16BIT if is_16bit_file(f) else WEIGHT_COPIES))
+    WEIGHT_COPIES_16BIT for a 16-bit file (one read of its header)."""
+    size = f.stat().st_size
+    return int(2 * size * WEIGHT_COPIES_16BIT) if is_16bit_file(f) else int(size * WEIGHT_COPIES)
 
 
 def memory_estimate_bytes(md, w: Workload) -> int:
