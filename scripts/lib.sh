@@ -30,7 +30,7 @@ system_packages() {
 venv_native() {
   local v=$1
   [ -x "$v/bin/python" ] || { log "creating $v"; "$PY" -m venv "$v"; }
-  if ! "$v/bin/python" -c 'import torch, diffusers, transformers, sdagent, pytest' 2>/dev/null \
+  if ! "$v/bin/python" -c 'import torch, torchao, diffusers, transformers, sdagent, pytest' 2>/dev/null \
      || [ "$REPO" != "$("$v/bin/python" -c 'import sdagent, pathlib; print(pathlib.Path(sdagent.__file__).resolve().parents[2])' 2>/dev/null)" ]; then
     log "installing the native stack into $v"
     pip_q "$v" "$TORCH_NATIVE"

@@ -20,6 +20,7 @@
 # index, when set. No package host is named here.
 #
 #   SDAGENT_LOCK_PYTHON   interpreter (default python3)
+#   SDAGENT_LOCK_UPGRADE  1: resolve every package afresh (default: keep the committed lock's pins that still fit)
 #   SDAGENT_TORCH_INDEX   your CPU-only torch index, added as an extra index ("" = none)
 #   SDAGENT_TORCH_NATIVE  torch pin of native.lock and openvino.lock (default torch==2.13.0+cpu: the CPU build;
 #                         a bare torch from PyPI is a multi-GB CUDA build)
@@ -80,6 +81,12 @@ PYEOF
           --no-emit-index-url --no-emit-find-links --no-emit-trusted-host --no-annotate
           --pip-args "--only-binary :all:" --output-file "$work/$extra.lock")
     [ -n "${SDAGENT_TORCH_INDEX:-}" ] && args+=(--extra-index-url "$SDAGENT_TORCH_INDEX")
+    # pip-compile keeps the pins of an existing output that still satisfy the requirements: start from the
+    # committed lock, so a new requirement adds its packages without moving the others (SDAGENT_LOCK_UPGRADE=1:
+    # resolve everything afresh)
+    if [ -f "$OUT/$extra.lock" ] && [ -z "${SDAGENT_LOCK_UPGRADE:-}" ]; then
+        grep -v '^#' "$OUT/$extra.lock" >"$work/$extra.lock"
+    fi
     log "resolving $extra ($(paste -sd' ' "$work/$extra.in"))"
     (cd "$work" && "$TOOLS/bin/pip-compile" "${args[@]}" "$extra.in") \
         2> >(grep -v 'is ignored: it is neither' >&2)

@@ -185,6 +185,12 @@ def test_ladder_quick_smoke(tiny_model, tmp_path):
     assert by["backend: native eager"]["latency_s"]["median"] > 0 and by["backend: native eager"]["failed"] is None
     assert by["backend: native compiled"]["failed"].startswith("skipped: --quick")
     assert all(by[f"backend: openvino {x}"]["failed"].startswith("skipped") for x in ("fp32", "bf16", "int8"))
+    # each whole-image rung's image beside stock's: identical for stock's own compute path, close for the rest
+    fid = d["fidelity"]
+    assert set(fid) >= {"run_cpu", "tuned", "backend: native eager"} and "vanilla" not in fid
+    assert fid["tuned"]["psnr_db"] == "inf" and by["tuned"]["fidelity_vs_vanilla"] == fid["tuned"]
+    assert (tmp_path / "images" / "vanilla.png").is_file() and (tmp_path / "images" / "backend_native_eager.png").is_file()
+    assert "| image vs vanilla |" in (tmp_path / "ladder.md").read_text()
     assert d["flops"]["unet_step"] > 0 and d["gemm_peak"]["fp32"]["peak_flops"] > 0
     assert d["machine"]["load_before"] and d["machine"]["versions"]["torch"]
     assert "| vanilla |" in (tmp_path / "ladder.md").read_text()
@@ -206,8 +212,10 @@ def test_the_backend_rungs_each_backend_as_the_host_supports_them():
                     openvino_python="/ov/python")
         return {s.name[len("backend: "):]: s.unavailable for s in backend_rung_specs(**{**args, **kw})}
 
-    assert why() == dict.fromkeys(["native eager", "native compiled", "openvino fp32", "openvino bf16",
-                                   "openvino int8"])
+    assert why() == dict.fromkeys(["native eager", "native compiled", "native int8", "openvino fp32",
+                                   "openvino bf16", "openvino int8", "openvino int8-hybrid"])
+    assert why(int8=False)["native int8"].startswith("skipped: no torchao")
+    assert why(with_compile=False)["native int8"] == "skipped: --no-compile"
     assert why(native_bf16=False)["openvino bf16"].startswith("skipped: no native bf16")
     assert why(native_bf16=False)["openvino int8"] is None
     assert why(with_compile=False)["native compiled"] == "skipped: --no-compile"
@@ -260,7 +268,11 @@ def test_backend_rungs_run_the_plan_in_force_per_backend_and_show_int8_fidelity(
     int8 = rungs["backend: openvino int8"].description
     assert "fidelity (tune's gate): passes the fidelity gate: PSNR 39.9 dB" in int8
     untuned = backend_rungs(make_plan(topo, facts), plan_with, "/m", req, {}, "/ov/bin/python")
-    assert "fidelity not measured" in next(r for r in untuned if r.name.endswith("int8")).description
+    assert "its image against stock's: the last column" in next(
+        r for r in untuned if r.name.endswith("openvino int8")).description
+    hybrid = rungs["backend: openvino int8-hybrid"].job.run
+    assert hybrid.ov_weights == "int8-hybrid" and hybrid.precision == "fp32"
+    assert rungs["backend: native int8"].unavailable.startswith("skipped: compile=True")
 
 
 def test_ladder_bad_input_is_one_line(tmp_path):
@@ -360,3 +372,35 @@ def test_ladder_with_rungs_starts_only_the_named_processes(tiny_model, tmp_path)
     assert measured == {d["shipped_rung"]} and set(d["samples"]) >= measured
     assert by["vanilla"]["failed"] == "skipped: not in --rungs" and not d["samples"].get("vanilla")
     assert r.stderr.count(" round 1/1: ") == 1  # one process measured, one line
+
+
+def test_ladder_images_go_to_whole_image_sdagent_workers_only_and_read_as_psnr_ssim(tmp_path):
+    """with_images tells each whole-image sdagent worker where to write its image (not a UNet-only job, a rung
+    that cannot run, or the peer's job); rung_fidelity compares each image that was written with vanilla's."""
+    import numpy as np
+    from PIL import Image
+
+    from sdagent.measuring import ladder as L
+    from sdagent.measuring.ladder_fidelity import fidelity_cell, image_name, rung_fidelity, with_images
+    from sdagent.measuring.runner import WorkerJob
+    from sdagent.pipeline.workload import Workload
+    from sdagent.planning.runspec import STOCK_RUN
+
+    job = WorkerJob("/m", Workload(steps=1, height=16, width=16), STOCK_RUN)
+    rungs = [L.Rung(L.VANILLA, "", None, job), L.Rung("backend: native int8", "", None, job),
+             L.Rung("step", "", None, replace(job, unet_only=True)), L.Rung("off", "", None, job, unavailable="x"),
+             L.Rung(L.OPENVINO, "", None, None)]
+    assert image_name("backend: native int8") == "backend_native_int8.png"
+    out = with_images(rungs, str(tmp_path))
+    assert [r.job.image_out if isinstance(r.job, WorkerJob) else None for r in out] == [
+        str(tmp_path / "vanilla.png"), str(tmp_path / "backend_native_int8.png"), None, None, None]
+    assert with_images(rungs, None) == rungs
+    base = np.random.default_rng(0).integers(0, 255, (16, 16, 3), dtype=np.uint8)
+    Image.fromarray(base).save(tmp_path / "vanilla.png")
+    Image.fromarray(np.clip(base.astype(int) + 3, 0, 255).astype(np.uint8)).save(tmp_path / "backend_native_int8.png")
+    ran = lambda: L.RungOutcome(out[0], samples=[L.Sample(1, 1.0, None, None, 1.0)])  # noqa: E731
+    fid = rung_fidelity(out, {r.name: ran() for r in out})
+    assert set(fid) == {"backend: native int8"} and 30 < fid["backend: native int8"]["psnr_db"] < 45
+    assert fidelity_cell(fid["backend: native int8"]).startswith("PSNR ") and fidelity_cell(None) == "–"
+    assert fidelity_cell({"psnr_db": "inf", "ssim": 1.0}) == "identical, SSIM 1.000"
+    assert rung_fidelity(out, {}) == {}  # vanilla did not run: nothing to compare with

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import sys
+import dataclasses
 import tempfile
+from pathlib import Path
 from typing import Any
 
 import click
@@ -178,10 +180,14 @@ def ladder(agent: AgentContext, m: MeasureArgs, quick: bool, rounds: int, with_c
             plan_file = agent.plan_file or os.path.join(td, "plan.json")
             if not agent.plan_file:
                 atomicio.write_json(plan_file, plan.to_dict())
-            report, rows = run_ladder(plan, plan_file, req, environ=dict(os.environ), on_event=progress.event,
+            images = os.path.join(td, "images")
+            os.mkdir(images)
+            report, rows = run_ladder(plan, plan_file, dataclasses.replace(req, image_dir=images),
+                                      environ=dict(os.environ), on_event=progress.event,
                                       plan_for=lambda lay: agent.plan(PlanRequest.from_dict(lay)),
                                       plan_with=lambda overrides: agent.plan(overrides=overrides),
                                       layouts=throughput_layouts(agent.topology()) if throughput_images else ())
+            pngs = {p.name: p.read_bytes() for p in sorted(Path(images).glob("*.png"))}
     finally:
         progress.close()
     md_text = markdown(report, rows)
@@ -192,6 +198,13 @@ def ladder(agent: AgentContext, m: MeasureArgs, quick: bool, rounds: int, with_c
         atomicio.write_json(out / "ladder.json", report)
         atomicio.write_text(out / "ladder.md", md_text)
         atomicio.write_bytes(out / "ladder.png", plot_png(rows, title))
+        if pngs:
+            try:
+                (out / "images").mkdir(exist_ok=True)
+            except OSError as exc:
+                raise atomicio.OutputError(f"cannot write {out / 'images'}: {exc.strerror or exc}") from None
+        for name, data in pngs.items():  # each rung's image, which the fidelity column compares
+            atomicio.write_bytes(out / "images" / name, data)
 
     spill_on_write_failure(report, write_all)
     if as_json:

@@ -86,9 +86,9 @@ class BudgetBar:
                    "to measure the backends alone: stock, the plan and the final check are always measured.")
 @click.option("--fidelity-bound", "fidelity_bound", default=None, metavar="KEY=VALUE[,...]",
               callback=lambda ctx, param, v: None if v is None else parse_bound(v),
-              help="What a lossy candidate's images (OpenVINO int8 weights, the tiny VAE) must reach against the fp32 "
-                   "reference's, at seeds 0 and 1 of this workload, before it is measured; one that fails is "
-                   "reported with its figures and never chosen. " + BOUND_HELP)
+              help="What a lossy candidate's images (OpenVINO int8 weights, the int8 UNet, the tiny VAE) must "
+                   "reach against the fp32 reference's, at seeds 0 and 1 of this workload, before it is measured; "
+                   "one that fails is reported with its figures and never chosen. " + BOUND_HELP)
 @click.option("--compile/--no-compile", "allow_compile", default=True, show_default=True,
               help="Try torch.compile (a cold cache costs minutes once; the warm-up is counted).")
 @click.option("-o", "--output", type=OutputFile(), default=None,
@@ -108,7 +108,9 @@ def tune(agent: AgentContext, m: MeasureArgs, plan_args: PlanArgs, budget_min: f
     expected effect (so a short budget covers what matters first):
     precision/backend (native, ipex and openvino where their stack is in this
     Python), torch.compile, OpenVINO weights (int8, int8-hybrid: lossy, each
-    first through the fidelity gate, --fidelity-bound), VAE (the model's tiny
+    first through the fidelity gate, --fidelity-bound), UNet int8 (the native
+    compiled UNet quantized by PT2E, where torchao is installed: lossy, gated
+    the same way), VAE (the model's tiny
     autoencoder, MODEL/vae_tiny, where it has one: lossy, gated the same
     way), no preloads (jemalloc
     and libiomp5 off together), channels_last, threads, pinning, OpenMP

@@ -177,6 +177,8 @@ class RungRow:
     unet_evals: int | None
     first_image: Summary | None = None  # process start to first whole image
     vs_openvino: Summary | None = None  # the peer's time / this rung's, per round (> 1: faster than OpenVINO)
+    #: its image against the vanilla rung's (measuring.fidelity.Fidelity.to_dict(); ladder_fidelity), or None
+    fidelity: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         sd = lambda s: s.to_dict() if s else None  # noqa: E731
@@ -187,7 +189,8 @@ class RungRow:
                 "achieved_flops_image": self.image_flops, "achieved_flops_unet_step": self.step_flops,
                 "fraction_of_gemm_peak_unet_step": self.step_peak_fraction,
                 "fraction_of_gemm_peak_image": self.image_peak_fraction,
-                "unet_evals_per_image": self.unet_evals, "failed": self.failed}
+                "unet_evals_per_image": self.unet_evals, "failed": self.failed,
+                "fidelity_vs_vanilla": dict(self.fidelity) if self.fidelity else None}
 
 
 def summarize(outcomes: Mapping[str, RungOutcome], flops: ModelFlops | None,

@@ -7,8 +7,12 @@ and pinning kept, as a tuned plan of that backend would have them), run by sdage
 
 * `backend: native eager` and `backend: native compiled` (the AOTInductor packages, built or loaded before round 1);
 * `backend: openvino fp32`, and `backend: openvino bf16` where the CPU has native bf16 (AVX512-BF16 or AMX);
-* `backend: openvino int8` (int8 weights, lossy), its fidelity beside its time: the gate's figures from the plan's
-  tune record where its tune gated an int8 candidate (tuning.gate), else said to be unmeasured.
+* `backend: native int8`: the compiled packages with the UNet quantized by PT2E (pipeline/quantize.py), lossy;
+* `backend: openvino int8` (int8 weights) and `backend: openvino int8-hybrid` (NNCF's hybrid quantization of the
+  UNet), lossy.
+
+Every rung's image is compared with stock's in the same run (measuring.ladder_fidelity: the table's last
+column); the openvino int8 rung also quotes the plan's tune's gate where its tune gated one (tuning.gate).
 
 The openvino rungs run in the Python that has OpenVINO GenAI: this one where it does, else the OpenVINO venv's
 (peers.ovexport.openvino_python). Pure but for :func:`backend_rungs`' one look at which Python that is.
@@ -31,9 +35,11 @@ PREFIX = "backend: "
 BACKEND_VARIANTS: tuple[tuple[str, Mapping[str, Any]], ...] = (
     (PREFIX + "native eager", {"backend": "native", "compile": False}),
     (PREFIX + "native compiled", {"backend": "native", "compile": True}),
+    (PREFIX + "native int8", {"backend": "native", "compile": True, "precision": "fp32", "quantize": "int8"}),
     (PREFIX + "openvino fp32", {"backend": "openvino", "precision": "fp32", "ov_weights": "full"}),
     (PREFIX + "openvino bf16", {"backend": "openvino", "precision": "bf16", "ov_weights": "full"}),
     (PREFIX + "openvino int8", {"backend": "openvino", "ov_weights": "int8"}),
+    (PREFIX + "openvino int8-hybrid", {"backend": "openvino", "precision": "fp32", "ov_weights": "int8-hybrid"}),
 )
 
 
@@ -47,13 +53,16 @@ class BackendRungSpec:
 
 
 def backend_rung_specs(native_bf16: bool, with_compile: bool, compile_why: str, with_openvino: bool,
-                       openvino_python: str | None) -> list[BackendRungSpec]:
-    """The backend rungs on a host (pure): every one of BACKEND_VARIANTS, each with the reason it is skipped."""
+                       openvino_python: str | None, int8: bool = True) -> list[BackendRungSpec]:
+    """The backend rungs on a host (pure): every one of BACKEND_VARIANTS, each with the reason it is skipped.
+    `int8`: the native int8 UNet can be made (torchao installed: pipeline.quantize.available)."""
     out = []
     for name, overrides in BACKEND_VARIANTS:
         why = None
         if overrides.get("compile") and not with_compile:
             why = compile_why
+        elif overrides.get("quantize") == "int8" and not int8:
+            why = "skipped: no torchao in this Python (the native extra installs it) for the int8 UNet"
         elif overrides.get("backend") == "openvino":
             if not with_openvino:
                 why = "skipped: the OpenVINO rungs are off (--quick or --no-openvino)"
@@ -82,8 +91,8 @@ def int8_gate(tuning: Mapping[str, Any] | None) -> dict[str, Any] | None:
 def fidelity_words(gate: Mapping[str, Any] | None) -> str:
     """The int8 rung's fidelity beside its time, in words (the gate's reason carries its PSNR/SSIM and bound)."""
     if gate is None:
-        return ("fidelity not measured: the plan's tune gated no int8 candidate (`sdagent tune --axis "
-                "'OpenVINO weights'` does)")
+        return ("its image against stock's: the last column (the plan's tune gated no int8 candidate; "
+                "`sdagent tune --axis 'OpenVINO weights'` does)")
     return f"fidelity (tune's gate): {gate.get('reason')}"
 
 
@@ -103,8 +112,10 @@ def backend_rungs(plan: Plan, plan_with: Callable[[dict[str, Any]], Plan], model
     refuses here, e.g. compile without a compiler, is a skipped rung with its reason), its worker launched
     under that plan. `req`: the ladder's request (workload, repeats, warm-up, compile and openvino switches)."""
     out = []
+    from sdagent.pipeline.quantize import available as int8_available
+
     specs = backend_rung_specs(plan.run_spec.native_bf16, req.with_compile, req.compile_why, req.with_openvino,
-                               ov_python)
+                               ov_python, int8_available())
     gate = int8_gate(plan.tuning)
     for s in specs:
         if s.unavailable:
@@ -119,6 +130,8 @@ def backend_rungs(plan: Plan, plan_with: Callable[[dict[str, Any]], Plan], model
         desc = f"{spec.describe()}, the plan in force with backend {spec.backend}"
         if spec.ov_weights == "int8":
             desc += f"; {fidelity_words(gate)}"
+        if spec.int8_unet or spec.ov_weights == "int8-hybrid":
+            desc += "; calibrated (built or loaded before round 1)"
         job = WorkerJob(model, req.workload, spec, repeats=req.repeats, warmup=1, warmup_steps=req.warmup_steps)
         cmd = worker_cmd(ov_python if spec.backend == "openvino" else None)
         out.append(L.Rung(s.name, desc, plan_launch(p, cmd, environ, name=s.name), job,

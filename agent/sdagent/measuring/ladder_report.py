@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from sdagent.measuring.ladder import RungRow, not_run
+from sdagent.measuring.ladder_fidelity import fidelity_cell
 from sdagent.measuring.stats import Summary
 
 
@@ -53,21 +54,24 @@ def _table(report: Mapping[str, Any], rows: Sequence[RungRow]) -> list[str]:
         "its first whole image (loading, compiling or loading artifacts, warm-up). GFLOP/s are FLOPs counted on "
         "the actual shapes "
         "(torch.utils.flop_counter) over the measured time; % of peak is against this host's "
-        "GEMM peak of the rung's precision, measured in the same run.",
+        "GEMM peak of the rung's precision, measured in the same run. Image vs vanilla: the rung's first timed "
+        "image against the vanilla rung's (fp32 stock, same seed), PSNR and SSIM (scikit-image); what a lossy "
+        "rung (int8, the tiny VAE) costs in pixels.",
         "",
         "| Rung | s / image | s / UNet step | × vs vanilla | × vs run_cpu | × vs OpenVINO | start to first image, s "
-        "| UNet GFLOP/s (% peak) | image GFLOP/s (% peak) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| UNet GFLOP/s (% peak) | image GFLOP/s (% peak) | image vs vanilla |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if r.latency is None:
-            lines.append(f"| {r.name} | {not_run(r.failed)} | | | | | | | |")
+            lines.append(f"| {r.name} | {not_run(r.failed)} | | | | | | | | |")
             continue
         lines.append(
             f"| {r.name} | {_s(r.latency)} | {_s(r.step)} | {_s(r.vs_vanilla, unit='×')} | "
             f"{_s(r.vs_run_cpu, unit='×')} | {_s(r.vs_openvino, unit='×')} | {_s(r.first_image, '{:.1f}')} | "
             f"{_g(r.step_flops)} "
-            f"({_pct(r.step_peak_fraction)}) | {_g(r.image_flops)} ({_pct(r.image_peak_fraction)}) |")
+            f"({_pct(r.step_peak_fraction)}) | {_g(r.image_flops)} ({_pct(r.image_peak_fraction)}) | "
+            f"{fidelity_cell(r.fidelity)} |")
     return lines
 
 

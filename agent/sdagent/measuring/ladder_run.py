@@ -18,6 +18,7 @@ from sdagent.errors import BadInput, one_line
 from sdagent.host.process import machine_state, read_load_average
 from sdagent.measuring import ladder as L
 from sdagent.measuring.flops import ModelFlops
+from sdagent.measuring.ladder_fidelity import rung_fidelity, with_images
 from sdagent.measuring.runner import WorkerJob, worker_cmd, worker_file
 from sdagent.pipeline.modeldir import ModelDir
 from sdagent.pipeline.workload import Workload
@@ -49,6 +50,7 @@ class LadderRequest:
     throughput_images: int = 0  # > 0: the throughput table, this many images per instance and layout
     with_openvino: bool = True  # the OpenVINO peer rung, where its venv exists
     only: tuple[str, ...] = ()  # --rungs: the rungs to measure (rung names, or SHIPPED); empty: all
+    image_dir: str | None = None  # where each rung writes its image (measuring.ladder_fidelity); None: no images
 
 
 def build_rungs(plan: Plan, plan_file: str, req: LadderRequest, environ: Mapping[str, str]) -> list[L.Rung]:
@@ -264,6 +266,7 @@ def run(plan: Plan, plan_file: str, req: LadderRequest, *, environ: Mapping[str,
         ov_py = openvino_worker_python(environ) if req.with_openvino else None
         rungs += select_rungs(backend_rungs(plan, plan_with, str(req.model.path), req, environ, ov_py), req.only,
                               shipped)
+    rungs = with_images(rungs, req.image_dir)
     tp_runs = len(layouts) * (2 if req.with_compile else 1) if req.throughput_images else 0
     emit("plan", {"processes": planned_processes(rungs, steps, req.rounds) + tp_runs})
     bf16 = plan.settings["precision"] == "bf16"
@@ -285,7 +288,8 @@ def run(plan: Plan, plan_file: str, req: LadderRequest, *, environ: Mapping[str,
     tp_rows = throughput_table(plan_for, layouts, req, environ, emit) if req.throughput_images and plan_for else []
     flops = ModelFlops(**fl["flops"]) if fl.get("flops") else None
     peaks = {k: v["peak_flops"] for k, v in (fl.get("gemm_peak") or {}).items()}
-    rows = L.summarize(outcomes, flops, peaks)
+    fidelity = rung_fidelity(rungs, outcomes)
+    rows = [replace(r, fidelity=fidelity.get(r.name)) for r in L.summarize(outcomes, flops, peaks)]
     state = machine_state().to_dict()
     report: dict[str, Any] = {
         "format": "sdagent-ladder/1",
@@ -305,6 +309,7 @@ def run(plan: Plan, plan_file: str, req: LadderRequest, *, environ: Mapping[str,
                     "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))},
         "duration_s": round(time.time() - started, 1),
         "shipped_rung": shipped, "rungs_selected": list(req.only),
+        "fidelity": fidelity,
     }
     if steps:
         sflops = (step_fl.get("flops") or {}).get("unet_step")

@@ -49,6 +49,9 @@ class WorkerJob:
     artifacts_dir: str | None = None
     unet_only: bool = False  # time single UNet calls instead of whole images
     throughput: ThroughputSpec | None = None
+    #: where the worker writes its first timed image (seed 0) as PNG, or None: the ladder compares each rung's
+    #: with stock's (measuring.ladder_fidelity)
+    image_out: str | None = None
 
     @property
     def precision(self) -> str:
@@ -60,7 +63,8 @@ class WorkerJob:
                 "run": self.run.to_dict(), "warmup": self.warmup, "warmup_steps": self.warmup_steps,
                 "repeats": self.repeats, "artifacts_dir": self.artifacts_dir,
                 "unet_only": self.unet_only,
-                "throughput": self.throughput.to_dict() if self.throughput else None}
+                "throughput": self.throughput.to_dict() if self.throughput else None,
+                "image_out": self.image_out}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "WorkerJob":
@@ -68,7 +72,8 @@ class WorkerJob:
             tp = d.get("throughput")
             job = cls(str(d["model"]), Workload(**d["workload"]), RunSpec.from_dict(d["run"]),
                       int(d["warmup"]), int(d["warmup_steps"]), int(d["repeats"]), d.get("artifacts_dir"),
-                      bool(d.get("unet_only", False)), ThroughputSpec(**tp) if tp else None)
+                      bool(d.get("unet_only", False)), ThroughputSpec(**tp) if tp else None,
+                      None if d.get("image_out") is None else str(d["image_out"]))
         except (KeyError, TypeError, ValueError) as exc:
             raise BadInput(f"not a worker job ({type(exc).__name__}: {exc})") from None
         if job.repeats < 0 or job.warmup < 0 or job.warmup_steps < 1:

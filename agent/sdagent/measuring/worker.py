@@ -84,6 +84,8 @@ def measure(job: WorkerJob) -> Measurement:
     finally:
         unhook()
     observed = get_observed()
+    if job.image_out and runs:
+        _write_png(job.image_out, runs[0].image)
     lat = [g.total_s for g in runs]
     if first_image_at is None and runs:
         first_image_at = time.time() - sum(lat[1:])  # no warm-up: the first timed image was the first
@@ -92,6 +94,17 @@ def measure(job: WorkerJob) -> Measurement:
         load_s=load_s, prepare_s=prepared.prepare_s, warmup_s=warmup_s, runs=tuple(g.timings() for g in runs),
         unet_evals=len(runs[0].step_s) if runs else None, observed=observed.to_dict() if observed else None,
         start_to_first_image_s=_since_start(first_image_at) if warm.steps == w.steps else None)
+
+
+def _write_png(path: str, image: Any) -> None:
+    """The image as PNG at `path`, atomically (atomicio.write_bytes): a reader never sees half of it."""
+    import io
+
+    from sdagent.atomicio import write_bytes
+
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    write_bytes(path, buf.getvalue())
 
 
 def measure_unet(prepared: Any, job: WorkerJob, load_s: float) -> Measurement:

@@ -125,11 +125,15 @@ class ArtifactKey:
     torch: str
     isa: tuple[str, ...]  # cpu_identity() of the CPU it is built on (vendor, family, model, every flag)
     recipe: int = RECIPE
+    #: "none", or the int8 UNet's scheme and recipe (pipeline.quantize.INT8_KEY: "int8-pt2e/1")
+    quantize: str = "none"
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["isa"] = list(self.isa)
         d["options"] = dict(sorted(self.options.items()))
+        if self.quantize == "none":
+            del d["quantize"]  # a package's key (and digest) as before int8 packages existed
         return d
 
     @property
@@ -137,7 +141,14 @@ class ArtifactKey:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:20]
 
     def label(self) -> str:
-        return f"{self.part} {self.height}x{self.width} batch {self.batch} {self.precision}"
+        q = "" if self.quantize == "none" else f" {self.quantize}"
+        return f"{self.part} {self.height}x{self.width} batch {self.batch} {self.precision}{q}"
+
+
+def quant_scheme(key: Mapping[str, Any]) -> str:
+    """A key's quantization scheme without its recipe version ("none", "int8-pt2e"): an int8 package and an
+    fp32 one of the same part are two artifacts, kept side by side; an int8 one of an older recipe is stale."""
+    return str(key.get("quantize", "none")).split("/", 1)[0]
 
 
 @dataclass(frozen=True)
@@ -184,10 +195,13 @@ class ArtifactStore:
             if not m or not isinstance(m.get("key"), dict) or d.name == key.digest:
                 continue
             k = m["key"]
-            same = all(k.get(f) == want[f] for f in ("model", "part", "height", "width", "batch", "precision"))
+            same = all(k.get(f) == want[f] for f in ("model", "part", "height", "width", "batch", "precision")) \
+                and quant_scheme(k) == quant_scheme(want)
             if same:
                 diff = [isa_difference(k.get(f), key.isa) if f == "isa" else f"{f} {k.get(f)!r} (here {want[f]!r})"
                         for f in ("torch", "isa", "recipe", "options", "channels_last") if k.get(f) != want[f]]
+                if k.get("quantize") != want.get("quantize"):
+                    diff.append(f"quantize {k.get('quantize')!r} (here {want.get('quantize')!r})")
                 out.append(f"{d.name}: built for {', '.join(diff) or 'another key'}")
         return out
 

@@ -24,12 +24,13 @@ import functools
 import os
 import time
 import warnings
-from typing import Any
+from typing import Any, Callable
 
 from sdagent.errors import BadInput
 from sdagent.host.software import ipex_status
 from sdagent.pipeline.artifacts import ArtifactKey, ArtifactStore, build_error, check_store, model_fingerprint
 from sdagent.pipeline.generate import PreparedPipeline
+from sdagent.pipeline.quantize import QuantizeUnavailable
 from sdagent.pipeline.stack import import_torch
 from sdagent.pipeline.workload import Workload
 from sdagent.planning.runspec import RunSpec
@@ -189,12 +190,14 @@ def artifact_keys(model_dir: str | os.PathLike[str], spec: RunSpec, workload: Wo
     fp = fingerprint or model_fingerprint(model_dir)
     opts = {"freezing": True, "max_autotune": spec.compile_autotune}
 
-    def key(part: str, batch: int) -> ArtifactKey:
+    def key(part: str, batch: int, quantize: str = "none") -> ArtifactKey:
         return ArtifactKey(fp, part, workload.height, workload.width, batch, spec.precision, spec.channels_last,
-                           opts, torch.__version__, host_isa())
+                           opts, torch.__version__, host_isa(), quantize=quantize)
 
-    keys = {"unet": key("unet", workload.batch), "vae_decoder": key("vae_decoder", 1),
-            "text_encoder": key("text_encoder", 1)}
+    from sdagent.pipeline.quantize import INT8_KEY
+
+    keys = {"unet": key("unet", workload.batch, INT8_KEY if spec.int8_unet else "none"),
+            "vae_decoder": key("vae_decoder", 1), "text_encoder": key("text_encoder", 1)}
     if spec.vae == "tiny":  # the decoder package is the tiny autoencoder's: keyed on its weights too
         from dataclasses import replace as _replace
 
@@ -217,9 +220,10 @@ def _examples(pipe, workload: Workload, channels_last: bool) -> dict[str, tuple]
             "text_encoder": (ids,)}
 
 
-def _load_or_build(store: ArtifactStore, keys: dict[str, ArtifactKey], calls: dict[str, Any],
+def _load_or_build(store: ArtifactStore, keys: dict[str, ArtifactKey], modules: dict[str, Callable[[], Any]],
                    examples: dict[str, tuple], build: bool, notes: list[str]) -> dict[str, Any]:
-    """Each part's package: loaded when built for exactly this run, else built now (once), never a stale one."""
+    """Each part's package: loaded when built for exactly this run, else built now (once), never a stale one.
+    `modules[part]()` makes the module a build exports (the int8 UNet is calibrated then, only if built)."""
     torch = import_torch()
     loaded: dict[str, Any] = {}
     for part, key in keys.items():
@@ -231,13 +235,17 @@ def _load_or_build(store: ArtifactStore, keys: dict[str, ArtifactKey], calls: di
             if not build:
                 raise CompileUnavailable(f"no package of the {key.label()} in {store.root} "
                                          f"(`sdagent model compile` builds it)")
-            art = store.build(key, calls[part], examples[part])
+            art = store.build(key, modules[part](), examples[part])
             store.remove_stale(key)
             notes.append(f"{part}: built the package once ({art.built_s:.0f} s) into {art.path.parent}")
         t0 = time.perf_counter()
         loaded[part] = (torch._inductor.aoti_load_package(str(art.path)), art)
         notes.append(f"{part}: package {art.id} loaded in {time.perf_counter() - t0:.1f} s")
     return loaded
+
+
+def _same(module: Any) -> Any:
+    return module
 
 
 class CompileUnavailable(Exception):
@@ -262,16 +270,22 @@ def _install(pipe, spec: RunSpec, workload: Workload, notes: list[str], store_di
     error = None
     mode = "ipex" if spec.backend == "ipex" else "eager"
     if spec.compile and spec.backend == "native":
+        modules: dict[str, Callable[[], Any]] = {p: functools.partial(_same, c) for p, c in calls.items()}
+        if spec.int8_unet:
+            from sdagent.pipeline.quantize import int8_unet
+
+            modules["unet"] = functools.partial(int8_unet, pipe, calls["unet"], examples["unet"], workload,
+                                                extra_names, spec.channels_last)
         try:
             store = ArtifactStore(check_store(store_dir) if store_dir else None)
-            loaded = _load_or_build(store, artifact_keys(pipe.name_or_path, spec, workload), calls, examples,
+            loaded = _load_or_build(store, artifact_keys(pipe.name_or_path, spec, workload), modules, examples,
                                     build, notes)
             fast = {p: fn for p, (fn, _) in loaded.items()}
             ids = {p: art.id for p, (_, art) in loaded.items()}
             mode = "aot"
             notes.append("the UNet, the VAE decoder and the text encoder run as AOTInductor packages "
                          "(inductor, freezing, prepacked oneDNN weights)")
-        except (BadInput, CompileUnavailable) as exc:
+        except (BadInput, CompileUnavailable, QuantizeUnavailable) as exc:
             error = str(exc)
         except Exception as exc:  # noqa: BLE001 - no compiler, an unsupported op: eager, with the reason
             error = build_error(exc)

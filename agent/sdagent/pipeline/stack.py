@@ -16,7 +16,25 @@ def import_torch():
     except Exception as exc:  # noqa: BLE001 - any import failure means the same thing to the user
         raise BadInput(f"torch is not importable ({exc.__class__.__name__}: {exc}): "
                        "pip install 'sdagent[native]'") from None
+    _quiet_torchao()
     return torch
+
+
+#: Loggers that warn, on a CPU-only torch with torchao installed (the native extra's, for the int8 UNet:
+#: pipeline.quantize), about what this agent does not use: torchao's CUDA extensions it cannot load,
+#: diffusers' torchao checkpoint types, torch's note on torchao's enums in pytree. Silenced below ERROR.
+QUIET_LOGGERS: tuple[str, ...] = ("torchao", "torch.utils._pytree", "diffusers.quantizers.torchao.torchao_quantizer")
+
+
+def _quiet_torchao() -> None:
+    import logging
+    import warnings
+
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    # inductor's int8 lowering copies a zero-point tensor with torch.tensor(tensor): its own, harmless
+    warnings.filterwarnings("ignore", message="To copy construct from a tensor", category=UserWarning,
+                            module=r"torch\._inductor\.mkldnn_lowerings")
 
 
 def quiet_libraries() -> None:

@@ -123,6 +123,11 @@ class Plan:
         return str(self.settings.get("vae", "full"))
 
     @property
+    def quantize(self) -> str:
+        """The native UNet: none | int8 (PT2E; a plan file written before the setting existed: none)."""
+        return str(self.settings.get("quantize", "none"))
+
+    @property
     def weights_prepack(self) -> bool:
         return bool(self.settings["weights_prepack"])
 

@@ -501,6 +501,33 @@ def compile_autotune_rule(ctx: PlanContext) -> tuple[bool, str]:
     return False, "max-autotune makes builds much longer; `sdagent tune` measures it"
 
 
+def quantize_rule(ctx: PlanContext) -> tuple[str, str]:
+    """The model's own UNet: int8 (PT2E) is lossy, so no rule picks it without a measurement.
+
+    Source: issue 22, item 5 (lossy speedups only behind a quality gate): `sdagent tune` measures
+    `quantize: int8` on the native compiled path and keeps it only where it is faster and its images pass
+    the fidelity gate against the fp32 reference (measuring/fidelity.py).
+    """
+    if ctx.values["backend"] != "native":
+        return "none", "only the native backend's compiled UNet is quantized by PT2E"
+    return "none", ("the model's own UNet: int8 (PT2E) changes pixels; `sdagent tune` keeps it only where "
+                    "faster and within the fidelity bound")
+
+
+def quantize_check(ctx: PlanContext, value: Any) -> None:
+    """Honour check: the int8 UNet exists only as a compiled package of the native backend, built in fp32
+    (X86InductorQuantizer's int8 with fp32 elsewhere; its int8-mixed-bf16 form is not built)."""
+    if value != "int8":
+        return
+    v = ctx.values
+    why = (f"backend is {v.get('backend')}" if v.get("backend") != "native" else
+           "compile is off" if not v.get("compile") else
+           f"precision is {v.get('precision')}" if v.get("precision") != "fp32" else None)
+    if why:
+        raise BadInput(f"invalid value 'int8' for plan setting 'quantize': the int8 UNet is a compiled package "
+                       f"of the native backend in fp32 (set backend=native, compile=true, precision=fp32); {why}")
+
+
 def vae_rule(ctx: PlanContext) -> tuple[str, str]:
     """The model's own VAE: the tiny autoencoder changes pixels, so no rule picks it without a measurement.
 
@@ -592,6 +619,7 @@ RULES: tuple[Rule, ...] = (
     Rule("vae", vae_rule, check=vae_check),
     Rule("compile", compile_rule, compile_honour),
     Rule("compile_autotune", compile_autotune_rule),
+    Rule("quantize", quantize_rule, check=quantize_check),
     Rule("weights_prepack", weights_prepack_rule),
     Rule("omp_runtime", omp_runtime_rule, omp_runtime_honour),
     Rule("omp_num_threads", omp_num_threads_rule, check=omp_num_threads_check),

@@ -17,12 +17,12 @@ from typing import Any, Mapping
 
 from sdagent.errors import BadInput
 from sdagent.host.topology import native_bf16_flag
-from sdagent.planning.settings import BACKENDS, OV_WEIGHTS, PRECISIONS, VAES
+from sdagent.planning.settings import BACKENDS, OV_WEIGHTS, PRECISIONS, QUANTIZE, VAES
 
 #: The plan settings a RunSpec is made of (the rest of a plan is the process environment).
 RUN_KEYS: tuple[str, ...] = ("backend", "precision", "channels_last", "compile", "compile_autotune",
                              "weights_prepack", "ov_num_threads", "ov_num_streams", "ov_performance_hint",
-                             "ov_cpu_pinning", "ov_weights", "vae")
+                             "ov_cpu_pinning", "ov_weights", "vae", "quantize")
 #: Backend openvino's settings when a record has none (a plan file written before they existed): OpenVINO's
 #: own defaults, but for the LATENCY hint the peer and the backend always state.
 OV_DEFAULTS: dict[str, Any] = {"ov_num_threads": "unset", "ov_num_streams": "unset", "ov_performance_hint": "latency",
@@ -46,6 +46,7 @@ class RunSpec:
     ov_cpu_pinning: bool = True  # ENABLE_CPU_PINNING
     ov_weights: str = "full"  # the export's weights: full | int8 | int8-hybrid (planning.settings.OV_WEIGHTS)
     vae: str = "full"  # full | tiny (the model's AutoencoderTiny, MODEL/vae_tiny: pipeline/vae.py)
+    quantize: str = "none"  # the native UNet: none | int8 (PT2E, in its AOTInductor package: pipeline/quantize.py)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -56,6 +57,8 @@ class RunSpec:
             raise BadInput(f"unknown ov_weights {self.ov_weights!r}: choose one of {', '.join(OV_WEIGHTS)}")
         if self.vae not in VAES:
             raise BadInput(f"unknown vae {self.vae!r}: choose one of {', '.join(VAES)}")
+        if self.quantize not in QUANTIZE:
+            raise BadInput(f"unknown quantize {self.quantize!r}: choose one of {', '.join(QUANTIZE)}")
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any], isa_flags: tuple[str, ...] | list[str]) -> "RunSpec":
@@ -64,13 +67,19 @@ class RunSpec:
                    channels_last=bool(settings["channels_last"]), compile=bool(settings["compile"]),
                    weights_prepack=bool(settings["weights_prepack"]), isa_flags=tuple(isa_flags),
                    compile_autotune=bool(settings.get("compile_autotune", False)),
-                   vae=str(settings.get("vae", "full")), **_ov_fields(settings))
+                   vae=str(settings.get("vae", "full")), quantize=str(settings.get("quantize", "none")),
+                   **_ov_fields(settings))
 
     @property
     def lossy(self) -> bool:
-        """Whether this run changes pixels beyond precision (the tiny VAE, OpenVINO's int8 weights): its images
-        face the fidelity gate (tuning.gate.lossy says why for a candidate's settings)."""
-        return self.vae == "tiny" or (self.backend == "openvino" and self.ov_weights != "full")
+        """Whether this run changes pixels beyond precision (the tiny VAE, OpenVINO's int8 weights, the native
+        int8 UNet): its images face the fidelity gate (tuning.gate.lossy says why for a candidate's settings)."""
+        return self.vae == "tiny" or (self.backend == "openvino" and self.ov_weights != "full") or self.int8_unet
+
+    @property
+    def int8_unet(self) -> bool:
+        """The native backend's compiled UNet quantized to int8 (PT2E): only a compiled native run builds it."""
+        return self.backend == "native" and self.compile and self.quantize == "int8"
 
     @property
     def native_bf16(self) -> bool:
@@ -97,7 +106,7 @@ class RunSpec:
                        weights_prepack=bool(d["weights_prepack"]),
                        isa_flags=tuple(str(f) for f in d.get("isa_flags") or ()),
                        compile_autotune=bool(d.get("compile_autotune", False)), vae=str(d.get("vae", "full")),
-                       **_ov_fields(d))
+                       quantize=str(d.get("quantize", "none")), **_ov_fields(d))
         except (KeyError, TypeError) as exc:
             raise BadInput(f"not a run record ({type(exc).__name__}: {exc})") from None
 
@@ -107,8 +116,9 @@ class RunSpec:
             return f"openvino {self.precision}{weights}, the export compiled by OpenVINO's CPU plugin"
         comp = ("compiled (max-autotune)" if self.compile_autotune else "compiled") if self.compile else "eager"
         tiny = ", tiny VAE" if self.vae == "tiny" else ""
+        int8 = ", UNet int8 (PT2E)" if self.int8_unet else ""
         return (f"{self.backend} {self.precision}, {'channels_last' if self.channels_last else 'contiguous'}, "
-                f"{comp}{tiny}")
+                f"{comp}{int8}{tiny}")
 
 
 def _ov_fields(d: Mapping[str, Any]) -> dict[str, Any]:

@@ -39,6 +39,7 @@ class HostChoices:
     #: instead of the socket (SNC/NPS) and P+E-cores (hybrid), from planning.layout.latency_layouts
     layouts: tuple[Mapping[str, Any], ...] = ()
     vae_tiny: bool = False  # the model carries a tiny autoencoder that fits it (MODEL/vae_tiny; pipeline/vae.py)
+    int8: bool = False  # the native UNet's PT2E int8 package can be built (torchao and a compiler: pipeline/quantize.py)
 
 
 def _variant(best: Candidate, name: str, axis: str, change: Mapping[str, Any], resolve: Resolve,
@@ -66,7 +67,7 @@ def precision_axis(host: HostChoices, resolve: Resolve, best: Candidate) -> list
     precs = ["fp32"] + (["bf16"] if host.bf16 else [])
     for be in backends:
         for pr in precs:
-            chg: dict[str, Any] = {"backend": be, "precision": pr}
+            chg: dict[str, Any] = {"backend": be, "precision": pr, **_no_int8(best)}
             if be in ("ipex", "openvino"):
                 chg["compile"] = False
             out.append(_variant(best, f"{be} {pr}", "precision/backend", chg, resolve))
@@ -101,8 +102,8 @@ def compile_axis(host: HostChoices, resolve: Resolve, best: Candidate) -> list[C
         return []
     if not best.settings.get("compile"):
         return [_variant(best, "compile=on", "torch.compile", {"compile": True}, resolve, warmup=True)]
-    return [_variant(best, "compile=off", "torch.compile", {"compile": False, "compile_autotune": False},
-                     resolve),
+    return [_variant(best, "compile=off", "torch.compile", {"compile": False, "compile_autotune": False,
+                                                            **_no_int8(best)}, resolve),
             _variant(best, "compile max-autotune", "torch.compile", {"compile_autotune": True}, resolve,
                      warmup=True)]
 
@@ -183,6 +184,22 @@ def _openvino(best: Candidate) -> bool:
     return best.settings.get("backend") == "openvino"
 
 
+def _no_int8(best: Candidate) -> dict[str, Any]:
+    """The change that leaves the int8 UNet, for a variant that leaves what it needs (compile, native, fp32)."""
+    return {"quantize": "none"} if best.settings.get("quantize") == "int8" else {}
+
+
+def int8_axis(host: HostChoices, resolve: Resolve, best: Candidate) -> list[Candidate]:
+    """The native compiled UNet in int8 (PT2E: pipeline/quantize.py), fp32 elsewhere; or, when the best has it,
+    the model's own UNet. Lossy: the session puts it through the fidelity gate before measuring it."""
+    if not host.int8 or best.settings.get("backend") != "native":
+        return []
+    if best.settings.get("quantize") == "int8":
+        return [_variant(best, "UNet fp32 (not int8)", "UNet int8", {"quantize": "none"}, resolve)]
+    return [_variant(best, "UNet int8 (PT2E)", "UNet int8", {"quantize": "int8", "compile": True,
+                                                             "precision": "fp32"}, resolve, warmup=True)]
+
+
 def openvino_axis(host: HostChoices, resolve: Resolve, best: Candidate) -> list[Candidate]:
     """Backend openvino's own knobs: its thread pinning the other way (threads follow the threads axis)."""
     if not _openvino(best):
@@ -217,7 +234,7 @@ AXES: tuple[tuple[str, Callable[[HostChoices, Resolve, Candidate], list[Candidat
     ("torch.compile", compile_axis), ("memory format", channels_axis), ("allocator", allocator_axis),
     ("OpenMP runtime", omp_axis), ("KMP_BLOCKTIME", blocktime_axis), ("pinning", pinning_axis),
     ("KMP_AFFINITY", kmp_affinity_axis), ("threads", threads_axis), ("OpenVINO", openvino_axis),
-    ("VAE", vae_axis),
+    ("VAE", vae_axis), ("UNet int8", int8_axis),
     ("OpenVINO weights", ov_weights_axis),
 )
 

@@ -1,7 +1,7 @@
 """The fidelity gate in `sdagent tune`: a lossy candidate is measured only after its images pass it.
 
 Issue 22 item 5: a lossy speedup (today: backend openvino with int8 or int8-hybrid weights,
-planning.settings.OV_WEIGHTS, and the tiny VAE, `vae: tiny`, issue 23 item 3) may be chosen only if its images stay within a fidelity bound of
+planning.settings.OV_WEIGHTS; the native compiled UNet in int8, `quantize: int8`; and the tiny VAE, `vae: tiny`, issue 23 item 3) may be chosen only if its images stay within a fidelity bound of
 the fp32 reference on fixed seeds and prompts. The measure and the rule are
 measuring.fidelity's (PSNR/SSIM through scikit-image, the worst image, by default no further from
 fp32 than bf16 is); this module decides *which* candidates are gated, on *which* images, and
@@ -49,6 +49,8 @@ def lossy(settings: Mapping[str, Any]) -> str | None:
     weights = settings.get("ov_weights", "full")
     if settings.get("backend") == "openvino" and weights not in (None, "full"):
         return f"OpenVINO {weights} weights"
+    if settings.get("backend") == "native" and settings.get("compile") and settings.get("quantize") == "int8":
+        return "the UNet in int8 (PT2E, X86InductorQuantizer)"
     return None
 
 

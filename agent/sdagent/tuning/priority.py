@@ -25,6 +25,8 @@ EXPECTED_EFFECT: tuple[tuple[str, str], ...] = (
     ("torch.compile", "AOTInductor packages: fused kernels, no eager per-op overhead"),
     ("OpenVINO weights", "int8 weights (and int8 UNet activations, hybrid): the next factor, lossy, gated on "
                          "fidelity"),
+    ("UNet int8", "the native compiled UNet in int8 (PT2E): int8 kernels for its convolutions and matmuls, "
+                  "lossy, gated on fidelity"),
     ("VAE", "the tiny autoencoder: the decode is most of an image's cost at one or few steps (Turbo, LCM), a "
             "few percent at 20; lossy, so its fidelity gate comes first and rejects it without a measurement"),
     ("layout", "throughput: how many instances share the host's cores; latency: one sub-NUMA node or the "
