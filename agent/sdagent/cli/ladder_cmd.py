@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
-import dataclasses
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -127,12 +127,16 @@ def ladder(agent: AgentContext, m: MeasureArgs, quick: bool, rounds: int, with_c
       tuned+backend+compile  + the compiled packages (UNet, VAE decoder, text encoder)
       tuned+backend+dpm      + DPM-Solver at the same step count
       openvino               the peer: OpenVINO GenAI on the same model (its own venv)
-      backend: native eager / native compiled / openvino fp32 / openvino bf16 /
-      openvino int8          each backend as the plan in force would run it
-                             (openvino bf16 where the CPU has native bf16; int8
-                             with its fidelity from the plan's tune gate)
-    A rung that fails is reported with its reason; the others go on. The plan
-    is the one in force (--plan-file, e.g. from `sdagent tune`, or derived).
+      backend: native eager / native compiled / native int8 / openvino fp32 /
+      openvino bf16 / openvino int8 / openvino int8-hybrid
+                             each backend as the plan in force would run it
+                             (openvino bf16 where the CPU has native bf16;
+                             native int8: the PT2E UNet, where torchao is in)
+    Each rung's image (seed 0) is compared with vanilla's, the fp32
+    reference: PSNR and SSIM in the table's last column, the images in
+    --out-dir's images/. A rung that fails is reported with its reason; the
+    others go on. The plan is the one in force (--plan-file, e.g. from
+    `sdagent tune`, or derived).
     Each row also says how long a fresh process takes to its first whole image.
     \b
     Default workload: the published one for SD-1.5 (the model's own size,
