@@ -38,8 +38,8 @@ QUANT_RECIPE = 1
 INT8_KEY = f"int8-pt2e/{QUANT_RECIPE}"
 #: Calibration: images of the first prompts, each of this many steps. Source: the activation ranges are
 #: taken over the whole schedule (timesteps from ~999 to ~0), which a short schedule already spans; two
-#: prompts at 8 steps are 16 guided UNet calls, ~1 minute for SD-1.5 at 512x512 on 2 cores, once per
-#: package. PT2E's tutorial calibrates on a few batches too.
+#: prompts at 8 steps are 16 guided UNet calls through the observers, about the cost of one 16-step image,
+#: once per package. PT2E's tutorial calibrates on a few batches too.
 CALIBRATION_IMAGES = 2
 CALIBRATION_STEPS = 8
 CALIBRATION_SEED = 1234
