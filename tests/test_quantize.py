@@ -118,11 +118,12 @@ def _tune_int8(tmp_path, monkeypatch, int8_noise: float):
     from hosts import HOSTS, write_tree
     from sdagent.host.software import HostFacts, IpexStatus
     from sdagent.host.topology import read_topology
+    from sdagent.pipeline import quantize as Q
     from sdagent.pipeline.modeldir import ModelDir
     from sdagent.tuning import session as S
     from sdagent.workers.result import Measurement, ProcessRecord, WorkerResult
 
-    monkeypatch.setattr(S, "int8_available", lambda: True)
+    monkeypatch.setattr(Q, "available", lambda: True)
     monkeypatch.setattr(S, "_openvino_usable", lambda: False)
     topo = read_topology(write_tree(tmp_path, HOSTS["epyc-2core-avx2"]))
     facts = HostFacts(libraries={"jemalloc": None, "tcmalloc": None, "iomp": None}, numactl=None,

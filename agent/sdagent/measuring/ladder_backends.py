@@ -111,9 +111,9 @@ def backend_rungs(plan: Plan, plan_with: Callable[[dict[str, Any]], Plan], model
     """The backend rungs: each spec planned on the plan in force (`plan_with(overrides)`; a plan the planner
     refuses here, e.g. compile without a compiler, is a skipped rung with its reason), its worker launched
     under that plan. `req`: the ladder's request (workload, repeats, warm-up, compile and openvino switches)."""
-    out = []
     from sdagent.pipeline.quantize import available as int8_available
 
+    out = []
     specs = backend_rung_specs(plan.run_spec.native_bf16, req.with_compile, req.compile_why, req.with_openvino,
                                ov_python, int8_available())
     gate = int8_gate(plan.tuning)

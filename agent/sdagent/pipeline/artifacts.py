@@ -198,10 +198,9 @@ class ArtifactStore:
             same = all(k.get(f) == want[f] for f in ("model", "part", "height", "width", "batch", "precision")) \
                 and quant_scheme(k) == quant_scheme(want)
             if same:
-                diff = [isa_difference(k.get(f), key.isa) if f == "isa" else f"{f} {k.get(f)!r} (here {want[f]!r})"
-                        for f in ("torch", "isa", "recipe", "options", "channels_last") if k.get(f) != want[f]]
-                if k.get("quantize") != want.get("quantize"):
-                    diff.append(f"quantize {k.get('quantize')!r} (here {want.get('quantize')!r})")
+                diff = [isa_difference(k.get(f), key.isa) if f == "isa" else f"{f} {k.get(f)!r} (here {want.get(f)!r})"
+                        for f in ("torch", "isa", "recipe", "options", "channels_last", "quantize")
+                        if k.get(f) != want.get(f)]
                 out.append(f"{d.name}: built for {', '.join(diff) or 'another key'}")
         return out
 

@@ -22,6 +22,7 @@ from sdagent.host.process import machine_state, read_load_average
 from sdagent.host.software import HostFacts
 from sdagent.host.topology import Topology, native_bf16_flag
 from sdagent.measuring.runner import WorkerJob, worker_cmd
+from sdagent.pipeline import quantize
 from sdagent.pipeline.modeldir import ModelDir
 from sdagent.pipeline.workload import Workload
 from sdagent.planning.launch import Launch, plan_launch
@@ -83,14 +84,7 @@ def host_choices(plan: Plan, facts: HostFacts, allow_compile: bool,
         pin=("numactl" if facts.numactl else "taskset" if facts.taskset else None),
         # no compiler, no compiled candidate: the planner refuses compile=True there (exit 2)
         compile=allow_compile and bool(facts.cxx), layouts=layouts, openvino=_openvino_usable(),
-        vae_tiny=vae_tiny, int8=allow_compile and bool(facts.cxx) and int8_available())
-
-
-def int8_available() -> bool:
-    """The native UNet's int8 package can be made in this Python (pipeline.quantize.available)."""
-    from sdagent.pipeline.quantize import available
-
-    return available()
+        vae_tiny=vae_tiny, int8=allow_compile and bool(facts.cxx) and quantize.available())
 
 
 def _openvino_usable() -> bool:
