@@ -212,11 +212,13 @@ def test_the_backend_rungs_each_backend_as_the_host_supports_them():
                     openvino_python="/ov/python")
         return {s.name[len("backend: "):]: s.unavailable for s in backend_rung_specs(**{**args, **kw})}
 
-    assert why() == dict.fromkeys(["native eager", "native compiled", "native int8", "openvino fp32",
-                                   "openvino bf16", "openvino int8", "openvino int8-hybrid"])
+    assert why() == dict.fromkeys(["native eager", "native compiled", "native int8", "native int8-mixed-bf16",
+                                   "openvino fp32", "openvino bf16", "openvino int8", "openvino int8-hybrid"])
     assert why(int8=False)["native int8"].startswith("skipped: no torchao")
     assert why(with_compile=False)["native int8"] == "skipped: --no-compile"
     assert why(native_bf16=False)["openvino bf16"].startswith("skipped: no native bf16")
+    assert why(native_bf16=False)["native int8-mixed-bf16"].startswith("skipped: no native bf16")
+    assert why(native_bf16=False)["native int8"] is None
     assert why(native_bf16=False)["openvino int8"] is None
     assert why(with_compile=False)["native compiled"] == "skipped: --no-compile"
     off = why(with_openvino=False)
@@ -273,6 +275,7 @@ def test_backend_rungs_run_the_plan_in_force_per_backend_and_show_int8_fidelity(
     hybrid = rungs["backend: openvino int8-hybrid"].job.run
     assert hybrid.ov_weights == "int8-hybrid" and hybrid.precision == "fp32"
     assert rungs["backend: native int8"].unavailable.startswith("skipped: compile=True")
+    assert rungs["backend: native int8-mixed-bf16"].unavailable.startswith("skipped: compile=True")
 
 
 def test_ladder_bad_input_is_one_line(tmp_path):

@@ -96,7 +96,7 @@ def tune_with_fakes(tmp_path, monkeypatch, budget_s=1e5, image_s=0.0, noise=NOIS
            "OpenVINO int8-hybrid weights": 3.0}
 
     def runner(launch, job, timeout_s):
-        ran.append(launch.name)
+        ran.append(launch.name if job.repeats else launch.name + "#warm-up")  # a warm-up is untimed
         if timeouts is not None:
             timeouts.append((launch.name, timeout_s))
         x = lat[launch.name] * (1 + 0.003 * (len(ran) % 3))
@@ -122,14 +122,15 @@ def tune_with_fakes(tmp_path, monkeypatch, budget_s=1e5, image_s=0.0, noise=NOIS
 
 
 def test_tune_measures_the_int8_candidate_that_passes_and_reports_the_one_that_fails(tmp_path, monkeypatch):
-    """The int8 export passes the gate and wins; int8-hybrid fails it, is recorded with its figures, and no worker
-    ever runs it."""
+    """The int8 export passes the gate and wins; int8-hybrid fails it, is recorded with its figures, and is never
+    measured: only its warm-up worker ran (the export built there, before the gate, where the ceiling stops it)."""
     from sdagent.tuning.report import tune_table
 
     out, ran, calls = tune_with_fakes(tmp_path, monkeypatch)
     assert out.result.chosen.name == "OpenVINO int8 weights"
     assert out.plan.settings["ov_weights"] == "int8" and out.plan.settings["backend"] == "openvino"
     assert "OpenVINO int8-hybrid weights" not in ran  # failed the gate: never measured
+    assert ran.count("OpenVINO int8-hybrid weights#warm-up") == 1
     fid = json.loads(json.dumps(out.record["fidelity"]))
     assert fid["OpenVINO int8 weights"]["passed"] is True
     hyb = fid["OpenVINO int8-hybrid weights"]
@@ -187,11 +188,11 @@ def test_a_gate_that_does_not_fit_the_budget_is_skipped_recorded_and_the_candida
                                                                                                 monkeypatch):
     """Each gate image costs 60 s on the fake clock, six times what stock's 10 s image predicts: the first int8
     gate is stopped before the image that would cross its limit, the second is skipped up front on the estimate
-    its predecessor's images corrected; both are recorded "not gated: budget", never run by a worker nor shipped,
-    and the tune ends within its budget."""
+    its predecessor's images corrected; both are recorded "not gated: budget", never measured nor shipped (their
+    warm-up workers ran first), and the tune ends within its budget."""
     from sdagent.tuning.report import tune_table
 
-    budget = 300.0
+    budget = 500.0
     out, ran, calls = tune_with_fakes(tmp_path, monkeypatch, budget_s=budget, image_s=60.0)
     fid = json.loads(json.dumps(out.record["fidelity"]))
     skipped = {n: g for n, g in fid.items() if g.get("gated") is False}
@@ -200,8 +201,8 @@ def test_a_gate_that_does_not_fit_the_budget_is_skipped_recorded_and_the_candida
     assert not any(n in ran for n in skipped) and out.result.chosen.name not in skipped
     assert out.plan.settings.get("ov_weights", "full") == "full"
     reasons = sorted(g["reason"] for g in skipped.values())
-    assert len(reasons) == 2 and "its images need ~" in reasons[0] and "stopped after 60 s" in reasons[1], reasons
-    assert len(calls) == 1  # one image made, the next refused before it started
+    assert len(reasons) == 2 and "its images need ~" in reasons[0] and "stopped after 300 s" in reasons[1], reasons
+    assert len(calls) == 5  # five 60-s images made, the sixth refused before it started
     assert out.result.spent_s <= budget
     failed = [c for c in out.record["comparisons"] if c["candidate"] in skipped]
     assert failed and all(c["verdict"] == "failed" and G.NOT_GATED_BUDGET in c["reason"] for c in failed)
@@ -209,18 +210,21 @@ def test_a_gate_that_does_not_fit_the_budget_is_skipped_recorded_and_the_candida
     assert f": {G.NOT_GATED_BUDGET} (" in table
 
 
-def test_a_gate_that_fits_is_charged_to_its_measurement_the_worker_gets_what_it_left(tmp_path, monkeypatch):
-    """The gate's images (6 x 5 s on the fake clock) run inside the candidate's measurement: its first worker's
-    timeout is exactly 30 s less than the same tune's with free images, and the tune stays within the budget."""
-    first_timeout = []
+def test_a_gate_that_fits_runs_after_the_warm_up_worker_and_is_charged_to_the_budget(tmp_path, monkeypatch):
+    """The gate's images (6 x 5 s on the fake clock) run in the candidate's warm-up, after its worker built the
+    export: that worker's timeout is the same as with free images, the next worker's exactly 30 s less, and the
+    tune stays within the budget."""
+    timeouts_by = []
     for image_s in (0.0, 5.0):
         timeouts = []
         out, ran, _ = tune_with_fakes(tmp_path / str(image_s), monkeypatch, budget_s=1200.0, image_s=image_s,
                                       timeouts=timeouts)
         assert out.record["fidelity"]["OpenVINO int8 weights"]["passed"] is True
         assert out.result.spent_s <= 1200.0
-        first_timeout.append(next(t for n, t in timeouts if n == "OpenVINO int8 weights"))
-    assert first_timeout[0] < 1800.0 and first_timeout[0] - first_timeout[1] == pytest.approx(30.0)
+        assert ran.index("OpenVINO int8 weights#warm-up") < ran.index("OpenVINO int8 weights")
+        timeouts_by.append([t for n, t in timeouts if "int8" in n][:2])  # int8's warm-up, then the hybrid's
+    (warm0, next0), (warm5, next5) = timeouts_by
+    assert warm0 < 1800.0 and warm5 == pytest.approx(warm0) and next0 - next5 == pytest.approx(30.0)
 
 
 

@@ -127,10 +127,11 @@ def ladder(agent: AgentContext, m: MeasureArgs, quick: bool, rounds: int, with_c
       tuned+backend+compile  + the compiled packages (UNet, VAE decoder, text encoder)
       tuned+backend+dpm      + DPM-Solver at the same step count
       openvino               the peer: OpenVINO GenAI on the same model (its own venv)
-      backend: native eager / native compiled / native int8 / openvino fp32 /
-      openvino bf16 / openvino int8 / openvino int8-hybrid
+      backend: native eager / native compiled / native int8 /
+      native int8-mixed-bf16 / openvino fp32 / openvino bf16 / openvino int8 /
+      openvino int8-hybrid
                              each backend as the plan in force would run it
-                             (openvino bf16 where the CPU has native bf16;
+                             (the bf16 ones where the CPU has native bf16;
                              native int8: the PT2E UNet, where torchao is in)
     Each rung's image (seed 0) is compared with vanilla's, the fp32
     reference: PSNR and SSIM in the table's last column, the images in

@@ -8,6 +8,7 @@ and pinning kept, as a tuned plan of that backend would have them), run by sdage
 * `backend: native eager` and `backend: native compiled` (the AOTInductor packages, built or loaded before round 1);
 * `backend: openvino fp32`, and `backend: openvino bf16` where the CPU has native bf16 (AVX512-BF16 or AMX);
 * `backend: native int8`: the compiled packages with the UNet quantized by PT2E (pipeline/quantize.py), lossy;
+  `backend: native int8-mixed-bf16`, the same UNet with bf16 between its int8 ops, where the CPU has native bf16;
 * `backend: openvino int8` (int8 weights) and `backend: openvino int8-hybrid` (NNCF's hybrid quantization of the
   UNet), lossy.
 
@@ -36,6 +37,8 @@ BACKEND_VARIANTS: tuple[tuple[str, Mapping[str, Any]], ...] = (
     (PREFIX + "native eager", {"backend": "native", "compile": False}),
     (PREFIX + "native compiled", {"backend": "native", "compile": True}),
     (PREFIX + "native int8", {"backend": "native", "compile": True, "precision": "fp32", "quantize": "int8"}),
+    (PREFIX + "native int8-mixed-bf16", {"backend": "native", "compile": True, "precision": "bf16",
+                                         "quantize": "int8"}),
     (PREFIX + "openvino fp32", {"backend": "openvino", "precision": "fp32", "ov_weights": "full"}),
     (PREFIX + "openvino bf16", {"backend": "openvino", "precision": "bf16", "ov_weights": "full"}),
     (PREFIX + "openvino int8", {"backend": "openvino", "ov_weights": "int8"}),
@@ -63,14 +66,14 @@ def backend_rung_specs(native_bf16: bool, with_compile: bool, compile_why: str, 
             why = compile_why
         elif overrides.get("quantize") == "int8" and not int8:
             why = "skipped: no torchao in this Python (the native extra installs it) for the int8 UNet"
+        elif overrides.get("precision") == "bf16" and not native_bf16:
+            why = "skipped: no native bf16 on this CPU (AVX512-BF16 or AMX)"
         elif overrides.get("backend") == "openvino":
             if not with_openvino:
                 why = "skipped: the OpenVINO rungs are off (--quick or --no-openvino)"
             elif openvino_python is None:
                 why = ("skipped: no Python with OpenVINO GenAI (bash -c 'source scripts/lib.sh; venv_openvino "
                        "~/.cache/sdagent/venv-openvino')")
-            elif overrides.get("precision") == "bf16" and not native_bf16:
-                why = "skipped: no native bf16 on this CPU (AVX512-BF16 or AMX)"
         out.append(BackendRungSpec(name, overrides, why))
     return out
 

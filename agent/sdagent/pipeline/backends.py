@@ -274,8 +274,9 @@ def _install(pipe, spec: RunSpec, workload: Workload, notes: list[str], store_di
         if spec.int8_unet:
             from sdagent.pipeline.quantize import int8_unet
 
-            modules["unet"] = functools.partial(int8_unet, pipe, calls["unet"], examples["unet"], workload,
-                                                extra_names, spec.channels_last)
+            modules["unet"] = functools.partial(int8_unet, pipe, UNetCall(pipe.unet, "fp32", extra_names),
+                                                examples["unet"], workload, extra_names, spec.channels_last,
+                                                spec.precision)
         try:
             store = ArtifactStore(check_store(store_dir) if store_dir else None)
             loaded = _load_or_build(store, artifact_keys(pipe.name_or_path, spec, workload), modules, examples,

@@ -15,7 +15,11 @@ has no `torch.ao.quantization.quantizer`):
    observers;
 4. ``convert_pt2e``: quantize/dequantize pairs around each quantized op, which inductor's x86 passes
    (registered by importing the quantizer module) fuse into oneDNN int8 kernels when the package is
-   built with freezing (pipeline.artifacts.ArtifactStore.build).
+   built with freezing (pipeline.artifacts.ArtifactStore.build);
+5. under precision bf16, the converted graph is exported inside ``torch.autocast("cpu", torch.bfloat16)``
+   (:func:`mixed_bf16`): the tutorial's **int8-mixed-bf16**, where the int8 ops stay int8 and the ops
+   between them (attention, normalisation, activations) run in bf16, which AMX and AVX512-BF16 hosts run
+   natively. Calibration is in fp32 either way (the observers see the fp32 model's ranges).
 
 The recipe (the quantizer's config, the prompts, the images and steps) is part of the package's key
 (:data:`QUANT_RECIPE`, in pipeline.artifacts.ArtifactKey.quantize), so a package calibrated otherwise is
@@ -80,13 +84,39 @@ def calibration_requests(w: Workload) -> list[dict[str, Any]]:
             for p in CALIBRATION_PROMPTS[:CALIBRATION_IMAGES]]
 
 
+def mixed_bf16(module: Any) -> Any:
+    """`module` (the converted GraphModule) called under bf16 autocast (module doc, step 5): what the
+    int8-mixed-bf16 package exports. The graph's ``aten._assert_tensor_metadata`` nodes go first, in place:
+    export records them for the fp32 dtypes it traced, which autocast changes by design (left in, the
+    re-export fails with "Tensor dtype mismatch! Expected: torch.float32, Got: torch.bfloat16")."""
+    import torch
+
+    check = torch.ops.aten._assert_tensor_metadata.default
+    for node in [n for n in module.graph.nodes if n.op == "call_function" and n.target is check]:
+        module.graph.erase_node(node)
+    module.graph.lint()
+    module.recompile()
+
+    class MixedBf16(torch.nn.Module):
+        def __init__(self, inner: Any) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *inputs: Any) -> Any:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return self.inner(*inputs)
+
+    return MixedBf16(module)
+
+
 def int8_unet(pipe: Any, call: Any, example: tuple, workload: Workload, extra_names: tuple[str, ...],
-              channels_last: bool) -> Any:
-    """The UNet call quantized to int8 (module doc, steps 1-4): a GraphModule taking `example`'s inputs.
+              channels_last: bool, precision: str = "fp32") -> Any:
+    """The UNet call quantized to int8 (module doc, steps 1-5): a module taking `example`'s inputs.
 
     `pipe`: the loaded pipeline, its UNet still the original (the calibration images run through it);
-    `call`: UNetCall of that UNet; `example`: its example inputs (the package's shapes). QuantizeUnavailable
-    when torchao is missing or no calibration call reached the prepared graph.
+    `call`: UNetCall of that UNet in fp32 (what is exported and calibrated); `example`: its example inputs (the
+    package's shapes); `precision`: the plan's, "bf16" wraps the result in :func:`mixed_bf16`.
+    QuantizeUnavailable when torchao is missing or no calibration call reached the prepared graph.
     """
     import torch
 
@@ -115,4 +145,5 @@ def int8_unet(pipe: Any, call: Any, example: tuple, workload: Workload, extra_na
         raise QuantizeUnavailable("int8 calibration reached no UNet call of the package's shapes "
                                   f"({runner.fallbacks} went eager)")
     with torch.no_grad():
-        return convert_pt2e(prepared)
+        converted = convert_pt2e(prepared)
+    return mixed_bf16(converted) if precision == "bf16" else converted

@@ -266,6 +266,10 @@ def summary_line(settings: Mapping[str, Any]) -> str:
     parts += [f"{s.get('backend')} {s.get('precision')}",
               "channels_last" if s.get("channels_last") else "contiguous",
               "compiled" if s.get("compile") else "eager"]
+    if s.get("backend") == "native" and s.get("compile") and s.get("quantize") == "int8":
+        parts.append("UNet int8")
+    if s.get("backend") == "openvino" and s.get("ov_weights", "full") != "full":
+        parts.append(f"{s.get('ov_weights')} weights")
     if s.get("vae") == "tiny":
         parts.append("tiny VAE")
     return ", ".join(str(p) for p in parts)

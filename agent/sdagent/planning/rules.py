@@ -515,17 +515,16 @@ def quantize_rule(ctx: PlanContext) -> tuple[str, str]:
 
 
 def quantize_check(ctx: PlanContext, value: Any) -> None:
-    """Honour check: the int8 UNet exists only as a compiled package of the native backend, built in fp32
-    (X86InductorQuantizer's int8 with fp32 elsewhere; its int8-mixed-bf16 form is not built)."""
+    """Honour check: the int8 UNet exists only as a compiled package of the native backend (X86InductorQuantizer's
+    int8 with the rest of the UNet in the plan's precision: fp32, or bf16 as PyTorch's int8-mixed-bf16)."""
     if value != "int8":
         return
     v = ctx.values
     why = (f"backend is {v.get('backend')}" if v.get("backend") != "native" else
-           "compile is off" if not v.get("compile") else
-           f"precision is {v.get('precision')}" if v.get("precision") != "fp32" else None)
+           "compile is off" if not v.get("compile") else None)
     if why:
         raise BadInput(f"invalid value 'int8' for plan setting 'quantize': the int8 UNet is a compiled package "
-                       f"of the native backend in fp32 (set backend=native, compile=true, precision=fp32); {why}")
+                       f"of the native backend (set backend=native, compile=true); {why}")
 
 
 def vae_rule(ctx: PlanContext) -> tuple[str, str]:

@@ -116,7 +116,8 @@ class RunSpec:
             return f"openvino {self.precision}{weights}, the export compiled by OpenVINO's CPU plugin"
         comp = ("compiled (max-autotune)" if self.compile_autotune else "compiled") if self.compile else "eager"
         tiny = ", tiny VAE" if self.vae == "tiny" else ""
-        int8 = ", UNet int8 (PT2E)" if self.int8_unet else ""
+        int8 = (", UNet int8 (PT2E" + (", int8-mixed-bf16)" if self.precision == "bf16" else ")")
+                if self.int8_unet else "")
         return (f"{self.backend} {self.precision}, {'channels_last' if self.channels_last else 'contiguous'}, "
                 f"{comp}{int8}{tiny}")
 

@@ -38,7 +38,8 @@ OV_PERFORMANCE_HINTS: tuple[str, ...] = ("latency", "throughput")
 OV_WEIGHTS: tuple[str, ...] = ("full", "int8", "int8-hybrid")
 #: The native backend's UNet: as the model has it ("none"), or quantized to int8 by PyTorch's PT2E flow
 #: (torchao's X86InductorQuantizer: int8 weights per channel, int8 activations, static, calibrated on fixed
-#: prompts) inside its AOTInductor package (pipeline/quantize.py). Lossy: tune ships it only through the gate.
+#: prompts) inside its AOTInductor package (pipeline/quantize.py); under precision bf16 the rest of the UNet
+#: runs in bf16 (PyTorch's "int8-mixed-bf16"). Lossy: tune ships it only through the gate.
 QUANTIZE: tuple[str, ...] = ("none", "int8")
 
 #: MALLOC_CONF profiles. "demo" is the published HF demo's string; "short" is
@@ -91,8 +92,8 @@ KNOBS: dict[str, Knob] = {k.name: k for k in (
     Knob("channels_last", "bool", "channels_last memory format for the UNet and VAE"),
     Knob("compile", "bool", "run the UNet, VAE decoder and text encoder as compiled AOTInductor packages (native)"),
     Knob("quantize", "choice", "the native backend's UNet: none, or int8 (PT2E: torchao's X86InductorQuantizer, "
-         "int8 weights and activations calibrated on fixed prompts, in its AOTInductor package; needs compile "
-         "and precision fp32); int8 is lossy", QUANTIZE),
+         "int8 weights and activations calibrated on fixed prompts, in its AOTInductor package; needs compile; "
+         "under precision bf16 the rest of the UNet runs in bf16: int8-mixed-bf16); int8 is lossy", QUANTIZE),
     Knob("compile_autotune", "bool", "build the packages with inductor's max-autotune (longer builds; tune measures)"),
     Knob("weights_prepack", "bool", "IPEX bf16 weight prepacking"),
     Knob("ov_num_threads", "int_or_unset", "OpenVINO INFERENCE_NUM_THREADS (backend openvino), or 'unset' "

@@ -67,7 +67,7 @@ def precision_axis(host: HostChoices, resolve: Resolve, best: Candidate) -> list
     precs = ["fp32"] + (["bf16"] if host.bf16 else [])
     for be in backends:
         for pr in precs:
-            chg: dict[str, Any] = {"backend": be, "precision": pr, **_no_int8(best)}
+            chg: dict[str, Any] = {"backend": be, "precision": pr, **(_no_int8(best) if be != "native" else {})}
             if be in ("ipex", "openvino"):
                 chg["compile"] = False
             out.append(_variant(best, f"{be} {pr}", "precision/backend", chg, resolve))
@@ -185,19 +185,21 @@ def _openvino(best: Candidate) -> bool:
 
 
 def _no_int8(best: Candidate) -> dict[str, Any]:
-    """The change that leaves the int8 UNet, for a variant that leaves what it needs (compile, native, fp32)."""
+    """The change that leaves the int8 UNet, for a variant that leaves what it needs (compile, native)."""
     return {"quantize": "none"} if best.settings.get("quantize") == "int8" else {}
 
 
 def int8_axis(host: HostChoices, resolve: Resolve, best: Candidate) -> list[Candidate]:
-    """The native compiled UNet in int8 (PT2E: pipeline/quantize.py), fp32 elsewhere; or, when the best has it,
-    the model's own UNet. Lossy: the session puts it through the fidelity gate before measuring it."""
+    """The native compiled UNet in int8 (PT2E: pipeline/quantize.py), the rest in the best's precision (bf16:
+    int8-mixed-bf16, where bf16 won the precision axis); or, when the best has it, the model's own UNet. Lossy:
+    the session puts it through the fidelity gate before measuring it."""
     if not host.int8 or best.settings.get("backend") != "native":
         return []
     if best.settings.get("quantize") == "int8":
         return [_variant(best, "UNet fp32 (not int8)", "UNet int8", {"quantize": "none"}, resolve)]
-    return [_variant(best, "UNet int8 (PT2E)", "UNet int8", {"quantize": "int8", "compile": True,
-                                                             "precision": "fp32"}, resolve, warmup=True)]
+    mixed = ", int8-mixed-bf16" if best.settings.get("precision") == "bf16" else ""
+    return [_variant(best, f"UNet int8 (PT2E{mixed})", "UNet int8", {"quantize": "int8", "compile": True},
+                     resolve, warmup=True)]
 
 
 def openvino_axis(host: HostChoices, resolve: Resolve, best: Candidate) -> list[Candidate]:
@@ -222,7 +224,7 @@ def ov_weights_axis(host: HostChoices, resolve: Resolve, best: Candidate) -> lis
     """Backend openvino's int8 exports (lossy: each passes tuning.gate's fidelity gate before it is measured)."""
     if not _openvino(best):
         return []
-    return [_variant(best, f"OpenVINO {w} weights", "OpenVINO weights", {"ov_weights": w}, resolve)
+    return [_variant(best, f"OpenVINO {w} weights", "OpenVINO weights", {"ov_weights": w}, resolve, warmup=True)
             for w in ("int8", "int8-hybrid") if w != best.settings.get("ov_weights", "full")]
 
 
