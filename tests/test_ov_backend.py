@@ -115,7 +115,7 @@ def test_an_export_is_built_once_atomically_then_found(tmp_path):
     art = find_or_build(tmp_path / "model", _key(), str(tmp_path), True, notes, fake_builder(calls))
     root = tmp_path / "openvino"
     assert art.path == root / _key().digest and art.resolved_precision == "f32"
-    assert [p.name for p in root.iterdir()] == [_key().digest]  # no temp dir left
+    assert [p.name for p in root.iterdir() if p.is_dir()] == [_key().digest]  # no temp dir left (the lock file stays)
     m = json.loads((art.path / "manifest.json").read_text())
     assert m["key"] == _key().to_dict() and m["files"]["unet/openvino_model.xml"]["sha256"]
     assert notes and notes[0].startswith("openvino: built the export once")
@@ -130,7 +130,43 @@ def test_a_failed_build_leaves_nothing(tmp_path):
 
     with pytest.raises(SdagentError, match="boom"):
         A.OvStore(tmp_path).build(_key(), tmp_path, broken)
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == [f".{_key().digest}.lock"]  # no temp dir, the empty lock file
+
+
+def test_a_build_removes_what_a_killed_builder_left_and_finds_a_build_finished_while_it_waited(tmp_path):
+    """A builder killed midway (SIGKILL at a tune's ceiling) leaves its temp directory: the next build of that key
+    removes it once it holds the key's lock (another key's stays); a build that finds the export done once it
+    holds the lock (another process built it meanwhile) returns it without building."""
+    store, calls = A.OvStore(tmp_path), []
+    killed = tmp_path / f".{_key().digest}.k1ll3d"
+    (killed / "ir").mkdir(parents=True)
+    other = tmp_path / f".{_key(height=128).digest}.busy"
+    other.mkdir()
+    art = store.build(_key(), tmp_path, fake_builder(calls))
+    assert not killed.exists() and other.is_dir() and len(calls) == 1
+    assert store.build(_key(), tmp_path, fake_builder(calls)).path == art.path and len(calls) == 1
+
+
+def test_a_second_builder_waits_for_the_first(tmp_path):
+    """atomicio.building: while one holder has a key's lock, another (here a second descriptor in a thread)
+    waits; it runs once the first is done."""
+    import threading
+
+    from sdagent import atomicio
+
+    order: list[str] = []
+
+    def second() -> None:
+        with atomicio.building(tmp_path, "k"):
+            order.append("second")
+
+    with atomicio.building(tmp_path, "k"):
+        t = threading.Thread(target=second)
+        t.start()
+        t.join(0.5)
+        order.append("first done")
+    t.join(5)
+    assert order == ["first done", "second"]
 
 
 @pytest.mark.parametrize("tamper, why", [

@@ -8,12 +8,15 @@ with :func:`check_output` (exit 2, naming the path); a write that still fails la
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from sdagent.errors import BadInput, Exit, SdagentError
 
@@ -136,6 +139,35 @@ def replace_dir(tmp: str | os.PathLike[str], target: str | os.PathLike[str]) -> 
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def building(root: str | os.PathLike[str], name: str) -> Iterator[None]:
+    """Hold the build of `root/name` for this process, across processes: an exclusive flock on
+    ``root/.name.lock`` (a second builder waits for the first, then finds its result), and, once held, the
+    ``root/.name.*`` directories removed: the temp and old directories of builders killed midway (a tune's
+    worker stopped at its budget's ceiling mid-export leaves several GB for SD-1.5), none of which can be in
+    progress while the lock is held. The lock file stays (an empty file); without write access to it the lock
+    is taken on a read-only descriptor."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    lock = root / f".{name}.lock"
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except PermissionError:
+        fd = os.open(lock, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"sdagent: waiting for another process's build of {name} in {root}", file=sys.stderr)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        for p in root.glob(f".{name}.*"):
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+        yield
+    finally:
+        os.close(fd)
 
 
 def read_text(path: str | os.PathLike[str], what: str) -> str:

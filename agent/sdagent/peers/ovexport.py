@@ -2,4 +2,4 @@
 builds on it, and pipeline sits below peers); its names stay importable from here."""
 
 from sdagent.pipeline.ov_export import *  # noqa: F401,F403
-from sdagent.pipeline.ov_export import _locked, _remove_leftovers, _tail  # noqa: F401
+from sdagent.pipeline.ov_export import _tail  # noqa: F401

@@ -31,7 +31,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from sdagent import atomicio
 from sdagent.errors import BadInput
@@ -212,12 +212,19 @@ class ArtifactStore:
         except (OSError, ValueError):
             return None
 
-    def build(self, key: ArtifactKey, module: Any, example_inputs: tuple) -> Artifact:
-        """Export `module` on the example inputs and compile an AOTInductor package; into the store atomically
-        (a temp directory renamed into place, the manifest written last), so a half-built one is never seen."""
+    def build(self, key: ArtifactKey, make_module: Callable[[], Any], example_inputs: tuple) -> Artifact:
+        """Export `make_module()` on the example inputs and compile an AOTInductor package; into the store
+        atomically (a temp directory renamed into place, the manifest written last), so a half-built one is never
+        seen. One builder per key at a time (atomicio.building: a second waits, then finds the first's package;
+        a killed builder's temp directory is removed), and the module is made only then (the int8 UNet
+        calibrates in make_module)."""
+        with atomicio.building(self.root, key.digest):
+            done = self.lookup(key).artifact
+            return done if done is not None else self._build(key, make_module(), example_inputs)
+
+    def _build(self, key: ArtifactKey, module: Any, example_inputs: tuple) -> Artifact:
         import torch
 
-        self.root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{key.digest}.", dir=self.root))
         t0 = time.perf_counter()
         try:

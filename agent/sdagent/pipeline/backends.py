@@ -235,7 +235,7 @@ def _load_or_build(store: ArtifactStore, keys: dict[str, ArtifactKey], modules: 
             if not build:
                 raise CompileUnavailable(f"no package of the {key.label()} in {store.root} "
                                          f"(`sdagent model compile` builds it)")
-            art = store.build(key, modules[part](), examples[part])
+            art = store.build(key, modules[part], examples[part])
             store.remove_stale(key)
             notes.append(f"{part}: built the package once ({art.built_s:.0f} s) into {art.path.parent}")
         t0 = time.perf_counter()

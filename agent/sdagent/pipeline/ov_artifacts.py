@@ -252,8 +252,14 @@ class OvStore:
         return out
 
     def build(self, key: OvKey, model_dir: Path, builder: Builder) -> OvArtifact:
-        """Export and compile into a temp directory, write the manifest last, rename into place."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        """Export and compile into a temp directory, write the manifest last, rename into place. One builder per
+        key at a time (atomicio.building: a second waits, then finds the first's export; a killed builder's
+        temp directory, several GB for SD-1.5, is removed)."""
+        with atomicio.building(self.root, key.digest):
+            done = self.lookup(key).artifact
+            return done if done is not None else self._build(key, model_dir, builder)
+
+    def _build(self, key: OvKey, model_dir: Path, builder: Builder) -> OvArtifact:
         tmp = Path(tempfile.mkdtemp(prefix=f".{key.digest}.", dir=self.root))
         t0 = time.perf_counter()
         try:

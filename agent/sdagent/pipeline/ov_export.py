@@ -18,20 +18,17 @@ export (probe_precision). (Moved from sdagent.peers, which re-exports them: pipe
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
 from sdagent import atomicio
 from sdagent.envvars import stock_env
@@ -295,29 +292,6 @@ def _tail(text: str, lines: int = 3) -> str:
     return " | ".join(keep[-lines:])[-600:]
 
 
-@contextlib.contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
-    """One exporter per target at a time (a second waits, then finds the first one's export)."""
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"sdagent: waiting for another export into {lock_path.parent} to finish", file=sys.stderr)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
-def _remove_leftovers(parent: Path, name: str) -> None:
-    """Temp and old dirs of exports killed midway (called with the lock held: none is in progress)."""
-    for p in parent.glob(f".{name}.tmp-*"):
-        shutil.rmtree(p, ignore_errors=True)
-    for p in parent.glob(f".{name}.old-*"):
-        shutil.rmtree(p, ignore_errors=True)
-
-
 def superseded_exports(root: Path, model_dir: Path, keep: str, weights: str = "full") -> list[Path]:
     """Earlier exports of the same model directory and weights in the cache (another key): a re-created
     model's old IR (3.3 GB for sd15) would otherwise stay forever. Another weights' export is kept."""
@@ -360,14 +334,14 @@ def export_model(model_dir: str | os.PathLike[str], out: str | os.PathLike[str] 
         target = atomicio.check_parent(Path(out).absolute())
     if is_complete(target, key, family):
         return ExportResult(str(target), key, True, None, versions, weights)
-    with _locked(target.parent / f".{target.name}.lock"):
+    # one exporter per target (a second waits, then finds the first's export); a killed one's temp dirs go
+    with atomicio.building(target.parent, target.name):
         if is_complete(target, key, family):  # another process finished it while we waited
             return ExportResult(str(target), key, True, None, versions, weights)
         if target.exists() and not target.is_dir():
             raise BadInput(f"export path exists and is not a directory: {target}")
         if target.is_dir() and any(target.iterdir()) and read_marker(target) is None and out is not None:
             raise BadInput(f"export directory is not empty and not an sdagent export: {target}")
-        _remove_leftovers(target.parent, target.name)
         seconds = _export_into_place(py, md, target, key, stamps, versions, env, run, timeout_s, weights, family)
     if out is None:
         for old in superseded_exports(target.parent, md, target.name, weights):
