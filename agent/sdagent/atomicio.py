@@ -4,6 +4,9 @@ Two checks, two exit codes (errors.EXIT_CODES): an output whose directory cannot
 (missing, read-only, not writable by this user, no space left) is refused *before* any work
 with :func:`check_output` (exit 2, naming the path); a write that still fails later is one
 :class:`OutputError` line with the path and the OS error (exit 7), never a traceback.
+
+Directories are built the same way (a temp directory renamed into place, :func:`replace_dir`), one
+builder per name at a time (:func:`building`).
 """
 
 from __future__ import annotations
