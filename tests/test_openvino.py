@@ -233,6 +233,7 @@ class FakeOptimum:
         self.versions = dict(VERSIONS if versions is None else versions)
         self.write, self.rc, self.during = write, rc, during
         self.exports: list[list[str]] = []
+        self.timeouts: list[float | None] = []
 
     def __call__(self, argv, **kw):
         if argv[1] == "-c":
@@ -240,6 +241,7 @@ class FakeOptimum:
         assert argv[1:5] == ["-m", "optimum.commands.optimum_cli", "export", "openvino"], argv
         assert kw["env"]["HF_HUB_OFFLINE"] == "1" and "LD_PRELOAD" not in kw["env"]
         self.exports.append(list(argv))
+        self.timeouts.append(kw.get("timeout"))
         out = Path(argv[-1])
         for f in self.write:
             (out / f).parent.mkdir(parents=True, exist_ok=True)
@@ -292,6 +294,7 @@ def test_export_lands_atomically_in_the_cache_then_is_reused(tmp_path):
     assert sorted(p.name for p in root.iterdir()) == [f".{target.name}.lock", target.name]  # no temp left
     again = ovexport.export_model(model, python="/venv/bin/python", root=root, run=fake)
     assert again.reused and again.path == first.path and again.export_s is None and len(fake.exports) == 1
+    assert fake.timeouts == [ovexport.export_timeout_s("full")]  # the exporter ran under the weights' limit
 
 
 def test_a_failed_or_partial_export_leaves_nothing_to_reuse(tmp_path):

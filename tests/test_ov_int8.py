@@ -122,6 +122,13 @@ def test_ov_weights_is_a_plan_setting_the_run_record_and_the_backend_key_carry()
     assert _weights_key("int8-hybrid") == f"int8-hybrid/{E.HYBRID_RECIPE}" and _weights_key("int8") == "int8"
 
 
+def test_the_exporters_time_limit_follows_the_weights():
+    """The hybrid export calibrates (200 UNet calls): it ran past the 1-h limit of the data-free exports on the
+    2-core VM, so its own limit is longer; every weights the plan can ask for has one."""
+    assert set(E.EXPORT_TIMEOUT_S) == set(OV_WEIGHTS)
+    assert E.export_timeout_s("full") == E.export_timeout_s("int8") == 3600.0 < E.export_timeout_s("int8-hybrid")
+
+
 def test_a_plan_keeps_full_weights_unless_asked(tmp_path):
     from hosts import HOSTS, write_tree
     from sdagent.host.software import HostFacts, IpexStatus

@@ -304,10 +304,22 @@ def superseded_exports(root: Path, model_dir: Path, keep: str, weights: str = "f
     return out
 
 
+#: The exporter's time limit, a guard against a hung exporter (not a budget: tune's ceiling stops its worker,
+#: the role bounds `model compile`). Source: measured on the project's 2-core AVX2 VM, sd15 512x512:
+#: `optimum-cli export openvino` ~105 s (full and data-free int8 weights: 1 h is 30x that); the int8-hybrid
+#: export calibrates on 200 UNet calls and ran past 1 h there (killed at 3600 s, 2026-12-01), so 6 h.
+EXPORT_TIMEOUT_S = {"full": 3600.0, "int8": 3600.0, "int8-hybrid": 6 * 3600.0}
+
+
+def export_timeout_s(weights: str) -> float:
+    """The exporter's time limit for these weights, s (:data:`EXPORT_TIMEOUT_S`)."""
+    return EXPORT_TIMEOUT_S[weights]
+
+
 def export_model(model_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, *,
                  python: str | None = None, root: str | os.PathLike[str] | None = None,
                  environ: Mapping[str, str] | None = None, run: Runner = subprocess.run,
-                 timeout_s: float = 3600.0, weights: str = "full", family: str | None = None) -> ExportResult:
+                 timeout_s: float | None = None, weights: str = "full", family: str | None = None) -> ExportResult:
     """The model's OpenVINO IR: reused when a complete export with this key exists, else exported now.
 
     `out` names the directory (a non-empty one that is not an sdagent export is refused);
@@ -316,9 +328,11 @@ def export_model(model_dir: str | os.PathLike[str], out: str | os.PathLike[str] 
     part of the key and of the default directory's name (<name>-<weights>-<key> for an int8 export).
     `family` (pipeline.family name, None: not checked): a family backend openvino cannot run is refused
     before anything runs (ov_class_for), and an SDXL export must hold its second text encoder too.
+    `timeout_s`: the exporter's limit (None: :func:`export_timeout_s` of the weights).
     """
     env = dict(os.environ if environ is None else environ)
     check_weights(weights)
+    timeout_s = export_timeout_s(weights) if timeout_s is None else timeout_s
     if family is not None:
         ov_class_for(family)
     md = check_model_dir(model_dir)
