@@ -102,6 +102,7 @@ def test_the_plan_line_names_the_lossy_settings():
     assert summary_line({"backend": "openvino", "precision": "fp32", "ov_weights": "int8-hybrid"}).endswith(
         "eager, int8-hybrid weights")
 
+
 def test_the_int8_axis_offers_the_int8_unet_on_native_and_leaving_it_keeps_the_plan_valid():
     from sdagent.tuning import axes as A
     from sdagent.tuning.search import Candidate
@@ -142,7 +143,7 @@ def test_int8_mixed_bf16_runs_the_converted_graph_in_bf16_and_exports_again():
             self.conv, self.lin = torch.nn.Conv2d(4, 8, 3, padding=1), torch.nn.Linear(8, 8)
 
         def forward(self, x):
-            y = torch.nn.functional.silu(self.conv(x)).to(torch.float32)  # a cast export records a dtype check for
+            y = torch.nn.functional.silu(self.conv(x)).to(torch.float32)  # export records a dtype check for this cast
             return self.lin(y.mean(dim=(2, 3)))
 
     torch.manual_seed(0)
