@@ -402,7 +402,8 @@ def test_model_compile_builds_the_openvino_export_once(ov_setup):
     assert first["backend"] == "openvino" and first["built"] == ["openvino"]
     digest = first["artifacts"]["openvino"]
     root = Path(s["art"]) / "openvino"
-    assert [p.name for p in root.iterdir()] == [digest]  # built in a temp dir and renamed: nothing else
+    assert [p.name for p in root.iterdir() if p.is_dir()] == [digest]  # built in a temp dir and renamed
+    assert [p.name for p in root.iterdir() if not p.is_dir()] == [f".{digest}.lock"]  # and its build's lock file
     m = json.loads((root / digest / "manifest.json").read_text())
     assert m["key"]["precision"] == "fp32" and m["key"]["height"] == 64 and m["key"]["batch"] == 2
     assert m["key"]["versions"]["openvino"] and m["key"]["cpu"][0].startswith("vendor=")

@@ -249,7 +249,7 @@ for name, bound in (("lax", FidelityBound(relative_to="none", min_psnr_db=1.0)),
                     ("strict", FidelityBound(relative_to="none", min_ssim=1.0))):
     out[name] = fidelity_gate(spec, ws, images, bound).to_dict()
 images.close()
-d = next((Path(store) / "openvino").iterdir())
+d = next(p for p in (Path(store) / "openvino").iterdir() if p.is_dir())
 out["manifest"] = json.loads((d / "manifest.json").read_text())
 xml = (d / "ir" / "unet" / "openvino_model.xml").read_text()
 out["unet_int8_constants"] = xml.count('element_type="u8"') + xml.count('element_type="i8"')
