@@ -119,6 +119,7 @@ def test_bound_out_of_range_is_one_line_exit_2(field: str) -> None:
     ("min_ssim", "KEY=VALUE"),
     ("", "empty"),
     ("min_psnr_db=nan", "finite"),
+    ("min_psnr_db=30,min_psnr_db=40", "given twice"),
 ])
 def test_parse_bound_refuses_in_one_line(text: str, words: str) -> None:
     with pytest.raises(BadInput) as e:

@@ -166,10 +166,13 @@ def test_model_compile_whose_package_build_fails_is_exit_7_naming_the_compiler(t
                     TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "inductor"))
     r = sdagent("model", "compile", "--model", str(tiny_model), "--height", "64", "--width", "64",
                 "--artifacts", str(tmp_path / "store"), env=env)
-    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("sdagent:")]
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("sdagent: error")]
     assert r.returncode == 7, r.stderr[-3000:]
     assert "Traceback" not in r.stderr and len(lines) == 1, r.stderr[-3000:]
     assert str(flaky) in lines[0] and "No such file or directory" in lines[0], lines[0]
+    # where the plan in force does not compile (eager: AVX2 hosts), the command says what it builds instead
+    compiles = json.loads(sdagent("plan", "--json", env=env).stdout)["settings"]["compile"]
+    assert ("the plan in force does not compile" in r.stderr) is (not compiles), r.stderr[-3000:]
 
 
 def test_run_and_bench_whose_compile_falls_back_say_eager_in_their_headers(tiny_model, tmp_path):

@@ -267,6 +267,12 @@ def test_the_tune_axis_tries_openvino_where_it_is_usable():
         assert ("openvino bf16" in names) is ov and ("openvino fp32" in names) is ov
     ov_best = next(c for c in axis.variants(best) if c.name == "openvino bf16")
     assert ov_best.overrides == {"backend": "openvino", "precision": "bf16", "compile": False}
+    # a best that won with preloads: its openvino variants drop them (refused under openvino)
+    preloaded = Candidate("preloads", {"allocator": "jemalloc", "omp_runtime": "intel"},
+                          resolve({"allocator": "jemalloc", "omp_runtime": "intel"}), "preloads")
+    ov_pre = next(c for c in axis.variants(preloaded) if c.name == "openvino fp32")
+    assert ov_pre.overrides["allocator"] == ov_pre.overrides["omp_runtime"] == "default"
+    assert next(c for c in axis.variants(preloaded) if c.name == "native fp32").overrides["allocator"] == "jemalloc"
     mem = next(a for a in X.make_axes(host, resolve) if a.name == "memory format")
     assert mem.variants(ov_best) == []  # channels_last means nothing to the IR
 
@@ -338,10 +344,18 @@ def test_an_openvino_process_under_exec_never_inherits_kmp_affinity(tmp_path):
 
 
 @pytest.mark.parametrize("override, word", [({"allocator": "jemalloc"}, "free(): invalid pointer"),
+                                            ({"omp_runtime": "intel"}, "oneTBB, not OpenMP"),
                                             ({"kmp_affinity": "granularity=fine,compact,1,0"}, "one core")])
 def test_a_preload_or_kmp_affinity_asked_with_openvino_is_refused_in_one_line(tmp_path, override, word):
     with pytest.raises(BadInput, match=word.replace("(", r"\(").replace(")", r"\)")):
         _plan(tmp_path, "spr-2s-smt", backend="openvino", **override)
+
+
+def test_openvino_in_bf16_without_native_bf16_is_refused_where_the_plugin_would_run_f32(tmp_path):
+    """OpenVINO takes bf16 as a hint and runs f32 on an AVX2 CPU: the plan would say bf16 and verify fail it."""
+    with pytest.raises(BadInput, match="OpenVINO's CPU plugin would run f32"):
+        _plan(tmp_path, "epyc-2core-avx2", backend="openvino", precision="bf16")
+    assert _plan(tmp_path, "spr-2s-smt", backend="openvino", precision="bf16").settings["precision"] == "bf16"
 
 
 def test_the_compile_config_is_the_plans_knobs():
@@ -525,3 +539,38 @@ print(json.dumps({{"type": type(pipe).__name__, "genai": type(pipe.genai).__name
     assert d["type"] == "OvPipeline" and d["genai"] == "Text2ImagePipeline" and d["size"] == [64, 64]
     assert d["backend"] == "openvino" and d["artifacts"] == s["first"]["artifacts"]
     assert "compiled for 64x64" in d["refused"]
+
+
+def test_the_step_callback_counts_the_steps_asked_when_genai_iterates_more():
+    """GenAI's PNDM makes steps + 1 iterations and calls back each (i of n): the callback gets the steps asked,
+    so bench's bar (sized by steps: measuring.bench.unet_calls) ends at its end ("verify: 18/12" before)."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from sdagent.measuring.bench import unet_calls
+    from sdagent.pipeline.ov_backend import OvPipeline, OvPrepared
+    from sdagent.pipeline.ov_artifacts import OvKey
+    from sdagent.pipeline.workload import Workload
+
+    class Genai:
+        def generate(self, prompt, num_inference_steps, callback=None, **kw):
+            n = num_inference_steps + 1
+            for i in range(n):
+                if callback:
+                    callback(i, n, None)
+            self.n = n
+            return SimpleNamespace(data=np.zeros((1, 64, 64, 3), dtype=np.uint8))
+
+        def get_performance_metrics(self):
+            return SimpleNamespace(raw_metrics=SimpleNamespace(iteration_durations=[1000.0] * self.n),
+                                   get_text_encoder_infer_duration=lambda: {}, get_vae_decoder_infer_duration=lambda: 1.0)
+
+    key = OvKey("m", 64, 64, 2, "fp32", {}, ())
+    pipe = OvPipeline(Genai(), SimpleNamespace(TorchGenerator=lambda seed: seed, CppStdGenerator=lambda seed: seed),
+                      Path("/nonexistent"), key, "f32", "default")
+    prepared = OvPrepared(pipe, RunSpec("openvino", "fp32", False, False, True))
+    w = Workload(steps=2, height=64, width=64)
+    seen = []
+    prepared.generate(w, step_callback=lambda i, n, s: seen.append((i, n)))
+    assert seen == [(0, 2), (1, 2)] and unet_calls(pipe, w.steps) == 2

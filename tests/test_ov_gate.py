@@ -346,6 +346,8 @@ def test_verify_reports_the_shipped_fidelity_beside_the_measured_one_in_json_and
     assert "fidelity: now PSNR 38 dB / SSIM 0.998 vs the fp32 reference (pass)" in table
     assert "shipped by tune (vae=tiny) with PSNR 39.9 dB / SSIM 0.999" in table
     assert table.index("latency: median") < table.index("fidelity: now")  # beside the speed
+    row = next(ln for ln in table.splitlines() if ln.startswith("fidelity "))  # the check's row: its figures
+    assert "PSNR 38 dB / SSIM 0.998" in row and "at least bf16-vs-fp32's PSNR" in row and "{" not in row, row
     plain = make_plan(topo, FACTS, tuning=tune_record())  # not lossy: nothing shipped through a gate
     assert verify(VerifyRequest(req.model, W, plain, 0, req.targets, topo), Lossy(),
                   state_for(plain, topo)).shipped_fidelity is None

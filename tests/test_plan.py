@@ -234,6 +234,10 @@ def test_bad_plan_files(tmp_path):
     f.write_text('{"settings": {"binding": "glue"}}')
     with pytest.raises(BadInput, match="invalid value 'glue'"):
         load_plan_file(f)
+    # a key given twice: refused, not the last one silently kept
+    f.write_text('{"settings": {"precision": "fp32", "precision": "bf16"}}')
+    with pytest.raises(BadInput, match=f"plan file {f} is not valid JSON: duplicate key 'precision'"):
+        load_plan_file(f)
 
 
 def test_a_compiler_that_cannot_build_plans_eager(topo):

@@ -102,8 +102,8 @@ def test_2_outputs_in_unwritable_places_are_refused_before_any_work(tmp_path):
 
 def test_2_dir_problem_names_read_only_unwritable_and_full(tmp_path):
     class St:
-        def __init__(self, flag: int = 0, free: int = 10) -> None:
-            self.f_flag, self.f_bavail, self.f_bfree = flag, free, free
+        def __init__(self, flag: int = 0, free: int = 10, blocks: int = 100) -> None:
+            self.f_flag, self.f_bavail, self.f_bfree, self.f_blocks = flag, free, free, blocks
 
     assert atomicio.dir_problem(tmp_path) is None
     assert atomicio.dir_problem(tmp_path, statvfs=lambda p: St(os.ST_RDONLY), access=lambda p, m: False) \
@@ -111,6 +111,28 @@ def test_2_dir_problem_names_read_only_unwritable_and_full(tmp_path):
     assert atomicio.dir_problem(tmp_path, statvfs=lambda p: St(), access=lambda p, m: False) \
         == "not writable by this user"
     assert "full filesystem" in atomicio.dir_problem(tmp_path, statvfs=lambda p: St(free=0))
+    # /proc, /sys: no blocks at all, which is not "full"
+    assert "without storage" in atomicio.dir_problem(tmp_path, statvfs=lambda p: St(free=0, blocks=0))
+
+
+def test_2_an_output_that_is_a_fifo_is_refused_and_a_link_is_never_written_through(tmp_path):
+    """-o onto a FIFO (or a device: as root, /dev/null) would be replaced by a plain file through the rename:
+    refused, one line, exit 2, the node untouched. -o onto a symbolic link replaces the link, never its
+    target: a link planted where the agent writes cannot redirect a root-owned write."""
+    import stat as st
+
+    fifo = tmp_path / "ff"
+    os.mkfifo(fifo)
+    one_line(sdagent("plan", "-o", str(fifo)), 2, "is a FIFO, not a regular file")
+    assert st.S_ISFIFO(fifo.lstat().st_mode)
+    target = tmp_path / "real.json"
+    target.write_text("old")
+    link = tmp_path / "lnk"
+    link.symlink_to(target.name)
+    p = sdagent("plan", "-o", str(link))
+    assert p.returncode == 0, p.stderr
+    assert target.read_text() == "old" and not link.is_symlink()
+    assert json.loads(link.read_text())["format"].startswith("sdagent-plan")
 
 
 def test_2_a_write_that_fails_is_output_error_and_leaves_the_old_file(tmp_path, monkeypatch):

@@ -58,3 +58,15 @@ def test_missing_file_and_empty_stdin_are_exit_2(tmp_path):
     assert missing.returncode == 2 and "nope.yml" in missing.stderr
     empty = sdagent("targets", "check", "-", input="")
     assert empty.returncode == 2 and "<stdin>" in empty.stderr
+
+
+def test_stdin_that_is_not_utf8_is_exit_2_one_line_like_the_file():
+    import subprocess
+
+    from clirun import PY, REPO, clean_env
+
+    r = subprocess.run([PY, "-m", "sdagent", "targets", "check", "-"], input=b"\xff\xfe", capture_output=True,
+                       env=clean_env(), cwd=str(REPO), timeout=120)
+    err = r.stderr.decode()
+    assert r.returncode == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "targets file <stdin> cannot be read" in err and "sdagent-targets-" not in err

@@ -91,6 +91,9 @@ def test_bad_topology_file(tmp_path):
     f.write_text("{nope")
     with pytest.raises(BadInput, match="not valid JSON"):
         load_topology_file(f)
+    f.write_text('{"flags": ["avx2"], "flags": ["amx_bf16"]}')
+    with pytest.raises(BadInput, match="duplicate key 'flags'"):
+        load_topology_file(f)
 
 
 def test_live_host_reads():

@@ -16,6 +16,7 @@ import fcntl
 import json
 import os
 import shutil
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -30,11 +31,37 @@ class OutputError(SdagentError):
     exit_code = Exit.ERROR
 
 
-def check_parent(path: str | os.PathLike[str]) -> Path:
-    """Fail early, with one line, when the output's directory does not exist."""
+def _kind(mode: int) -> str:
+    """What a non-regular file is, in words (for the refusal)."""
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def target_of(path: str | os.PathLike[str]) -> Path:
+    """The output path, checked: a FIFO, device or socket there is BadInput (the rename would replace the
+    node itself with a plain file: as root, `-o /dev/null` would destroy /dev/null). A symbolic link is
+    never written through (lstat): the rename replaces the link itself, so a link planted where the agent
+    writes cannot send a root-owned write elsewhere (/etc/shadow)."""
     p = Path(path)
+    try:
+        mode = p.lstat().st_mode
+    except OSError:
+        return p
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
+        raise BadInput(f"output {path} is {_kind(mode)}, not a regular file: give a file name "
+                       f"(--json prints to standard output)")
+    return p
+
+
+def check_parent(path: str | os.PathLike[str]) -> Path:
+    """Fail early, with one line, when the output's directory does not exist; the path to write
+    (target_of: a FIFO or device refused; a link replaced, never written through)."""
     if not str(path):
         raise BadInput("empty output path (an unset variable?): give a file name")
+    p = target_of(path)
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir():
         raise BadInput(f"output directory does not exist: {parent} (for {p})")
@@ -54,6 +81,8 @@ def dir_problem(directory: Path, statvfs=os.statvfs, access=os.access) -> str | 
         st = statvfs(directory)
     except OSError as exc:
         return f"cannot be inspected ({exc.strerror})"
+    if st.f_blocks == 0:
+        return "on a filesystem without storage (such as /proc or /sys)"
     free = st.f_bfree if os.geteuid() == 0 else st.f_bavail  # root may use the reserved blocks
     if free <= 0:
         return "on a full filesystem (no space left)"
@@ -186,9 +215,21 @@ def read_text(path: str | os.PathLike[str], what: str) -> str:
         raise BadInput(f"{what} {p} cannot be read: {exc}") from None
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json's object_pairs_hook refusing a key given twice in one object (RFC 8259 leaves duplicates'
+    meaning open; json keeps the last silently, so a doubled "precision" would quietly change a plan)."""
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"duplicate key {k!r}")
+        out[k] = v
+    return out
+
+
 def read_json(path: str | os.PathLike[str], what: str) -> object:
+    """A user-named JSON file, keys unique in each object, or BadInput naming it and why."""
     try:
-        return json.loads(read_text(path, what))
+        return json.loads(read_text(path, what), object_pairs_hook=_unique_keys)
     except ValueError as exc:
         raise BadInput(f"{what} {path} is not valid JSON: {exc}") from None
 

@@ -57,7 +57,8 @@ def cli(ctx: click.Context, sysroot: str | None, topology_file: str | None, plan
       sdagent tune --model DIR      measure candidate plans here, keep the fastest
       sdagent env -o tuned.env      render the plan for systemd or a shell
       sdagent exec -- CMD ...       run CMD under the plan (preloads, threads, pinning)
-      sdagent model create DIR      write a random-weights pipeline (tiny or SD-1.5-shaped)
+      sdagent model create DIR      write a random-weights pipeline of a preset
+                                    (`sdagent model create --help` lists them)
       sdagent run / bench / verify  generate, measure, prove
 
     Every option can also be set as an environment variable: SDAGENT_<OPTION>

@@ -103,7 +103,8 @@ def compile_(agent: AgentContext, model: ModelArgs, artifacts: str | None, as_js
     fresh process then loads them in seconds instead of compiling for minutes.
     A package built for another torch or CPU is reported stale, never loaded,
     and replaced. Precision and memory format are the plan's (--plan-file, or
-    derived).
+    derived). A plan with compile false gets them built too (a note says so):
+    they are what the same plan with compile true loads.
 
     \b
     For a plan with backend openvino it builds the OpenVINO export instead:
@@ -139,6 +140,9 @@ def compile_(agent: AgentContext, model: ModelArgs, artifacts: str | None, as_js
     if plan.backend == "native":
         facts = agent.facts()
         check_compiler(facts.cxx, facts.cxx_error)
+        if not plan.settings.get("compile"):
+            click.echo("sdagent: note: the plan in force does not compile (compile: false): building the packages "
+                       "the same plan with compile: true loads", err=True)
     try:
         prepared = build_artifacts(md, plan.run_spec, w, artifacts)
     except CompileUnavailable as exc:

@@ -225,7 +225,8 @@ def backend_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      show_default=True,
                      help="auto = the plan's (bf16 where the CPU has AMX-BF16 or AVX512-BF16)."),
         click.option("--compile/--no-compile", "compile_", default=None,
-                     help="torch.compile the UNet (native backend; inductor with freezing). Default: the plan's."),
+                     help="Run the UNet, the VAE decoder and the text encoder as AOTInductor packages "
+                          "(torch.export, inductor with freezing; native backend). Default: the plan's."),
         click.option("--vae", type=click.Choice(["auto", *VAES]), default="auto", show_default=True,
                      help="auto = the plan's. " + KNOBS["vae"].help[0].upper() + KNOBS["vae"].help[1:] + "."),
         click.option("--artifacts", type=click.Path(file_okay=False), default=None,

@@ -52,11 +52,11 @@ def _load_stdin() -> tuple[Target, ...]:
 
     Errors: BadInput (exit 2) with the temporary path replaced by "<stdin>".
     """
-    text = click.get_text_stream("stdin").read()
+    data = click.get_binary_stream("stdin").read()
     with tempfile.TemporaryDirectory(prefix="sdagent-targets-") as tmp:
         path = os.path.join(tmp, "targets.yml")
-        with open(path, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with open(path, "wb") as fh:  # bytes as given: the loader's own decoding error names them
+            fh.write(data)
         try:
             return load_targets(path)
         except BadInput as exc:

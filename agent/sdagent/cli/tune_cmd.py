@@ -90,7 +90,8 @@ class BudgetBar:
                    "reach against the fp32 reference's, at seeds 0 and 1 of this workload, before it is measured; "
                    "one that fails is reported with its figures and never chosen. " + BOUND_HELP)
 @click.option("--compile/--no-compile", "allow_compile", default=True, show_default=True,
-              help="Try torch.compile (a cold cache costs minutes once; the warm-up is counted).")
+              help="Try the torch.compile axis: the UNet, the VAE decoder and the text encoder as AOTInductor "
+                   "packages (a missing package costs minutes to build once; the warm-up is counted).")
 @click.option("-o", "--output", type=OutputFile(), default=None,
               help="Write the chosen plan here (atomically, checked before measuring; an interrupted tune leaves "
                    "the old file; a write that fails prints the plan and the record on stdout).")
@@ -107,7 +108,8 @@ def tune(agent: AgentContext, m: MeasureArgs, plan_args: PlanArgs, budget_min: f
     topology plan, then one axis at a time from the best so far, in order of
     expected effect (so a short budget covers what matters first):
     precision/backend (native, ipex and openvino where their stack is in this
-    Python), torch.compile, OpenVINO weights (int8, int8-hybrid: lossy, each
+    Python), torch.compile (AOTInductor packages of the UNet, VAE decoder and
+    text encoder), OpenVINO weights (int8, int8-hybrid: lossy, each
     first through the fidelity gate, --fidelity-bound), UNet int8 (the native
     compiled UNet quantized by PT2E, where torchao is installed: lossy, gated
     the same way), VAE (the model's tiny
@@ -140,8 +142,8 @@ def tune(agent: AgentContext, m: MeasureArgs, plan_args: PlanArgs, budget_min: f
     `sdagent --plan-file F env/exec/verify` use it. Simulated operating
     characteristics: `python -m sdagent.tuning.simulation`.
     \b
-    Example (tiny model, about a minute):
-      sdagent tune --model /tmp/sd-tiny --steps 2 --height 64 --width 64 --budget 1 -o tuned.json
+    Example (tiny model, a few minutes on 2 cores):
+      sdagent tune --model /tmp/sd-tiny --steps 2 --height 64 --width 64 --budget 5 -o tuned.json
     """
     from sdagent.tuning.report import tune_table
     from sdagent.tuning.session import TuneRequest, tune as run_tune

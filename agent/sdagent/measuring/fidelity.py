@@ -206,6 +206,8 @@ def parse_bound(text: str) -> FidelityBound:
         key, sep, value = part.partition("=")
         if not sep or not key.strip():
             raise BadInput(f"fidelity bound {part!r}: expected KEY=VALUE (keys: {', '.join(BOUND_KEYS)})")
+        if key.strip() in d:
+            raise BadInput(f"fidelity bound {text!r}: {key.strip()!r} given twice")
         d[key.strip()] = value.strip()
     if not d:
         raise BadInput(f"fidelity bound {text!r} is empty (keys: {', '.join(BOUND_KEYS)})")

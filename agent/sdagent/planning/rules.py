@@ -230,7 +230,7 @@ def omp_runtime_rule(ctx: PlanContext) -> tuple[str, str]:
     than stock on every class measured; spin-waiting costs most on loaded, shared vCPUs).
     """
     if ctx.openvino:
-        return "default", "backend openvino threads with oneTBB, not OpenMP: no libiomp5 preloaded"
+        return "default", OV_NO_OPENMP_WHY
     if ctx.values.get("compile") and ctx.has_lib("iomp"):
         return "intel", COMPILED_ONE_RUNTIME
     f = ctx.finding("libiomp5")
@@ -242,7 +242,17 @@ def omp_runtime_rule(ctx: PlanContext) -> tuple[str, str]:
                        f"{_tune_tries(ctx, 'iomp', 'libiomp5')}")
 
 
-omp_runtime_honour = _library_honour("default")
+_omp_library_honour = _library_honour("default")
+
+#: Backend openvino: oneTBB threads it; a preloaded libiomp5 would be one more runtime in the process.
+OV_NO_OPENMP_WHY = "backend openvino threads with oneTBB, not OpenMP: no libiomp5 preloaded"
+
+
+def omp_runtime_honour(ctx: PlanContext, value: Any) -> tuple[Any, str] | None:
+    """The library must be on this host; and backend openvino takes no OpenMP runtime (OV_NO_OPENMP_WHY)."""
+    if ctx.openvino and value != "default":
+        return "default", OV_NO_OPENMP_WHY
+    return _omp_library_honour(ctx, value)
 
 
 # --- threads and binding ----------------------------------------------------------------------------
@@ -441,13 +451,19 @@ def backend_rule(ctx: PlanContext) -> tuple[str, str]:
     ipex = ctx.facts.ipex
     if ipex.usable:
         return "ipex", ipex.reason
-    return "native", f"{ipex.reason}: upstream PyTorch (channels_last, autocast, torch.compile)"
+    return "native", f"{ipex.reason}: upstream PyTorch (channels_last, autocast, AOTInductor packages)"
 
 
 def backend_honour(ctx: PlanContext, value: Any) -> tuple[Any, str] | None:
+    """IPEX must be usable here; backend openvino in bf16 needs native bf16: OpenVINO's CPU plugin takes
+    INFERENCE_PRECISION_HINT bf16 as a hint and runs f32 without AMX-BF16/AVX512-BF16, so the plan would
+    say bf16 and verify's precision check would fail it (exit 3)."""
     ipex = ctx.facts.ipex
     if value == "ipex" and not ipex.usable:
         return "native", f"IPEX is not usable here ({ipex.reason})"
+    if value == "openvino" and ctx.values.get("precision") == "bf16" and not native_bf16_flag(ctx.topo.flags):
+        return "native", ("precision bf16 without AMX-BF16 or AVX512-BF16 here: OpenVINO's CPU plugin would run "
+                          "f32 (set precision=fp32 for backend openvino)")
     return None
 
 

@@ -70,6 +70,9 @@ def precision_axis(host: HostChoices, resolve: Resolve, best: Candidate) -> list
             chg: dict[str, Any] = {"backend": be, "precision": pr, **(_no_int8(best) if be != "native" else {})}
             if be in ("ipex", "openvino"):
                 chg["compile"] = False
+            if be == "openvino":  # no preload under openvino (planning.rules: OV_PRELOAD_WHY, OV_NO_OPENMP_WHY)
+                chg.update({k: "default" for k in ("allocator", "omp_runtime")
+                            if best.overrides.get(k, "default") != "default"})
             out.append(_variant(best, f"{be} {pr}", "precision/backend", chg, resolve))
     return out
 

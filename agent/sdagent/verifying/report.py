@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any
+from typing import Any, Mapping
 
 from sdagent import atomicio
-from sdagent.errors import EXIT_CODES
+from sdagent.errors import EXIT_CODES, SdagentError
 from sdagent.pipeline.family import FAMILIES
 from sdagent.textfmt import columns, fmt, plan_line, workload_line
 from sdagent.verifying.checks import SKIP, VerifyResult
@@ -39,6 +39,24 @@ def fidelity_lines(result: VerifyResult) -> list[str]:
     return ([""] if out else []) + out
 
 
+def cell(v: Any) -> str:
+    """A check's value or limit in one short table cell: a fidelity figure as `PSNR 48.9 dB / SSIM 0.9997`, a
+    fidelity bound as its description (measuring.fidelity.FidelityBound.describe), anything else by fmt()."""
+    if isinstance(v, Mapping):
+        if "psnr_db" in v and "ssim" in v and "relative_to" not in v:
+            psnr = v["psnr_db"]
+            return f"PSNR {psnr if isinstance(psnr, str) else fmt(psnr)} dB / SSIM {fmt(v['ssim'])}"
+        if "relative_to" in v:
+            from sdagent.measuring.fidelity import FidelityBound
+
+            try:
+                return FidelityBound.from_dict(v).describe().removeprefix("bound: ")
+            except SdagentError:
+                pass
+        return ", ".join(f"{k}={fmt(x)}" for k, x in v.items() if k != "format")
+    return fmt(v)
+
+
 def verify_table(result: VerifyResult) -> str:
     """The terminal view of a verify: verdict first, then every check with value and limit."""
     code = int(result.exit_code)
@@ -60,7 +78,7 @@ def verify_table(result: VerifyResult) -> str:
     if result.bench is not None:
         out.append(workload_line(result.model, result.bench.workload.to_dict()))
     out.append("")
-    rows = [[c.name, c.category, c.status.upper() if c.status != SKIP else "skip", fmt(c.value), fmt(c.limit),
+    rows = [[c.name, c.category, c.status.upper() if c.status != SKIP else "skip", cell(c.value), cell(c.limit),
              c.detail] for c in result.checks]
     out += columns(rows, ["check", "category", "status", "value", "limit", "detail"])
     if result.bench is not None:

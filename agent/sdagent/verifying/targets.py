@@ -32,7 +32,8 @@ Format (a top-level list, or a mapping with the single key `targets`)::
       max_spread: 0.2           # optional: IQR/median above this -> inconclusive (the host is too noisy)
       bf16_max_diff: 0.08       # mean |bf16 - fp32| pixel difference in [0,1] (default 0.1)
       stock_check: false        # also measure stock in a fresh process (default false)
-      fidelity:                 # optional, lossy plans (vae tiny): the bound their images must stay within
+      fidelity:                 # optional, lossy plans (vae tiny, OpenVINO int8, quantize int8): the bound
+                                #   their images must stay within
         relative_to: bf16       #   bf16 (default: at least bf16-vs-fp32's PSNR/SSIM) | none
         psnr_margin_db: 0       #   loosen the relative rule ([0, 100] dB)
         ssim_margin: 0          #   ([0, 2])

@@ -4,8 +4,8 @@
 # SD-1.5's architecture (the sd15 preset, random weights), 512x512, 20 steps, whole images, 2 interleaved
 # rounds, a fresh process each, a 2-step warm-up per process (a whole-image warm-up doubles every process:
 # ~9 min each here), no per-step figure. The rungs: stock, the plan as shipped (untuned), the OpenVINO GenAI
-# peer with its defaults, the openvino backend (what `sdagent tune` ships on this host class: the backend
-# axis measures it faster than native) and the native int8 UNet (PT2E), each rung's image against stock's.
+# peer with its defaults, the openvino backend (fp32: the backend tune's precision/backend axis measures
+# beside native) and the native int8 UNet (PT2E), each rung's image against stock's.
 # Not measured: `backend: openvino int8-hybrid`, whose export calibrates on 200 UNet calls at 50 steps
 # (~50 min of this host's time before round 1).
 set -euo pipefail
