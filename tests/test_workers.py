@@ -189,12 +189,18 @@ def test_sigkill_of_a_throughput_bench_takes_its_workers_and_frees_the_lock_only
                       "--throughput", "--window", "600", env=env)
     workers: list[psutil.Process] = []
 
+    def cmdline(k: psutil.Process) -> str:
+        try:
+            return " ".join(k.cmdline())
+        except psutil.Error:  # a short-lived child (a probe) gone, or a zombie, between children() and here
+            return ""
+
     def started() -> bool:
         try:
             kids = psutil.Process(p.pid).children(recursive=True)
         except psutil.NoSuchProcess:
             return False
-        workers[:] = [k for k in kids if "sdagent.measuring.worker" in " ".join(k.cmdline())]
+        workers[:] = [k for k in kids if "sdagent.measuring.worker" in cmdline(k)]
         return bool(workers)
 
     try:
