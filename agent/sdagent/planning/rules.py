@@ -220,6 +220,10 @@ COMPILED_ONE_RUNTIME = ("compiled packages link the system's libgomp beside torc
                         "docs/results/amx-16c-defaults)")
 
 
+#: Backend openvino: oneTBB threads it; a preloaded libiomp5 would be one more runtime in the process.
+OV_NO_OPENMP_WHY = "backend openvino threads with oneTBB, not OpenMP: no libiomp5 preloaded"
+
+
 def omp_runtime_rule(ctx: PlanContext) -> tuple[str, str]:
     """Intel OpenMP (libiomp5) for compiled packages (COMPILED_ONE_RUNTIME), or where it measured faster
     on this host's class; else torch's own.
@@ -243,9 +247,6 @@ def omp_runtime_rule(ctx: PlanContext) -> tuple[str, str]:
 
 
 _omp_library_honour = _library_honour("default")
-
-#: Backend openvino: oneTBB threads it; a preloaded libiomp5 would be one more runtime in the process.
-OV_NO_OPENMP_WHY = "backend openvino threads with oneTBB, not OpenMP: no libiomp5 preloaded"
 
 
 def omp_runtime_honour(ctx: PlanContext, value: Any) -> tuple[Any, str] | None:

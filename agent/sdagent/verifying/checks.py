@@ -437,8 +437,9 @@ def check_bf16_diff(diff: float, limit: float) -> Check:
 
 def check_fidelity(decision: Any) -> Check:
     """Lossy plans (vae tiny, OpenVINO int8 weights, quantize int8): the images' PSNR and SSIM (worst of fixed
-    seeds, scikit-image) against the fp32 reference's (fp32 eager, full VAE, same seeds and prompt) within the fidelity bound (the target's
-    `fidelity`, else the one the plan was tuned with, else the default: at least bf16-vs-fp32's figures)."""
+    seeds, scikit-image) against the fp32 reference's (fp32 eager, full VAE, same seeds and prompt) within the
+    fidelity bound (the target's `fidelity`, else the one the plan was tuned with, else the default: at least
+    bf16-vs-fp32's figures)."""
     fid = decision.fidelity
     value = {"psnr_db": "inf" if math.isinf(fid.psnr_db) else round(fid.psnr_db, 3), "ssim": round(fid.ssim, 5)}
     return Check("fidelity", "quality", PASS if decision.passed else FAIL, decision.reason, value,
