@@ -2,7 +2,7 @@
 # Issue 22's int8 goal on this host class, from a clean clone, as this folder's files were made:
 #   OUT=docs/results/avx2-2c-512-int8 bash docs/results/avx2-2c-512-int8/run.sh
 # Step 1 builds the int8-hybrid OpenVINO export of the sd15 preset once (NNCF's hybrid quantization through
-# optimum-intel, calibrated on 200 UNet calls at 50 steps: most of an hour on 2 cores; a no-op when built).
+# optimum-intel, calibrated on 200 UNet calls at 50 steps: more than 2 h on 2 cores; a no-op when built).
 # Step 2 is the ladder at the published workload (SD-1.5's architecture, random weights, 512x512, 20 steps,
 # whole images), one round (the session's time left no second: ~13 min a round here), a fresh process each, a
 # 2-step warm-up per process: stock (the fidelity reference), the OpenVINO GenAI peer with its defaults and
