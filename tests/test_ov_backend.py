@@ -564,7 +564,8 @@ def test_the_step_callback_counts_the_steps_asked_when_genai_iterates_more():
 
         def get_performance_metrics(self):
             return SimpleNamespace(raw_metrics=SimpleNamespace(iteration_durations=[1000.0] * self.n),
-                                   get_text_encoder_infer_duration=lambda: {}, get_vae_decoder_infer_duration=lambda: 1.0)
+                                   get_text_encoder_infer_duration=lambda: {},
+                                   get_vae_decoder_infer_duration=lambda: 1.0)
 
     key = OvKey("m", 64, 64, 2, "fp32", {}, ())
     pipe = OvPipeline(Genai(), SimpleNamespace(TorchGenerator=lambda seed: seed, CppStdGenerator=lambda seed: seed),
