@@ -37,7 +37,7 @@ def _kind(mode: int) -> str:
                        (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
         if test(mode):
             return name
-    return "not a regular file"
+    return "a special file"
 
 
 def target_of(path: str | os.PathLike[str]) -> Path:
@@ -215,7 +215,7 @@ def read_text(path: str | os.PathLike[str], what: str) -> str:
         raise BadInput(f"{what} {p} cannot be read: {exc}") from None
 
 
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """json's object_pairs_hook refusing a key given twice in one object (RFC 8259 leaves duplicates'
     meaning open; json keeps the last silently, so a doubled "precision" would quietly change a plan)."""
     out: dict[str, Any] = {}
@@ -229,7 +229,7 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def read_json(path: str | os.PathLike[str], what: str) -> object:
     """A user-named JSON file, keys unique in each object, or BadInput naming it and why."""
     try:
-        return json.loads(read_text(path, what), object_pairs_hook=_unique_keys)
+        return json.loads(read_text(path, what), object_pairs_hook=unique_keys)
     except ValueError as exc:
         raise BadInput(f"{what} {path} is not valid JSON: {exc}") from None
 

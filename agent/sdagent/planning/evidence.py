@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sdagent.atomicio import read_text
+from sdagent.atomicio import read_text, unique_keys
 from sdagent.errors import BadInput
 
 EVIDENCE_FORMAT = "sdagent-evidence/1"
@@ -190,18 +190,10 @@ def _measurement(d: dict[str, Any]) -> Measurement:
     )
 
 
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    keys = [k for k, _ in pairs]
-    dup = sorted({k for k in keys if keys.count(k) > 1})
-    if dup:
-        raise ValueError(f"duplicate key(s) {', '.join(dup)}")
-    return dict(pairs)
-
-
 def parse_evidence(text: str, source: str = "evidence.json") -> Evidence:
     """An evidence record from its JSON text; BadInput naming the entry and the problem."""
     try:
-        d = json.loads(text, object_pairs_hook=_no_duplicate_keys)
+        d = json.loads(text, object_pairs_hook=unique_keys)
     except ValueError as exc:
         raise BadInput(f"evidence file {source}: not valid JSON ({exc})") from None
     if not isinstance(d, dict) or d.get("format") != EVIDENCE_FORMAT:
