@@ -297,7 +297,7 @@ def test_backend_openvino_without_openvino_is_one_line_exit_2(tiny_model, tmp_pa
 JE = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
 
 
-def _plan(tmp_path, host: str, request=None, **overrides):
+def _plan(tmp_path, host: str, request=None, ipex_usable: bool = False, **overrides):
     from hosts import HOSTS, write_tree
     from sdagent.host.software import HostFacts, IpexStatus
     from sdagent.host.topology import read_topology
@@ -306,7 +306,8 @@ def _plan(tmp_path, host: str, request=None, **overrides):
 
     facts = HostFacts(libraries={"jemalloc": JE, "iomp": "/opt/venv/lib/libiomp5.so"}, numactl="/usr/bin/numactl",
                       taskset="/usr/bin/taskset", numa_permitted=True,
-                      ipex=IpexStatus(False, None, "2.13.0", "not installed"))
+                      ipex=IpexStatus(True, "2.8.0", "2.8.0", "usable") if ipex_usable
+                      else IpexStatus(False, None, "2.13.0", "not installed"))
     topo = read_topology(write_tree(tmp_path / host, HOSTS[host]))
     return make_plan(topo, facts, request or PlanRequest(), overrides=overrides)
 
@@ -358,6 +359,26 @@ def test_openvino_in_bf16_without_native_bf16_is_refused_where_the_plugin_would_
     assert _plan(tmp_path, "spr-2s-smt", backend="openvino", precision="bf16").settings["precision"] == "bf16"
 
 
+@pytest.mark.parametrize("override, word", [({"ov_weights": "int8"}, "ov_weights=int8"),
+                                            ({"ov_cpu_pinning": True}, "ov_cpu_pinning=True"),
+                                            ({"ov_num_streams": 2}, "ov_num_streams=2"),
+                                            ({"ov_performance_hint": "throughput"}, "ov_performance_hint")])
+def test_an_openvino_setting_asked_on_another_backend_is_refused_in_one_line(tmp_path, override, word):
+    """Nothing reads an ov_* setting on the native backend: asked there, it would be believed in force."""
+    with pytest.raises(BadInput, match=f"{word}.* but only backend openvino reads it"):
+        _plan(tmp_path, "spr-2s-smt", backend="native", **override)
+    assert _plan(tmp_path, "spr-2s-smt", backend="openvino", **override).settings[next(iter(override))] \
+        == next(iter(override.values()))
+
+
+@pytest.mark.parametrize("backend, word", [("openvino", "CPU plugin compiles"), ("ipex", "ipex.optimize")])
+def test_compile_asked_where_the_backend_compiles_itself_is_refused(tmp_path, backend, word):
+    """IPEX and OpenVINO compile the graph themselves: compile=true there is a setting nothing reads."""
+    with pytest.raises(BadInput, match=f"compile=True but .*{word}"):
+        _plan(tmp_path, "spr-2s-smt", ipex_usable=True, backend=backend, compile=True)
+    assert _plan(tmp_path, "spr-2s-smt", ipex_usable=True, backend=backend).settings["compile"] is False
+
+
 def test_the_compile_config_is_the_plans_knobs():
     from sdagent.pipeline.ov_backend import compile_config
 
@@ -391,6 +412,11 @@ def test_tune_tries_no_preload_for_openvino_and_toggles_its_pinning():
     (pin,) = axes["OpenVINO"].variants(best)
     assert pin.overrides == {"backend": "openvino", "ov_cpu_pinning": False}
     assert axes["OpenVINO"].variants(Candidate("n", {}, {"backend": "native"}, "plan")) == []
+    won = Candidate("openvino int8", {"backend": "openvino", "ov_weights": "int8", "ov_cpu_pinning": True},
+                    {**settings, "ov_weights": "int8"}, "OpenVINO weights")
+    native = [c for c in axes["precision/backend"].variants(won) if c.overrides["backend"] == "native"]
+    assert native and all(c.overrides["ov_weights"] == "full" and c.overrides["ov_cpu_pinning"] is False
+                          for c in native)  # the planner refuses ov_* settings off backend openvino
 
 
 # ---------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from sdagent.host.hostclass import isa_class
 from sdagent.host.topology import Topology, format_cpulist, native_bf16_flag
 from sdagent.planning.evidence import Evidence, Finding, default_evidence, lever_finding
 from sdagent.planning.layout import Instance, PlanRequest
-from sdagent.planning.settings import LIBRARY_KNOBS, MALLOC_CONF_PROFILES, UNSET
+from sdagent.planning.settings import LIBRARY_KNOBS, MALLOC_CONF_PROFILES, OPENVINO_OFF, UNSET
 
 #: How to get each preloadable library (the hint a missing-library reason gives).
 INSTALL_HINTS: dict[str, str] = {"jemalloc": "install libjemalloc2", "tcmalloc": "install libgoogle-perftools4",
@@ -504,9 +504,14 @@ def compile_rule(ctx: PlanContext) -> tuple[bool, str]:
 
 
 def compile_honour(ctx: PlanContext, value: Any) -> tuple[Any, str] | None:
-    """Compiled packages need a C++ compiler that can build inductor's code (facts.cxx_error says why not)."""
-    if not value or ctx.values["backend"] != "native":
+    """Compiled packages are the native backend's, and need a C++ compiler that can build inductor's code
+    (facts.cxx_error says why not). IPEX and OpenVINO compile the graph themselves: compile=true there
+    would be a setting the run ignores, so an override naming it is refused."""
+    if not value:
         return None
+    if ctx.values["backend"] != "native":
+        return False, ("backend openvino runs its export, which OpenVINO's CPU plugin compiles itself"
+                       if ctx.openvino else "backend ipex optimizes the graph itself (ipex.optimize)")
     if not ctx.facts.cxx:
         return False, "no C++ compiler (g++) to build compiled packages"
     if ctx.facts.cxx_error:
@@ -574,6 +579,18 @@ def weights_prepack_rule(ctx: PlanContext) -> tuple[bool, str]:
 
 
 # --- OpenVINO (backend openvino; pipeline.ov_backend.compile_config sends them) ----------------------
+
+def openvino_only_honour(off: Any) -> HonourFn:
+    """Honour check of an OpenVINO setting: on another backend only its `off` value (what the rule gives
+    there) is honoured, since nothing reads the setting; an override naming another value is refused
+    (the user would believe it in force), a plan file's falls back to `off` with a warning."""
+    def honour(ctx: PlanContext, value: Any) -> tuple[Any, str] | None:
+        if ctx.openvino or value == off:
+            return None
+        return off, f"only backend openvino reads it (backend is {ctx.values.get('backend')})"
+    honour.__name__ = "openvino_only_honour"
+    return honour
+
 
 def ov_num_threads_rule(ctx: PlanContext) -> tuple[Any, str]:
     """INFERENCE_NUM_THREADS: the instance's thread count, as OMP_NUM_THREADS is for torch."""
@@ -643,9 +660,11 @@ RULES: tuple[Rule, ...] = (
     Rule("membind", membind_rule, membind_honour),
     Rule("kmp_affinity", kmp_affinity_rule, kmp_affinity_honour),
     Rule("kmp_blocktime", kmp_blocktime_rule),
-    Rule("ov_num_threads", ov_num_threads_rule, check=ov_num_threads_check),
-    Rule("ov_num_streams", ov_num_streams_rule),
-    Rule("ov_performance_hint", ov_performance_hint_rule),
-    Rule("ov_cpu_pinning", ov_cpu_pinning_rule),
-    Rule("ov_weights", ov_weights_rule),
+    Rule("ov_num_threads", ov_num_threads_rule, openvino_only_honour(OPENVINO_OFF["ov_num_threads"]),
+         check=ov_num_threads_check),
+    Rule("ov_num_streams", ov_num_streams_rule, openvino_only_honour(OPENVINO_OFF["ov_num_streams"])),
+    Rule("ov_performance_hint", ov_performance_hint_rule,
+         openvino_only_honour(OPENVINO_OFF["ov_performance_hint"])),
+    Rule("ov_cpu_pinning", ov_cpu_pinning_rule, openvino_only_honour(OPENVINO_OFF["ov_cpu_pinning"])),
+    Rule("ov_weights", ov_weights_rule, openvino_only_honour(OPENVINO_OFF["ov_weights"])),
 )

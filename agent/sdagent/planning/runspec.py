@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 from sdagent.errors import BadInput
 from sdagent.host.topology import native_bf16_flag
-from sdagent.planning.settings import BACKENDS, OV_WEIGHTS, PRECISIONS, QUANTIZE, VAES
+from sdagent.planning.settings import BACKENDS, OPENVINO_OFF, OV_WEIGHTS, PRECISIONS, QUANTIZE, VAES
 
 #: The plan settings a RunSpec is made of (the rest of a plan is the process environment).
 RUN_KEYS: tuple[str, ...] = ("backend", "precision", "channels_last", "compile", "compile_autotune",
@@ -90,8 +90,10 @@ class RunSpec:
         return replace(self, isa_flags=tuple(isa_flags))
 
     def settings(self) -> dict[str, Any]:
-        """As plan settings (for a plan file that records this run)."""
-        return {k: getattr(self, k) for k in RUN_KEYS}
+        """As plan settings (for a plan file that records this run): OpenVINO's own as the planner has them
+        off backend openvino (planning.settings.OPENVINO_OFF), since no other backend reads them."""
+        out = {k: getattr(self, k) for k in RUN_KEYS}
+        return out if self.backend == "openvino" else {**out, **OPENVINO_OFF}
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

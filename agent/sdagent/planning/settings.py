@@ -53,6 +53,10 @@ MALLOC_CONF_PROFILES: dict[str, str] = {
 }
 KMP_AFFINITY_COMPACT = "granularity=fine,compact,1,0"
 UNSET = "unset"
+#: Each OpenVINO setting's value on the other backends (what its rule gives there): the only value the planner
+#: honours there (planning.rules.openvino_only_honour), and what a non-openvino RunSpec records.
+OPENVINO_OFF: dict[str, Any] = {"ov_num_threads": UNSET, "ov_num_streams": UNSET, "ov_performance_hint": "latency",
+                                "ov_cpu_pinning": False, "ov_weights": "full"}
 
 #: Characters each free-form string setting may hold (what jemalloc's and Intel
 #: OpenMP's own option parsers read); anything else is refused, never escaped.

@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping
 
 from sdagent.planning.plan import LAYOUT_KEYS
 from sdagent.planning.runspec import STOCK_SETTINGS
-from sdagent.planning.settings import KMP_AFFINITY_COMPACT
+from sdagent.planning.settings import KMP_AFFINITY_COMPACT, OPENVINO_OFF
 from sdagent.tuning.search import Axis, Candidate
 
 
@@ -70,6 +70,8 @@ def precision_axis(host: HostChoices, resolve: Resolve, best: Candidate) -> list
             chg: dict[str, Any] = {"backend": be, "precision": pr, **(_no_int8(best) if be != "native" else {})}
             if be in ("ipex", "openvino"):
                 chg["compile"] = False
+            if be != "openvino":
+                chg.update(_no_openvino(best))
             if be == "openvino":  # no preload under openvino (planning.rules: OV_PRELOAD_WHY, OV_NO_OPENMP_WHY)
                 chg.update({k: "default" for k in ("allocator", "omp_runtime")
                             if best.overrides.get(k, "default") != "default"})
@@ -185,6 +187,12 @@ def threads_axis(host: HostChoices, resolve: Resolve, best: Candidate) -> list[C
 
 def _openvino(best: Candidate) -> bool:
     return best.settings.get("backend") == "openvino"
+
+
+def _no_openvino(best: Candidate) -> dict[str, Any]:
+    """The change that leaves OpenVINO's own settings, for a variant on another backend: their values there
+    (planning.rules.OPENVINO_OFF), the only ones the planner honours off backend openvino."""
+    return {k: off for k, off in OPENVINO_OFF.items() if k in best.overrides and best.overrides[k] != off}
 
 
 def _no_int8(best: Candidate) -> dict[str, Any]:
