@@ -61,6 +61,9 @@ if [ ! -x "$VENV/bin/molecule" ]; then
 fi
 export PATH="$VENV/bin:$PATH"
 export ANSIBLE_FORCE_COLOR=0 PY_COLORS=0 NO_COLOR=1 ANSIBLE_NOCOLOR=1
+# The podman connection, pipelined (.ci/ansible/connection_plugins/podman.py says why): one `podman
+# exec` per task instead of six. Pipelining is what ansible.cfg turns on for a real fleet's SSH hosts.
+export ANSIBLE_CONNECTION_PLUGINS="$REPO/.ci/ansible/connection_plugins" ANSIBLE_PIPELINING=True
 
 # --- 3. base image: debootstrap rootfs -> podman import ------------------------
 # The Debian mirror (for debootstrap and the rootfs's own apt sources) is this
@@ -194,6 +197,7 @@ molecule_one() {  # molecule_one SCENARIO: molecule test for a role's default sc
     (cd "$dir" && $SUDO env "PATH=$PATH" CONTAINERS_CONF="$CONTAINERS_CONF" \
         SDAGENT_MOLECULE_IMAGE="$IMAGE" SDAGENT_WHEELHOUSE="$WHEELHOUSE" \
         SDAGENT_CA_BUNDLE="$SDAGENT_CA_BUNDLE" NO_COLOR=1 PY_COLORS=0 ANSIBLE_FORCE_COLOR=0 \
+        ANSIBLE_CONNECTION_PLUGINS="$ANSIBLE_CONNECTION_PLUGINS" ANSIBLE_PIPELINING="$ANSIBLE_PIPELINING" \
         ANSIBLE_CALLBACKS_ENABLED=ansible.posix.profile_tasks \
         molecule "${args[@]}")
 }
