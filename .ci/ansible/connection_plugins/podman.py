@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import shlex
 
+from ansible.errors import AnsibleConnectionFailure
 from ansible.module_utils.common.text.converters import to_native
 from ansible.plugins.connection import ConnectionBase, ensure_connect
 from ansible_collections.containers.podman.plugins.connection.podman import Connection as PodmanConnection
@@ -28,6 +29,10 @@ from ansible_collections.containers.podman.plugins.connection.podman import DOCU
 DOCUMENTATION = _PODMAN_DOC.replace(
     "short_description: Interact with an existing podman container",
     "short_description: containers.podman.podman with pipelining (podman exec -i), for this CI", 1)
+
+
+#: podman's own exit codes: 125, podman failed (no such container); 255, the container is not running.
+PODMAN_FAILED = (125, 255)
 
 
 class Connection(PodmanConnection):
@@ -54,7 +59,13 @@ class Connection(PodmanConnection):
         args = ["exec"] + (["--interactive"] if in_data is not None else [])
         if self.user:
             args += ["--user", self.user]
-        return self._podman(args, shlex.split(to_native(cmd, errors="surrogate_or_strict")), in_data)
+        rc, out, err = self._podman(args, shlex.split(to_native(cmd, errors="surrogate_or_strict")), in_data)
+        if rc in PODMAN_FAILED and err.startswith(b"Error: "):
+            # podman itself failed (a stopped container: 255, "container state improper"; a removed one:
+            # 125), not the command: the host is unreachable, as SSH reports a dead host (rc 255). The
+            # upstream plugin gets there through its temporary-directory step, which pipelining skips.
+            raise AnsibleConnectionFailure(f"podman exec in {self._container_id}: {to_native(err).strip()}")
+        return rc, out, err
 
     def put_file(self, in_path, out_path):
         self._mount()
