@@ -6,7 +6,7 @@
 #   bash .ci/ansible.sh                 # lint + all scenarios
 #   SDAGENT_CI_SCENARIOS="jemalloc fleet" bash .ci/ansible.sh   # a subset
 #   SDAGENT_CI_SKIP_LINT=1 / SDAGENT_CI_SKIP_MOLECULE=1
-#   SDAGENT_CI_PARALLEL="jemalloc intel_openmp numactl"   # scenarios run side by side ("" for none)
+#   SDAGENT_CI_PARALLEL="jemalloc intel_openmp numactl sdagent"   # scenarios run side by side ("" for none)
 #   SDAGENT_CI_BESIDE="fleet"   # run beside the one-after-another scenarios ("" for none)
 #
 # Everything it downloads or builds is cached under
@@ -177,13 +177,13 @@ fi
 
 # --- 6. molecule -------------------------------------------------------------------
 # The scenarios of the small roles (no agent wheel, no benchmark: mostly apt, pip and
-# podman waits) run side by side, each into its own log printed when it ends, and the
-# fleet scenario (its own wheel directory; the longest) starts beside them. Then the
-# roles' agent scenarios (sdagent, tuned_env: they keep the wheel at one path) run one
-# after another while the fleet scenario goes on beside them: most
-# of a scenario's time is Ansible's and podman's, not the benchmarks' (tiny model), and
-# the benchmarks in them are judged on behaviour, never on speed.
-PARALLEL=${SDAGENT_CI_PARALLEL-"jemalloc intel_openmp numactl"}
+# podman waits) and the sdagent role's run side by side, each into its own log printed
+# when it ends, and the fleet scenario (its own wheel directory; the longest) starts
+# beside them. tuned_env, the longest of the roles' chain, follows when they have ended:
+# it and the sdagent scenario build the agent's wheel at one path, so they never overlap.
+# Most of a scenario's time is Ansible's and podman's, not the benchmarks' (tiny model),
+# and the benchmarks in them are judged on behaviour, never on speed.
+PARALLEL=${SDAGENT_CI_PARALLEL-"jemalloc intel_openmp numactl sdagent"}
 BESIDE=${SDAGENT_CI_BESIDE-"fleet"}
 failed=()
 molecule_one() {  # molecule_one SCENARIO: molecule test for a role's default scenario or fleet
