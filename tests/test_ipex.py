@@ -142,5 +142,6 @@ def test_run_cli_ipex_bf16(tiny_model, tmp_path, capsys):
 def test_compile_with_ipex_backend_is_bad_input(tiny_model, tmp_path, capsys):
     code, _, err = cli(capsys, "run", "--model", str(tiny_model), "--prompt", "ship", "--backend", "ipex",
                        "--compile", "-o", str(tmp_path / "x.png"))
-    assert code == 2 and err.startswith("sdagent: error: --compile is for the native backend")
+    assert code == 2 and err.startswith("sdagent: error: compile=True but backend ipex optimizes the graph itself")
+    assert "compile is the native backend's (--backend native)" in err and err.count("\n") == 1
     assert not (tmp_path / "x.png").exists()

@@ -12,7 +12,7 @@ from sdagent.atomicio import write_json
 from sdagent.cli import cli
 from sdagent.cli.context import AgentContext
 from sdagent.cli.options import (FiniteFloat, ModelArgs, OutputFile, PlanArgs, backend_options, check_backend_usable,
-                                 check_compile_flag, check_vae, layout_options, model_options, pass_agent, progress_bar,
+                                 check_vae, layout_options, model_options, pass_agent, progress_bar,
                                  resolve_plan, run_overrides, spill_on_write_failure)
 from sdagent.measuring.bench import bench_model, check_counts
 from sdagent.textfmt import runs_with
@@ -76,7 +76,6 @@ def bench(agent: AgentContext, model: ModelArgs, runs: int, warmup: int, backend
     check_counts(runs, warmup)
     md, w = model.checked()
     plan = resolve_plan(agent, plan_args, extra=run_overrides(backend, precision, compile_, channels_last, vae))
-    check_compile_flag(plan, compile_)
     check_vae(plan, md.path)
     check_backend_usable(plan.backend)
     if throughput or plan_args.instances is not None or images is not None or window_s is not None:

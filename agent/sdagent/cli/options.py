@@ -272,16 +272,6 @@ def check_backend_usable(backend: str) -> None:
             raise BadInput(openvino_unusable_message(st))
 
 
-def check_compile_flag(plan: Plan, compile_: bool | None) -> None:
-    """--compile asks for torch.compile, which the ipex and openvino backends do not use."""
-    if plan.backend == "openvino" and compile_:
-        raise BadInput("--compile is for the native backend (OpenVINO's CPU plugin compiles the export itself): "
-                       "add --backend native")
-    if plan.backend == "ipex" and compile_:
-        raise BadInput("--compile is for the native backend (IPEX optimizes the graph itself): "
-                       "add --backend native")
-
-
 # ---------------------------------------------------------------------------
 # The model and the workload: one decorator, one rule for the default size
 # ---------------------------------------------------------------------------

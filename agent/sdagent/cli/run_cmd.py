@@ -11,7 +11,7 @@ import click
 from sdagent.atomicio import write_bytes
 from sdagent.cli import cli
 from sdagent.cli.context import AgentContext
-from sdagent.cli.options import (ModelArgs, OutputFile, backend_options, check_backend_usable, check_compile_flag,
+from sdagent.cli.options import (ModelArgs, OutputFile, backend_options, check_backend_usable,
                                  check_vae,
                                  model_options, pass_agent, resolve_plan, run_overrides, spill_on_write_failure)
 from sdagent.errors import BadInput
@@ -67,7 +67,6 @@ def run(agent: AgentContext, model: ModelArgs, backend: str, precision: str, com
             raise BadInput(ipex_unusable_message(st))
     check_backend_usable(backend)
     plan = resolve_plan(agent, extra=run_overrides(backend, precision, compile_, vae=vae))
-    check_compile_flag(plan, compile_)
     check_vae(plan, md.path)
     check_backend_usable(plan.backend)
     spec = plan.run_spec

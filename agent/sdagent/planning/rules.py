@@ -510,8 +510,9 @@ def compile_honour(ctx: PlanContext, value: Any) -> tuple[Any, str] | None:
     if not value:
         return None
     if ctx.values["backend"] != "native":
-        return False, ("backend openvino runs its export, which OpenVINO's CPU plugin compiles itself"
-                       if ctx.openvino else "backend ipex optimizes the graph itself (ipex.optimize)")
+        return False, (("backend openvino runs its export, which OpenVINO's CPU plugin compiles itself"
+                        if ctx.openvino else "backend ipex optimizes the graph itself (ipex.optimize)")
+                       + ": compile is the native backend's (--backend native)")
     if not ctx.facts.cxx:
         return False, "no C++ compiler (g++) to build compiled packages"
     if ctx.facts.cxx_error:
