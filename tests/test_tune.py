@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -535,3 +536,30 @@ def test_a_tunes_record_reads_back_as_typed_fields_and_feeds_verifys_stock_check
     with pytest.raises(BadInput, match="sdagent-tune/9"):
         TuneRecord.from_dict({**d, "format": "sdagent-tune/9"})
     assert "unreadable" in stock_figures_from_tuning({**d, "format": "sdagent-tune/9"})
+
+
+def test_a_plan_file_whose_openvino_settings_no_backend_reads_starts_the_tune(tmp_path):
+    """A plan file written before the planner refused ov_* settings off backend openvino (a stock-winning
+    tune recorded ov_cpu_pinning: true on the native backend) is the tune's first candidate, honoured here,
+    not an exit 2: its settings go through the planner's lenient path for files before they are overrides."""
+    from hosts import HOSTS, write_tree
+    from sdagent.host.software import HostFacts, IpexStatus
+    from sdagent.host.topology import read_topology
+    from sdagent.pipeline.modeldir import ModelDir
+    from sdagent.pipeline.workload import Workload
+    from sdagent.planning.plan import make_plan
+    from sdagent.tuning.session import TuneRequest, _Session
+
+    topo = read_topology(write_tree(tmp_path, HOSTS["xeon-vm-2core-amx"]))
+    facts = HostFacts(libraries={"jemalloc": None, "tcmalloc": None, "iomp": None}, numactl=None,
+                      taskset="/usr/bin/taskset", numa_permitted=False,
+                      ipex=IpexStatus(False, None, "2.13.0", "not installed"), cxx=None)
+    old = make_plan(topo, facts, file_settings={"backend": "native", "ov_cpu_pinning": True, "ov_weights": "int8"},
+                    source="tuned")
+    assert old.settings["ov_cpu_pinning"] is False and old.warnings  # a file's value falls back, with a warning
+    req = TuneRequest(ModelDir(tmp_path, "StableDiffusionPipeline", {}, "tiny"), Workload(steps=4, height=64,
+                      width=64), 300.0, allow_compile=False, start=dataclasses.replace(
+                          old, settings={**old.settings, "ov_cpu_pinning": True, "ov_weights": "int8"}))
+    (first,) = _Session(topo, facts, req, {}, runner=None).first()
+    assert first.overrides["ov_cpu_pinning"] is False and first.overrides["ov_weights"] == "full"
+    assert first.settings["backend"] == "native"

@@ -127,6 +127,14 @@ class _Session:
         lay = PlanRequest.from_dict(layout) if layout else self.request
         return make_plan(self.topo, self.facts, lay, overrides=dict(overrides), objective=self.req.objective)
 
+    def honoured(self, file_settings: Mapping[str, Any]) -> dict[str, Any]:
+        """A plan file's settings as this host honours them (the planner's lenient path for a file: what it
+        cannot honour falls back, e.g. an older file's `ov_*` values on the native backend), so that they can
+        be a candidate's overrides, which the planner takes strictly."""
+        settings = make_plan(self.topo, self.facts, self.request, file_settings=file_settings,
+                             objective=self.req.objective).settings
+        return {k: settings[k] for k in file_settings if k in settings}
+
     def resolve(self, overrides: Mapping[str, Any], layout: Mapping[str, Any] | None = None) -> dict[str, Any]:
         return dict(self.plan_for(overrides, layout).settings)
 
@@ -137,7 +145,7 @@ class _Session:
         start = self.req.start
         first = [plan_candidate(self.resolve)]
         if start is not None and start.source != "derived":
-            given = {k: v for k, v in start.settings.items() if k not in LIBRARY_KNOBS.values()}
+            given = self.honoured({k: v for k, v in start.settings.items() if k not in LIBRARY_KNOBS.values()})
             first = [Candidate(f"plan file ({start.source})", given, self.resolve(given), "plan",
                                warmup=bool(given.get("compile")))]
         if not self.req.allow_compile and first[0].settings.get("compile"):
