@@ -191,7 +191,7 @@ def _openvino(best: Candidate) -> bool:
 
 def _no_openvino(best: Candidate) -> dict[str, Any]:
     """The change that leaves OpenVINO's own settings, for a variant on another backend: their values there
-    (planning.rules.OPENVINO_OFF), the only ones the planner honours off backend openvino."""
+    (planning.settings.OPENVINO_OFF), the only ones the planner honours off backend openvino."""
     return {k: off for k, off in OPENVINO_OFF.items() if k in best.overrides and best.overrides[k] != off}
 
 
